@@ -1,0 +1,1 @@
+"""Gradio UI: ``build_app()`` plus one module per tab."""

@@ -1,0 +1,1 @@
+"""Workflows joining pipeline and registry; used by the UI and the CLI alike."""

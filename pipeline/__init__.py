@@ -1,0 +1,1 @@
+"""Models and pure vision logic. Never imports gradio or any database module."""

@@ -1,0 +1,4 @@
+"""Storage: SQLite registry (source of truth), vector index + outbox, datasets, exporters.
+
+Never imports torch or gradio.
+"""
