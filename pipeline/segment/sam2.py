@@ -1,0 +1,386 @@
+"""SAM2.1 segmenter on transformers' ``Sam2Model``, shaped like SAM2's own image predictor.
+
+Why transformers' classes and not the ``sam2`` PyPI package (checked with ``pip download sam2``,
+version 1.1.0, Dec 2024): PyPI has only an sdist. Its ``pyproject.toml`` lists ``torch>=2.5.1``
+as a *build* requirement, so an isolated ``pip install`` first downloads a second multi-GB torch
+into the build environment; ``setup.py`` then compiles a CUDA extension by default
+(``SAM2_BUILD_CUDA=1``, errors silently skipped), and the runtime pulls ``hydra-core`` and
+``iopath`` to read its yaml configs. That is not "installs cleanly from requirements.txt on a
+fresh machine without building CUDA code". transformers 5.x ships the same SAM2.1 architecture
+(``Sam2Model``, hub ids ``facebook/sam2.1-hiera-*``) with no extra dependency, so it is used here.
+
+Pipeline per image (preprocess -> forward -> postprocess, embedding computed once):
+
+- preprocess: RGB uint8 (H, W, 3) -> float in [0, 1] -> bilinear (antialiased) resize to the
+  model's square input (1024 x 1024 for the released checkpoints, aspect NOT preserved, exactly
+  as SAM2's ``SAM2Transforms`` and transformers' ``Sam2ImageProcessor`` do) -> ImageNet
+  normalisation (mean/std read from the folder's ``preprocessor_config.json`` when present).
+- forward: ``Sam2Model.get_image_embeddings`` once per image; the three feature maps are kept
+  in a bounded LRU keyed by a hash of the pixels, so going back to an image costs nothing.
+  Prompts only run the prompt encoder + mask decoder (``Sam2Model.forward(image_embeddings=...)``).
+- postprocess: the decoder's 256 x 256 low-resolution logits are resized bilinearly
+  (align_corners=False) straight to the original (H, W) and thresholded at 0, as SAM2's
+  ``postprocess_masks`` does, so masks are exact to the original size.
+
+Coordinates: boxes are xyxy and points are (x, y) = (column, row), both in absolute pixels of
+the ORIGINAL image; they are scaled to the model's input grid here. Masks are (H, W) or
+(N, H, W) bool on the original pixel grid. Scores are SAM2's predicted mask IoU, clipped to
+[0, 1] (a random-weight or badly prompted model can predict slightly outside).
+
+Thread safety: the predictor holds per-image state. Every public call takes ``self.lock`` (an
+``RLock``), so a call never sees half of another's state. Two users sharing one instance must
+also keep *their* image between calls: ``with seg.using(image): seg.predict_points(...)`` holds
+the lock from ``set_image`` to the last prediction (cheap on an LRU hit).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.segment.base import NOT_SET_MESSAGE, PointPrediction, check_image, check_points
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Masks decoded per forward in predict_boxes: the decoder repeats the image features once per
+# prompt (~2.3M floats each at 1024^2 input), so unbounded batches would cost gigabytes.
+DEFAULT_BOX_BATCH = 16
+# A bool mask given as mask_input becomes logits of this magnitude (SAM2's own logits for a
+# confident mask are of this order; a sigmoid of 10 is 0.99995).
+_BOOL_MASK_LOGIT = 10.0
+# Upper bound of float32 elements interpolated at once when resizing masks to the original size.
+_POSTPROCESS_ELEMENTS = 64_000_000
+
+
+def image_key(image: np.ndarray) -> str:
+    """A content hash of an image array (shape, dtype and pixels), used as the LRU key."""
+    h = hashlib.blake2b(digest_size=20)
+    h.update(f"{image.shape}|{image.dtype}".encode())
+    h.update(np.ascontiguousarray(image).data)
+    return h.hexdigest()
+
+
+class Sam2Segmenter:
+    """Box and click segmentation with SAM2.1 (implements ``pipeline.segment.base.Segmenter``).
+
+    Build with ``Sam2Segmenter.from_pretrained(folder)``; the constructor takes a ready model.
+
+    Attributes:
+        name: model version label (e.g. ``"sam2.1-hiera-tiny"``).
+        device / dtype: where and in which precision the model runs.
+        input_size: the square side the image is resized to (1024 for released checkpoints).
+        encoder_calls: how many times the image encoder ran (LRU misses); for tests/benchmarks.
+        lock: the ``RLock`` guarding the predictor state.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        image_mean: tuple[float, float, float] = IMAGENET_MEAN,
+        image_std: tuple[float, float, float] = IMAGENET_STD,
+        cache_size: int = 6,
+        box_batch: int = DEFAULT_BOX_BATCH,
+        name: str = "sam2",
+    ) -> None:
+        if cache_size < 1:
+            raise ValueError(f"cache_size: expected >= 1, got {cache_size}")
+        self.model = model.eval()
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.name = name
+        self.input_size = int(model.config.prompt_encoder_config.image_size)
+        self.mask_input_size = tuple(model.prompt_encoder.mask_input_size)
+        self.cache_size = cache_size
+        self.box_batch = max(1, int(box_batch))
+        self.encoder_calls = 0
+        self.lock = threading.RLock()
+        self._mean = torch.tensor(image_mean, dtype=torch.float32).view(3, 1, 1)
+        self._std = torch.tensor(image_std, dtype=torch.float32).view(3, 1, 1)
+        self._cache: OrderedDict[str, list[torch.Tensor]] = OrderedDict()
+        self._key: str | None = None
+        self._hw: tuple[int, int] | None = None
+        self._features: list[torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        cache_size: int = 6,
+        name: str | None = None,
+    ) -> Sam2Segmenter:
+        """Load a ``save_pretrained`` SAM2 folder (config.json + weights).
+
+        Args:
+            path: the model folder (see ``pipeline.models.loader.resolve_weights``).
+            device / dtype: default ``pipeline.models.device.pick_device_dtype()``.
+            cache_size: how many image embeddings the LRU keeps (~17 MB each in float32 at 1024^2).
+            name: version label; default the folder name.
+        """
+        from transformers import Sam2Model
+
+        from pipeline.models.device import pick_device_dtype
+
+        if device is None or dtype is None:
+            auto_device, auto_dtype = pick_device_dtype(None if device is None else str(device))
+            device = device if device is not None else auto_device
+            dtype = dtype if dtype is not None else auto_dtype
+        path = Path(path)
+        model = Sam2Model.from_pretrained(path, dtype=dtype).to(device)
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+        pre = path / "preprocessor_config.json"
+        if pre.is_file():
+            cfg = json.loads(pre.read_text())
+            mean = tuple(cfg.get("image_mean", mean))
+            std = tuple(cfg.get("image_std", std))
+        return cls(model, device=device, dtype=dtype, image_mean=mean, image_std=std,
+                   cache_size=cache_size, name=name or path.name)
+
+    # ------------------------------------------------------------------ image state
+    @property
+    def is_image_set(self) -> bool:
+        """True once ``set_image`` has run (and ``reset_image`` has not)."""
+        return self._features is not None
+
+    @property
+    def image_key(self) -> str | None:
+        """The LRU key (pixel hash) of the current image, or None."""
+        return self._key
+
+    @property
+    def image_hw(self) -> tuple[int, int] | None:
+        """(height, width) of the current image in pixels, or None."""
+        return self._hw
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        """RGB uint8 (H, W, 3) -> normalised (1, 3, S, S) tensor on the model's device/dtype."""
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+        x = F.interpolate(x[None], size=(self.input_size, self.input_size), mode="bilinear",
+                          align_corners=False, antialias=True)[0]
+        x = (x - self._mean) / self._std
+        return x[None].to(device=self.device, dtype=self.dtype)
+
+    @torch.inference_mode()
+    def _encode(self, image: np.ndarray) -> list[torch.Tensor]:
+        self.encoder_calls += 1
+        feats = self.model.get_image_embeddings(self.preprocess(image))
+        return [f.detach() for f in feats]
+
+    def set_image(self, image: np.ndarray, *, key: str | None = None) -> None:
+        """Make ``image`` current, computing its embedding unless the LRU holds it.
+
+        Args:
+            image: RGB uint8 (H, W, 3).
+            key: a precomputed content key (e.g. the file's sha256) to skip hashing the pixels;
+                it must identify exactly these pixels.
+        """
+        image = check_image(image)
+        key = key or image_key(image)
+        with self.lock:
+            feats = self._cache.get(key)
+            if feats is None:
+                feats = self._encode(image)
+                self._cache[key] = feats
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+            else:
+                self._cache.move_to_end(key)
+            self._key, self._hw, self._features = key, (image.shape[0], image.shape[1]), feats
+
+    def reset_image(self) -> None:
+        """Forget the current image (its embedding stays in the LRU)."""
+        with self.lock:
+            self._key = self._hw = self._features = None
+
+    def clear_cache(self) -> None:
+        """Drop every cached embedding and the current image."""
+        with self.lock:
+            self._cache.clear()
+            self.reset_image()
+
+    @contextmanager
+    def using(self, image: np.ndarray, *, key: str | None = None) -> Iterator[Sam2Segmenter]:
+        """Hold the lock, with ``image`` current, for a sequence of predictions.
+
+        Example:
+            >>> with seg.using(image):
+            ...     masks, scores = seg.predict_boxes(boxes)
+        """
+        with self.lock:
+            self.set_image(image, key=key)
+            yield self
+
+    def _require_image(self) -> tuple[list[torch.Tensor], tuple[int, int]]:
+        if self._features is None or self._hw is None:
+            raise RuntimeError(f"{NOT_SET_MESSAGE}: no image is set on this Sam2Segmenter")
+        return self._features, self._hw
+
+    # ------------------------------------------------------------------ prompts
+    def _scale_xy(self, xy: np.ndarray, hw: tuple[int, int]) -> torch.Tensor:
+        """(..., 2) absolute (x, y) pixels of the original image -> model input grid."""
+        h, w = hw
+        scale = np.array([self.input_size / w, self.input_size / h], dtype=np.float32)
+        return torch.from_numpy(np.asarray(xy, dtype=np.float32) * scale)
+
+    def _postprocess(self, low_res: torch.Tensor, hw: tuple[int, int]) -> np.ndarray:
+        """(N, 1, h, w) logits -> (N, H, W) bool at the original size, in memory-bounded chunks."""
+        n = low_res.shape[0]
+        out = np.zeros((n, *hw), dtype=bool)
+        step = max(1, _POSTPROCESS_ELEMENTS // max(1, hw[0] * hw[1]))
+        for i in range(0, n, step):
+            up = F.interpolate(low_res[i:i + step].float(), size=hw, mode="bilinear", align_corners=False)
+            out[i:i + step] = (up[:, 0] > 0.0).cpu().numpy()
+        return out
+
+    @torch.inference_mode()
+    def _decode(
+        self,
+        feats: list[torch.Tensor],
+        *,
+        points: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt encoder + mask decoder on cached features; returns float32 logits and IoU."""
+        dev = self.device
+        out = self.model(
+            image_embeddings=feats,
+            input_points=None if points is None else points.to(dev),
+            input_labels=None if labels is None else labels.to(dev),
+            input_boxes=None if boxes is None else boxes.to(dev),
+            input_masks=None if mask_input is None else mask_input.to(device=dev, dtype=self.dtype),
+            multimask_output=multimask,
+        )
+        # pred_masks: (1, P, M, h, w); iou_scores: (1, P, M)
+        return out.pred_masks[0].float(), out.iou_scores[0].float()
+
+    def _mask_prompt(self, mask_input: np.ndarray, hw: tuple[int, int]) -> torch.Tensor:
+        """A previous mask -> (1, 1, h, w) logits for the prompt encoder.
+
+        Accepts this segmenter's ``low_res_logits`` ((h, w), (1, h, w) or (1, 1, h, w) float;
+        other sizes are resized by the model) or an (H, W) bool mask of the current image,
+        which is resized to the low-res grid and mapped to logits of +/-``_BOOL_MASK_LOGIT``.
+        """
+        m = np.asarray(mask_input)
+        if m.dtype == bool:
+            if m.shape != hw:
+                raise ValueError(f"mask_input: expected a bool mask of the image's shape {hw}, got {m.shape}")
+            t = torch.from_numpy(m.astype(np.float32))[None, None]
+            t = F.interpolate(t, size=self.mask_input_size, mode="bilinear", align_corners=False, antialias=True)
+            return (t * 2.0 - 1.0) * _BOOL_MASK_LOGIT
+        m = m.astype(np.float32)
+        if m.ndim not in (2, 3, 4) or m.shape[-2] < 4 or m.shape[-1] < 4 or int(np.prod(m.shape[:-2])) != 1:
+            raise ValueError(
+                f"mask_input: expected the previous low_res_logits, shape (h, w), (1, h, w) or "
+                f"(1, 1, h, w), or an (H, W) bool mask; got {m.shape} {m.dtype}"
+            )
+        if not np.all(np.isfinite(m)):
+            raise ValueError("mask_input: expected finite logits, got NaN or inf")
+        return torch.from_numpy(m.reshape(1, 1, *m.shape[-2:]))
+
+    def predict_boxes(self, xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One mask per box.
+
+        Args:
+            xyxy: (N, 4) float, (x_min, y_min, x_max, y_max) absolute pixels of the current image.
+
+        Returns:
+            masks: (N, H, W) bool at the original resolution.
+            scores: (N,) float32 predicted mask IoU in [0, 1].
+
+        Raises:
+            RuntimeError: no image set.
+            ValueError: ``xyxy`` is not (N, 4) finite numbers.
+        """
+        boxes = np.asarray(xyxy, dtype=np.float32)
+        if boxes.size == 0:
+            boxes = boxes.reshape(0, 4)
+        if boxes.ndim != 2 or boxes.shape[1] != 4 or not np.all(np.isfinite(boxes)):
+            raise ValueError(f"xyxy: expected an (N, 4) array of finite pixel coordinates, got shape {boxes.shape}")
+        with self.lock:
+            feats, hw = self._require_image()
+            if len(boxes) == 0:
+                return np.zeros((0, *hw), dtype=bool), np.zeros(0, dtype=np.float32)
+            masks, scores = [], []
+            for i in range(0, len(boxes), self.box_batch):
+                chunk = self._scale_xy(boxes[i:i + self.box_batch].reshape(-1, 2, 2), hw).reshape(1, -1, 4)
+                # multimask=False: a box is unambiguous; SAM2 then falls back to the best of the
+                # three multimask outputs when the single mask is unstable (dynamic multimask).
+                logits, iou = self._decode(feats, boxes=chunk, multimask=False)
+                masks.append(self._postprocess(logits[:, :1], hw))
+                scores.append(iou[:, 0].cpu().numpy())
+        return np.concatenate(masks), np.clip(np.concatenate(scores), 0.0, 1.0).astype(np.float32)
+
+    def predict_points(
+        self,
+        points: np.ndarray | None,
+        labels: np.ndarray | None,
+        *,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask: bool = True,
+    ) -> PointPrediction:
+        """A mask from clicks, optionally with a box and the previous low-resolution logits.
+
+        Args:
+            points: (K, 2) float (x, y) absolute pixels; may be empty/None when ``box`` is given.
+            labels: (K,) int, 1 = positive (object), 0 = negative (background).
+            box: optional (4,) xyxy absolute pixels.
+            mask_input: the previous prediction's ``low_res_logits`` ((h, w) float32), or an
+                (H, W) bool mask of the current image (e.g. from another segmenter).
+            multimask: decode three candidate masks and return the one with the highest
+                predicted IoU (best for a single ambiguous click); False returns SAM2's
+                single-mask output (best when refining with several clicks / ``mask_input``).
+
+        Returns:
+            PointPrediction: ``mask`` (H, W) bool at the original resolution, ``score`` the
+            predicted IoU in [0, 1], ``low_res_logits`` (h, w) float32 (256 x 256 for the released
+            models) to pass back as ``mask_input`` on the next call.
+
+        Raises:
+            RuntimeError: no image set.
+            ValueError: malformed points/labels/box/mask_input, or no prompt at all.
+        """
+        pts, lab = check_points(np.zeros((0, 2)) if points is None else points,
+                                np.zeros(0) if labels is None else labels)
+        if not np.all(np.isfinite(pts)):
+            raise ValueError("points: expected finite (x, y) pixel coordinates, got NaN or inf")
+        if box is not None:
+            box = np.asarray(box, dtype=np.float32).reshape(-1)
+            if box.shape != (4,) or not np.all(np.isfinite(box)):
+                raise ValueError(f"box: expected 4 finite xyxy pixel values, got {box.shape}")
+        if len(pts) == 0 and box is None:
+            raise ValueError("predict_points: expected at least one point or a box, got neither")
+        with self.lock:
+            feats, hw = self._require_image()
+            mask_t = None if mask_input is None else self._mask_prompt(mask_input, hw)
+            pt_t = lab_t = box_t = None
+            if len(pts):
+                pt_t = self._scale_xy(pts, hw).reshape(1, 1, -1, 2)
+                lab_t = torch.from_numpy(lab).reshape(1, 1, -1)
+            if box is not None:
+                box_t = self._scale_xy(box.reshape(2, 2), hw).reshape(1, 1, 4)
+            logits, iou = self._decode(feats, points=pt_t, labels=lab_t, boxes=box_t,
+                                       mask_input=mask_t, multimask=multimask)
+            best = int(torch.argmax(iou[0]))
+            low = logits[0, best:best + 1]
+            mask = self._postprocess(low[None], hw)[0]
+            score = float(np.clip(iou[0, best].item(), 0.0, 1.0))
+        return PointPrediction(mask=mask, score=score, low_res_logits=low[0].cpu().numpy().astype(np.float32))
