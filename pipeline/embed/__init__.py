@@ -1,0 +1,1 @@
+"""Object embeddings (DINOv2 on masked crops): see ``pipeline.embed.dinov2``."""
