@@ -1,0 +1,492 @@
+"""Dataset build: select objects with a filter, split them into train/val/test without leaks.
+
+A dataset is a filter (:class:`DatasetFilter`) plus a split (ratios and a seed), stored as a row
+of ``datasets`` and its membership as rows of ``dataset_objects (dataset_id, object_id, split)``.
+
+Leak-free splits. The split unit is the *source* (an image, or a whole video with all its
+frames), never the object. Sources are joined into groups by union-find before splitting:
+
+* sources with the same content hash (the same bytes registered twice, e.g. ``copy=False``);
+* sources sharing a track (all objects of one track end up in one split);
+* near-duplicate sources: cosine similarity ≥ ``near_duplicate_threshold`` (default 0.95)
+  between the L2-normalised mean embeddings of their selected objects, when embeddings exist;
+  compared with chunked matrix products (memory ``chunk x n_sources``).
+
+Determinism. Groups are ordered by ``blake2b(f"{seed}:{group key}")`` (the key is the group's
+smallest source id), never by Python's salted ``hash()`` or by SQLite's ``RANDOM()``; each group
+then goes to the split furthest below its target (counted in images), so the same registry,
+filter and seed always give the same split. When there are at least as many groups as splits
+with a non-zero ratio, every such split receives at least one group (a YOLO trainer needs a
+non-empty ``val``).
+
+Versions. Building a name that exists makes a new dataset row (``version`` = previous + 1); the
+membership of older versions is never touched, so each stays reproducible.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from registry.ids import new_id, utc_now
+
+SPLITS = ("train", "val", "test")
+DEFAULT_SPLIT = (0.8, 0.1, 0.1)
+NEAR_DUPLICATE_THRESHOLD = 0.95
+
+__all__ = [
+    "SPLITS",
+    "DatasetFilter",
+    "build_dataset",
+    "get_dataset",
+    "list_datasets",
+    "dataset_members",
+    "parse_split",
+    "select_objects_sql",
+]
+
+
+@dataclass
+class DatasetFilter:
+    """Which objects a dataset holds. ``None``/empty means "no restriction".
+
+    Attributes:
+        categories: category names or synonyms (resolved through the registry).
+        min_confidence: keep objects with ``confidence >= min_confidence`` (objects without a
+            confidence, e.g. drawn by hand or imported, are kept).
+        validated_only: keep only ``validation_status == "approved"`` objects. Rejected objects
+            are never exported, whatever the filter.
+        project: project id of the objects.
+        sources: source ids.
+    """
+
+    categories: list[str] | None = None
+    min_confidence: float | None = None
+    validated_only: bool = False
+    project: str | None = None
+    sources: list[str] | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> DatasetFilter:
+        data = dict(data or {})
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(
+                f"unknown dataset filter keys {sorted(unknown)}; expected some of "
+                f"{sorted(cls.__dataclass_fields__)}"
+            )
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Groups:
+    """Union-find over source ids."""
+
+    parent: dict[str, str] = field(default_factory=dict)
+
+    def add(self, item: str) -> None:
+        self.parent.setdefault(item, item)
+
+    def find(self, item: str) -> str:
+        root = item
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[item] != root:  # path compression
+            self.parent[item], item = root, self.parent[item]
+        return root
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            # The smaller id is the root: the group key is then independent of merge order.
+            if rb < ra:
+                ra, rb = rb, ra
+            self.parent[rb] = ra
+
+
+def parse_split(split: str | Sequence[float] | dict | None) -> dict[str, float]:
+    """Split ratios as ``{"train": a, "val": b, "test": c}`` summing to 1.
+
+    Accepts ``"0.8,0.1,0.1"``, a 2- or 3-sequence (missing test = 0), or a dict. Ratios are
+    normalised when they sum to something else (e.g. ``"8,1,1"``).
+    """
+    if split is None:
+        split = DEFAULT_SPLIT
+    if isinstance(split, dict):
+        values = [float(split.get(name, 0.0)) for name in SPLITS]
+    else:
+        if isinstance(split, str):
+            try:
+                values = [float(v) for v in split.split(",") if v.strip()]
+            except ValueError as exc:
+                raise ValueError(f"expected split ratios like '0.8,0.1,0.1', got {split!r}") from exc
+        else:
+            values = [float(v) for v in split]
+        if len(values) not in (2, 3):
+            raise ValueError(f"expected 2 or 3 split ratios (train,val[,test]), got {len(values)}: {split!r}")
+        values = (values + [0.0])[:3]
+    if any(v < 0 for v in values) or sum(values) <= 0 or values[0] <= 0:
+        raise ValueError(
+            f"expected non-negative split ratios with train > 0, got {values}; e.g. '0.8,0.1,0.1'"
+        )
+    total = sum(values)
+    return {name: v / total for name, v in zip(SPLITS, values, strict=True)}
+
+
+def _resolve_categories(reg: Any, names: Iterable[str]) -> list[int]:
+    ids = []
+    for name in names:
+        cat = reg.get_category(name)
+        if cat is None:
+            known = sorted(c["name"] for c in reg.list_categories())
+            raise ValueError(f"unknown category {name!r}; the registry has {known}")
+        ids.append(int(cat["category_id"]))
+    return sorted(set(ids))
+
+
+def select_objects_sql(reg: Any, flt: DatasetFilter) -> tuple[str, list]:
+    """SQL ``WHERE`` clause (on ``objects o``) and parameters for a filter.
+
+    Rejected objects are always excluded.
+    """
+    where = ["o.validation_status <> 'rejected'"]
+    params: list = []
+    if flt.categories:
+        ids = _resolve_categories(reg, flt.categories)
+        where.append(f"o.category_id IN ({','.join('?' * len(ids))})")
+        params += ids
+    if flt.min_confidence is not None:
+        where.append("(o.confidence IS NULL OR o.confidence >= ?)")
+        params.append(float(flt.min_confidence))
+    if flt.validated_only:
+        where.append("o.validation_status = 'approved'")
+    if flt.project:
+        where.append("o.project_id = ?")
+        params.append(flt.project)
+    if flt.sources:
+        where.append(f"o.source_id IN ({','.join('?' * len(flt.sources))})")
+        params += list(flt.sources)
+    return " AND ".join(where), params
+
+
+def _order_key(seed: int, key: str) -> bytes:
+    return hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=16).digest()
+
+
+def _near_duplicate_pairs(
+    source_ids: list[str], means: np.ndarray, threshold: float, chunk: int = 1024
+) -> Iterable[tuple[str, str]]:
+    """Pairs of sources whose mean embeddings have cosine ≥ threshold (upper triangle only)."""
+    norms = np.linalg.norm(means, axis=1, keepdims=True)
+    unit = (means / np.maximum(norms, 1e-12)).astype(np.float32)
+    for start in range(0, len(unit), chunk):
+        block = unit[start : start + chunk] @ unit.T  # (chunk, n): bounded memory
+        rows, cols = np.nonzero(block >= threshold)
+        for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+            i = start + r
+            if c > i:
+                yield source_ids[i], source_ids[c]
+
+
+def _source_mean_embeddings(reg: Any, where: str, params: list) -> tuple[list[str], np.ndarray]:
+    """Mean embedding per source over the selected objects (one embedding version: the most common)."""
+    row = reg.db.execute(
+        f"SELECT e.version_id, count(*) FROM embeddings e JOIN objects o USING (object_id) "
+        f"WHERE {where} GROUP BY e.version_id ORDER BY count(*) DESC LIMIT 1",
+        params,
+    ).fetchone()
+    if row is None:
+        return [], np.zeros((0, 0), np.float32)
+    version = row[0]
+    sums: dict[str, np.ndarray] = {}
+    counts: Counter = Counter()
+    cursor = reg.db.execute(
+        f"SELECT o.source_id, e.vector FROM embeddings e JOIN objects o USING (object_id) "
+        f"WHERE {where} AND e.version_id = ?",
+        [*params, version],
+    )
+    for source_id, blob in cursor:
+        vec = np.frombuffer(blob, dtype="<f4").astype(np.float64)
+        if source_id in sums:
+            sums[source_id] += vec
+        else:
+            sums[source_id] = vec.copy()
+        counts[source_id] += 1
+    ids = sorted(sums)
+    if not ids:
+        return [], np.zeros((0, 0), np.float32)
+    return ids, np.stack([sums[s] / counts[s] for s in ids]).astype(np.float32)
+
+
+def _assign(groups: list[tuple[bytes, str, int]], ratios: dict[str, float]) -> dict[str, str]:
+    """Greedy deterministic assignment of (order key, group key, image count) to splits."""
+    active = [s for s in SPLITS if ratios[s] > 0]
+    counts = dict.fromkeys(SPLITS, 0)
+    members: dict[str, list[tuple[bytes, str, int]]] = {s: [] for s in SPLITS}
+    assigned = 0
+    for item in sorted(groups):
+        size = item[2]
+        total = assigned + size
+        # The split furthest below its target after adding this group; ties: SPLITS order.
+        best = max(active, key=lambda s: (ratios[s] * total - counts[s], -SPLITS.index(s)))
+        counts[best] += size
+        members[best].append(item)
+        assigned = total
+    # Every non-zero split gets at least one group when there are enough groups.
+    if len(groups) >= len(active):
+        for split in active:
+            if not members[split]:
+                donor = max(
+                    (s for s in active if len(members[s]) > 1), key=lambda s: counts[s], default=None
+                )
+                if donor is None:
+                    continue
+                item = min(members[donor], key=lambda g: (g[2], g[0]))  # the smallest group
+                members[donor].remove(item)
+                counts[donor] -= item[2]
+                members[split].append(item)
+                counts[split] += item[2]
+    return {g[1]: split for split in SPLITS for g in members[split]}
+
+
+def build_dataset(
+    reg: Any,
+    name: str,
+    filter: DatasetFilter | dict | None = None,  # noqa: A002 - the spec's word
+    split: str | Sequence[float] | dict | None = None,
+    seed: int = 0,
+    *,
+    near_duplicate_threshold: float | None = NEAR_DUPLICATE_THRESHOLD,
+    fmt: str = "yolo",
+) -> dict:
+    """Builds (a new version of) a dataset: selects objects, splits them, stores the membership.
+
+    Args:
+        reg: the :class:`registry.facade.Registry`.
+        name: dataset name; an existing name gets a new version.
+        filter: a :class:`DatasetFilter` or its dict form.
+        split: ratios (see :func:`parse_split`); default 0.8/0.1/0.1.
+        seed: the split seed (any int).
+        near_duplicate_threshold: cosine threshold for near-duplicate sources; ``None`` disables.
+        fmt: the format recorded in the row (export may use another).
+
+    Returns:
+        ``{"dataset_id", "name", "version", "object_count", "image_count", "group_count",
+        "splits": {split: {"images", "objects", "classes": {name: n}}}, "ratios": {split:
+        achieved fraction of images}, "object_ratios": {split: fraction of objects},
+        "target_ratios", "seed", "filter", "category_mapping"}``.
+
+    Raises:
+        ValueError: bad ratios, unknown category names, or nothing matches the filter.
+    """
+    if not name or not str(name).strip():
+        raise ValueError("expected a dataset name, got an empty string")
+    flt = filter if isinstance(filter, DatasetFilter) else DatasetFilter.from_dict(filter)
+    ratios = parse_split(split)
+    seed = int(seed)
+    where, params = select_objects_sql(reg, flt)
+
+    # Per source: object count and content hash. Grouping keys only: bounded by #sources.
+    rows = reg.db.execute(
+        f"SELECT o.source_id, s.content_hash, count(*) FROM objects o "
+        f"JOIN sources s ON s.source_id = o.source_id WHERE {where} GROUP BY o.source_id",
+        params,
+    ).fetchall()
+    if not rows:
+        raise ValueError(
+            f"no objects match the filter {flt.to_dict()}; loosen it (categories, "
+            "min_confidence, validated_only, project, sources)"
+        )
+    uf = _Groups()
+    by_hash: dict[str, str] = {}
+    for source_id, content_hash, _n in rows:
+        uf.add(source_id)
+        if content_hash:
+            if content_hash in by_hash:
+                uf.union(by_hash[content_hash], source_id)
+            else:
+                by_hash[content_hash] = source_id
+    # Tracks: every source holding an object of the same track joins one group.
+    track_rows = reg.db.execute(
+        f"SELECT t.track_id, o.source_id FROM track_objects t JOIN objects o USING (object_id) "
+        f"WHERE {where} ORDER BY t.track_id",
+        params,
+    )
+    first_of_track: dict[str, str] = {}
+    for track_id, source_id in track_rows:
+        if track_id in first_of_track:
+            uf.union(first_of_track[track_id], source_id)
+        else:
+            first_of_track[track_id] = source_id
+    if near_duplicate_threshold is not None:
+        ids, means = _source_mean_embeddings(reg, where, params)
+        for a, b in _near_duplicate_pairs(ids, means, float(near_duplicate_threshold)):
+            uf.union(a, b)
+
+    group_images: Counter = Counter()
+    for source_id, _h, _n in rows:
+        group_images[uf.find(source_id)] += 1
+    groups = [(_order_key(seed, key), key, n) for key, n in group_images.items()]
+    group_split = _assign(groups, ratios)
+    source_split = {source_id: group_split[uf.find(source_id)] for source_id, _h, _n in rows}
+
+    # Versioning and membership, in one transaction.
+    dataset_id = new_id("ds")
+    categories = {int(c["category_id"]): c["name"] for c in reg.list_categories()}
+    created = utc_now()
+    with reg.transaction():
+        prev = reg.db.execute(
+            "SELECT version FROM datasets WHERE name = ?", [name]
+        ).fetchall()
+        version = 1 + max((_version_number(v[0]) for v in prev), default=0)
+        reg.db.execute(
+            "INSERT INTO datasets (dataset_id, name, format, version, split_config, filter_config,"
+            " category_mapping, object_count, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
+            [
+                dataset_id,
+                name,
+                fmt,
+                str(version),
+                json.dumps({**ratios, "seed": seed, "unit": "source",
+                            "near_duplicate_threshold": near_duplicate_threshold}),
+                json.dumps(flt.to_dict()),
+                "{}",
+                created,
+            ],
+        )
+        batch: list[tuple] = []
+        # fetchall: the inserts below run on the same connection as this read.
+        cursor = reg.db.execute(
+            f"SELECT o.object_id, o.source_id, o.category_id FROM objects o WHERE {where}", params
+        ).fetchall()
+        counts = {s: {"images": 0, "objects": 0, "classes": Counter()} for s in SPLITS}
+        used_categories: set[int] = set()
+        for object_id, source_id, category_id in cursor:
+            sp = source_split[source_id]
+            batch.append((dataset_id, object_id, sp))
+            counts[sp]["objects"] += 1
+            counts[sp]["classes"][categories.get(int(category_id), str(category_id))] += 1
+            used_categories.add(int(category_id))
+            if len(batch) >= 5000:
+                _insert_members(reg, batch)
+                batch = []
+        _insert_members(reg, batch)
+        mapping = _category_mapping(used_categories, categories)
+        total_objects = sum(c["objects"] for c in counts.values())
+        reg.db.execute(
+            "UPDATE datasets SET object_count = ?, category_mapping = ? WHERE dataset_id = ?",
+            [total_objects, json.dumps(mapping), dataset_id],
+        )
+    for source_id, sp in source_split.items():
+        counts[sp]["images"] += 1
+    total_images = len(source_split)
+    return {
+        "dataset_id": dataset_id,
+        "name": name,
+        "version": version,
+        "object_count": total_objects,
+        "image_count": total_images,
+        "group_count": len(groups),
+        "splits": {s: {"images": c["images"], "objects": c["objects"],
+                       "classes": dict(sorted(c["classes"].items()))} for s, c in counts.items()},
+        "ratios": {s: counts[s]["images"] / total_images for s in SPLITS},
+        "object_ratios": {s: counts[s]["objects"] / max(total_objects, 1) for s in SPLITS},
+        "target_ratios": ratios,
+        "seed": seed,
+        "filter": flt.to_dict(),
+        "category_mapping": mapping,
+    }
+
+
+def _version_number(value: Any) -> int:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _insert_members(reg: Any, batch: list[tuple]) -> None:
+    if batch:
+        conn = getattr(reg.db, "conn", None)
+        if conn is not None:
+            conn.executemany(
+                "INSERT INTO dataset_objects (dataset_id, object_id, split) VALUES (?, ?, ?)", batch
+            )
+        else:
+            for row in batch:
+                reg.db.execute(
+                    "INSERT INTO dataset_objects (dataset_id, object_id, split) VALUES (?, ?, ?)", row
+                )
+
+
+def _category_mapping(used: set[int], names: dict[int, str]) -> dict:
+    """Class ids per format. COCO ids are the registry's category ids (≥ 1, stable across every
+    export of the same registry); YOLO ids are 0..n-1 over the dataset's categories in registry
+    category-id order."""
+    ordered = sorted(used)
+    return {
+        "categories": [
+            {"category_id": cid, "name": names.get(cid, str(cid)), "coco_id": cid, "yolo_id": i}
+            for i, cid in enumerate(ordered)
+        ]
+    }
+
+
+def _row_to_dict(row: Sequence, columns: Sequence[str]) -> dict:
+    out = dict(zip(columns, row, strict=True))
+    for key in ("split_config", "filter_config", "category_mapping"):
+        if isinstance(out.get(key), str):
+            out[key] = json.loads(out[key])
+    return out
+
+
+_DATASET_COLUMNS = (
+    "dataset_id", "name", "format", "version", "split_config", "filter_config",
+    "category_mapping", "object_count", "export_path", "created_at", "exported_at",
+)
+
+
+def get_dataset(reg: Any, name_or_id: str, version: int | None = None) -> dict:
+    """A dataset row (JSON columns decoded) by id, or by name (latest version unless given).
+
+    Raises:
+        ValueError: no such dataset.
+    """
+    cols = ", ".join(_DATASET_COLUMNS)
+    row = reg.db.execute(f"SELECT {cols} FROM datasets WHERE dataset_id = ?", [name_or_id]).fetchone()
+    if row is None:
+        rows = reg.db.execute(f"SELECT {cols} FROM datasets WHERE name = ?", [name_or_id]).fetchall()
+        if version is not None:
+            rows = [r for r in rows if _version_number(r[3]) == int(version)]
+        if not rows:
+            known = sorted({r[0] for r in reg.db.execute("SELECT name FROM datasets").fetchall()})
+            raise ValueError(
+                f"no dataset {name_or_id!r}" + (f" version {version}" if version else "")
+                + f"; known datasets: {known}"
+            )
+        row = max(rows, key=lambda r: _version_number(r[3]))
+    return _row_to_dict(row, _DATASET_COLUMNS)
+
+
+def list_datasets(reg: Any) -> list[dict]:
+    """All dataset rows, newest first."""
+    cols = ", ".join(_DATASET_COLUMNS)
+    rows = reg.db.execute(f"SELECT {cols} FROM datasets ORDER BY created_at DESC, name").fetchall()
+    return [_row_to_dict(r, _DATASET_COLUMNS) for r in rows]
+
+
+def dataset_members(reg: Any, dataset_id: str) -> dict[str, str]:
+    """``{object_id: split}`` of one dataset version."""
+    return dict(
+        reg.db.execute(
+            "SELECT object_id, split FROM dataset_objects WHERE dataset_id = ?", [dataset_id]
+        ).fetchall()
+    )

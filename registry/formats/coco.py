@@ -1,0 +1,177 @@
+"""COCO JSON: a streaming writer and a validating reader.
+
+Conventions: ``bbox`` is ``[x, y, w, h]`` in absolute pixels (top-left corner, (x, y) =
+(column, row)); ``segmentation`` is a list of flattened polygons ``[x1, y1, x2, y2, ...]``
+(absolute pixels) or an RLE dict ``{"size": [H, W], "counts": str | list[int]}``; image and
+annotation ids are positive integers; category ids start at 1.
+
+The writer never holds the dataset: image entries go straight to the output file and
+annotation entries to a temporary fragment file next to it, appended when the writer closes.
+Memory stays constant whatever the number of objects.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CocoWriter", "CocoData", "read_coco"]
+
+_DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+class CocoWriter:
+    """Writes one COCO JSON file incrementally.
+
+    Example:
+        >>> with CocoWriter(path, categories=[{"id": 1, "name": "cat"}]) as w:
+        ...     img = w.add_image("src_x.jpg", width=640, height=480)
+        ...     w.add_annotation(img, 1, [10, 20, 30, 40], area=1200.0)
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        categories: Sequence[dict],
+        info: dict | None = None,
+        licenses: Sequence[dict] = (),
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ids = [int(c["id"]) for c in categories]
+        if any(i < 1 for i in ids) or len(set(ids)) != len(ids):
+            raise ValueError(f"expected unique category ids >= 1, got {ids}")
+        self._category_ids = set(ids)
+        self._tmp_ann = self.path.with_name(self.path.name + ".annotations.part")
+        self._out = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._ann = open(self._tmp_ann, "w", encoding="utf-8")  # noqa: SIM115
+        head = {"info": info or {}, "licenses": list(licenses),
+                "categories": [dict(c) for c in categories]}
+        # Everything up to the images array; annotations follow after close().
+        self._out.write(_DUMPS(head)[:-1] + ',"images":[')
+        self.image_count = 0
+        self.annotation_count = 0
+        self._closed = False
+
+    def add_image(self, file_name: str, *, width: int, height: int, extra: dict | None = None) -> int:
+        """Adds an image entry; returns its id (1, 2, ... in call order)."""
+        self.image_count += 1
+        entry = {"id": self.image_count, "file_name": file_name, "width": int(width), "height": int(height)}
+        if extra:
+            entry.update(extra)
+        self._out.write(("," if self.image_count > 1 else "") + _DUMPS(entry))
+        return self.image_count
+
+    def add_annotation(
+        self,
+        image_id: int,
+        category_id: int,
+        bbox_xywh: Sequence[float],
+        *,
+        area: float,
+        segmentation: list | dict | None = None,
+        iscrowd: int = 0,
+        extra: dict | None = None,
+    ) -> int:
+        """Adds an annotation (bbox xywh absolute pixels); returns its id (1, 2, ...)."""
+        if category_id not in self._category_ids:
+            raise ValueError(f"category id {category_id} is not among {sorted(self._category_ids)}")
+        self.annotation_count += 1
+        entry: dict[str, Any] = {
+            "id": self.annotation_count,
+            "image_id": int(image_id),
+            "category_id": int(category_id),
+            "bbox": [round(float(v), 3) for v in bbox_xywh],
+            "area": float(area),
+            "iscrowd": int(iscrowd),
+            "segmentation": segmentation if segmentation is not None else [],
+        }
+        if extra:
+            entry.update(extra)
+        self._ann.write(("," if self.annotation_count > 1 else "") + _DUMPS(entry))
+        return self.annotation_count
+
+    def close(self) -> dict:
+        """Finishes the file; returns ``{"path", "images", "annotations"}``."""
+        if not self._closed:
+            self._ann.close()
+            self._out.write('],"annotations":[')
+            with open(self._tmp_ann, encoding="utf-8") as part:
+                shutil.copyfileobj(part, self._out, 1 << 20)
+            self._out.write("]}")
+            self._out.close()
+            os.unlink(self._tmp_ann)
+            self._closed = True
+        return {"path": str(self.path), "images": self.image_count, "annotations": self.annotation_count}
+
+    def abort(self) -> None:
+        """Closes and removes the partial output."""
+        for f in (self._out, self._ann):
+            f.close()
+        for p in (self.path, self._tmp_ann):
+            p.unlink(missing_ok=True)
+        self._closed = True
+
+    def __enter__(self) -> CocoWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class CocoData:
+    """A parsed COCO file: ``images`` by id, ``categories`` by id, ``annotations`` in file order."""
+
+    def __init__(self, images: dict[int, dict], categories: dict[int, dict], annotations: list[dict]):
+        self.images = images
+        self.categories = categories
+        self.annotations = annotations
+
+
+def read_coco(path: str | Path) -> CocoData:
+    """Reads and structurally validates a COCO JSON file.
+
+    Only the file as a whole is checked here (valid JSON, the three arrays, ids present);
+    per-annotation problems are the importer's to report one by one.
+
+    Raises:
+        ValueError: the file is not JSON or not COCO-shaped (nothing should be imported).
+        FileNotFoundError: no such file.
+    """
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+            "nothing was imported"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text JSON ({exc}); nothing was imported") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object with 'images', 'annotations', 'categories', got {type(data).__name__}")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise ValueError(
+                f"{path}: expected a list under {key!r}, got {type(data.get(key)).__name__}; "
+                "is this a COCO instances file?"
+            )
+    images: dict[int, dict] = {}
+    for img in data["images"]:
+        if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
+            raise ValueError(f"{path}: every image needs 'id' and 'file_name', got {img!r:.120}")
+        images[img["id"]] = img
+    categories: dict[int, dict] = {}
+    for cat in data["categories"]:
+        if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
+            raise ValueError(f"{path}: every category needs 'id' and 'name', got {cat!r:.120}")
+        categories[cat["id"]] = cat
+    return CocoData(images, categories, [a for a in data["annotations"]])
