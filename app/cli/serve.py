@@ -1,0 +1,71 @@
+"""``launch.py serve``: start the workbench on 127.0.0.1 (the default command).
+
+Security by default: binds 127.0.0.1, no share link, uploads capped, files served only from the
+data folder (and Gradio's temp folder); ``--auth USER:PASS`` (or ``$AGL_AUTH``) turns on a
+login, and the logged-in name becomes ``validated_by`` in Review.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from app.cli.common import add_data_arg, ensure_data_dir
+
+log = logging.getLogger(__name__)
+
+
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    """"user:pass" -> ("user", "pass"); None/"" -> None."""
+    if not value:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise ValueError(f"--auth: expected USER:PASS, got {value!r}; e.g. --auth alice:s3cret (or AGL_AUTH=alice:s3cret)")
+    return user, password
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="start the web workbench (default command)")
+    add_data_arg(p)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--auth", default=None, help="USER:PASS to require a login (default: $AGL_AUTH, else none)")
+    p.add_argument("--profile", choices=["cpu", "gpu"], default="cpu", help="model sizes (default cpu)")
+    p.add_argument("--segmenter", choices=["grabcut", "sam2"], default="sam2",
+                   help="default segmenter for Refine (SAM2 when its weights exist, else GrabCut)")
+    p.add_argument("--weights-dir", default=None, help="folder holding model weights (air-gapped installs)")
+    p.set_defaults(func=run)
+
+
+def build_context(data_dir, *, profile: str = "cpu", segmenter: str = "sam2", weights_dir=None, auth_enabled=False):
+    """The production AppContext: the registry in ``data_dir`` plus a lazy ModelManager."""
+    from app.context import AppContext
+    from pipeline.models.manager import ModelManager
+    from registry.facade import Registry
+
+    reg = Registry(data_dir)
+    manager = ModelManager(profile=profile, weights_dir=weights_dir)
+    return AppContext.from_manager(reg, data_dir, manager, auth_enabled=auth_enabled, default_segmenter=segmenter)
+
+
+def run(args: argparse.Namespace) -> int:
+    from app.ui.app import build_app, launch_kwargs
+
+    auth = parse_auth(args.auth if args.auth is not None else os.environ.get("AGL_AUTH"))
+    data_dir = ensure_data_dir(args.data)
+    ctx = build_context(data_dir, profile=args.profile, segmenter=args.segmenter, weights_dir=args.weights_dir,
+                        auth_enabled=auth is not None)
+    # Vectors written while the index was unavailable (or by an interrupted run) go in now.
+    try:
+        res = ctx.registry.sync_outbox()
+        if res.get("synced") or res.get("failed"):
+            log.info("outbox sync at start-up: %s", res)
+    except Exception as exc:  # search degrades; the rest of the app still works
+        log.warning("outbox sync failed at start-up (search may miss recent objects): %s", exc)
+    if args.host not in ("127.0.0.1", "localhost") and auth is None:
+        log.warning("listening on %s without --auth: anyone on the network can edit the registry", args.host)
+    demo = build_app(ctx)
+    log.info("data folder %s; segmenters %s", data_dir, ctx.segmenter_names)
+    demo.launch(server_name=args.host, server_port=args.port, **launch_kwargs(ctx, auth=auth))
+    return 0

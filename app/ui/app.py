@@ -1,0 +1,66 @@
+"""The Gradio Blocks workbench: six tabs, one module each. ``build_app`` never launches.
+
+Launch options that belong to ``launch()`` in Gradio 6 (theme, css, head/js, allowed paths,
+upload limit) come from :func:`launch_kwargs`, shared by ``launch.py serve`` and the tests.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from app.context import AppContext
+from app.ui import tab_autolabel, tab_export, tab_refine, tab_review, tab_search, tab_stats
+from app.ui.common import TAB_IDS, Shared
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+MAX_FILE_SIZE = "50mb"
+
+
+def build_app(ctx: AppContext) -> gr.Blocks:
+    """Builds the workbench UI around ``ctx`` (registry, model providers, data folder)."""
+    shared = Shared()
+    with gr.Blocks(title="AgenticLabeling", analytics_enabled=False) as demo:
+        gr.HTML("<div class='agl-header'><h1>AgenticLabeling</h1>"
+                "<span>auto-label · refine · review · search · export</span></div>")
+        with gr.Tabs(selected="autolabel", elem_id="agl-tabs") as tabs:
+            shared.tabs = tabs
+            with gr.Tab("Auto-label", id=TAB_IDS["Auto-label"], elem_id="tab-autolabel"):
+                tab_autolabel.build(ctx, shared)
+            with gr.Tab("Refine", id=TAB_IDS["Refine"], elem_id="tab-refine"):
+                tab_refine.build(ctx, shared)
+            with gr.Tab("Review", id=TAB_IDS["Review"], elem_id="tab-review"):
+                tab_review.build(ctx, shared)
+            with gr.Tab("Search", id=TAB_IDS["Search"], elem_id="tab-search") as search_tab:
+                tab_search.build(ctx, shared)
+            with gr.Tab("Export", id=TAB_IDS["Export"], elem_id="tab-export") as export_tab:
+                export_refresh, export_cats = tab_export.build(ctx, shared)
+            with gr.Tab("Stats", id=TAB_IDS["Stats"], elem_id="tab-stats") as stats_tab:
+                stats_refresh, stats_outs = tab_stats.build(ctx, shared)
+        # Lists that depend on what other tabs wrote are refreshed when their tab opens.
+        stats_tab.select(stats_refresh, None, stats_outs, api_visibility="private")
+        export_tab.select(export_refresh, None, export_cats, api_visibility="private")
+        refresh_search, search_cats = shared.parts["search"]["refresh"]
+        search_tab.select(refresh_search, None, search_cats, api_visibility="private")
+    demo.queue(default_concurrency_limit=4)
+    return demo
+
+
+def launch_kwargs(ctx: AppContext, *, auth: tuple[str, str] | None = None) -> dict:
+    """Keyword arguments for ``demo.launch()``: security defaults plus theme/css/js.
+
+    Files are served only from the data folder (and Gradio's own temp folder); no share link;
+    uploads are capped at ``MAX_FILE_SIZE``.
+    """
+    js = (ASSETS / "shortcuts.js").read_text(encoding="utf-8")
+    return {
+        "share": False,
+        "allowed_paths": [str(Path(ctx.data_dir).resolve())],
+        "max_file_size": MAX_FILE_SIZE,
+        "auth": auth,
+        "theme": gr.themes.Soft(),
+        "css": (ASSETS / "app.css").read_text(encoding="utf-8"),
+        "head": f"<script>{js}</script>",
+        "show_error": False,  # every handler converts its own errors (app.ui.common.ui_errors)
+        "footer_links": ["api", "settings"],
+    }

@@ -1,0 +1,200 @@
+"""Auto-label tab: upload images, type classes, preview one composited overlay + a table,
+drop objects, save. Without detector weights: draw boxes by hand (two clicks) and let the
+segmenter make the masks."""
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from app.context import AppContext, is_weights_missing
+from app.ui.common import Shared, ui_errors
+from app.workflows import autolabel_session as al
+
+HEADERS = ["key", "image", "class", "confidence", "area px"]
+NO_WEIGHTS = ("**No detector weights are installed**, so automatic labeling is off. "
+              "Get them with `python launch.py models download` (or `models import DIR` on an "
+              "offline machine). Meanwhile you can label by hand: open *Label by hand*, type a class, "
+              "then click two opposite corners of a box on the image; the segmenter draws the mask.")
+
+
+def _new_state() -> dict:
+    return {"images": [], "current": 0, "corner": None, "key": None}
+
+
+def _files(files: Any) -> list[str]:
+    if not files:
+        return []
+    files = files if isinstance(files, list) else [files]
+    return [f if isinstance(f, str) else getattr(f, "name", None) or f["path"] for f in files]
+
+
+def _view(st: dict, keep: list[str] | None):
+    """(overlay, table rows, keep choices+value, image choices) for the state."""
+    images = st["images"]
+    if not images:
+        return None, [], gr.update(choices=[], value=[]), gr.update(choices=[], value=None)
+    cur = images[min(st["current"], len(images) - 1)]
+    keys = al.keys(images)
+    keep_set = set(keys if keep is None else [k for k in keep if k in keys])
+    img = al.overlay(cur, keep_set)
+    if st.get("corner"):
+        from app.workflows.render import render_overlay
+
+        img = render_overlay(img, points=[st["corner"]], point_labels=[1])
+    return (img, al.rows(images), gr.update(choices=keys, value=sorted(keep_set, key=keys.index)),
+            gr.update(choices=[r.name for r in images], value=cur.name))
+
+
+def build(ctx: AppContext, shared: Shared) -> None:
+    state = gr.State(_new_state())  # deep-copied per browser session
+    gr.Markdown("Upload images, type the classes to find, run, untick what is wrong, save. "
+                "Click two corners on the image to add a box by hand.")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=280):
+            files = gr.File(label="Images", file_count="multiple", file_types=["image"], type="filepath",
+                            elem_id="autolabel-files")
+            classes = gr.Textbox(label="Classes (comma-separated)", placeholder="person, car, dog",
+                                 elem_id="autolabel-classes")
+            confidence = gr.Slider(0.0, 1.0, value=0.3, step=0.05, label="Confidence threshold")
+            project = gr.Textbox(label="Project", placeholder="(optional)", elem_id="autolabel-project")
+            auto_register = gr.Checkbox(label="Save automatically after labeling", value=False)
+            run = gr.Button("Auto-label", variant="primary", elem_id="autolabel-run")
+            status = gr.Markdown(elem_id="autolabel-status")
+        with gr.Column(scale=2):
+            which = gr.Dropdown(label="Image", choices=[], interactive=True, elem_id="autolabel-which")
+            overlay = gr.Image(label="Overlay (click two corners to add a box)", format="jpeg", interactive=False,
+                               elem_id="autolabel-overlay", height=480)
+            with gr.Accordion("Label by hand", open=False, elem_id="autolabel-manual") as manual:
+                with gr.Row():
+                    manual_class = gr.Textbox(label="Class of the next box", elem_id="autolabel-manual-class")
+                    segmenter = gr.Dropdown(ctx.segmenter_names, value=ctx.segmenter_names[0], label="Segmenter")
+                    clear_corner = gr.Button("Cancel box", size="sm")
+            table = gr.Dataframe(headers=HEADERS, label="Objects", interactive=False, elem_id="autolabel-table",
+                                 wrap=True)
+            keep = gr.CheckboxGroup(label="Keep (untick to drop before saving)", choices=[], elem_id="autolabel-keep")
+            save = gr.Button("Save to registry", variant="primary", elem_id="autolabel-save")
+
+    view_out = [overlay, table, keep, which]
+
+    @ui_errors
+    def on_upload(files_v, st):
+        st = _new_state()
+        images, bad = al.load_uploads(_files(files_v))
+        for b in bad:
+            gr.Warning(f"Not an image we can read, skipped: {b}")
+        st["images"] = images
+        msg = f"{len(images)} image(s) ready." if images else ("" if not bad else "No readable image uploaded.")
+        return (*_view(st, None), msg, st)
+
+    files.change(on_upload, [files, state], [*view_out, status, state], api_visibility="private")
+
+    @ui_errors
+    def on_run(files_v, classes_v, conf_v, project_v, auto_v, st, progress=gr.Progress()):
+        paths = _files(files_v)
+        if not paths:
+            raise gr.Error("No image uploaded: drop one or more images in the Images box first.")
+        loaded = [r.path for r in st["images"]]
+        if loaded != paths:  # API calls (and races with the upload event) start from the files
+            st = _new_state()
+            st["images"], bad = al.load_uploads(paths)
+            for b in bad:
+                gr.Warning(f"Not an image we can read, skipped: {b}")
+        if not st["images"]:
+            raise gr.Error("None of the uploads is a readable image (JPEG, PNG, WebP, BMP, TIFF).")
+        class_list = al.parse_classes(classes_v)
+        if not class_list:
+            raise gr.Error("Type at least one class name, e.g. `person, car`.")
+        try:
+            labeler = ctx.labeler()
+        except Exception as exc:
+            if is_weights_missing(exc) or "weights" in str(exc).lower():
+                return (*_view(st, None), NO_WEIGHTS, st, gr.update(open=True),
+                        gr.update(value=class_list[0]))
+            raise
+
+        def report(i, n, name):
+            progress((i, n), desc=f"labeling {name}", unit="images")
+
+        try:
+            failed = al.label_images(labeler, st["images"], class_list, confidence=conf_v, progress=report)
+        except Exception as exc:
+            if is_weights_missing(exc):
+                return (*_view(st, None), NO_WEIGHTS, st, gr.update(open=True), gr.update(value=class_list[0]))
+            raise
+        n = sum(len(r.det) for r in st["images"])
+        msg = f"Found **{n}** object(s) in {len(st['images'])} image(s)."
+        if failed:
+            msg += f" {len(failed)} of {len(st['images'])} failed: " + "; ".join(failed[:3])
+        if auto_v:
+            res = al.save(ctx, st["images"], None, project=project_v)
+            msg += f" Saved {res['objects']} object(s)" + (f", {res['duplicates']} duplicate(s) skipped." if res["duplicates"] else ".")
+        else:
+            msg += " Untick what is wrong, then **Save**."
+        return (*_view(st, None), msg, st, gr.update(), gr.update(value=class_list[0]))
+
+    run.click(on_run, [files, classes, confidence, project, auto_register, state],
+              [*view_out, status, state, manual, manual_class], api_name="auto_label", concurrency_id="models")
+
+    @ui_errors
+    def on_which(name, keep_v, st):
+        names = [r.name for r in st["images"]]
+        if name in names:
+            st["current"] = names.index(name)
+        st["corner"] = None
+        return (_view(st, keep_v)[0], st)
+
+    which.input(on_which, [which, keep, state], [overlay, state], api_visibility="private")
+
+    @ui_errors
+    def on_keep(keep_v, st):
+        return _view(st, keep_v)[0]
+
+    keep.input(on_keep, [keep, state], [overlay], api_visibility="private")
+
+    @ui_errors
+    def on_click(keep_v, cls_v, seg_v, st, evt: gr.SelectData):
+        if not st["images"]:
+            raise gr.Error("Upload an image first.")
+        x, y = float(evt.index[0]), float(evt.index[1])
+        if st.get("corner") is None:
+            st["corner"] = (x, y)
+            return (*_view(st, keep_v), "First corner set: click the opposite corner.", st)
+        if not (cls_v or "").strip():
+            raise gr.Error("Type the class of the box in *Class of the next box* first, then click the second corner.")
+        (ax, ay), st["corner"] = st["corner"], None
+        x0, x1 = sorted((ax, x))
+        y0, y1 = sorted((ay, y))
+        if x1 - x0 < 3 or y1 - y0 < 3:
+            raise gr.Error("The two corners are too close: click two opposite corners of the object.")
+        cur = st["images"][st["current"]]
+        before = set(al.keys(st["images"]))
+        al.add_manual(ctx, cur, (x0, y0, x1, y1), cls_v, seg_v)
+        added = [k for k in al.keys(st["images"]) if k not in before]
+        keep_now = (list(keep_v) if keep_v is not None else list(before)) + added
+        return (*_view(st, keep_now), f"Added a **{cls_v.strip()}** box ({len(cur.det)} objects on this image).", st)
+
+    overlay.select(on_click, [keep, manual_class, segmenter, state], [*view_out, status, state],
+                   api_visibility="private", concurrency_id="segment")
+
+    @ui_errors
+    def on_cancel(keep_v, st):
+        st["corner"] = None
+        return _view(st, keep_v)[0], st
+
+    clear_corner.click(on_cancel, [keep, state], [overlay, state], api_visibility="private")
+
+    @ui_errors
+    def on_save(keep_v, project_v, st):
+        if not st["images"]:
+            raise gr.Error("Nothing to save: upload and label images first.")
+        res = al.save(ctx, st["images"], set(keep_v or []), project=project_v)
+        msg = f"Saved **{res['objects']}** object(s) from {res['sources']} image(s)."
+        if res["duplicates"]:
+            msg += f" {res['duplicates']} duplicate(s) of stored objects skipped."
+        gr.Info(msg.replace("**", ""))
+        return msg
+
+    save.click(on_save, [keep, project, state], [status], api_name="save_labels")
+
+    shared.parts["autolabel"] = {"status": status, "overlay": overlay, "table": table}

@@ -1,0 +1,193 @@
+"""Search tab: query by an uploaded image (whole, or a crop drawn with two clicks) or by an
+object id; a paginated JPEG gallery of the top-k similar objects; open a result in Review or
+Refine; give several results a class in one action."""
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+
+from app.context import AppContext, is_weights_missing
+from app.ui.common import Shared, ui_errors
+from app.workflows import review as rv
+from app.workflows import search as sw
+
+PAGE = 24
+
+
+def _new_state() -> dict:
+    return {"hits": [], "page": 0, "selected": None, "corner": None, "crop": None}
+
+
+def build(ctx: AppContext, shared: Shared) -> None:
+    state = gr.State(_new_state())  # deep-copied per browser session
+    with gr.Row():
+        with gr.Column(scale=1, min_width=280):
+            query = gr.Image(label="Query image (click two corners to search a crop)", type="numpy",
+                             sources=["upload", "clipboard"], height=260, elem_id="search-query")
+            clear_crop = gr.Button("Use the whole image", size="sm")
+            object_id = gr.Textbox(label="…or an object id", placeholder="obj_…", elem_id="search-object-id")
+            f_category = gr.Dropdown([""], value="", label="Category", allow_custom_value=True)
+            f_min_conf = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="Min confidence")
+            f_validated = gr.Checkbox(label="Validated only", value=False)
+            k = gr.Slider(1, 200, value=48, step=1, label="Top k")
+            go = gr.Button("Search", variant="primary", elem_id="search-run")
+            status = gr.Markdown(elem_id="search-status")
+        with gr.Column(scale=2):
+            gallery = gr.Gallery(label="Similar objects", format="jpeg", columns=6, height=420,
+                                 allow_preview=False, elem_id="search-gallery")
+            with gr.Row():
+                prev_page = gr.Button("← Page", size="sm")
+                page_md = gr.Markdown("", elem_id="search-page")
+                next_page = gr.Button("Page →", size="sm")
+            selected_md = gr.Markdown("Click a result to select it.", elem_id="search-selected")
+            with gr.Row():
+                to_review = gr.Button("Open in Review", elem_id="search-to-review")
+                to_refine = gr.Button("Open in Refine", elem_id="search-to-refine")
+            pick = gr.CheckboxGroup(label="Select results", choices=[], elem_id="search-pick")
+            with gr.Row():
+                assign_cls = gr.Textbox(label="Class for the selected results", elem_id="search-assign-class")
+                assign = gr.Button("Assign class", elem_id="search-assign")
+
+    def render_page(st: dict):
+        hits = st["hits"]
+        n_pages = max(1, -(-len(hits) // PAGE))
+        st["page"] = min(max(0, st["page"]), n_pages - 1)
+        chunk = hits[st["page"] * PAGE:(st["page"] + 1) * PAGE]
+        items = [(str(rv.thumbnail(ctx.registry, h, ctx.data_dir)), sw.caption(h)) for h in chunk]
+        choices = [(sw.caption(h), h["object_id"]) for h in chunk]
+        return items, f"page {st['page'] + 1} / {n_pages} · {len(hits)} results", gr.update(choices=choices, value=[])
+
+    def filters(cat, mc, val):
+        return sw.SearchFilters(category=cat or None, min_confidence=mc or None, validated_only=bool(val))
+
+    @ui_errors
+    def on_search(img, oid, cat, mc, val, kk, st):
+        st = {**_new_state(), "crop": st.get("crop")}
+        f = filters(cat, mc, val)
+        oid = (oid or "").strip()
+        if img is not None:
+            try:
+                emb = ctx.embedder()
+            except Exception as exc:
+                if is_weights_missing(exc) or isinstance(exc, RuntimeError):
+                    raise gr.Error("No image embedder weights are installed, so an uploaded image cannot be "
+                                   "searched. Type an object id instead (its stored embedding is used), or get "
+                                   "weights with `python launch.py models download`.") from exc
+                raise
+            st["hits"] = sw.search_by_image(ctx.registry, emb, np.asarray(img), xyxy=st["crop"], k=kk, filters=f)
+            what = "the crop" if st["crop"] else "the image"
+        elif oid:
+            st["hits"] = sw.search_by_object(ctx.registry, oid, k=kk, filters=f)
+            what = f"`{oid}`"
+        else:
+            raise gr.Error("Upload a query image or type an object id first.")
+        items, pg, choices = render_page(st)
+        msg = f"{len(st['hits'])} result(s) similar to {what}." if st["hits"] else f"Nothing similar to {what} (check the filters)."
+        return items, pg, choices, msg, "Click a result to select it.", st
+
+    go.click(on_search, [query, object_id, f_category, f_min_conf, f_validated, k, state],
+             [gallery, page_md, pick, status, selected_md, state], api_name="search_image")
+    object_id.submit(on_search, [query, object_id, f_category, f_min_conf, f_validated, k, state],
+                     [gallery, page_md, pick, status, selected_md, state], api_visibility="private")
+
+    @ui_errors
+    def on_query_click(img, st, evt: gr.SelectData):
+        if img is None:
+            return gr.update(), st
+        x, y = float(evt.index[0]), float(evt.index[1])
+        if st.get("corner") is None:
+            st["corner"], st["crop"] = (x, y), None
+            return gr.update(), st
+        (ax, ay), st["corner"] = st["corner"], None
+        x0, x1 = sorted((ax, x))
+        y0, y1 = sorted((ay, y))
+        if x1 - x0 < 4 or y1 - y0 < 4:
+            raise gr.Error("The crop is too small: click two opposite corners.")
+        st["crop"] = (x0, y0, x1, y1)
+        gr.Info(f"Searching the crop {int(x1 - x0)}×{int(y1 - y0)} px: press Search.")
+        return gr.update(), st
+
+    query.select(on_query_click, [query, state], [status, state], api_visibility="private")
+
+    @ui_errors
+    def on_clear(st):
+        st["crop"], st["corner"] = None, None
+        return "Searching the whole image.", st
+
+    clear_crop.click(on_clear, [state], [status, state], api_visibility="private")
+    query.clear(on_clear, [state], [status, state], api_visibility="private")
+
+    @ui_errors
+    def on_page(st, delta):
+        st["page"] += delta
+        return (*render_page(st), st)
+
+    prev_page.click(lambda st: on_page(st, -1), [state], [gallery, page_md, pick, state], api_visibility="private")
+    next_page.click(lambda st: on_page(st, +1), [state], [gallery, page_md, pick, state], api_visibility="private")
+
+    @ui_errors
+    def on_select(st, evt: gr.SelectData):
+        i = st["page"] * PAGE + int(evt.index)
+        if not 0 <= i < len(st["hits"]):
+            return "Click a result to select it.", st
+        h = st["hits"][i]
+        st["selected"] = h["object_id"]
+        return f"Selected **{h['object_id']}** · {h['category']} · similarity {h.get('similarity', 0):.3f}", st
+
+    gallery.select(on_select, [state], [selected_md, state], api_visibility="private")
+
+    @ui_errors
+    def on_assign(ids, cls, st, request: gr.Request):
+        n = sw.assign_class(ctx.registry, list(ids or []), cls, validated_by=ctx.user_name(request, None))
+        sel = set(ids)
+        for h in st["hits"]:
+            if h["object_id"] in sel:
+                h.update(ctx.registry.get_object(h["object_id"]))
+        gr.Info(f"{n} object(s) are now '{cls.strip()}'.")
+        items, pg, choices = render_page(st)
+        return items, pg, choices, f"Assigned **{cls.strip()}** to {n} object(s).", st
+
+    assign.click(on_assign, [pick, assign_cls, state], [gallery, page_md, pick, status, state], api_name="assign_class")
+
+    @ui_errors
+    def api_search(object_id: str, k: int = 10, category: str = "", min_confidence: float = 0.0,
+                   validated_only: bool = False) -> list[dict]:
+        """Objects similar to a stored object (its stored embedding), best first.
+
+        Returns a list of {"object_id", "category", "confidence", "similarity", "bbox_xywh", "source_id"}.
+        """
+        hits = sw.search_by_object(ctx.registry, object_id, k=k,
+                                   filters=sw.SearchFilters(category or None, min_confidence or None, validated_only))
+        keys = ("object_id", "category", "confidence", "similarity", "bbox_xywh", "source_id", "validation_status")
+        return [{key: h.get(key) for key in keys} for h in hits]
+
+    gr.api(api_search, api_name="search")
+
+    # Cross-tab opening: selection -> Review / Refine, switching tabs.
+    review = shared.parts.get("review")
+    refine = shared.parts.get("refine")
+
+    def selected(st) -> str:
+        if not st.get("selected"):
+            raise gr.Error("Click a result in the gallery first.")
+        return st["selected"]
+
+    if review:
+        @ui_errors
+        def on_to_review(st):
+            return (*review["open"](selected(st)), gr.Tabs(selected="review"))
+
+        to_review.click(on_to_review, [state], [*review["view"], shared.tabs], api_visibility="private")
+    if refine:
+        @ui_errors
+        def on_to_refine(st):
+            oid = selected(st)
+            return (oid, *refine["open"](oid), gr.Tabs(selected="refine"))
+
+        to_refine.click(on_to_refine, [state], [refine["object_id"], *refine["outs"], shared.tabs],
+                        api_visibility="private")
+
+    def refresh_categories():
+        return gr.update(choices=[""] + [c["name"] for c in ctx.registry.list_categories()])
+
+    shared.parts["search"] = {"refresh": (refresh_categories, f_category)}

@@ -1,0 +1,90 @@
+"""Similarity search: query by an image (whole or a crop) or by a stored object's embedding.
+
+Query boxes ``xyxy`` are absolute pixels of the query image. Results are the registry's object
+dicts plus ``similarity`` (1.0 = identical), best first.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class SearchFilters:
+    """Result filters (None = any)."""
+
+    category: str | None = None
+    min_confidence: float | None = None
+    validated_only: bool = False
+    project: str | None = None
+
+    def kwargs(self) -> dict:
+        return {
+            "category": self.category or None,
+            "project": self.project or None,
+            "min_confidence": float(self.min_confidence) if self.min_confidence else None,
+            "status": "approved" if self.validated_only else None,
+        }
+
+
+def embed_query(embedder: Any, image: np.ndarray, xyxy: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    """Embeds the query image (or the ``xyxy`` region of it) as a (D,) float32 vector."""
+    if image is None or getattr(image, "ndim", 0) != 3:
+        raise ValueError("query image: expected an RGB image, got nothing; upload or paste one")
+    h, w = image.shape[:2]
+    box = np.asarray([xyxy if xyxy is not None else (0, 0, w, h)], np.float32)
+    vec = np.asarray(embedder.embed(image, box), np.float32)
+    if vec.ndim != 2 or len(vec) != 1:
+        raise RuntimeError(f"embedder: expected a (1, D) array, got shape {vec.shape}")
+    return vec[0]
+
+
+def search_by_vector(reg: Any, vector: np.ndarray, *, k: int = 24, filters: SearchFilters | None = None,
+                     exclude: str | None = None) -> list[dict]:
+    """Top-k similar objects; ``exclude`` drops the query object itself."""
+    k = int(k)
+    if not 1 <= k <= 1000:
+        raise ValueError(f"k: expected 1..1000 results, got {k}")
+    f = (filters or SearchFilters()).kwargs()
+    hits = reg.search(np.asarray(vector, np.float32), k=k + (1 if exclude else 0), **f)
+    if exclude:
+        hits = [h for h in hits if h["object_id"] != exclude]
+    return hits[:k]
+
+
+def search_by_object(reg: Any, object_id: str, *, k: int = 24, filters: SearchFilters | None = None) -> list[dict]:
+    """Top-k objects similar to a stored object (its stored embedding; no model needed)."""
+    object_id = (object_id or "").strip()
+    if not object_id:
+        raise ValueError("object id: expected an id like obj_…, got nothing")
+    reg.get_object(object_id)  # raises a clear error for unknown ids
+    vec = reg.get_embedding(object_id)
+    if vec is None:
+        raise ValueError(f"object {object_id} has no stored embedding: label it with an embedder, or search by image")
+    return search_by_vector(reg, vec, k=k, filters=filters, exclude=object_id)
+
+
+def search_by_image(reg: Any, embedder: Any, image: np.ndarray, *, xyxy=None, k: int = 24,
+                    filters: SearchFilters | None = None) -> list[dict]:
+    """Top-k objects similar to an uploaded image (or a region of it)."""
+    return search_by_vector(reg, embed_query(embedder, image, xyxy), k=k, filters=filters)
+
+
+def assign_class(reg: Any, object_ids: list[str], category: str, *, validated_by: str | None = None) -> int:
+    """Sets the class of several objects at once (marks them approved by ``validated_by``)."""
+    category = (category or "").strip()
+    if not category:
+        raise ValueError("class: expected a class name, got nothing; type one")
+    if not object_ids:
+        raise ValueError("selection: expected at least one result, got none; tick results first")
+    for oid in object_ids:
+        reg.update_object(oid, category=category, status="approved", validated_by=validated_by)
+    return len(object_ids)
+
+
+def caption(hit: dict) -> str:
+    conf = hit.get("confidence")
+    conf_s = f" · conf {conf:.2f}" if conf is not None else ""
+    return f"{hit['category']} · sim {hit.get('similarity', 0):.2f}{conf_s} · {hit['object_id']}"
