@@ -200,6 +200,8 @@ def export_dataset(
             if progress and done // 1000 != (done - len(image.rows)) // 1000:
                 progress(done, total)
             src = Path(image.path) if image.path else None
+            if src is not None and not src.is_absolute():
+                src = Path(reg.data_dir) / src  # copied media are stored relative to the data dir
             if src is None or not src.is_file():
                 skipped.append({"image": image.key, "objects": len(image.rows),
                                 "reason": f"image file missing: {image.path}"})
