@@ -1,0 +1,167 @@
+"""Relays ``embedding_outbox`` rows into a vector index: idempotent, batched, retried.
+
+An outbox row says "make the index agree with SQLite for this object": ``upsert`` reads the
+object's current vector from ``embeddings`` and its current metadata from ``objects`` at relay
+time (so a later change always wins), ``delete`` removes the id. Both are idempotent, so a row
+relayed twice (e.g. after a crash between the index write and the status update) does no harm.
+
+A failing index never blocks registration: the rows stay ``pending`` with ``retry_count``
+incremented and ``error_message`` set; after :data:`MAX_RETRIES` failures they become
+``failed`` and wait for ``doctor --repair`` (which resets them and, if needed, rebuilds).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from registry.db import Connection
+from registry.ids import utc_now
+
+log = logging.getLogger(__name__)
+
+MAX_RETRIES = 3
+
+
+def index_metadata(row: dict[str, Any]) -> dict[str, Any]:
+    """The filterable metadata stored beside a vector (registry.vectors.METADATA_KEYS).
+
+    Keys: ``category`` (the category's current name), ``project`` (str or None),
+    ``confidence`` (float in [0, 1] or None), ``validation_status``.
+    """
+    conf = row.get("confidence")
+    return {
+        "category": row["category"],
+        "project": row.get("project_id"),
+        "confidence": float(conf) if conf is not None else None,
+        "validation_status": row.get("validation_status") or "pending",
+    }
+
+
+def vector_from_blob(blob: bytes, dim: int) -> np.ndarray:
+    vec = np.frombuffer(blob, dtype="<f4")
+    if vec.size != dim:
+        raise ValueError(f"expected a stored embedding of {dim} values, got {vec.size}")
+    return vec
+
+
+def fetch_vectors(conn: Connection, object_ids: list[str], version: str) -> dict[str, tuple[np.ndarray, dict]]:
+    """``object_id -> (vector float32 (dim,), metadata)`` for the ids that still have embeddings."""
+    out: dict[str, tuple[np.ndarray, dict]] = {}
+    for start in range(0, len(object_ids), 500):
+        chunk = object_ids[start:start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = conn.query(
+            f"""SELECT e.object_id, e.dim, e.vector, c.name AS category, o.project_id, o.confidence,
+                       o.validation_status
+                FROM embeddings e JOIN objects o ON o.object_id = e.object_id
+                JOIN categories c ON c.category_id = o.category_id
+                WHERE e.version_id = ? AND e.object_id IN ({marks})""",
+            [version, *chunk],
+        )
+        for r in rows:
+            out[r["object_id"]] = (vector_from_blob(r["vector"], r["dim"]), index_metadata(r))
+    return out
+
+
+def pending_count(conn: Connection, version: str | None = None) -> int:
+    if version is None:
+        return int(conn.scalar("SELECT count(*) FROM embedding_outbox WHERE status = 'pending'"))
+    return int(
+        conn.scalar(
+            "SELECT count(*) FROM embedding_outbox WHERE status = 'pending' AND version_id = ?", (version,)
+        )
+    )
+
+
+def failed_count(conn: Connection, version: str | None = None) -> int:
+    if version is None:
+        return int(conn.scalar("SELECT count(*) FROM embedding_outbox WHERE status = 'failed'"))
+    return int(
+        conn.scalar(
+            "SELECT count(*) FROM embedding_outbox WHERE status = 'failed' AND version_id = ?", (version,)
+        )
+    )
+
+
+def sync(conn: Connection, index: Any, version: str, *, batch_size: int = 512, max_batches: int | None = None) -> dict:
+    """Relays pending outbox rows of ``version`` into ``index`` until none are left.
+
+    Args:
+        conn: the registry connection.
+        index: a VectorIndex (``add(ids, vectors, metadatas)`` as upsert, ``delete(ids)``).
+        version: the embedding version whose rows to relay (other versions' rows wait).
+        batch_size: outbox rows per index call.
+        max_batches: stop after this many batches (None = until the backlog is empty).
+
+    Returns:
+        ``{"synced": rows relayed, "failed": rows that failed this call, "pending": left}``.
+    """
+    synced = failed = 0
+    batches = 0
+    last_id = 0
+    while max_batches is None or batches < max_batches:
+        rows = conn.query(
+            "SELECT id, object_id, operation FROM embedding_outbox "
+            "WHERE status = 'pending' AND version_id = ? AND id > ? ORDER BY id LIMIT ?",
+            (version, last_id, int(batch_size)),
+        )
+        if not rows:
+            break
+        batches += 1
+        last_id = rows[-1]["id"]
+        row_ids = [r["id"] for r in rows]
+        # The last operation per object in this batch decides (rows are in id order).
+        final: dict[str, str] = {}
+        for r in rows:
+            final[r["object_id"]] = r["operation"]
+        upsert_ids = [oid for oid, op in final.items() if op == "upsert"]
+        delete_ids = [oid for oid, op in final.items() if op == "delete"]
+        try:
+            found = fetch_vectors(conn, upsert_ids, version)
+            # An upsert whose object is gone since: its own 'delete' row follows; remove it here
+            # too so the index never keeps a vector SQLite no longer has.
+            delete_ids += [oid for oid in upsert_ids if oid not in found]
+            if found:
+                ids = list(found)
+                index.add(ids, np.stack([found[i][0] for i in ids]), [found[i][1] for i in ids])
+            if delete_ids:
+                index.delete(delete_ids)
+        except Exception as exc:  # any index failure: keep the rows, count the retry
+            message = f"{type(exc).__name__}: {exc}"[:1000]
+            log.warning("outbox relay of %d rows failed: %s", len(row_ids), message)
+            with conn.transaction() as tx:
+                tx.executemany(
+                    "UPDATE embedding_outbox SET retry_count = retry_count + 1, error_message = ?, "
+                    "status = CASE WHEN retry_count + 1 >= ? THEN 'failed' ELSE 'pending' END "
+                    "WHERE id = ? AND status = 'pending'",
+                    [(message, MAX_RETRIES, rid) for rid in row_ids],
+                )
+            failed += len(row_ids)
+            continue
+        now = utc_now()
+        with conn.transaction() as tx:
+            tx.executemany(
+                "UPDATE embedding_outbox SET status = 'synced', synced_at = ?, error_message = NULL "
+                "WHERE id = ? AND status = 'pending'",
+                [(now, rid) for rid in row_ids],
+            )
+        synced += len(row_ids)
+    return {"synced": synced, "failed": failed, "pending": pending_count(conn, version)}
+
+
+def reset_failed(conn: Connection, version: str | None = None) -> int:
+    """Puts ``failed`` rows back to ``pending`` with ``retry_count = 0``; returns how many."""
+    with conn.transaction() as tx:
+        if version is None:
+            cur = tx.execute(
+                "UPDATE embedding_outbox SET status = 'pending', retry_count = 0 WHERE status = 'failed'"
+            )
+        else:
+            cur = tx.execute(
+                "UPDATE embedding_outbox SET status = 'pending', retry_count = 0 "
+                "WHERE status = 'failed' AND version_id = ?",
+                (version,),
+            )
+        return cur.rowcount
