@@ -34,6 +34,20 @@ class FixedBoxDetector:
                           data={"tag": np.arange(len(self.boxes))[keep]})
 
 
+class HalfScoreSegmenter:
+    """Test double: another segmenter's masks with half its scores."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def set_image(self, image):
+        self.inner.set_image(image)
+
+    def predict_boxes(self, xyxy):
+        masks, scores = self.inner.predict_boxes(xyxy)
+        return masks, scores * 0.5
+
+
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-autolabel")
@@ -107,9 +121,10 @@ def test_threshold_prefilters_the_detector_exactly_and_filters_the_result():
     # 0.2 < 0.25: never segmented; the red rectangle on grey separates perfectly (GrabCut score 1)
     assert labeler.last_counts["detected"] == 1
     assert result.labels == ["box"] and result.confidence[0] >= 0.5
-    # a threshold above sqrt(0.95 * score) drops it after segmentation
-    strict = labeler.label(image, ["box", "disc"], confidence=float(np.sqrt(0.95 * result.data["mask_iou"][0])) + 0.01)
-    assert len(strict) == 0 and labeler.last_counts == {"detected": 1, "kept": 0}
+    # with a doubtful mask (score 0.5): combined sqrt(0.95 * 0.5) = 0.69 < 0.8 <= sqrt(0.95)
+    halved = AutoLabeler(detector, HalfScoreSegmenter(GrabCutSegmenter()))
+    assert len(halved.label(image, ["box", "disc"], confidence=0.8)) == 0
+    assert halved.last_counts == {"detected": 1, "kept": 0}  # segmented, then dropped
 
 
 def test_grabcut_masks_are_right_and_confidence_uses_its_score():
