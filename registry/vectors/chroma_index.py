@@ -99,9 +99,6 @@ class ChromaIndex(VectorIndex):
     def __init__(
         self, path: Path, collection_name: str, dim: int, hnsw: Mapping[str, Any] | None = None
     ) -> None:
-        import chromadb
-        from chromadb.config import Settings
-
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
         hnsw = dict(hnsw or {})
@@ -115,15 +112,15 @@ class ChromaIndex(VectorIndex):
         self._client = None
         self._system = None
         self.path.mkdir(parents=True, exist_ok=True)
+        self._hnsw = {"space": "cosine", **hnsw}
         self._forget_stale_system()
         try:
-            self._client = chromadb.PersistentClient(
-                path=str(self.path), settings=Settings(anonymized_telemetry=False)
-            )
-            self._system = self._client._system
-            self._max_batch = int(self._client.get_max_batch_size())
-            self._hnsw = {"space": "cosine", **hnsw}
-            self._collection = self._open_collection()
+            self._connect()
+            if self._apply_runtime_settings():
+                # chromadb reads the HNSW runtime settings when it loads the index, so a
+                # changed ef_search only applies after the client is reopened.
+                self._release_client()
+                self._connect()
         except DimensionMismatchError:
             self.close()
             raise
@@ -152,6 +149,47 @@ class ChromaIndex(VectorIndex):
             except Exception:  # the files are gone; stopping is best effort
                 pass
 
+    def _connect(self) -> None:
+        import chromadb
+        from chromadb.config import Settings
+
+        self._client = chromadb.PersistentClient(
+            path=str(self.path), settings=Settings(anonymized_telemetry=False)
+        )
+        self._system = self._client._system
+        self._max_batch = int(self._client.get_max_batch_size())
+        self._collection = self._open_collection()
+
+    def _release_client(self) -> None:
+        """Closes our chromadb client unless its System was already replaced (folder deleted)."""
+        from chromadb.api.shared_system_client import SharedSystemClient
+
+        if self._client is None:
+            return
+        # If the folder was deleted and reopened meanwhile, chromadb's cache now holds a new
+        # System for this path; releasing ours would stop the one the new index uses.
+        current = SharedSystemClient._identifier_to_system.get(str(self.path))
+        if current is self._system:
+            try:
+                self._client.close()
+            except Exception:
+                pass
+        self._client = None
+        self._system = None
+
+    def _apply_runtime_settings(self) -> bool:
+        """Writes changed runtime HNSW settings (e.g. ef_search) to the collection.
+
+        Returns:
+            True when something changed (the client must be reopened for it to apply).
+        """
+        runtime = {k: v for k, v in self._hnsw.items() if k in _RUNTIME_HNSW_KEYS}
+        current = (self._collection.configuration or {}).get("hnsw") or {}
+        changed = {k: v for k, v in runtime.items() if current.get(k) != v}
+        if changed:
+            self._collection.modify(configuration={"hnsw": changed})
+        return bool(changed)
+
     def _open_collection(self):
         config = {"hnsw": dict(self._hnsw)}
         col = self._client.get_or_create_collection(
@@ -167,11 +205,6 @@ class ChromaIndex(VectorIndex):
                 f"holds {stored_dim}-d vectors, the index was opened with dim={self.dim}; use the "
                 f"collection of the matching embedding version, or reset/rebuild this one"
             )
-        runtime = {k: v for k, v in self._hnsw.items() if k in _RUNTIME_HNSW_KEYS}
-        current = (col.configuration or {}).get("hnsw") or {}
-        changed = {k: v for k, v in runtime.items() if current.get(k) != v}
-        if changed:
-            col.modify(configuration={"hnsw": changed})
         return col
 
     def _storage_error(self, what: str, exc: BaseException) -> RuntimeError:
@@ -269,18 +302,7 @@ class ChromaIndex(VectorIndex):
         if self._closed:
             return
         self._closed = True
-        if self._client is not None:
-            from chromadb.api.shared_system_client import SharedSystemClient
-
-            # If the folder was deleted and reopened meanwhile, chromadb's cache now holds a new
-            # System for this path; releasing ours would stop the one the new index uses.
-            current = SharedSystemClient._identifier_to_system.get(str(self.path))
-            if current is getattr(self, "_system", None):
-                try:
-                    self._client.close()
-                except Exception:
-                    pass
-            self._client = None
+        self._release_client()
 
     def check(self) -> None:
         """Raises ``RuntimeError`` when the folder, the collection or its HNSW files are broken.
@@ -303,10 +325,16 @@ class ChromaIndex(VectorIndex):
                     raise RuntimeError("a stored vector is not found by a query for itself")
 
     def set_ef_search(self, ef_search: int) -> None:
-        """Changes the HNSW search breadth (recall vs latency) of the open collection."""
+        """Changes the HNSW search breadth (recall vs latency) and reopens the client.
+
+        chromadb applies it when it loads the index; if another open index in this process
+        shares the folder, the loaded index keeps the old value until both are reopened.
+        """
         with self._guard("set ef_search"):
-            self._collection.modify(configuration={"hnsw": {"ef_search": int(ef_search)}})
             self._hnsw["ef_search"] = int(ef_search)
+            if self._apply_runtime_settings():
+                self._release_client()
+                self._connect()
 
 
 _RUNTIME_HNSW_KEYS = ("ef_search", "num_threads", "batch_size", "sync_threshold", "resize_factor")

@@ -465,6 +465,37 @@ def test_chroma_hnsw_settings_apply(data_dir: Path):
         again.close()
 
 
+def test_chroma_ef_search_change_takes_effect(data_dir: Path):
+    # A deliberately weak graph (M=4, ef_construction=20): a small ef_search finds few true
+    # neighbours, a large one many. chromadb only applies ef_search when it loads the index,
+    # so this fails if set_ef_search merely records the value.
+    rng = np.random.default_rng(15)
+    n, dim = 3000, 64
+    vecs = rng.standard_normal((n, dim)).astype(np.float32)
+    ids = [f"o{i}" for i in range(n)]
+    exact = ExactIndex(dim)
+    exact.add(ids, vecs, [meta()] * n)
+    hnsw = {"max_neighbors": 4, "ef_construction": 20, "ef_search": 10}
+    idx = ChromaIndex(data_dir / "chroma", "objects_ef", dim, hnsw=hnsw)
+    queries = rng.standard_normal((30, dim)).astype(np.float32)
+
+    def recall() -> float:
+        hits = sum(
+            len(set(ids_of(exact.query(q, 10))) & set(ids_of(idx.query(q, 10)))) for q in queries
+        )
+        return hits / (10 * len(queries))
+
+    try:
+        idx.add(ids, vecs, [meta()] * n)
+        low = recall()
+        idx.set_ef_search(400)
+        high = recall()
+    finally:
+        idx.close()
+    assert high > low + 0.2, (low, high)
+    assert high >= 0.6
+
+
 def test_unknown_kind(data_dir: Path):
     with pytest.raises(ValueError, match="unknown vector index kind"):
         open_index("faiss", data_dir, version="v", dim=DIM)
