@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -385,7 +385,7 @@ def build_dataset(
             "UPDATE datasets SET object_count = ?, category_mapping = ? WHERE dataset_id = ?",
             [total_objects, json.dumps(mapping), dataset_id],
         )
-    for source_id, sp in source_split.items():
+    for sp in source_split.values():
         counts[sp]["images"] += 1
     total_images = len(source_split)
     return {

@@ -70,11 +70,13 @@ def _generate(data_dir: Path, n_objects: int, per_image: int) -> None:
     boxes = [[float(v) for v in mask_utils.toBbox({"size": r["size"], "counts": r["counts"].encode()})] for r in pool]
     areas = [int(mask_utils.area({"size": r["size"], "counts": r["counts"].encode()})) for r in pool]
     # A minimal valid PNG header + unique trailer: the exporter links files, it does not decode.
-    png = (ROOT / "tests" / "bench" / "_tiny.png")
-    if not png.exists():
-        from PIL import Image
-        Image.new("RGB", (4, 4), (128, 128, 128)).save(png)
-    tiny = png.read_bytes()
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4), (128, 128, 128)).save(buf, format="PNG")
+    tiny = buf.getvalue()
     with Registry(data_dir, embedding_dim=8, embedding_version="bench", index="exact", sync_on_write=False) as reg:
         for name in ("car", "person", "bicycle", "dog", "traffic light"):
             reg.create_category(name)

@@ -6,7 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from registry.datasets import build_dataset, dataset_members, get_dataset, list_datasets, parse_split
+from registry.datasets import (
+    build_dataset,
+    dataset_members,
+    get_dataset,
+    list_datasets,
+    parse_split,
+)
 from registry.facade import ObjectIn
 from tests.registry.export_helpers import CLASSES, open_registry, populate, write_image
 

@@ -61,8 +61,8 @@ def test_yolo_layout_and_data_yaml(reg, tmp_path):
     # no class name ever becomes a path
     assert not any("rider" in str(p) or "Überzug" in str(p) for p in root.rglob("*"))
     labels = _labels(root)
-    for stem, objs in labels.items():
-        for cls, values in objs:
+    for _stem, objs in labels.items():
+        for _cls, values in objs:
             assert values.size == 4 and np.all((values >= 0) & (values <= 1))
     # boxes are the registry's boxes, normalised
     obj = reg.list_objects(limit=1)[0]
@@ -101,7 +101,7 @@ def test_yolo_segment_export_and_ultralytics_check(reg, tmp_path, _ultralytics_e
         src = reg.get_source(obj["source_id"])
         truth = reg.get_mask(obj["object_id"])
         best = 0.0
-        for cls, values in labels[obj["source_id"]]:
+        for _cls, values in labels[obj["source_id"]]:
             pts = values.reshape(-1, 2) * [src["width"], src["height"]]
             best = max(best, geom.mask_iou(geom.yolo_polygon_to_mask(pts, *truth.shape), truth))
         assert best >= 0.94  # the bridge between two parts is the only difference
