@@ -13,6 +13,7 @@ predictor holds, so one user's click never runs on another user's image.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -33,6 +34,23 @@ def is_weights_missing(exc: BaseException) -> bool:
     """True for ``pipeline.models.loader.WeightsMissingError`` (matched by name in the MRO so
     the UI never has to import the model stack just to recognise it)."""
     return any(cls.__name__ == "WeightsMissingError" for cls in type(exc).__mro__)
+
+
+_LOCK_GUARD = threading.Lock()
+
+
+def ensure_lock(segmenter: Any) -> threading.RLock:
+    """The segmenter's ``lock`` (an RLock), attached first when it has none.
+
+    ``pipeline.autolabel.AutoLabeler`` holds ``segmenter.lock`` when present, so attaching one
+    to a shared GrabCut makes auto-labeling and refine clicks exclude each other too.
+    """
+    with _LOCK_GUARD:
+        lock = getattr(segmenter, "lock", None)
+        if lock is None:
+            lock = threading.RLock()
+            segmenter.lock = lock
+        return lock
 
 
 @dataclass
@@ -62,9 +80,6 @@ class AppContext:
     detection_model: str | None = None
     auth_enabled: bool = False
     status_provider: Callable[[], dict] | None = None
-    _locks: dict[str, threading.Lock] = field(default_factory=dict, repr=False)
-    _image_keys: dict[str, str] = field(default_factory=dict, repr=False)
-    _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -89,19 +104,23 @@ class AppContext:
     def segment(self, name: str | None, image: np.ndarray, image_key: str) -> Iterator[Any]:
         """Holds the segmenter for one prediction, with ``image`` set on it.
 
+        The segmenter's own ``lock`` (Sam2Segmenter has one; one is attached to segmenters
+        without, see :func:`ensure_lock`) is held from ``set_image`` to the last prediction, so
+        another session or the auto-labeler can never swap the image in between. The image is
+        set on every call: SAM2 keys its embedding LRU by ``image_key`` (a cache hit is cheap),
+        GrabCut only keeps a reference.
+
         Args:
             name: "grabcut" / "sam2" (None = default).
             image: (H, W, 3) uint8 RGB.
-            image_key: the image's content hash (sha256); set_image runs only when it changed.
+            image_key: the image's content hash (sha256).
         """
-        name = (name or self.segmenter_names[0]).lower()
         seg = self.segmenter(name)
-        with self._guard:
-            lock = self._locks.setdefault(name, threading.Lock())
-        with lock:
-            if self._image_keys.get(name) != image_key or not getattr(seg, "is_image_set", False):
+        with ensure_lock(seg):
+            if "key" in inspect.signature(seg.set_image).parameters:
+                seg.set_image(image, key=image_key)
+            else:  # GrabCut: nothing to cache, set_image keeps a reference
                 seg.set_image(image)
-                self._image_keys[name] = image_key
             yield seg
 
     def model_status(self) -> dict:
@@ -129,21 +148,28 @@ class AppContext:
 
         SAM2 is offered only when its weights resolve; GrabCut is always offered.
         """
+        status = manager.status()
         names = ["grabcut"]
-        try:
-            manager.segmenter("sam2")
+        if status.get("segmenter", {}).get("weights_present"):
             names.append("sam2")
-        except Exception as exc:
-            log.info("SAM2 not available (%s); refine uses GrabCut", str(exc).splitlines()[0] if str(exc) else exc)
+        else:
+            log.info("SAM2 weights not found; Refine and manual boxes use GrabCut")
+        ensure_lock(manager.segmenter("grabcut"))  # shared by the labeler and Refine
+        embed = bool(status.get("embedder", {}).get("weights_present"))
+        label_seg = "sam2" if "sam2" in names else "grabcut"
+
+        def labeler() -> Any:
+            return manager.labeler(label_seg, embed=embed)
+
         default_segmenter = default_segmenter.lower()
         if default_segmenter in names:
             names.remove(default_segmenter)
             names.insert(0, default_segmenter)
-        det = getattr(manager, "detector_name", None)
+        det = status.get("detector", {}).get("name")
         return cls(
             registry=registry,
             data_dir=data_dir,
-            labeler_provider=manager.labeler,
+            labeler_provider=labeler,
             segmenter_provider=manager.segmenter,
             embedder_provider=manager.embedder,
             segmenter_names=names,

@@ -147,9 +147,14 @@ def predict(ctx: Any, s: RefineSession, segmenter: str | None) -> float:
     with ctx.segment(segmenter, image, s.image_key) as seg:
         if s.points:
             box = None if s.box is None else np.asarray(s.box, np.float32)
-            # Seeding with the object's stored box keeps the object in place when the user only clicks.
+            # Seeding with the object's stored box keeps the object in place when the user only
+            # clicks; grown to hold every positive click so a click outside can extend the object.
             if box is None and s.initial_box is not None:
                 box = np.asarray(s.initial_box, np.float32)
+                pos = np.asarray([p for p, lab in zip(s.points, s.labels, strict=True) if lab], np.float32).reshape(-1, 2)
+                if len(pos):
+                    box = np.concatenate([np.minimum(box[:2], pos.min(0) - 4), np.maximum(box[2:], pos.max(0) + 4)])
+                    box = np.clip(box, 0, [s.width, s.height, s.width, s.height]).astype(np.float32)
             pred = seg.predict_points(
                 np.asarray(s.points, np.float32), np.asarray(s.labels, np.int64),
                 box=box, mask_input=s.low_res if s.low_res is not None else s.mask,

@@ -158,3 +158,26 @@ def make_context(data_dir: Path, *, with_labeler: bool = True, with_embedder: bo
     return AppContext(registry=reg, data_dir=data_dir, labeler_provider=labeler_provider,
                       segmenter_provider=segs.__getitem__, embedder_provider=embedder_provider,
                       segmenter_names=["grabcut"], detection_model="fake-detector", auth_enabled=auth_enabled)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_test_app(ctx, *, auth: tuple[str, str] | None = None):
+    """Launches ``build_app(ctx)`` on 127.0.0.1 on a free port in a background thread.
+
+    Returns:
+        (demo, url); call ``demo.close()`` when done.
+    """
+    from app.ui.app import build_app, launch_kwargs
+
+    demo = build_app(ctx)
+    kwargs = launch_kwargs(ctx, auth=auth)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                            quiet=True, ssr_mode=False, **kwargs)
+    return demo, url.rstrip("/") + "/"

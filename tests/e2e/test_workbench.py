@@ -1,0 +1,157 @@
+"""Clicking through every tab in Chromium: auto-label, refine, review by keyboard, search,
+export (downloaded zips unpacked), stats. Tests run in file order and share one page/registry.
+Screenshots of each tab land in test-artifacts/."""
+from __future__ import annotations
+
+import json
+import re
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.e2e
+
+TIMINGS: dict[str, list[float]] = {}
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+    expect(page.get_by_role("tab", name=name)).to_have_attribute("aria-selected", "true")
+
+
+def click_image_at(page, container: str, x: float, y: float) -> None:
+    """Clicks natural pixel (x, y) of the <img> in ``container`` (object-fit: contain aware)."""
+    img = page.locator(f"{container} img").first
+    expect(img).to_be_visible()
+    page.wait_for_function("el => el.complete && el.naturalWidth > 0", arg=img.element_handle())
+    nw, nh = img.evaluate("el => [el.naturalWidth, el.naturalHeight]")
+    box = img.bounding_box()
+    scale = min(box["width"] / nw, box["height"] / nh)
+    ox = box["x"] + (box["width"] - nw * scale) / 2
+    oy = box["y"] + (box["height"] - nh * scale) / 2
+    page.mouse.click(ox + (x + 0.5) * scale, oy + (y + 0.5) * scale)
+
+
+def shot(page, artifacts_dir: Path, name: str) -> None:
+    page.screenshot(path=str(artifacts_dir / f"tab_{name}.png"), full_page=True)
+
+
+def test_autolabel_upload_run_and_save(page, server, artifacts_dir):
+    open_tab(page, "Auto-label")
+    page.locator("#autolabel-files input[type=file]").set_input_files([str(p) for p in server["uploads"]])
+    expect(page.locator("#autolabel-status")).to_contain_text("2 image(s) ready")
+    page.locator("#autolabel-classes").get_by_role("textbox").fill("red, green, blue")
+    page.locator("#autolabel-project").get_by_role("textbox").fill("e2e")
+    page.locator("#autolabel-run").click()
+    expect(page.locator("#autolabel-status")).to_contain_text("Found **6**".replace("**", ""), timeout=60_000)
+    expect(page.locator("#autolabel-overlay img")).to_be_visible()
+    expect(page.locator("#autolabel-table")).to_contain_text("green")
+    shot(page, artifacts_dir, "autolabel")
+    page.locator("#autolabel-save").click()
+    expect(page.locator("#autolabel-status")).to_contain_text("Saved 6 object(s)")
+    assert server["ctx"].registry.count_objects(project="e2e") == 6
+
+
+def test_refine_two_clicks_and_accept(page, server, artifacts_dir):
+    reg = server["ctx"].registry
+    obj = reg.list_objects(category="green", limit=1)[0]
+    area_before = obj["area"]
+    open_tab(page, "Refine")
+    page.locator("#refine-object-id").get_by_role("textbox").fill(obj["object_id"])
+    page.locator("#refine-open").click()
+    expect(page.locator("#refine-info")).to_contain_text(obj["object_id"])
+    x, y, w, h = obj["bbox_xywh"]
+    page.locator("#refine-mode").get_by_text("remove (negative)").click()
+    for i, (px, py) in enumerate([(x + w * 0.75, y + h * 0.5), (x + w * 0.5, y + h * 0.25)], start=1):
+        t0 = time.perf_counter()
+        click_image_at(page, "#refine-canvas", px, py)
+        expect(page.locator("#refine-info")).to_contain_text(f"{i} clicks", timeout=30_000)
+        expect(page.locator("#refine-canvas img")).to_be_visible()
+        TIMINGS.setdefault("click_to_mask_s", []).append(time.perf_counter() - t0)
+    server_ms = float(page.locator("#refine-click-ms").inner_text())
+    TIMINGS.setdefault("server_ms", []).append(server_ms)
+    shot(page, artifacts_dir, "refine")
+    page.locator("#refine-accept").click()
+    expect(page.locator("#refine-info")).to_contain_text("Saved the mask")
+    area_after = reg.get_object(obj["object_id"])["area"]
+    assert 0 < area_after < area_before
+
+
+def test_review_approve_and_reject_with_keyboard(page, server, artifacts_dir):
+    reg = server["ctx"].registry
+    open_tab(page, "Review")
+    expect(page.locator("#review-shortcuts")).to_contain_text("approve")
+    page.locator("#review-reviewer").get_by_role("textbox").fill("e2e-reviewer")
+    page.locator("#review-load").click()
+    expect(page.locator("#review-info")).to_contain_text("in queue")
+    first = re.search(r"obj_[0-9A-Za-z_-]+", page.locator("#review-info").inner_text()).group(0)
+    page.locator("#review-progress").click()  # focus outside any text field
+    page.keyboard.press("a")
+    expect(page.locator("#review-info")).to_contain_text(f"Approved {first}")
+    second = re.findall(r"obj_[0-9A-Za-z_-]+", page.locator("#review-info").inner_text())[-1]
+    assert second != first
+    page.keyboard.press("r")
+    expect(page.locator("#review-info")).to_contain_text(f"Rejected {second}")
+    expect(page.locator("#review-progress")).to_contain_text("Validated 2 / 6")
+    shot(page, artifacts_dir, "review")
+    a, r = reg.get_object(first), reg.get_object(second)
+    assert (a["validation_status"], a["validated_by"]) == ("approved", "e2e-reviewer")
+    assert r["validation_status"] == "rejected"
+    assert a["confidence"] <= r["confidence"]  # least confident first
+
+
+def test_search_with_uploaded_image_and_open_result(page, server, artifacts_dir):
+    open_tab(page, "Search")
+    page.locator("#search-query input[type=file]").set_input_files(str(server["uploads"][0]))
+    expect(page.locator("#search-query img")).to_be_visible()
+    page.locator("#search-run").click()
+    expect(page.locator("#search-status")).to_contain_text("result(s) similar to the image")
+    thumbs = page.locator("#search-gallery img")
+    expect(thumbs.first).to_be_visible()
+    shot(page, artifacts_dir, "search")
+    thumbs.first.click()
+    expect(page.locator("#search-selected")).to_contain_text("Selected")
+    oid = re.search(r"obj_[0-9A-Za-z_-]+", page.locator("#search-selected").inner_text()).group(0)
+    page.locator("#search-to-refine").click()
+    expect(page.get_by_role("tab", name="Refine")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#refine-info")).to_contain_text(oid)
+
+
+@pytest.mark.parametrize("fmt,expect_file", [("YOLO segment", "data.yaml"), ("COCO detect", "annotations/instances_train.json")])
+def test_export_downloads_zip(page, server, artifacts_dir, fmt, expect_file):
+    open_tab(page, "Export")
+    page.locator("#export-name").get_by_role("textbox").fill("e2e-" + fmt.split()[0].lower())
+    page.locator("#export-format").get_by_text(fmt, exact=True).click()
+    page.locator("#export-run").click()
+    link = page.locator("#export-file a").first
+    expect(link).to_be_visible(timeout=60_000)
+    with page.expect_download() as dl:
+        link.click()
+    target = server["root"] / "downloads" / dl.value.suggested_filename
+    dl.value.save_as(target)
+    names = zipfile.ZipFile(target).namelist()
+    assert expect_file in names, names[:20]
+    out = server["root"] / "unzipped" / target.stem
+    zipfile.ZipFile(target).extractall(out)
+    if fmt.startswith("COCO"):
+        from pycocotools.coco import COCO
+
+        assert len(COCO(str(out / expect_file)).getAnnIds()) > 0
+    else:
+        labels = list((out / "labels").rglob("*.txt"))
+        assert labels and any(p.read_text().strip() for p in labels)
+    expect(page.locator("#export-counts")).to_contain_text("train")
+    shot(page, artifacts_dir, f"export_{fmt.split()[0].lower()}")
+
+
+def test_stats_tab(page, server, artifacts_dir):
+    open_tab(page, "Stats")
+    page.locator("#stats-refresh").click()
+    expect(page.locator("#stats-summary")).to_contain_text("6 objects")
+    expect(page.locator("#stats-categories")).to_contain_text("green")
+    shot(page, artifacts_dir, "stats")
+    (artifacts_dir / "e2e_timings.json").write_text(json.dumps(TIMINGS, indent=2))
+    print("click-to-updated-mask (browser, s):", TIMINGS.get("click_to_mask_s"), "server ms:", TIMINGS.get("server_ms"))
