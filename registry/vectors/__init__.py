@@ -8,6 +8,8 @@
 Kinds:
     ``"chroma"``: embedded Chroma under ``<data>/chroma``, one collection per embedding version.
     ``"exact"``: in-memory exact numpy search (tests, benchmarks; not persisted).
+    ``"hnsw"``: hnswlib with numpy metadata filters under ``<data>/hnsw/<collection>``; fast
+    filtered search where Chroma's SQLite-side filtering is slow (see bench_search).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from registry.vectors.base import (
 )
 from registry.vectors.exact_index import ExactIndex
 
-INDEX_KINDS: tuple[str, ...] = ("chroma", "exact")
+INDEX_KINDS: tuple[str, ...] = ("chroma", "exact", "hnsw")
 
 __all__ = [
     "FILTER_KEYS",
@@ -64,7 +66,8 @@ def open_index(
         data_dir: the data folder; Chroma keeps its files in ``<data_dir>/chroma``.
         version: embedding model version, e.g. ``"dinov2-base"``; names the collection.
         dim: vector dimension (768 for DINOv2-base, 384 for -small).
-        hnsw: optional HNSW settings for Chroma (see :class:`ChromaIndex`).
+        hnsw: optional HNSW settings: for Chroma see :class:`ChromaIndex`; for ``"hnsw"`` the
+            keyword arguments of :class:`HnswIndex` (``max_neighbors``, ``ef_search``, ...).
 
     Raises:
         ValueError: for an unknown kind, or a stored collection of another dimension.
@@ -76,4 +79,10 @@ def open_index(
         from registry.vectors.chroma_index import ChromaIndex, collection_name_for
 
         return ChromaIndex(chroma_dir(data_dir), collection_name_for(version), dim, hnsw=hnsw)
+    if kind == "hnsw":
+        from registry.vectors.chroma_index import collection_name_for
+        from registry.vectors.hnsw_index import HnswIndex
+
+        folder = Path(data_dir) / "hnsw" / collection_name_for(version)
+        return HnswIndex(folder, dim, **dict(hnsw or {}))
     raise ValueError(f"unknown vector index kind {kind!r}; expected one of {list(INDEX_KINDS)}")

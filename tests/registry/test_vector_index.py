@@ -499,3 +499,66 @@ def test_chroma_ef_search_change_takes_effect(data_dir: Path):
 def test_unknown_kind(data_dir: Path):
     with pytest.raises(ValueError, match="unknown vector index kind"):
         open_index("faiss", data_dir, version="v", dim=DIM)
+
+
+# -- hnswlib-specific: persistence, the graph path for filters, broken files --------------
+
+
+def test_hnsw_persists_across_reopen(data_dir: Path):
+    rng = np.random.default_rng(16)
+    v = unit(rng, 40)
+    ids = [f"o{i}" for i in range(40)]
+    idx = open_index("hnsw", data_dir, version="dinov2-base", dim=DIM)
+    idx.add(ids, v, [meta(f"c{i % 2}", "p", 0.5, "pending") for i in range(40)])
+    idx.delete(["o0", "o1"])
+    before = idx.query(v[5], k=5, where={"category": "c1", "project": "p"})
+    idx.close()
+    assert (data_dir / "hnsw" / "objects_dinov2-base" / "index.bin").exists()
+
+    again = open_index("hnsw", data_dir, version="dinov2-base", dim=DIM)
+    try:
+        assert again.count() == 38 and again.ids() == set(ids[2:])
+        assert again.query(v[5], k=5, where={"category": "c1", "project": "p"}) == before
+        # Deleted slots are reused and the new id is found.
+        again.add(["new"], v[:1], [meta("c0")])
+        assert again.query(v[0], k=1)[0][0] == "new"
+        again.check()
+    finally:
+        again.close()
+    with pytest.raises(ValueError, match="holds 16-d vectors, opened with dim=8"):
+        open_index("hnsw", data_dir, version="dinov2-base", dim=8)
+
+
+def test_hnsw_filtered_graph_search_recall(data_dir: Path):
+    from registry.vectors.hnsw_index import HnswIndex
+
+    rng = np.random.default_rng(17)
+    n, dim, nq = 3000, 64, 40
+    vecs = clustered(rng, n, dim, clusters=30)
+    ids = [f"o{i}" for i in range(n)]
+    metas = [meta(f"c{i % 5}", "p", float(rng.uniform()), "pending") for i in range(n)]
+    exact = ExactIndex(dim)
+    exact.add(ids, vecs, metas)
+    # brute_force_max=0 forces every filtered query through the graph with hnswlib's filter.
+    idx = HnswIndex(data_dir / "h", dim, brute_force_max=0)
+    try:
+        idx.add(ids, vecs, metas)
+        queries = clustered(rng, nq, dim, clusters=30)
+        for where in (None, {"category": "c2"}, {"category": ["c1", "c4"], "min_confidence": 0.5}):
+            hits = sum(
+                len(set(ids_of(exact.query(q, 10, where))) & set(ids_of(idx.query(q, 10, where))))
+                for q in queries
+            )
+            assert hits / (10 * nq) >= 0.95, (where, hits / (10 * nq))
+    finally:
+        idx.close()
+
+
+def test_hnsw_corrupt_files_raise_runtime_error(data_dir: Path):
+    rng = np.random.default_rng(18)
+    idx = open_index("hnsw", data_dir, version="v", dim=DIM)
+    idx.add(["a"], unit(rng, 1), [meta()])
+    idx.close()
+    (data_dir / "hnsw" / "objects_v" / "meta.npz").write_bytes(b"garbage")
+    with pytest.raises(RuntimeError, match="cannot be read.*doctor"):
+        open_index("hnsw", data_dir, version="v", dim=DIM)
