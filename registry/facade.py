@@ -646,7 +646,9 @@ class Registry:
             raise ValueError(f"{where}: expected a non-zero embedding (cosine similarity needs a direction), got all zeros")
         return vec.astype("<f4").tobytes()
 
-    def _check_mask(self, obj: ObjectIn, width: int | None, height: int | None, where: str) -> dict | None:
+    def _check_mask(
+        self, obj: ObjectIn, width: int | None, height: int | None, where: str, *, validate: bool = True
+    ) -> dict | None:
         if obj.mask is not None and obj.mask_rle is not None:
             raise ValueError(f"{where}: expected either mask or mask_rle, got both")
         if obj.mask is None and obj.mask_rle is None:
@@ -672,13 +674,15 @@ class Registry:
             raise ValueError(f"{where}: expected compressed RLE counts (str), got {type(rle['counts']).__name__}")
         if rle["size"] != [height, width]:
             raise ValueError(f"{where}: expected an RLE of size [{height}, {width}], got {rle['size']}")
-        rle_ops.validate(rle)
+        if validate:
+            rle_ops.validate(rle)
         return rle
 
     def _prepare(self, source: dict, objects: Sequence[ObjectIn], project: str | None) -> list[dict]:
         """Validates and converts every input (no writes); raises on the first bad one."""
         width, height = source["width"], source["height"]
         prepared = []
+        given_rle: list[int] = []
         for i, obj in enumerate(objects):
             where = f"object {i}"
             if not isinstance(obj, ObjectIn):
@@ -687,14 +691,15 @@ class Registry:
             x0, y0, x1, y1 = self._check_box(obj.xyxy, width, height, where)
             if obj.validation_status not in STATUSES:
                 raise ValueError(f"{where}: expected validation_status in {STATUSES}, got {obj.validation_status!r}")
-            rle = self._check_mask(obj, width, height, where)
-            area = float(rle_ops.area(rle)) if rle is not None else (x1 - x0) * (y1 - y0)
-            status = obj.validation_status
+            # RLEs given by the caller are validated below in one vectorised pass.
+            rle = self._check_mask(obj, width, height, where, validate=False)
+            if obj.mask_rle is not None:
+                given_rle.append(i)
             prepared.append({
                 "category": name,
                 "box": (x0, y0, x1 - x0, y1 - y0),
                 "rle": rle,
-                "area": area,
+                "area": (x1 - x0) * (y1 - y0),
                 "confidence": _finite_unit(obj.confidence, f"{where} confidence"),
                 "classification_confidence": _finite_unit(obj.classification_confidence, f"{where} classification_confidence"),
                 "quality_score": _finite_unit(obj.quality_score, f"{where} quality_score"),
@@ -703,43 +708,84 @@ class Registry:
                 "classification_model": obj.classification_model,
                 "frame_id": obj.frame_id,
                 "flags": (int(bool(obj.is_occluded)), int(bool(obj.is_truncated)), int(bool(obj.is_difficult))),
-                "status": status,
+                "status": obj.validation_status,
                 "validated_by": obj.validated_by,
                 "metadata": _json_or_none(obj.metadata, f"{where} metadata"),
                 "project": project,
             })
+        if given_rle:
+            try:
+                rle_ops.validate_many([prepared[i]["rle"] for i in given_rle])
+            except ValueError as exc:
+                pos = str(exc).split(":", 1)
+                k = int(pos[0].split()[1]) if pos[0].startswith("RLE ") else 0
+                raise ValueError(f"object {given_rle[k]} mask_rle: {pos[-1].strip()}") from exc
+        with_mask = [i for i, it in enumerate(prepared) if it["rle"] is not None]
+        for i, a in zip(with_mask, rle_ops.areas([prepared[i]["rle"] for i in with_mask])):
+            prepared[i]["area"] = float(a)
         return prepared
 
+    def _iou_matrix(self, a: list[dict], b: list[tuple], same: np.ndarray) -> np.ndarray:
+        """IoU of items ``a`` against ``b`` = [(box_xywh, rle | None)] for the pairs where
+        ``same`` (bool ``(len(a), len(b))``) holds, 0 elsewhere: mask IoU where both have masks,
+        box IoU otherwise. Mask pairs that cannot exceed ``dedupe_iou`` are left at 0 without
+        computing them: IoU > t needs the masks' box intersection >= t * the larger mask area.
+        """
+        ious = rle_ops.box_iou_xywh([it["box"] for it in a], [x[0] for x in b])
+        ious[~same] = 0.0
+        ai = [i for i, it in enumerate(a) if it["rle"] is not None]
+        bj = [j for j, x in enumerate(b) if x[1] is not None]
+        if not ai or not bj:
+            return ious
+        ra, rb = [a[i]["rle"] for i in ai], [b[j][1] for j in bj]
+        ba, bb = rle_ops.bboxes(ra), rle_ops.bboxes(rb)
+        area_a, area_b = rle_ops.areas(ra), rle_ops.areas(rb)
+        iw = np.minimum(ba[:, None, 0] + ba[:, None, 2], bb[None, :, 0] + bb[None, :, 2]) - np.maximum(ba[:, None, 0], bb[None, :, 0])
+        ih = np.minimum(ba[:, None, 1] + ba[:, None, 3], bb[None, :, 1] + bb[None, :, 3]) - np.maximum(ba[:, None, 1], bb[None, :, 1])
+        inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+        cand = same[np.ix_(ai, bj)] & (inter >= self.dedupe_iou * np.maximum(area_a[:, None], area_b[None, :]))
+        sub = np.zeros((len(ai), len(bj)))
+        for p in np.flatnonzero(cand.any(axis=1)):
+            cols = np.flatnonzero(cand[p])
+            sub[p, cols] = rle_ops.iou([ra[p]], [rb[c] for c in cols])[0]
+        ious[np.ix_(ai, bj)] = sub
+        return ious
+
     def _dedupe(self, tx: sqlite3.Connection, source_id: str, items: list[dict]) -> dict[int, str]:
-        """``input index -> id it duplicates`` for items overlapping an existing or earlier item."""
+        """``input index -> id it duplicates`` for items overlapping an existing or earlier item
+        of the same category.
+
+        Two IoU matrices per batch (new x stored objects of the source, new x new; pycocotools
+        on RLEs), masked to same-category pairs, then a greedy pass in input order.
+        """
         dup: dict[int, str] = {}
-        by_cat: dict[int, list[int]] = {}
-        for i, it in enumerate(items):
-            by_cat.setdefault(it["category_id"], []).append(i)
-        for cid, idxs in by_cat.items():
-            rows = tx.execute(
-                "SELECT object_id, bbox_x, bbox_y, bbox_w, bbox_h, mask_counts, mask_h, mask_w "
-                "FROM objects WHERE source_id = ? AND category_id = ?",
-                (source_id, cid),
-            ).fetchall()
-            kept_ids = [r[0] for r in rows]
-            kept_boxes = [r[1:5] for r in rows]
-            kept_rles = [{"size": [r[6], r[7]], "counts": r[5]} if r[5] is not None else None for r in rows]
-            for i in idxs:
-                it = items[i]
-                if kept_ids:
-                    ious = rle_ops.box_iou_xywh([it["box"]], kept_boxes)[0]
-                    if it["rle"] is not None:
-                        with_mask = [j for j, r in enumerate(kept_rles) if r is not None]
-                        if with_mask:
-                            ious[with_mask] = rle_ops.iou([it["rle"]], [kept_rles[j] for j in with_mask])[0]
-                    j = int(np.argmax(ious))
-                    if ious[j] > self.dedupe_iou:
-                        dup[i] = kept_ids[j]
+        cats = np.array([it["category_id"] for it in items])
+        rows = tx.execute(
+            "SELECT object_id, bbox_x, bbox_y, bbox_w, bbox_h, mask_counts, mask_h, mask_w, category_id "
+            f"FROM objects WHERE source_id = ? AND category_id IN ({','.join('?' * len(set(cats.tolist())))})",
+            (source_id, *sorted(set(cats.tolist()))),
+        ).fetchall()
+        if rows:
+            stored = [(r[1:5], {"size": [r[6], r[7]], "counts": r[5]} if r[5] is not None else None) for r in rows]
+            ious = self._iou_matrix(items, stored, cats[:, None] == np.array([r[8] for r in rows])[None, :])
+            best = ious.argmax(axis=1)
+            for i in np.flatnonzero(ious[np.arange(len(items)), best] > self.dedupe_iou):
+                dup[int(i)] = rows[best[i]][0]
+        if len(items) > 1:
+            same = cats[:, None] == cats[None, :]
+            np.fill_diagonal(same, False)
+            within = self._iou_matrix(items, [(it["box"], it["rle"]) for it in items], same)
+            if (within > self.dedupe_iou).any():
+                kept: list[int] = []
+                for i in range(len(items)):
+                    if i in dup:
                         continue
-                kept_ids.append(it["object_id"])
-                kept_boxes.append(it["box"])
-                kept_rles.append(it["rle"])
+                    if kept:
+                        k = int(np.argmax(within[i, kept]))
+                        if within[i, kept[k]] > self.dedupe_iou:
+                            dup[i] = items[kept[k]]["object_id"]
+                            continue
+                    kept.append(i)
         return dup
 
     def register_objects(

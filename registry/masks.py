@@ -161,3 +161,87 @@ def box_iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if not len(a) or not len(b):
         return np.zeros((len(a), len(b)))
     return np.asarray(mask_utils.iou(a.tolist(), b.tolist(), [0] * len(b)), dtype=np.float64).reshape(len(a), len(b))
+
+
+def validate_many(rles: Sequence[RLE]) -> None:
+    """:func:`validate` for many RLEs with a handful of numpy calls (registration batches).
+
+    Decodes every counts string at once (segmented) and checks the runs are non-negative and
+    sum to ``H*W`` per RLE. Raises ValueError naming the first bad RLE's position.
+    """
+    if not rles:
+        return
+    blobs, sizes = [], []
+    for i, rle in enumerate(rles):
+        try:
+            h, w = (int(v) for v in rle["size"])
+            counts = rle["counts"]
+            blob = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
+        except (KeyError, TypeError, ValueError, UnicodeEncodeError) as exc:
+            raise ValueError(f"RLE {i}: expected {{'size': [H, W], 'counts': ASCII str}}, got {exc}") from exc
+        if h <= 0 or w <= 0 or not blob:
+            validate(rle)  # raises the precise message
+        blobs.append(blob)
+        sizes.append(h * w)
+    lens = np.fromiter((len(b) for b in blobs), dtype=np.int64, count=len(blobs))
+    c = np.frombuffer(b"".join(blobs), dtype=np.uint8).astype(np.int64) - 48
+    owner = np.repeat(np.arange(len(blobs)), lens)
+    bad_char = (c < 0) | (c > 63)
+    if bad_char.any():
+        raise ValueError(f"RLE {int(owner[np.argmax(bad_char)])}: expected counts characters in '0'..'o': the mask is corrupt")
+    end = (c & 0x20) == 0
+    last_of_blob = np.cumsum(lens) - 1
+    if not end[last_of_blob].all():
+        i = int(np.flatnonzero(~end[last_of_blob])[0])
+        raise ValueError(f"RLE {i}: expected the counts string to end on a complete number: the mask is corrupt")
+    starts = np.flatnonzero(np.concatenate(([True], end[:-1])))
+    group = np.cumsum(np.concatenate(([0], end[:-1].astype(np.int64))))
+    k = np.arange(c.size) - starts[group]
+    if k.max() > 12:
+        raise ValueError(f"RLE {int(owner[np.argmax(k)])}: expected run lengths below 2**60: the mask is corrupt")
+    x = np.add.reduceat((c & 0x1F) << (5 * k), starts)
+    glen = k[end] + 1
+    neg = (c[end] & 0x10) != 0
+    x[neg] |= -(np.int64(1) << (5 * glen[neg]))
+    # Position of each number inside its RLE, and the delta chains: entry j > 2 is stored
+    # relative to entry j - 2, so odd entries form one running sum, even entries from 2 another.
+    num_owner = owner[starts]
+    first_num = np.flatnonzero(np.concatenate(([True], num_owner[1:] != num_owner[:-1])))
+    j = np.arange(x.size) - np.repeat(first_num, np.diff(np.append(first_num, x.size)))
+    chain = num_owner * 3 + np.where(j == 0, 0, np.where(j % 2 == 1, 1, 2))
+    order = np.argsort(chain, kind="stable")
+    xs = x[order]
+    cs = np.cumsum(xs)
+    chain_sorted = chain[order]
+    chain_start = np.flatnonzero(np.concatenate(([True], chain_sorted[1:] != chain_sorted[:-1])))
+    base = np.repeat(cs[chain_start] - xs[chain_start], np.diff(np.append(chain_start, cs.size)))
+    runs = np.empty_like(x)
+    runs[order] = cs - base
+    if (runs < 0).any():
+        raise ValueError(f"RLE {int(num_owner[np.argmax(runs < 0)])}: expected non-negative runs: the mask is corrupt")
+    totals = np.bincount(num_owner, weights=runs.astype(np.float64), minlength=len(blobs))
+    wrong = np.flatnonzero(totals != np.asarray(sizes, dtype=np.float64))
+    if wrong.size:
+        i = int(wrong[0])
+        raise ValueError(f"RLE {i}: expected runs summing to H*W = {sizes[i]}, got {int(totals[i])}: the mask is corrupt")
+
+
+def areas(rles: Sequence[RLE]) -> np.ndarray:
+    """Foreground pixel counts of many RLEs in one pycocotools call."""
+    if not rles:
+        return np.zeros(0, dtype=np.int64)
+    # pycocotools' area() overflows a uint8 counter for 256+ RLEs in one call: chunk.
+    coco = [_coco(r) for r in rles]
+    return np.concatenate([
+        np.asarray(mask_utils.area(coco[i:i + 255]), dtype=np.int64).reshape(-1) for i in range(0, len(coco), 255)
+    ])
+
+
+def bboxes(rles: Sequence[RLE]) -> np.ndarray:
+    """``(N, 4)`` xywh tight boxes of many RLEs in one pycocotools call."""
+    if not rles:
+        return np.zeros((0, 4))
+    coco = [_coco(r) for r in rles]
+    return np.concatenate([
+        np.asarray(mask_utils.toBbox(coco[i:i + 255]), dtype=np.float64).reshape(-1, 4) for i in range(0, len(coco), 255)
+    ])

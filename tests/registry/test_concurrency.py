@@ -57,9 +57,9 @@ def test_ten_threads_and_four_processes_lose_nothing(data_dir):
         t.start()
     for t in threads:
         t.join()
-    outs = [p.communicate(timeout=180) for p in procs]
+    outs = [p.communicate(timeout=180) for p in procs]  # (stdout, stderr)
     assert not errors, errors
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
         assert "locked" not in err
     total = (THREADS + PROCS) * BATCHES

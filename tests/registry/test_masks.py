@@ -59,3 +59,13 @@ def test_runs_must_cover_the_image():
     good = masks.encode(np.ones((4, 4), bool))
     with pytest.raises(ValueError, match="H\\*W"):
         masks.validate({"size": [4, 5], "counts": good["counts"]})
+
+
+def test_batch_helpers_on_many_masks():
+    """pycocotools' area() fails on 256+ RLEs in one call; the batch helpers chunk."""
+    rng = np.random.default_rng(0)
+    ms = [rng.random((12, 9)) > 0.5 for _ in range(600)]
+    rles = masks.encode_many(ms)
+    masks.validate_many(rles)
+    assert masks.areas(rles).tolist() == [int(m.sum()) for m in ms]
+    assert masks.bboxes(rles).shape == (600, 4)

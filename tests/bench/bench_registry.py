@@ -1,0 +1,237 @@
+"""Registry: ingest objects/s (SQLite + RLE + outbox), outbox->Chroma vectors/s, mask bytes, listing p95.
+
+    python launch.py bench registry [--objects N] [--list-objects M] [--json]
+
+Figures (each with its target and the ratio figure/target, > 1 = better than target where
+higher is better, or target/figure where lower is better):
+
+* ``ingest``: objects per second through ``Registry.register_objects`` (validation, dedupe,
+  object rows with compressed RLE masks, 768-d embeddings, outbox rows; one transaction per
+  source batch). Masks come pre-encoded (``ObjectIn.mask_rle``, as importers pass them); the
+  cost of encoding dense masks is measured separately (``mask_encode``), against
+  ``pycocotools.mask.encode`` on the same masks as the in-run reference.
+* ``vectors``: outbox rows relayed into embedded Chroma per second (``sync_outbox``).
+* ``mask_bytes``: median / p95 stored bytes per mask on blobby shapes covering 1-10% of a
+  1024x768 image.
+* ``listing``: p50 / p95 of one page (50) of ``list_objects(category=..., status="pending",
+  order="confidence_asc")`` at ``--list-objects`` rows, bulk-inserted straight into SQLite.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+W, H = 1024, 768
+TARGETS = {"ingest_obj_s": 20_000, "vectors_s": 5_000, "mask_median_bytes": 1024, "listing_p95_ms": 50.0}
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--objects", type=int, default=20_000,
+                        help="objects ingested and relayed (default 20000; 100000 for the spec figure)")
+    parser.add_argument("--per-source", type=int, default=50, help="objects per registration batch (default 50)")
+    parser.add_argument("--list-objects", type=int, default=200_000,
+                        help="rows for the listing figure (default 200000; 1000000 for the spec's figure)")
+    parser.add_argument("--masks", type=int, default=300, help="distinct blobby masks generated (default 300)")
+    parser.add_argument("--dim", type=int, default=768, help="embedding length (default 768)")
+    parser.add_argument("--sync-batch", type=int, default=2000, help="outbox rows per Chroma upsert (default 2000)")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the data folder here instead of a temp dir")
+
+
+def blobby_masks(n: int, seed: int = 0) -> list[np.ndarray]:
+    """Smooth star-shaped blobs (low-frequency radius), each covering 1-10% of a 1024x768 image."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    out = []
+    t = np.linspace(0, 2 * np.pi, 180, endpoint=False)
+    for _ in range(n):
+        frac = rng.uniform(0.01, 0.10)
+        r0 = np.sqrt(frac * W * H / np.pi)
+        radius = np.ones_like(t)
+        for k in range(2, 6):
+            radius += rng.uniform(0, 0.25 / k * 2) * np.cos(k * t + rng.uniform(0, 2 * np.pi))
+        radius *= r0
+        aspect = rng.uniform(0.6, 1.6)
+        cx, cy = rng.uniform(r0 * 1.5, W - r0 * 1.5), rng.uniform(r0 * 1.3, H - r0 * 1.3)
+        pts = np.stack([cx + radius * np.cos(t) * aspect ** 0.5, cy + radius * np.sin(t) / aspect ** 0.5], axis=1)
+        m = np.zeros((H, W), np.uint8)
+        cv2.fillPoly(m, [np.clip(pts, 0, [W - 1, H - 1]).astype(np.int32)], 1)
+        out.append(m.astype(bool))
+    return out
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def run(args: argparse.Namespace) -> dict:
+    from pycocotools import mask as mask_utils
+
+    from registry import masks as rle_ops
+    from registry.facade import ObjectIn, Registry
+    from registry.ids import new_ids
+
+    tmp = Path(tempfile.mkdtemp(prefix="agl-bench-registry-")) if args.keep is None else args.keep
+    tmp.mkdir(parents=True, exist_ok=True)
+    result: dict = {"machine_note": "2 shared CPU cores; figures are noisy"}
+    try:
+        # -- masks: generation, encode speed (ours vs pycocotools), stored bytes ------------------
+        dense = blobby_masks(args.masks)
+        t0 = time.perf_counter()
+        rles = [rle_ops.encode(m) for m in dense]
+        ours = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for m in dense:
+            mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+        ref = time.perf_counter() - t0
+        sizes = [len(r["counts"].encode("ascii")) for r in rles]
+        coverage = [m.mean() for m in dense]
+        result["mask_encode"] = {
+            "masks_per_s": len(dense) / ours,
+            "pycocotools_encode_masks_per_s": len(dense) / ref,
+            "speedup_vs_pycocotools": ref / ours,
+        }
+        result["mask_bytes"] = {
+            "median": _pct(sizes, 50),
+            "p95": _pct(sizes, 95),
+            "coverage_pct_min_max": [round(100 * min(coverage), 2), round(100 * max(coverage), 2)],
+            "target_median": TARGETS["mask_median_bytes"],
+            "ratio_target_over_median": TARGETS["mask_median_bytes"] / _pct(sizes, 50),
+        }
+
+        # -- ingest into SQLite ----------------------------------------------------------------
+        data = tmp / "ingest"
+        reg = Registry(data, embedding_dim=args.dim, embedding_version="bench", index="chroma", sync_on_write=False)
+        rng = np.random.default_rng(1)
+        n, per = int(args.objects), int(args.per_source)
+        n_sources = max(1, -(-n // per))
+        src_dir = tmp / "sources"
+        src_dir.mkdir(exist_ok=True)
+        sids = []
+        for s in range(n_sources):
+            p = src_dir / f"{s}.jpg"
+            p.write_bytes(f"source {s}".encode())
+            sids.append(reg.register_source(p, width=W, height=H, copy=False))
+        vecs = rng.standard_normal((min(n, 20_000), args.dim)).astype(np.float32)
+        cats = [f"class_{i}" for i in range(20)]
+        batches = []
+        k = 0
+        for s in range(n_sources):
+            objs = []
+            for _ in range(min(per, n - k)):
+                r = rles[k % len(rles)]
+                x, y, w, h = rle_ops.bbox_xywh(r)
+                objs.append(ObjectIn(cats[k % len(cats)], (x, y, x + max(w, 1), y + max(h, 1)), mask_rle=r,
+                                     confidence=float(rng.random()), embedding=vecs[k % len(vecs)],
+                                     detection_model="bench"))
+                k += 1
+            batches.append((sids[s], objs))
+        t0 = time.perf_counter()
+        for sid, objs in batches:
+            reg.register_objects(sid, objs)
+        ingest_s = time.perf_counter() - t0
+        stored = reg.count_objects()
+        result["ingest"] = {
+            "objects": stored,
+            "batch_size": per,
+            "seconds": ingest_s,
+            "objects_per_s": stored / ingest_s,
+            "target": TARGETS["ingest_obj_s"],
+            "ratio": stored / ingest_s / TARGETS["ingest_obj_s"],
+            "db_mb": round((data / "registry.db").stat().st_size / 2**20, 1),
+        }
+
+        # -- outbox -> Chroma --------------------------------------------------------------------
+        t0 = time.perf_counter()
+        res = reg.sync_outbox(batch_size=args.sync_batch)
+        sync_s = time.perf_counter() - t0
+        result["vectors"] = {
+            "relayed": res["synced"],
+            "failed": res["failed"],
+            "seconds": sync_s,
+            "vectors_per_s": res["synced"] / sync_s if sync_s else 0.0,
+            "target": TARGETS["vectors_s"],
+            "ratio": (res["synced"] / sync_s) / TARGETS["vectors_s"] if sync_s else 0.0,
+            "index_count": reg.index.count(),
+        }
+        reg.close()
+        shutil.rmtree(data, ignore_errors=True)
+
+        # -- filtered listing at --list-objects rows (bulk-inserted) ----------------------------
+        data = tmp / "listing"
+        reg = Registry(data, embedding_dim=args.dim, embedding_version="bench", index="exact", sync_on_write=False)
+        m_rows = int(args.list_objects)
+        t0 = time.perf_counter()
+        bulk_insert(reg, m_rows, rles, new_ids)
+        bulk_s = time.perf_counter() - t0
+        rng = np.random.default_rng(2)
+        lat = []
+        names = [c["name"] for c in reg.list_categories()]
+        for q in range(200):
+            cat = names[q % len(names)]
+            page = int(rng.integers(0, 20))
+            t0 = time.perf_counter()
+            rows = reg.list_objects(category=cat, status="pending", order="confidence_asc", limit=50, offset=50 * page)
+            lat.append((time.perf_counter() - t0) * 1000)
+            assert len(rows) == 50
+        plan = reg.connection.query(
+            "EXPLAIN QUERY PLAN SELECT o.object_id FROM objects o WHERE o.category_id IN (?) AND "
+            "o.validation_status IN (?) ORDER BY o.confidence ASC, o.rowid ASC LIMIT 50", (1, "pending"))
+        result["listing"] = {
+            "rows": m_rows,
+            "bulk_insert_rows_per_s": m_rows / bulk_s,
+            "p50_ms": _pct(lat, 50),
+            "p95_ms": _pct(lat, 95),
+            "target_p95_ms": TARGETS["listing_p95_ms"],
+            "ratio_target_over_p95": TARGETS["listing_p95_ms"] / _pct(lat, 95),
+            "plan": "; ".join(r["detail"] for r in plan),
+        }
+        reg.close()
+    finally:
+        if args.keep is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def bulk_insert(reg, n: int, rles: list[dict], new_ids, chunk: int = 50_000) -> None:
+    """Bench-data path: rows straight into ``objects`` with executemany, 20 categories, 5% validated.
+
+    Not the registration path (no validation, dedupe or embeddings): it only fills the table so
+    the listing query can be timed at a realistic size.
+    """
+    rng = np.random.default_rng(3)
+    with reg.transaction() as tx:
+        cids = []
+        for i in range(20):
+            cur = tx.execute("INSERT INTO categories (name) VALUES (?)", (f"class_{i}",))
+            cids.append(cur.lastrowid)
+            tx.execute("INSERT INTO category_names (name_key, category_id) VALUES (?, ?)", (f"class_{i}", cur.lastrowid))
+        sids = new_ids("src", max(1, n // 50))
+        tx.executemany("INSERT INTO sources (source_id, source_type, width, height, content_hash) VALUES (?, 'image', ?, ?, ?)",
+                       [(s, W, H, s) for s in sids])
+    statuses = ("pending", "approved", "rejected")
+    done = 0
+    while done < n:
+        m = min(chunk, n - done)
+        ids = new_ids("obj", m)
+        conf = rng.random(m)
+        cat = rng.integers(0, 20, m)
+        st = rng.choice(3, m, p=[0.95, 0.03, 0.02])
+        rows = []
+        for i in range(m):
+            r = rles[(done + i) % len(rles)]
+            s = statuses[st[i]]
+            rows.append((ids[i], sids[(done + i) // 50 % len(sids)], cids[cat[i]], 10.0, 10.0, 100.0, 100.0,
+                         r["counts"], H, W, 5000.0, float(conf[i]), int(s != "pending"), s))
+        with reg.transaction() as tx:
+            tx.executemany(
+                "INSERT INTO objects (object_id, source_id, category_id, bbox_x, bbox_y, bbox_w, bbox_h, mask_counts, "
+                "mask_h, mask_w, area, confidence, is_validated, validation_status) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+        done += m
