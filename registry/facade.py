@@ -721,7 +721,7 @@ class Registry:
                 k = int(pos[0].split()[1]) if pos[0].startswith("RLE ") else 0
                 raise ValueError(f"object {given_rle[k]} mask_rle: {pos[-1].strip()}") from exc
         with_mask = [i for i, it in enumerate(prepared) if it["rle"] is not None]
-        for i, a in zip(with_mask, rle_ops.areas([prepared[i]["rle"] for i in with_mask])):
+        for i, a in zip(with_mask, rle_ops.areas([prepared[i]["rle"] for i in with_mask]), strict=True):
             prepared[i]["area"] = float(a)
         return prepared
 
