@@ -40,7 +40,9 @@ def test_auto_label_then_save(served):
     assert len(table["data"]) == 6
     assert ctx.registry.count_objects() == 0
     # The session (gr.State) is kept by the client between calls.
-    assert "Saved **6**" in client.predict(keep, "api", api_name="/save_labels")
+    kept = keep["value"] if isinstance(keep, dict) else keep
+    assert len(kept) == 6
+    assert "Saved **6**" in client.predict(kept, "api", api_name="/save_labels")
     assert ctx.registry.count_objects(project="api") == 6
 
 
@@ -50,8 +52,9 @@ def test_refine_search_review_stats_export(served):
         test_auto_label_then_save(served)
     red = ctx.registry.list_objects(category="red", limit=1)[0]
     x, y, w, h = red["bbox_xywh"]
-    res = client.predict(red["object_id"], [[x + w / 2, y + h / 2]], [0], None, "grabcut", True, api_name="/refine")
-    assert res["accepted"] and 0 < res["area"] < red["area"]
+    res = client.predict(red["object_id"], [[x + w / 2, y + h / 2]], [1], [x - 2, y - 2, x + w + 2, y + h + 2],
+                         "grabcut", True, api_name="/refine")
+    assert res["accepted"] and 0.9 * red["area"] < res["area"] < 1.1 * red["area"] and res["seconds"] > 0
     assert ctx.registry.get_object(red["object_id"])["area"] == res["area"]
 
     hits = client.predict(red["object_id"], 3, "", 0.0, False, api_name="/search")

