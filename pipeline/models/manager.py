@@ -22,7 +22,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from pipeline.models.loader import WeightsMissingError, locate_weights, read_model_type, resolve_weights
+from pipeline.models.loader import (
+    WeightsMissingError,
+    locate_weights,
+    read_model_type,
+    resolve_weights,
+)
 from pipeline.models.specs import ROLE_MODEL_TYPES, ROLES, ModelSpec, get_profile
 
 SEGMENTER_KINDS = ("sam2", "grabcut")

@@ -132,7 +132,7 @@ def test_grabcut_masks_are_right_and_confidence_uses_its_score():
     labeler = AutoLabeler(FixedBoxDetector(boxes, [0.9, 0.8], [0, 1]), GrabCutSegmenter())
     result = labeler.label(image, ["box", "disc"], confidence=0.0)
     assert result.labels == ["box", "disc"]
-    for mask, truth in zip(result.mask, gt):
+    for mask, truth in zip(result.mask, gt, strict=True):
         iou = (mask & truth).sum() / (mask | truth).sum()
         assert iou > 0.9
     np.testing.assert_allclose(result.confidence, np.sqrt(np.array([0.9, 0.8]) * result.data["mask_iou"]), rtol=1e-5)
