@@ -5,7 +5,7 @@ tens to hundreds of milliseconds per filtered query already at 20k-100k vectors 
 ``launch.py bench search``). Here metadata lives in numpy columns (:class:`MetaColumns`), so a
 filter is a vectorised comparison; then
 
-* few matches (``<= brute_force_max``): exact cosine over just those vectors;
+* very few matches (``<= brute_force_max``): exact cosine over just those vectors;
 * many matches: HNSW search that only accepts matching labels (hnswlib's ``filter``).
 
 Storage: ``<folder>/index.bin`` (hnswlib) and ``<folder>/meta.npz`` (ids and metadata), written
@@ -46,7 +46,9 @@ class HnswIndex(VectorIndex):
         ef_construction: build-time search breadth; more = better graph, slower inserts.
         ef_search: query-time search breadth (raised to ``k`` when smaller).
         brute_force_max: filtered queries matching at most this many vectors are answered
-            exactly instead of through the graph.
+            exactly instead of through the graph (a filtered graph walk may visit most of the
+            graph when almost nothing matches). Kept small because hnswlib's ``get_items``
+            copies vectors slowly (~0.15 ms each on this machine).
         num_threads: threads for inserts (``-1`` = all cores).
 
     Raises:
@@ -62,7 +64,7 @@ class HnswIndex(VectorIndex):
         max_neighbors: int = 16,
         ef_construction: int = 100,
         ef_search: int = 100,
-        brute_force_max: int = 20_000,
+        brute_force_max: int = 256,
         num_threads: int = -1,
     ) -> None:
         import hnswlib
