@@ -48,7 +48,7 @@ def build(ctx: AppContext, shared: Shared) -> None:
             reviewer = gr.Textbox(label="Reviewer name", visible=not ctx.auth_enabled, elem_id="review-reviewer")
             to_refine = gr.Button("Open in Refine", size="sm", elem_id="review-to-refine")
     with gr.Accordion("Queue page and bulk approve", open=False):
-        page = gr.Gallery(label="This page (click to jump)", format="jpeg", columns=8, height=220,
+        page = gr.Gallery(label="This page (click to jump)", format="jpeg", columns=8, height="auto", object_fit="contain",
                           allow_preview=False, elem_id="review-page")
         with gr.Row():
             bulk_thr = gr.Slider(0.0, 1.0, value=0.9, step=0.01, label="Approve every pending object at or above")

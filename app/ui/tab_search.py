@@ -33,7 +33,7 @@ def build(ctx: AppContext, shared: Shared) -> None:
             go = gr.Button("Search", variant="primary", elem_id="search-run")
             status = gr.Markdown(elem_id="search-status")
         with gr.Column(scale=2):
-            gallery = gr.Gallery(label="Similar objects", format="jpeg", columns=6, height=420,
+            gallery = gr.Gallery(label="Similar objects", format="jpeg", columns=6, height="auto", object_fit="contain",
                                  allow_preview=False, elem_id="search-gallery")
             with gr.Row():
                 prev_page = gr.Button("← Page", size="sm")

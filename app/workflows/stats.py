@@ -34,6 +34,9 @@ def collect(reg: Any, *, bins: int = 10, recent: int = 15) -> dict:
     rows.sort(key=lambda o: str(o.get("updated_at") or o.get("created_at") or ""), reverse=True)
     recent_rows = [{k: o.get(k) for k in ("object_id", "category", "confidence", "validation_status",
                                           "validated_by", "updated_at")} for o in rows[:recent]]
+    for r in recent_rows:
+        if r["confidence"] is not None:
+            r["confidence"] = round(float(r["confidence"]), 3)
     return {
         "sources": reg.count_sources(),
         "objects": total,
