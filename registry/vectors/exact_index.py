@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 
 from registry.vectors.base import (
-    Filter,
     VectorIndex,
     check_ids,
     check_query,
@@ -20,15 +19,14 @@ from registry.vectors.base import (
     normalize_metadata,
     normalize_where,
 )
-
-_UNKNOWN = -1  # code of a None string value in the interned metadata columns
+from registry.vectors.meta_columns import MetaColumns
 
 
 class ExactIndex(VectorIndex):
     """Brute-force cosine similarity over L2-normalised float32 rows.
 
-    Metadata strings are interned to int32 codes so that filters are vectorised comparisons,
-    and an unknown confidence is NaN (NaN >= x is False, so it never passes ``min_confidence``).
+    Metadata lives in :class:`MetaColumns` (interned int32 codes, NaN for an unknown
+    confidence), so filters are vectorised comparisons.
 
     Args:
         dim: vector dimension (e.g. 768 for DINOv2-base).
@@ -49,31 +47,15 @@ class ExactIndex(VectorIndex):
         self._vectors = np.empty((cap, self.dim), dtype=np.float32)
         self._row_ids: list[str] = []
         self._row_of: dict[str, int] = {}
-        self._category = np.empty(cap, dtype=np.int32)
-        self._project = np.empty(cap, dtype=np.int32)
-        self._status = np.empty(cap, dtype=np.int32)
-        self._confidence = np.empty(cap, dtype=np.float64)
-        self._codes: dict[str, int] = {}
-
-    # -- storage helpers -------------------------------------------------------------------
-    def _code(self, value: str | None) -> int:
-        if value is None:
-            return _UNKNOWN
-        code = self._codes.get(value)
-        if code is None:
-            code = self._codes[value] = len(self._codes)
-        return code
+        self._meta = MetaColumns(cap)
 
     def _grow(self, needed: int) -> None:
         cap = self._vectors.shape[0]
-        if needed <= cap:
-            return
-        new_cap = max(needed, cap * 2)
-        self._vectors = _resize(self._vectors, new_cap)
-        self._category = _resize(self._category, new_cap)
-        self._project = _resize(self._project, new_cap)
-        self._status = _resize(self._status, new_cap)
-        self._confidence = _resize(self._confidence, new_cap)
+        if needed > cap:
+            new = np.empty((max(needed, cap * 2), self.dim), dtype=np.float32)
+            new[: self._n] = self._vectors[: self._n]
+            self._vectors = new
+        self._meta.grow(needed)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -101,11 +83,7 @@ class ExactIndex(VectorIndex):
                 self._row_of[id_] = row
                 self._row_ids.append(id_)
             self._vectors[row] = normed[i]
-            self._category[row] = self._code(meta["category"])
-            self._project[row] = self._code(meta["project"])
-            self._status[row] = self._code(meta["validation_status"])
-            conf = meta["confidence"]
-            self._confidence[row] = np.nan if conf is None else conf
+            self._meta.set(row, meta)
 
     def delete(self, ids: Sequence[str]) -> None:
         self._check_open()
@@ -118,33 +96,11 @@ class ExactIndex(VectorIndex):
                 # Move the last row into the hole so rows stay dense.
                 moved = self._row_ids[last]
                 self._vectors[row] = self._vectors[last]
-                self._category[row] = self._category[last]
-                self._project[row] = self._project[last]
-                self._status[row] = self._status[last]
-                self._confidence[row] = self._confidence[last]
+                self._meta.copy_row(last, row)
                 self._row_ids[row] = moved
                 self._row_of[moved] = row
             self._row_ids.pop()
             self._n = last
-
-    def _mask(self, flt: Filter) -> np.ndarray | None:
-        """Boolean mask over the stored rows, or None when nothing is filtered."""
-        if flt.is_empty:
-            return None
-        n = self._n
-        mask = np.ones(n, dtype=bool)
-        if flt.categories is not None:
-            codes = [self._codes[c] for c in flt.categories if c in self._codes]
-            mask &= np.isin(self._category[:n], codes)
-        if flt.project is not None:
-            mask &= self._project[:n] == self._codes.get(flt.project, -2)
-        if flt.min_confidence is not None:
-            with np.errstate(invalid="ignore"):
-                mask &= self._confidence[:n] >= flt.min_confidence
-        if flt.statuses is not None:
-            codes = [self._codes[s] for s in flt.statuses if s in self._codes]
-            mask &= np.isin(self._status[:n], codes)
-        return mask
 
     def query(
         self, vector: np.ndarray, k: int, where: Mapping[str, Any] | None = None
@@ -170,7 +126,7 @@ class ExactIndex(VectorIndex):
         if self._n == 0 or flt.matches_nothing:
             return [[] for _ in range(len(qs))]
         qs = qs / np.linalg.norm(qs, axis=1, keepdims=True)
-        mask = self._mask(flt)
+        mask = self._meta.mask(flt, self._n)
         rows = np.arange(self._n) if mask is None else np.flatnonzero(mask)
         if rows.size == 0:
             return [[] for _ in range(len(qs))]
@@ -203,9 +159,3 @@ class ExactIndex(VectorIndex):
     def close(self) -> None:
         self._closed = True
         self._vectors = np.empty((0, self.dim), dtype=np.float32)
-
-
-def _resize(arr: np.ndarray, rows: int) -> np.ndarray:
-    out = np.empty((rows, *arr.shape[1:]), dtype=arr.dtype)
-    out[: arr.shape[0]] = arr
-    return out
