@@ -43,9 +43,51 @@ def box_line(class_id: int, bbox_xywh: Sequence[float], width: int, height: int)
 
 def polygon_line(class_id: int, points: np.ndarray, width: int, height: int) -> str:
     """A segment label line from a ``(K, 2)`` absolute-pixel (x, y) polygon (clipped to [0, 1])."""
+    pts = np.asarray(points)
+    if pts.size and pts.ndim == 2 and pts.shape[1] == 2:
+        ints = pts if pts.dtype.kind in "iu" else None
+        if ints is None and np.array_equal(pts, np.floor(pts)):
+            ints = pts.astype(np.int64)
+        if ints is not None and ints.min() >= 0 and ints[:, 0].max() <= width and ints[:, 1].max() <= height:
+            tx, ty = _normalised(int(width)), _normalised(int(height))
+            if tx is not None and ty is not None:
+                out = [""] * (2 * len(ints))
+                out[0::2] = [tx[v] for v in ints[:, 0].tolist()]
+                out[1::2] = [ty[v] for v in ints[:, 1].tolist()]
+                return f"{class_id} " + " ".join(out)
     pts = np.asarray(points, dtype=np.float64) / np.array([width, height], dtype=np.float64)
     pts = np.clip(pts, 0.0, 1.0)
     return f"{class_id} " + " ".join(f"{v:.6f}" for v in pts.ravel())
+
+
+_TABLE_MAX = 1 << 15
+_tables: dict[int, list[str]] = {}
+_sizes_seen: dict[int, int] = {}
+
+
+def _normalised(n: int) -> list[str] | None:
+    """``f"{i / n:.6f}"`` for i in 0..n, cached per image dimension ``n``.
+
+    Mask polygons have integer pixel coordinates, so the few distinct values of an image size
+    are formatted once instead of ~300 floats per object (formatting was most of a YOLO
+    segment export). A table is built the second time a size is asked for, so a dataset of
+    all-different sizes pays no more than before; at most 64 tables are kept.
+    """
+    table = _tables.get(n)
+    if table is not None:
+        return table
+    if not 0 < n <= _TABLE_MAX:
+        return None
+    seen = _sizes_seen.get(n, 0) + 1
+    if seen < 2:
+        if len(_sizes_seen) > 4096:
+            _sizes_seen.clear()
+        _sizes_seen[n] = seen
+        return None
+    if len(_tables) >= 64:
+        _tables.pop(next(iter(_tables)))
+    table = _tables[n] = [f"{i / n:.6f}" for i in range(n + 1)]
+    return table
 
 
 def write_data_yaml(path: str | Path, root: str | Path, names: Sequence[str], splits: dict[str, str]) -> Path:
