@@ -36,6 +36,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 from pycocotools import _mask
+from scipy.spatial.distance import cdist
 from pycocotools import mask as mask_utils
 
 __all__ = [
@@ -356,12 +357,15 @@ def coco_polygon_quarters(crop: np.ndarray, *, min_iou: float = POLYGON_MIN_IOU)
 
 
 def _closest_pair(path: np.ndarray, ring: np.ndarray, chunk: int = 4096) -> tuple[int, int]:
-    """Indices (i in path, j in ring) of the closest pair of points, in bounded memory."""
+    """Indices (i in path, j in ring) of the closest pair of points, in bounded memory.
+
+    Ties go to the first pair in (i, j) row-major order. Pixel coordinates are integers, so
+    the squared distances are exact and the choice does not depend on how they are summed.
+    """
     best = (np.inf, 0, 0)
-    ring_f = ring.astype(np.float64)
+    ring_f = np.asarray(ring, dtype=np.float64)
     for start in range(0, len(path), chunk):
-        block = path[start : start + chunk].astype(np.float64)
-        d = ((block[:, None, :] - ring_f[None, :, :]) ** 2).sum(-1)
+        d = cdist(np.asarray(path[start : start + chunk], dtype=np.float64), ring_f, "sqeuclidean")
         k = int(np.argmin(d))
         i, j = divmod(k, d.shape[1])
         if d[i, j] < best[0]:
@@ -396,7 +400,7 @@ def merge_rings(rings: Sequence[np.ndarray]) -> np.ndarray:
         ]
         k = int(np.argmin(dists))
         (i, j), ring = pairs[k], rest.pop(k)
-        rolled = np.roll(ring, -j, axis=0)
+        rolled = np.concatenate([ring[j:], ring[:j]])  # np.roll(ring, -j, axis=0), cheaper
         path = np.concatenate([path[: i + 1], rolled, rolled[:1], path[i:]])
     return path
 
