@@ -90,7 +90,7 @@ def build(ctx: AppContext, shared: Shared) -> None:
     files.change(on_upload, [files, state], [*view_out, status, state], api_visibility="private")
 
     @ui_errors
-    def on_run(files_v, classes_v, conf_v, project_v, auto_v, st, progress=gr.Progress()):
+    def on_run(files_v, classes_v, conf_v, project_v, auto_v, st, progress=gr.Progress()):  # noqa: B008 - Gradio injects progress via this default
         paths = _files(files_v)
         if not paths:
             raise gr.Error("No image uploaded: drop one or more images in the Images box first.")

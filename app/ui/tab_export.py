@@ -52,7 +52,7 @@ def build(ctx: AppContext, shared: Shared):
     preview_btn.click(on_preview, spec_inputs, [counts, summary], api_name="export_preview")
 
     @ui_errors
-    def on_export(*args, progress=gr.Progress()):
+    def on_export(*args, progress=gr.Progress()):  # noqa: B008 - Gradio injects progress via this default
         *spec_args, fmt_v = args
         progress(0.1, desc="building the dataset")
         res = ex.export(ctx.registry, ctx.data_dir, spec_of(*spec_args), fmt_v)

@@ -197,7 +197,9 @@ class ImageCache:
 
     def get(self, path: str | Path) -> np.ndarray:
         """Returns the (H, W, 3) uint8 RGB image (read-only array; copy before drawing)."""
-        from pipeline.image_io import load_image  # pipeline import kept local: render is also used without models
+        from pipeline.image_io import (
+            load_image,  # pipeline import kept local: render is also used without models
+        )
 
         p = Path(path)
         key = (str(p), p.stat().st_mtime)
