@@ -332,21 +332,25 @@ def _chunks(images, min_objects: int):
 class _Geometry:
     """What one object's annotation needs from its mask (None fields when it has no mask)."""
 
-    __slots__ = ("area", "crop")
+    __slots__ = ("area", "crop", "rle")
 
-    def __init__(self, area: float | None, crop: tuple[np.ndarray, int, int] | None):
-        self.area, self.crop = area, crop
+    def __init__(self, area: float | None, crop: tuple[np.ndarray, int, int] | None, rle: dict | None):
+        self.area, self.crop, self.rle = area, crop, rle
+
+
+_NO_MASK = _Geometry(None, None, None)
 
 
 def _chunk_geometry(rows: list[tuple], fmt: str, task: str) -> list[_Geometry]:
     """Mask areas (COCO) and foreground crops (segment tasks) of many rows, batched."""
     with_mask = [i for i, row in enumerate(rows) if row[9] is not None]
-    rles = [_row_rle(rows[i]) for i in with_mask]
+    # Normalised once (bytes counts, int size); the geometry functions then take them as is.
+    rles = [geom.normalize_rle(_row_rle(rows[i])) for i in with_mask]
     areas = geom.rle_areas(rles).tolist() if fmt == "coco" else [None] * len(rles)
     crops = geom.rle_crops_to_foreground(rles) if task == "segment" else [None] * len(rles)
-    out = [_Geometry(None, None)] * len(rows)
-    for i, area, crop in zip(with_mask, areas, crops, strict=True):
-        out[i] = _Geometry(area, crop)
+    out = [_NO_MASK] * len(rows)
+    for i, rle, area, crop in zip(with_mask, rles, areas, crops, strict=True):
+        out[i] = _Geometry(area, crop, rle)
     return out
 
 
@@ -379,16 +383,13 @@ def _coco_annotation(writer: CocoWriter, image_id: int, row: tuple, geo: _Geomet
     if task == "segment":
         if geo.crop is not None and area > 0:
             crop, x0, y0 = geo.crop
-            q = geom.coco_polygon_quarters(crop)
+            q = geom.coco_polygon_quarters(crop, rle=geo.rle, x0=x0, y0=y0)
             if q is not None:
                 # Quarter pixels: crop frame -> absolute, then table-formatted JSON.
                 segmentation = quarter_polygon_json([q + np.array([4 * x0, 4 * y0])])
                 stats["polygon"] += 1
             else:
-                counts = row[9]
-                if isinstance(counts, bytes):
-                    counts = counts.decode("ascii")
-                segmentation = {"size": [int(row[10]), int(row[11])], "counts": counts}
+                segmentation = {"size": geo.rle["size"], "counts": geo.rle["counts"].decode("ascii")}
                 stats["rle"] += 1
         else:
             segmentation = [_box_polygon(*box).ravel().tolist()]

@@ -12,6 +12,7 @@ Memory stays constant whatever the number of objects.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Sequence
@@ -147,10 +148,18 @@ class CocoWriter:
                 seg = segmentation
             else:
                 seg = _DUMPS(segmentation if segmentation is not None else [])
+            bbox = [round(float(v), 3) for v in bbox_xywh]
+            area_f = float(area)
+            # json writes finite floats as repr(); NaN/inf go through the encoder as before.
+            if len(bbox) == 4 and all(map(math.isfinite, bbox)):
+                bbox_text = f"[{bbox[0]!r},{bbox[1]!r},{bbox[2]!r},{bbox[3]!r}]"
+            else:
+                bbox_text = _DUMPS(bbox)
+            area_text = repr(area_f) if math.isfinite(area_f) else _DUMPS(area_f)
             text = (
                 f'{{"id":{self.annotation_count},"image_id":{int(image_id)},'
-                f'"category_id":{int(category_id)},"bbox":{_DUMPS([round(float(v), 3) for v in bbox_xywh])},'
-                f'"area":{_DUMPS(float(area))},"iscrowd":{int(iscrowd)},"segmentation":{seg}'
+                f'"category_id":{int(category_id)},"bbox":{bbox_text},'
+                f'"area":{area_text},"iscrowd":{int(iscrowd)},"segmentation":{seg}'
                 + (("," + _DUMPS(extra)[1:-1]) if extra else "") + "}"
             )
         self._ann.write(("," if self.annotation_count > 1 else "") + text)

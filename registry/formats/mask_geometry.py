@@ -97,6 +97,10 @@ def normalize_rle(rle: dict) -> dict:
         rle: ``{"size": [H, W], "counts": str | bytes | list[int]}``; a list means uncompressed
             (column-major run lengths starting with zeros), as COCO writes for ``iscrowd=1``.
     """
+    if isinstance(rle, dict) and type(rle.get("counts")) is bytes:
+        size = rle.get("size")
+        if type(size) is list and len(size) == 2 and type(size[0]) is int and type(size[1]) is int:
+            return rle  # already normalised (the exporters normalise once, then reuse)
     if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
         raise ValueError(f"expected an RLE dict with 'size' and 'counts', got {rle!r:.80}")
     h, w = (int(v) for v in rle["size"])
@@ -308,24 +312,37 @@ def _coco_choice(crop: np.ndarray, x0: int, y0: int, *, min_iou: float) -> tuple
     return "polygon", [pts.ravel().tolist()]
 
 
-def coco_polygon_quarters(crop: np.ndarray, *, min_iou: float = POLYGON_MIN_IOU) -> np.ndarray | None:
+def coco_polygon_quarters(
+    crop: np.ndarray,
+    *,
+    min_iou: float = POLYGON_MIN_IOU,
+    rle: dict | None = None,
+    x0: int = 0,
+    y0: int = 0,
+) -> np.ndarray | None:
     """The exact COCO polygon of a cropped mask, in quarter pixels of the crop, or None.
 
     One ``cv2.findContours`` pass on the crop upsampled x2 gives both the topology check and
     the polygon: upsampling by 2 keeps 8-connected parts and 4-connected holes as they are, so
     exactly one contour (``RETR_LIST``) means one part without holes. The polygon is then
-    rasterised with pycocotools in the crop's frame (cost proportional to the object, not the
-    image) and accepted only if it reproduces the crop (bit-exact when ``min_iou`` ≥ 1).
+    rasterised with pycocotools and accepted only if it reproduces the mask (bit-exact when
+    ``min_iou`` ≥ 1).
 
     Args:
         crop: ``(h, w)`` bool, the mask cropped to (at least) its foreground box.
         min_iou: the acceptance threshold (1.0 = bit-exact).
+        rle: optionally the whole mask as compressed RLE (bytes counts, :func:`normalize_rle`)
+            with the crop's top-left corner ``(x0, y0)`` in it: the bit-exact check then
+            compares pycocotools' RLE of the polygon with it as strings (RLE is canonical), no
+            decoding; a mismatch falls back to comparing pixels (in case the stored RLE is
+            not canonical).
+        x0, y0: the crop's top-left corner in ``rle``'s image, absolute pixels.
 
     Returns:
         ``(K, 2)`` int64 array ``q`` with ``q / 4`` the (x, y) vertices in the crop's pixel
-        frame (add the crop's (x0, y0) for absolute pixels); every value is odd (a quarter
-        pixel inside a pixel edge). None when polygons would not reproduce the mask (holes,
-        several parts, thin shapes pycocotools rounds differently, empty).
+        frame (add ``(x0, y0)`` for absolute pixels); every value is odd (a quarter pixel
+        inside a pixel edge). None when polygons would not reproduce the mask (holes, several
+        parts, thin shapes pycocotools rounds differently, empty).
     """
     if crop.size == 0:
         return None
@@ -339,13 +356,18 @@ def coco_polygon_quarters(crop: np.ndarray, *, min_iou: float = POLYGON_MIN_IOU)
     # points, same rasterisation (checked below).
     contour = cv2.approxPolyDP(contours[0], 0.5, True)
     # Upsampled pixel centre c maps back to (c + 0.5) / 2 = (2c + 1) / 4: exact in quarters.
-    q = contour[:, 0, :].astype(np.int64) * 2 + 1
+    q = contour.reshape(-1, 2).astype(np.int64) * 2 + 1
     if len(q) < 3:
         # A one-pixel line: pad to a valid polygon (pycocotools needs 3 points).
         q = np.concatenate([q, q[::-1]])[:3]
         if len(q) < 3:
             return None
-    raster = _mask.decode(_mask.frPoly([q.ravel() / 4.0], h, w))[:, :, 0]
+    if rle is not None and min_iou >= 1.0:
+        size = rle["size"]
+        poly = (q + (4 * x0, 4 * y0)).ravel() * 0.25
+        if _mask.frPoly([poly], int(size[0]), int(size[1]))[0]["counts"] == rle["counts"]:
+            return q
+    raster = _mask.decode(_mask.frPoly([q.ravel() * 0.25], h, w))[:, :, 0]
     if min_iou >= 1.0:
         ok = np.array_equal(raster, u8)
     else:
