@@ -29,24 +29,30 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
-from collections import Counter
+import subprocess
+import sys
+from collections import Counter, deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from registry.datasets import SPLITS, get_dataset
-from registry.formats import mask_geometry as geom
-from registry.formats.coco import CocoWriter, RawJson, quarter_polygon_json
-from registry.formats.yolo import IMAGE_SUFFIXES, box_line, polygon_line, write_data_yaml
+from registry.formats.annotations import chunk_results
+from registry.formats.coco import CocoWriter
+from registry.formats.yolo import IMAGE_SUFFIXES, write_data_yaml
 from registry.ids import utc_now
 
 __all__ = ["export_dataset", "FORMATS", "TASKS"]
 
 FORMATS = ("yolo", "coco")
 TASKS = ("detect", "segment")
+
+#: Exports with at least this many objects compute geometry in worker processes.
+_POOL_MIN_OBJECTS = 20_000
+#: At most this many worker processes (peak RSS: ~100 MB each on top of the parent).
+_POOL_MAX_WORKERS = 4
 
 #: Objects whose masks are decoded together (memory: their crops, plus a few bytes per RLE run).
 _CHUNK_OBJECTS = 512
@@ -135,6 +141,7 @@ def export_dataset(
     zip: bool = False,  # noqa: A002 - the CLI flag's name
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
 ) -> dict:
     """Exports one dataset version to a folder.
 
@@ -147,6 +154,9 @@ def export_dataset(
         task: ``"detect"`` or ``"segment"``.
         zip: also write ``<out_dir>.zip``.
         progress: called as ``progress(objects_done, objects_total)`` every 1000 objects.
+        workers: processes computing mask geometry (0 = in this process); None = automatic:
+            none below 20,000 objects, else one per usable CPU, at most 4. The output is the
+            same whatever the number.
 
     Returns:
         ``{"out_dir", "format", "task", "dataset_id", "name", "version", "files": {...},
@@ -197,6 +207,30 @@ def export_dataset(
     skipped: list[dict] = []
     done = 0
     cursor = reg.db.execute(_QUERY, [dataset_id])
+    n_workers = _auto_workers(total) if workers is None else max(0, int(workers))
+    pool = _WorkerPool(n_workers) if n_workers > 0 else None
+
+    def write_chunk(placed: list[tuple[_Image, str]], results: list[tuple]) -> None:
+        k = 0
+        for image, file_name in placed:
+            n = len(image.rows)
+            if fmt == "yolo":
+                lines = [line for line, _kind in results[k:k + n]]
+                label = out_dir / "labels" / image.split / f"{image.key}.txt"
+                label.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
+            else:
+                writer = coco_writers[image.split]
+                image_id = writer.add_image(file_name, width=image.width, height=image.height,
+                                            extra={"agl_id": image.key})
+                for j, row in enumerate(image.rows):
+                    area, segmentation, _kind = results[k + j]
+                    writer.add_annotation(image_id, int(row[4]), row[5:9], area=area,
+                                          segmentation=segmentation, extra={"agl_object_id": row[3]})
+            for _result in results[k:k + n]:
+                if _result[-1]:
+                    stats[_result[-1]] += 1
+            k += n
+
     try:
         for chunk in _chunks(_iter_images(cursor), _CHUNK_OBJECTS):
             placed: list[tuple[_Image, str]] = []
@@ -222,29 +256,24 @@ def export_dataset(
                 for row in image.rows:
                     c["classes"][name_of.get(int(row[4]), str(row[4]))] += 1
                 placed.append((image, file_name))
-            # Masks of the whole chunk at once: batched RLE decoding amortises numpy's per-call
-            # overhead over hundreds of objects (see mask_geometry.rle_crops_to_foreground).
-            geometry = _chunk_geometry([row for image, _ in placed for row in image.rows], fmt, task)
-            k = 0
-            for image, file_name in placed:
-                n = len(image.rows)
-                if fmt == "yolo":
-                    # (`zip` is this function's flag, not the builtin: index the geometry.)
-                    lines = [_yolo_line(row, geometry[k + j], yolo_id, image.width, image.height, task, stats)
-                             for j, row in enumerate(image.rows)]
-                    label = out_dir / "labels" / image.split / f"{image.key}.txt"
-                    label.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
-                else:
-                    writer = coco_writers[image.split]
-                    image_id = writer.add_image(file_name, width=image.width, height=image.height,
-                                                extra={"agl_id": image.key})
-                    for j, row in enumerate(image.rows):
-                        _coco_annotation(writer, image_id, row, geometry[k + j], task, stats)
-                k += n
+            # Only what the geometry needs travels to a worker (picklable, ~1 kB per object).
+            items = [(row[5:13], yolo_id[int(row[4])] if fmt == "yolo" else 0, image.width, image.height)
+                     for image, _ in placed for row in image.rows]
+            if pool is None:
+                write_chunk(placed, chunk_results(fmt, task, items))
+                continue
+            while pool.full():
+                write_chunk(*pool.pop())
+            pool.submit(placed, fmt, task, items)
+        while pool is not None and pool.pending:
+            write_chunk(*pool.pop())
     except BaseException:
         for w in coco_writers.values():
             w.abort()
         raise
+    finally:
+        if pool is not None:
+            pool.close()
     files = {}
     for split, w in coco_writers.items():
         files[split] = w.close()["path"]
@@ -308,13 +337,6 @@ def export_dataset(
     }
 
 
-def _row_rle(row: tuple) -> dict | None:
-    counts, mh, mw = row[9], row[10], row[11]
-    if counts is None:
-        return None
-    return {"size": [int(mh), int(mw)], "counts": counts}
-
-
 def _chunks(images, min_objects: int):
     """Groups consecutive images into lists of at least ``min_objects`` objects (the last may be smaller)."""
     chunk: list[_Image] = []
@@ -329,70 +351,72 @@ def _chunks(images, min_objects: int):
         yield chunk
 
 
-class _Geometry:
-    """What one object's annotation needs from its mask (None fields when it has no mask)."""
-
-    __slots__ = ("area", "crop", "rle")
-
-    def __init__(self, area: float | None, crop: tuple[np.ndarray, int, int] | None, rle: dict | None):
-        self.area, self.crop, self.rle = area, crop, rle
-
-
-_NO_MASK = _Geometry(None, None, None)
-
-
-def _chunk_geometry(rows: list[tuple], fmt: str, task: str) -> list[_Geometry]:
-    """Mask areas (COCO) and foreground crops (segment tasks) of many rows, batched."""
-    with_mask = [i for i, row in enumerate(rows) if row[9] is not None]
-    # Normalised once (bytes counts, int size); the geometry functions then take them as is.
-    rles = [geom.normalize_rle(_row_rle(rows[i])) for i in with_mask]
-    areas = geom.rle_areas(rles).tolist() if fmt == "coco" else [None] * len(rles)
-    crops = geom.rle_crops_to_foreground(rles) if task == "segment" else [None] * len(rles)
-    out = [_NO_MASK] * len(rows)
-    for i, rle, area, crop in zip(with_mask, rles, areas, crops, strict=True):
-        out[i] = _Geometry(area, crop, rle)
-    return out
+def _auto_workers(total: int) -> int:
+    """Worker processes for an export of ``total`` objects: none below ``_POOL_MIN_OBJECTS``
+    (starting workers costs more than it saves), else one per CPU this process may use, at most
+    ``_POOL_MAX_WORKERS`` (each holds numpy/OpenCV/pycocotools, ~100 MB RSS)."""
+    if total < _POOL_MIN_OBJECTS:
+        return 0
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return min(_POOL_MAX_WORKERS, cpus) if cpus >= 2 else 0
 
 
-def _box_polygon(x: float, y: float, w: float, h: float) -> np.ndarray:
-    return np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], dtype=np.float64)
+class _WorkerPool:
+    """Worker processes computing annotation text for chunks, results read back in order.
 
+    Plain ``subprocess`` workers (``python -c``, importing only :mod:`registry.formats`), not
+    ``multiprocessing``: that re-imports the caller's ``__main__`` (``launch.py`` pulls in the
+    whole app) in every worker and would deadlock on ``fork`` with the caller's threads.
+    Each worker has at most one chunk outstanding: the parent writes a request only to an idle
+    worker and reads results oldest first, so neither side can block the other on a full pipe,
+    and at most ``n`` chunks are in flight (bounded memory).
+    """
 
-def _yolo_line(row: tuple, geo: _Geometry, yolo_id: dict[int, int], width: int, height: int,
-               task: str, stats: Counter) -> str:
-    cls = yolo_id[int(row[4])]
-    box = (row[5], row[6], row[7], row[8])
-    if task == "detect":
-        return box_line(cls, box, width, height)
-    points = geom.yolo_polygon_from_crop(*geo.crop) if geo.crop is not None else np.zeros((0, 2))
-    if len(points) < 3:
-        stats["box_as_polygon"] += 1
-        points = _box_polygon(*box)
-    else:
-        stats["polygon"] += 1
-    return polygon_line(cls, points, width, height)
+    def __init__(self, n: int) -> None:
+        root = str(Path(__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        code = "from registry.formats.annotations import serve; serve()"
+        self.procs = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, env=env) for _ in range(n)]
+        self.pending: deque = deque()  # (tag, worker index), oldest first
+        self.next = 0
 
+    def full(self) -> bool:
+        return len(self.pending) >= len(self.procs)
 
-def _coco_annotation(writer: CocoWriter, image_id: int, row: tuple, geo: _Geometry, task: str,
-                     stats: Counter) -> None:
-    box = [float(row[5]), float(row[6]), float(row[7]), float(row[8])]
-    area = float(row[12]) if row[12] is not None else box[2] * box[3]
-    segmentation: list | dict | RawJson = []
-    if geo.area is not None:
-        area = float(geo.area)
-    if task == "segment":
-        if geo.crop is not None and area > 0:
-            crop, x0, y0 = geo.crop
-            q = geom.coco_polygon_quarters(crop, rle=geo.rle, x0=x0, y0=y0)
-            if q is not None:
-                # Quarter pixels: crop frame -> absolute, then table-formatted JSON.
-                segmentation = quarter_polygon_json([q + np.array([4 * x0, 4 * y0])])
-                stats["polygon"] += 1
-            else:
-                segmentation = {"size": geo.rle["size"], "counts": geo.rle["counts"].decode("ascii")}
-                stats["rle"] += 1
-        else:
-            segmentation = [_box_polygon(*box).ravel().tolist()]
-            stats["box_as_polygon"] += 1
-    writer.add_annotation(image_id, int(row[4]), box, area=area, segmentation=segmentation,
-                          extra={"agl_object_id": row[3]})
+    def submit(self, tag: Any, fmt: str, task: str, items: list[tuple]) -> None:
+        """Sends a chunk to the next worker, which must be idle (call :meth:`pop` while full)."""
+        i = self.next
+        self.next = (i + 1) % len(self.procs)
+        pickle.dump((fmt, task, items), self.procs[i].stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        self.procs[i].stdin.flush()
+        self.pending.append((tag, i))
+
+    def pop(self) -> tuple[Any, list[tuple]]:
+        """The oldest chunk's tag and results (blocks until that worker is done)."""
+        tag, i = self.pending.popleft()
+        try:
+            ok, value = pickle.load(self.procs[i].stdout)
+        except EOFError:
+            code = self.procs[i].wait()
+            raise RuntimeError(f"export worker {i} exited with code {code} (see its error above)") from None
+        if not ok:
+            raise RuntimeError(f"export worker {i} failed: {value}")
+        return tag, value
+
+    def close(self) -> None:
+        for proc in self.procs:
+            try:
+                proc.stdin.close()  # EOF: the worker's loop ends
+            except OSError:
+                pass
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()

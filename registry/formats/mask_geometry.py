@@ -36,7 +36,6 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 from pycocotools import _mask
-from scipy.spatial.distance import cdist
 from pycocotools import mask as mask_utils
 
 __all__ = [
@@ -381,13 +380,16 @@ def coco_polygon_quarters(
 def _closest_pair(path: np.ndarray, ring: np.ndarray, chunk: int = 4096) -> tuple[int, int]:
     """Indices (i in path, j in ring) of the closest pair of points, in bounded memory.
 
-    Ties go to the first pair in (i, j) row-major order. Pixel coordinates are integers, so
-    the squared distances are exact and the choice does not depend on how they are summed.
+    Squared distances as ``|a|² + |b|² - 2 a·b`` (one matrix product, no (K, M, 2) temporary).
+    Pixel coordinates are integers, so every term is an exact integer in float64 and the
+    first minimum in (i, j) row-major order is the same pair a direct computation picks.
     """
     best = (np.inf, 0, 0)
     ring_f = np.asarray(ring, dtype=np.float64)
+    ring_sq = (ring_f * ring_f).sum(1)
     for start in range(0, len(path), chunk):
-        d = cdist(np.asarray(path[start : start + chunk], dtype=np.float64), ring_f, "sqeuclidean")
+        block = np.asarray(path[start : start + chunk], dtype=np.float64)
+        d = (block * block).sum(1)[:, None] + ring_sq[None, :] - 2.0 * (block @ ring_f.T)
         k = int(np.argmin(d))
         i, j = divmod(k, d.shape[1])
         if d[i, j] < best[0]:
