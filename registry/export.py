@@ -404,7 +404,9 @@ class _WorkerPool:
             code = self.procs[i].wait()
             raise RuntimeError(f"export worker {i} exited with code {code} (see its error above)") from None
         if not ok:
-            raise RuntimeError(f"export worker {i} failed: {value}")
+            name, text = value
+            # A bad stored mask is the same ValueError as without workers; anything else is ours.
+            raise (ValueError if name == "ValueError" else RuntimeError)(f"export worker {i}: {name}: {text}")
         return tag, value
 
     def close(self) -> None:

@@ -44,8 +44,8 @@ def chunk_geometry(items: list[tuple], fmt: str, task: str) -> list[_Geometry]:
     for i in with_mask:
         counts, mh, mw = items[i][0][4:7]
         rles.append(geom.normalize_rle({"size": [int(mh), int(mw)], "counts": counts}))
-    areas = geom.rle_areas(rles).tolist() if fmt == "coco" else [None] * len(rles)
-    crops = geom.rle_crops_to_foreground(rles) if task == "segment" else [None] * len(rles)
+    areas = geom.rle_areas(rles, _normalized=True).tolist() if fmt == "coco" else [None] * len(rles)
+    crops = geom.rle_crops_to_foreground(rles, _normalized=True) if task == "segment" else [None] * len(rles)
     out = [_NO_MASK] * len(items)
     for i, rle, area, crop in zip(with_mask, rles, areas, crops, strict=True):
         out[i] = _Geometry(area, crop, rle)
@@ -110,7 +110,7 @@ def _coco_result(values: tuple, geo: _Geometry, task: str) -> tuple[float, RawJs
 
 def serve() -> None:
     """Worker loop: reads pickled ``(fmt, task, items)`` from stdin until EOF, writes pickled
-    ``(True, results)`` or ``(False, error text)`` to stdout (see ``registry.export._WorkerPool``)."""
+    ``(True, results)`` or ``(False, (exception class name, message))`` to stdout (see ``registry.export._WorkerPool``)."""
     import traceback
 
     import cv2
@@ -125,6 +125,6 @@ def serve() -> None:
         try:
             reply = (True, chunk_results(fmt, task, items))
         except Exception as exc:  # reported by the parent, which stops the export
-            reply = (False, f"{exc!r}\n{traceback.format_exc()}")
+            reply = (False, (type(exc).__name__, f"{exc}\n{traceback.format_exc()}"))
         pickle.dump(reply, stdout, protocol=pickle.HIGHEST_PROTOCOL)
         stdout.flush()

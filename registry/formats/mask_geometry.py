@@ -125,9 +125,9 @@ def rle_area(rle: dict) -> int:
     return int(mask_utils.area(normalize_rle(rle)))
 
 
-def rle_areas(rles: Sequence[dict]) -> np.ndarray:
+def rle_areas(rles: Sequence[dict], *, _normalized: bool = False) -> np.ndarray:
     """Foreground pixel counts of many RLEs in one pycocotools call; int64 ``(N,)``."""
-    norm = [normalize_rle(r) for r in rles]
+    norm = rles if _normalized else [normalize_rle(r) for r in rles]
     # pycocotools 2.0.x builds a throw-away np.array((n,), dtype=np.uint8) in area(), which
     # numpy 2 rejects for n > 255: call it on slices of 255.
     parts = [np.asarray(_mask.area(norm[i:i + 255]), dtype=np.int64) for i in range(0, len(norm), 255)]
@@ -634,7 +634,9 @@ def _decode_crops(counts: Sequence[bytes], heights: np.ndarray, boxes: np.ndarra
             for off, w, h in zip(offset.tolist(), bw.tolist(), bh.tolist(), strict=True)], cover
 
 
-def rle_crops_to_foreground(rles: Sequence[dict], *, max_crop_pixels: int = 1 << 24) -> list[tuple[np.ndarray, int, int]]:
+def rle_crops_to_foreground(
+    rles: Sequence[dict], *, max_crop_pixels: int = 1 << 24, _normalized: bool = False
+) -> list[tuple[np.ndarray, int, int]]:
     """:func:`rle_crop_to_foreground` for many RLEs at once (same results, a fraction of the time).
 
     The RLEs may have different sizes. Crops are decoded in batches of at most
@@ -652,7 +654,7 @@ def rle_crops_to_foreground(rles: Sequence[dict], *, max_crop_pixels: int = 1 <<
     Raises:
         ValueError: an RLE is malformed (runs not covering H*W, truncated counts).
     """
-    norm = [normalize_rle(r) for r in rles]
+    norm = rles if _normalized else [normalize_rle(r) for r in rles]  # the exporter normalises once
     out: list[tuple[np.ndarray, int, int]] = [(np.zeros((0, 0), bool), 0, 0)] * len(norm)
     if not norm:
         return out

@@ -162,3 +162,50 @@ def test_coco_writer_string_path_equals_dict_encoding(tmp_path):
                        "iscrowd": 0, "segmentation": {"size": [8, 10], "counts": "a\\b\"c"}, "agl_object_id": "obj_ü"}
     assert anns[1]["segmentation"] == anns[2]["segmentation"] == [[0.25, 0.75, 1.25, 0.25, 1.25, 1.75]]
     assert anns[2]["note"] == 1 and anns[3]["segmentation"] == [] and anns[3]["area"] == 1.0
+
+
+@pytest.mark.parametrize("fmt", ["coco", "yolo"])
+def test_export_with_worker_processes_writes_the_same_files(data_dir, tmp_path, monkeypatch, fmt):
+    from registry import export as export_mod
+    from registry.datasets import build_dataset
+    from registry.export import export_dataset
+    from tests.registry.export_helpers import open_registry, populate
+
+    monkeypatch.setattr(export_mod, "_CHUNK_OBJECTS", 4)  # many chunks: exercises in-order writing
+    with open_registry(data_dir) as reg:
+        populate(reg, tmp_path / "raw", 8)
+        built = build_dataset(reg, "w", seed=1)
+        a = export_dataset(reg, built["dataset_id"], tmp_path / "seq", fmt, "segment", workers=0)
+        b = export_dataset(reg, built["dataset_id"], tmp_path / "pool", fmt, "segment", workers=2)
+    assert (a["polygons"], a["rle"]) == (b["polygons"], b["rle"]) and a["polygons"] > 0
+    seq = sorted(p.relative_to(tmp_path / "seq") for p in (tmp_path / "seq").rglob("*") if p.is_file())
+    pool = sorted(p.relative_to(tmp_path / "pool") for p in (tmp_path / "pool").rglob("*") if p.is_file())
+    assert seq == pool
+    for rel in seq:
+        if rel.name in ("manifest.json", "data.yaml"):
+            continue  # time stamps / absolute paths
+        left, right = (tmp_path / "seq" / rel).read_bytes(), (tmp_path / "pool" / rel).read_bytes()
+        if rel.suffix == ".json":
+            left_doc, right_doc = json.loads(left), json.loads(right)
+            left_doc["info"].pop("date_created")
+            right_doc["info"].pop("date_created")
+            assert left_doc == right_doc, rel
+        else:
+            assert left == right, rel
+
+
+def test_worker_failure_is_reported_and_output_removed(data_dir, tmp_path):
+    from registry.datasets import build_dataset
+    from registry.export import export_dataset
+    from tests.registry.export_helpers import open_registry, populate
+
+    with open_registry(data_dir) as reg:
+        populate(reg, tmp_path / "raw", 2)
+        built = build_dataset(reg, "w", seed=1)
+        with reg.transaction() as tx:  # a stored mask whose runs do not cover H*W
+            tx.execute("UPDATE objects SET mask_h = mask_h + 1 WHERE rowid = (SELECT min(rowid) FROM objects)")
+        for workers in (0, 1):  # the same error with or without worker processes
+            with pytest.raises(ValueError, match="cover"):
+                export_dataset(reg, built["dataset_id"], tmp_path / f"out{workers}", "coco", "segment",
+                               workers=workers)
+    assert not list(tmp_path.glob("out*/**/*.json"))
