@@ -12,6 +12,7 @@ on the first ``--sv-objects`` objects of the same data in the same run: supervis
 mask dense in memory (N x H x W bytes: 100k masks at 640x480 would be ~30 GB), so the ratio is
 taken per object, with our COCO export of exactly the same subset measured beside it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,13 +29,25 @@ W, H = 640, 480
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--objects", type=int, default=20000, help="objects to export (full size: 100000)")
+    parser.add_argument(
+        "--objects", type=int, default=20000, help="objects to export (full size: 100000)"
+    )
     parser.add_argument("--per-image", type=int, default=10, help="objects per image (default 10)")
-    parser.add_argument("--sv-objects", type=int, default=1000,
-                        help="objects for the supervision reference (dense masks: ~0.3 MB each)")
-    parser.add_argument("--workdir", default=None, help="keep data and exports here (default: a temp dir)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="export worker processes (default: the exporter's automatic choice; 0 = none)")
+    parser.add_argument(
+        "--sv-objects",
+        type=int,
+        default=1000,
+        help="objects for the supervision reference (dense masks: ~0.3 MB each)",
+    )
+    parser.add_argument(
+        "--workdir", default=None, help="keep data and exports here (default: a temp dir)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="export worker processes (default: the exporter's automatic choice; 0 = none)",
+    )
 
 
 def _mask_pool(n: int = 64) -> list[dict]:
@@ -70,8 +83,13 @@ def _generate(data_dir: Path, n_objects: int, per_image: int) -> None:
     media.mkdir(parents=True, exist_ok=True)
     n_images = (n_objects + per_image - 1) // per_image
     pool = _mask_pool()
-    boxes = [[float(v) for v in mask_utils.toBbox({"size": r["size"], "counts": r["counts"].encode()})] for r in pool]
-    areas = [int(mask_utils.area({"size": r["size"], "counts": r["counts"].encode()})) for r in pool]
+    boxes = [
+        [float(v) for v in mask_utils.toBbox({"size": r["size"], "counts": r["counts"].encode()})]
+        for r in pool
+    ]
+    areas = [
+        int(mask_utils.area({"size": r["size"], "counts": r["counts"].encode()})) for r in pool
+    ]
     # A minimal valid PNG header + unique trailer: the exporter links files, it does not decode.
     import io
 
@@ -80,7 +98,9 @@ def _generate(data_dir: Path, n_objects: int, per_image: int) -> None:
     buf = io.BytesIO()
     Image.new("RGB", (4, 4), (128, 128, 128)).save(buf, format="PNG")
     tiny = buf.getvalue()
-    with Registry(data_dir, embedding_dim=8, embedding_version="bench", index="exact", sync_on_write=False) as reg:
+    with Registry(
+        data_dir, embedding_dim=8, embedding_version="bench", index="exact", sync_on_write=False
+    ) as reg:
         for name in ("car", "person", "bicycle", "dog", "traffic light"):
             reg.create_category(name)
         cat_ids = [c["category_id"] for c in reg.list_categories()]
@@ -97,13 +117,31 @@ def _generate(data_dir: Path, n_objects: int, per_image: int) -> None:
         with reg.transaction() as tx:
             tx.executemany(
                 "INSERT INTO sources (source_id, source_type, file_path, file_name, width, height, "
-                "content_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", src_rows)
+                "content_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                src_rows,
+            )
             rows = []
             for k, oid in enumerate(obj_ids):
                 m = k % len(pool)
                 x, y, w, h = boxes[m]
-                rows.append((oid, src_ids[k // per_image], cat_ids[k % len(cat_ids)], x, y, w, h,
-                             pool[m]["counts"], H, W, areas[m], float(conf[k]), now, now))
+                rows.append(
+                    (
+                        oid,
+                        src_ids[k // per_image],
+                        cat_ids[k % len(cat_ids)],
+                        x,
+                        y,
+                        w,
+                        h,
+                        pool[m]["counts"],
+                        H,
+                        W,
+                        areas[m],
+                        float(conf[k]),
+                        now,
+                        now,
+                    )
+                )
                 if len(rows) == 20000:
                     _insert_objects(tx, rows)
                     rows = []
@@ -114,7 +152,9 @@ def _insert_objects(tx, rows) -> None:
     tx.executemany(
         "INSERT INTO objects (object_id, source_id, category_id, bbox_x, bbox_y, bbox_w, bbox_h, "
         "mask_counts, mask_h, mask_w, area, confidence, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
 
 
 _EXPORT_CHILD = """
@@ -124,23 +164,29 @@ import psutil
 from registry.facade import Registry
 from registry.export import export_dataset
 
-# Peak RSS of this process and its worker processes together (sampled every 20 ms): the
-# parent's own ru_maxrss (taken by the bench with wait4) misses the workers.
+# Peak RSS of this process and its worker processes together, sampled every 50 ms: the
+# parent's own ru_maxrss (taken by the bench with wait4) misses the workers. Listing children
+# scans /proc, so it is refreshed once a second only (workers live for the whole export), to
+# keep the sampler from competing with the export for the GIL.
 me = psutil.Process()
 peak = [0]
 stop = threading.Event()
 
 
 def sample():
+    procs, listed = [me], 0.0
     while not stop.is_set():
+        now = time.monotonic()
+        if now - listed > 1.0:
+            procs, listed = [me] + me.children(recursive=True), now
         total = 0
-        for p in [me] + me.children(recursive=True):
+        for p in procs:
             try:
                 total += p.memory_info().rss
             except psutil.Error:
                 pass
         peak[0] = max(peak[0], total)
-        stop.wait(0.02)
+        stop.wait(0.05)
 
 
 th = threading.Thread(target=sample, daemon=True)
@@ -200,8 +246,13 @@ print(json.dumps({{"seconds": time.perf_counter() - t, "seconds_write_only": tim
 
 
 def _run_child(code: str) -> dict:
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=str(ROOT),
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     out = proc.stdout.read().decode()
     err = proc.stderr.read().decode()
@@ -219,20 +270,36 @@ def run(args: argparse.Namespace) -> dict:
     from registry.datasets import build_dataset
     from registry.facade import Registry
 
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="agl-bench-export-"))
+    work = (
+        Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="agl-bench-export-"))
+    )
     data = work / "data"
     t = time.perf_counter()
     _generate(data, args.objects, args.per_image)
     gen_s = time.perf_counter() - t
     n_sv_images = max(1, args.sv_objects // args.per_image)
-    with Registry(data, embedding_dim=8, embedding_version="bench", index="exact", sync_on_write=False) as reg:
+    with Registry(
+        data, embedding_dim=8, embedding_version="bench", index="exact", sync_on_write=False
+    ) as reg:
         t = time.perf_counter()
-        full = build_dataset(reg, "bench", split="0.8,0.1,0.1", seed=0, near_duplicate_threshold=None)
+        full = build_dataset(
+            reg, "bench", split="0.8,0.1,0.1", seed=0, near_duplicate_threshold=None
+        )
         build_s = time.perf_counter() - t
-        first = [r[0] for r in reg.db.execute(
-            "SELECT source_id FROM sources ORDER BY source_id LIMIT ?", [n_sv_images]).fetchall()]
-        subset = build_dataset(reg, "bench-sv", {"sources": first}, split="1,0,0", seed=0,
-                               near_duplicate_threshold=None)
+        first = [
+            r[0]
+            for r in reg.db.execute(
+                "SELECT source_id FROM sources ORDER BY source_id LIMIT ?", [n_sv_images]
+            ).fetchall()
+        ]
+        subset = build_dataset(
+            reg,
+            "bench-sv",
+            {"sources": first},
+            split="1,0,0",
+            seed=0,
+            near_duplicate_threshold=None,
+        )
     result: dict = {
         "objects": full["object_count"],
         "images": full["image_count"],
@@ -240,16 +307,44 @@ def run(args: argparse.Namespace) -> dict:
         "build_s": build_s,
     }
     for fmt in ("coco", "yolo"):
-        r = _run_child(_EXPORT_CHILD.format(root=str(ROOT), data=str(data), dataset=full["dataset_id"],
-                                            out=str(work / f"out_{fmt}"), fmt=fmt, workers=args.workers))
-        result[f"{fmt}_segment"] = {"seconds": r["seconds"], "peak_rss_mb": r["peak_rss_mb"],
-                                    "peak_rss_with_workers_mb": r["peak_rss_tree_mb"],
-                                    "objects_per_s": full["object_count"] / r["seconds"],
-                                    "polygons": r["polygons"], "rle": r["rle"]}
-    ours = _run_child(_EXPORT_CHILD.format(root=str(ROOT), data=str(data), dataset=subset["dataset_id"],
-                                           out=str(work / "out_subset"), fmt="coco", workers=0))
-    ref = _run_child(_SV_CHILD.format(root=str(ROOT), data=str(data), dataset=subset["dataset_id"],
-                                      out=str(work / "sv_coco.json"), h=H, w=W))
+        r = _run_child(
+            _EXPORT_CHILD.format(
+                root=str(ROOT),
+                data=str(data),
+                dataset=full["dataset_id"],
+                out=str(work / f"out_{fmt}"),
+                fmt=fmt,
+                workers=args.workers,
+            )
+        )
+        result[f"{fmt}_segment"] = {
+            "seconds": r["seconds"],
+            "peak_rss_mb": r["peak_rss_mb"],
+            "peak_rss_with_workers_mb": r["peak_rss_tree_mb"],
+            "objects_per_s": full["object_count"] / r["seconds"],
+            "polygons": r["polygons"],
+            "rle": r["rle"],
+        }
+    ours = _run_child(
+        _EXPORT_CHILD.format(
+            root=str(ROOT),
+            data=str(data),
+            dataset=subset["dataset_id"],
+            out=str(work / "out_subset"),
+            fmt="coco",
+            workers=0,
+        )
+    )
+    ref = _run_child(
+        _SV_CHILD.format(
+            root=str(ROOT),
+            data=str(data),
+            dataset=subset["dataset_id"],
+            out=str(work / "sv_coco.json"),
+            h=H,
+            w=W,
+        )
+    )
     n = subset["object_count"]
     result["reference_subset"] = {
         "objects": n,
@@ -263,11 +358,15 @@ def run(args: argparse.Namespace) -> dict:
     coco = result["coco_segment"]
     result["targets"] = {
         "coco_segment_s_per_100k": coco["seconds"] * 100_000 / max(full["object_count"], 1),
-        "coco_segment_time_ok(<=30s@100k)": coco["seconds"] * 100_000 / max(full["object_count"], 1) <= 30,
-        "coco_segment_rss_ok(<=1GB)": max(coco["peak_rss_mb"], coco["peak_rss_with_workers_mb"]) <= 1024,
+        "coco_segment_time_ok(<=30s@100k)": coco["seconds"] * 100_000 / max(full["object_count"], 1)
+        <= 30,
+        "coco_segment_rss_ok(<=1GB)": max(coco["peak_rss_mb"], coco["peak_rss_with_workers_mb"])
+        <= 1024,
     }
     from registry.export import _auto_workers
 
-    result["workers"] = args.workers if args.workers is not None else _auto_workers(full["object_count"])
+    result["workers"] = (
+        args.workers if args.workers is not None else _auto_workers(full["object_count"])
+    )
     result["workdir"] = str(work)
     return result
