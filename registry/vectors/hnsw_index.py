@@ -6,7 +6,8 @@ tens to hundreds of milliseconds per filtered query already at 20k-100k vectors 
 filter is a vectorised comparison; then
 
 * very few matches (``<= brute_force_max``): exact cosine over just those vectors;
-* many matches: HNSW search that only accepts matching labels (hnswlib's ``filter``).
+* otherwise: fetch more unfiltered neighbours and keep the matching ones (exact when enough
+  match), falling back to an HNSW walk that only accepts matching labels (hnswlib's filter).
 
 Storage: ``<folder>/index.bin`` (hnswlib) and ``<folder>/meta.npz`` (ids and metadata), written
 atomically by :meth:`flush` and :meth:`close`. Between flushes the index lives in memory only;
@@ -33,6 +34,7 @@ from registry.vectors.base import (
 )
 from registry.vectors.meta_columns import MetaColumns
 
+_EXACT_FALLBACK_MAX = 5000  # vectors worth copying out of hnswlib for an exact answer
 REPAIR_HINT = "run `python launch.py doctor --data DIR --repair` to rebuild it from SQLite"
 
 
@@ -50,6 +52,9 @@ class HnswIndex(VectorIndex):
             graph when almost nothing matches). Kept small because hnswlib's ``get_items``
             copies vectors slowly (~0.15 ms each on this machine).
         num_threads: threads for inserts (``-1`` = all cores).
+        overfetch_max: filtered queries first fetch up to this many unfiltered neighbours and
+            keep the matching ones; only if fewer than ``k`` match is the graph walked with
+            hnswlib's (slower, per-candidate Python callback) filter.
 
     Raises:
         ValueError: for a bad ``dim``, or stored files of another dimension.
@@ -66,6 +71,7 @@ class HnswIndex(VectorIndex):
         ef_search: int = 100,
         brute_force_max: int = 256,
         num_threads: int = -1,
+        overfetch_max: int = 500,
     ) -> None:
         import hnswlib
 
@@ -78,6 +84,7 @@ class HnswIndex(VectorIndex):
         self.ef_search = int(ef_search)
         self.brute_force_max = int(brute_force_max)
         self.num_threads = int(num_threads)
+        self.overfetch_max = int(overfetch_max)
         self._hnswlib = hnswlib
         self._lock = threading.RLock()
         self._closed = False
@@ -217,22 +224,55 @@ class HnswIndex(VectorIndex):
                 kk = min(int(k), live)
                 labels, dists = self._knn(q, kk, None)
             else:
-                matching = np.flatnonzero(mask)
-                if matching.size == 0:
+                n_match = int(np.count_nonzero(mask))
+                if n_match == 0:
                     return []
-                kk = min(int(k), int(matching.size))
-                if matching.size <= self.brute_force_max:
-                    labels, dists = self._exact(q, matching, kk)
+                kk = min(int(k), n_match)
+                if n_match <= self.brute_force_max:
+                    labels, dists = self._exact(q, np.flatnonzero(mask), kk)
                 else:
-                    labels, dists = self._knn(q, kk, mask)
+                    labels, dists = self._filtered(q, kk, mask, n_match, live)
             ids = self._id_of_label
             return [
                 (ids[lab], float(min(1.0, 1.0 - d)))
                 for lab, d in zip(labels.tolist(), dists.tolist(), strict=True)
             ]
 
-    def _knn(self, q: np.ndarray, k: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        self._index.set_ef(max(self.ef_search, k))
+    def _filtered(
+        self, q: np.ndarray, k: int, mask: np.ndarray, n_match: int, live: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` among the labels ``mask`` accepts.
+
+        First over-fetch unfiltered neighbours and keep the accepted ones: if at least ``k`` of
+        the nearest ``m`` pass, they are exactly the filtered top ``k`` (any closer accepted
+        vector would be among the ``m``). That needs no Python callback and wins whenever the
+        filter agrees with the query's neighbourhood (searching cars near a car) or is not
+        selective. Otherwise walk the graph with hnswlib's filter.
+        """
+        tries = [max(4 * k, 40), int(np.ceil(2.0 * k * live / n_match))]
+        for m in sorted({min(t, live, self.overfetch_max) for t in tries}):
+            if m < k:
+                continue
+            try:
+                # ef = 2m: the tail of an over-fetched list needs a wider search to be right.
+                labels, dists = self._knn(q, m, None, exact_fallback=False, ef=2 * m)
+            except RuntimeError:
+                continue
+            keep = mask[labels]
+            if int(np.count_nonzero(keep)) >= k:
+                return labels[keep][:k], dists[keep][:k]
+        return self._knn(q, k, mask)
+
+    def _knn(
+        self,
+        q: np.ndarray,
+        k: int,
+        mask: np.ndarray | None,
+        *,
+        exact_fallback: bool = True,
+        ef: int = 0,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        self._index.set_ef(max(self.ef_search, k, ef))
         filt = None
         if mask is not None:
             # Called by hnswlib for each candidate label. bytes indexing returns 0/1 and costs
@@ -241,11 +281,26 @@ class HnswIndex(VectorIndex):
         try:
             labels, dists = self._index.knn_query(q[None, :], k=k, num_threads=1, filter=filt)
         except RuntimeError:
-            # hnswlib raises when the graph walk finds fewer than k accepted vectors;
-            # fall back to the exact answer rather than returning fewer than exist.
+            # hnswlib raises when the graph walk finds fewer than k accepted vectors (small or
+            # heavily deleted indexes, selective filters).
+            if not exact_fallback:
+                raise
             rows = np.arange(len(self._id_of_label)) if mask is None else np.flatnonzero(mask)
             rows = np.asarray([r for r in rows.tolist() if self._id_of_label[r] is not None])
-            return self._exact(q, rows, min(k, rows.size))
+            if rows.size <= _EXACT_FALLBACK_MAX:
+                return self._exact(q, rows, min(k, rows.size))
+            # Too many to copy out of hnswlib (slow get_items): return the best that a
+            # smaller k finds rather than nothing.
+            for smaller in (k // 2, k // 4, 1):
+                if smaller >= 1:
+                    try:
+                        labels, dists = self._index.knn_query(
+                            q[None, :], k=smaller, num_threads=1, filter=filt
+                        )
+                        return labels[0], dists[0]
+                    except RuntimeError:
+                        continue
+            return np.empty(0, np.int64), np.empty(0, np.float32)
         return labels[0], dists[0]
 
     def _exact(self, q: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

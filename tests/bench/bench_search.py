@@ -6,7 +6,8 @@
 
 The data are clustered, L2-normalised 768-d float32 vectors (real embeddings cluster by object
 kind; uniform noise would make every neighbour equally far and recall meaningless). Each vector
-carries a category tied to its cluster (90 %), so a category filter keeps ~1/20 of the index.
+carries a category tied to its cluster (90 %), so a category filter keeps ~1/20 of the index
+and agrees with the query's neighbourhood; a validation-status filter keeps 1/3, unrelated to it.
 Vectors are generated and inserted in chunks, and the exact top-10 of every query is kept up to
 date chunk by chunk with :class:`ExactIndex`, so memory stays bounded (one chunk plus the
 index under test) at any ``--objects``.
@@ -48,7 +49,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clusters", type=int, default=2000, help="clusters in the data")
     parser.add_argument("--categories", type=int, default=20, help="distinct categories")
     parser.add_argument(
-        "--spread", type=float, default=0.8, help="noise around a cluster centre (norm)"
+        "--cluster-spread", type=float, default=1.0, help="cluster centres around categories"
+    )
+    parser.add_argument(
+        "--spread", type=float, default=1.0, help="noise around a cluster centre (norm)"
     )
     parser.add_argument("--chunk", type=int, default=10_000, help="vectors generated per chunk")
     parser.add_argument("--ef-construction", type=int, default=100, help="HNSW build breadth")
@@ -90,9 +94,14 @@ class Data:
         self.categories = args.categories
         self.spread = args.spread
         rng = np.random.default_rng([self.seed, 0])
-        self.centres = _unit(rng.standard_normal((args.clusters, self.dim), dtype=np.float32))
-        # Each cluster has a category; 10 % of vectors get a random one (label noise).
+        # Two levels, like real embeddings: categories, then object kinds/views within each
+        # (clusters), then instances. Neighbourhoods overlap, so ANN recall is not trivial.
+        cat_centres = _unit(rng.standard_normal((self.categories, self.dim), dtype=np.float32))
+        # Each cluster belongs to a category; 10 % of vectors get a random one (label noise).
         self.cluster_category = rng.integers(0, self.categories, args.clusters)
+        offsets = rng.standard_normal((args.clusters, self.dim), dtype=np.float32)
+        offsets *= args.cluster_spread / np.sqrt(self.dim)
+        self.centres = _unit(cat_centres[self.cluster_category] + offsets)
 
     def _sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         which = rng.integers(0, len(self.centres), n)
@@ -239,10 +248,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     kinds = [x.strip() for x in str(args.index).split(",") if x.strip()]
     nq = args.queries
     qvecs, qcats = data.queries(nq)
-    # Rows 0..nq-1: unfiltered; nq..2nq-1: filtered by the query's own category.
+    # Rows 0..nq-1: unfiltered; nq..2nq-1: filtered by the query's own category (agrees with
+    # the neighbourhood); 2nq..3nq-1: by a validation status (unrelated to it, 1/3 pass).
+    status_where = {"validation_status": "approved"}
     truth = StreamedTruth(
-        np.concatenate([qvecs, qvecs]),
-        [None] * nq + [{"category": c} for c in qcats],
+        np.concatenate([qvecs, qvecs, qvecs]),
+        [None] * nq + [{"category": c} for c in qcats] + [status_where] * nq,
         args.dim,
     )
     tmp = None
@@ -282,7 +293,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 cpu[kind] += time.process_time() - c0
             truth.update(ids, vecs, metas)
         result["exact_reference"] = {
-            "ms_per_query": truth.seconds / (2 * nq) * 1000,
+            "ms_per_query": truth.seconds / (3 * nq) * 1000,
             "note": "numpy brute force over every vector (ExactIndex), queries batched per chunk",
         }
         for kind in kinds:
@@ -311,6 +322,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "category_filter": measure(
                         idx, qvecs, [{"category": c} for c in qcats], truth, nq
                     ),
+                    "status_filter": measure(idx, qvecs, [status_where] * nq, truth, 2 * nq),
                 }
             sub = folder / kind
             res["disk_mb"] = _dir_bytes(sub) / 2**20

@@ -529,7 +529,8 @@ def test_hnsw_persists_across_reopen(data_dir: Path):
         open_index("hnsw", data_dir, version="dinov2-base", dim=8)
 
 
-def test_hnsw_filtered_graph_search_recall(data_dir: Path):
+@pytest.mark.parametrize("overfetch_max", [0, 1000], ids=["filtered-walk", "overfetch"])
+def test_hnsw_filtered_search_recall(data_dir: Path, overfetch_max: int):
     from registry.vectors.hnsw_index import HnswIndex
 
     rng = np.random.default_rng(17)
@@ -539,12 +540,18 @@ def test_hnsw_filtered_graph_search_recall(data_dir: Path):
     metas = [meta(f"c{i % 5}", "p", float(rng.uniform()), "pending") for i in range(n)]
     exact = ExactIndex(dim)
     exact.add(ids, vecs, metas)
-    # brute_force_max=0 forces every filtered query through the graph with hnswlib's filter.
-    idx = HnswIndex(data_dir / "h", dim, brute_force_max=0)
+    # brute_force_max=0: never the exact path; overfetch_max=0: always hnswlib's filtered walk.
+    idx = HnswIndex(data_dir / "h", dim, brute_force_max=0, overfetch_max=overfetch_max)
     try:
         idx.add(ids, vecs, metas)
         queries = clustered(rng, nq, dim, clusters=30)
-        for where in (None, {"category": "c2"}, {"category": ["c1", "c4"], "min_confidence": 0.5}):
+        wheres = (
+            None,
+            {"category": "c2"},
+            {"category": ["c1", "c4"], "min_confidence": 0.5},
+            {"category": "c3", "min_confidence": 0.97},  # ~18 matches: over-fetch falls short
+        )
+        for where in wheres:
             hits = sum(
                 len(set(ids_of(exact.query(q, 10, where))) & set(ids_of(idx.query(q, 10, where))))
                 for q in queries
