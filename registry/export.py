@@ -17,8 +17,17 @@ by a class or user file name, and hard-linked from the registry's media folder w
 same filesystem (copied otherwise).
 
 Objects are read with one ordered SQL cursor and written as they come: memory does not grow
-with the number of objects. Masks are read as the stored compressed RLE and only their bounding
-box is decoded (:func:`registry.formats.mask_geometry.rle_decode_crop`).
+with the number of objects. They are processed in chunks of ~512 objects (whole images): the
+masks of a chunk are decoded together, each only within its foreground box
+(:func:`registry.formats.mask_geometry.rle_crops_to_foreground`), and their annotation text is
+made by :func:`registry.formats.annotations.chunk_results`. From 20,000 objects that runs in
+worker processes (one per CPU, at most 4, one chunk in flight each; results are written in
+chunk order, so the files are the same with or without workers).
+
+Measured (``python launch.py bench export``, 640x480 masks, 10 per image, 2 shared cores):
+5,000 objects ~1.2 s COCO segment / ~0.9 s YOLO segment in one process (3.5x / 4.2x faster
+than the per-object version); 100,000 objects ~26-29 s, peak RSS ~230 MB (~480 MB with two
+workers).
 
 Mask policies: see :mod:`registry.formats.mask_geometry` (COCO: polygons when the rasterised
 polygon reproduces the mask bit for bit, RLE otherwise; YOLO: one polygon per object, parts and

@@ -4,6 +4,7 @@ Batched RLE crop decoding vs pycocotools' full decode; the one-pass COCO polygon
 pycocotools rasteriser; table-formatted numbers vs Python's own formatting; the CocoWriter's
 string-built annotation vs ``json.dumps`` of the same dict.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,7 +45,7 @@ def _random_masks(seed: int, n: int) -> list[np.ndarray]:
 
 def _reference_crop(mask: np.ndarray) -> tuple[np.ndarray, int, int]:
     x, y, w, h = (int(v) for v in geom.mask_bbox_xywh(mask))
-    return mask[y:y + h, x:x + w], x, y
+    return mask[y : y + h, x : x + w], x, y
 
 
 @pytest.mark.parametrize("budget", [1, 300, 1 << 24])
@@ -56,7 +57,10 @@ def test_batched_crops_match_full_decode(budget):
     m6 = masks[6]
     flat = m6.ravel(order="F").astype(np.int64)
     change = np.flatnonzero(np.diff(np.concatenate([[0], flat, [1 - flat[-1]]])))
-    rles[6] = {"size": list(m6.shape), "counts": np.diff(np.concatenate([[0], change])).tolist()[: len(change)]}
+    rles[6] = {
+        "size": list(m6.shape),
+        "counts": np.diff(np.concatenate([[0], change])).tolist()[: len(change)],
+    }
     assert np.array_equal(geom.rle_decode(rles[6]), m6)
     got = geom.rle_crops_to_foreground(rles, max_crop_pixels=budget)
     assert len(got) == len(masks)
@@ -75,7 +79,16 @@ def test_batched_crops_on_real_sized_masks_with_holes_and_parts():
     for i in range(24):
         m = np.zeros((480, 640), np.uint8)
         cx, cy = int(rng.integers(80, 560)), int(rng.integers(80, 400))
-        cv2.ellipse(m, (cx, cy), (int(rng.integers(8, 70)), int(rng.integers(8, 70))), int(rng.integers(0, 180)), 0, 360, 1, -1)
+        cv2.ellipse(
+            m,
+            (cx, cy),
+            (int(rng.integers(8, 70)), int(rng.integers(8, 70))),
+            int(rng.integers(0, 180)),
+            0,
+            360,
+            1,
+            -1,
+        )
         if i % 3 == 1:
             cv2.circle(m, (cx, cy), 5, 0, -1)
         elif i % 3 == 2:
@@ -84,7 +97,7 @@ def test_batched_crops_on_real_sized_masks_with_holes_and_parts():
     got = geom.rle_crops_to_foreground([geom.rle_encode(m) for m in masks])
     for m, (crop, x0, y0) in zip(masks, got, strict=True):
         full = np.zeros_like(m)
-        full[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]] = crop
+        full[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
         assert np.array_equal(full, m)
 
 
@@ -150,17 +163,41 @@ def test_coco_writer_string_path_equals_dict_encoding(tmp_path):
     cats = [{"id": 1, "name": "a/b ü"}]
     with CocoWriter(tmp_path / "a.json", categories=cats) as w:
         img = w.add_image("x.png", width=10, height=8)
-        w.add_annotation(img, 1, [1, 2.00049, 3, 4], area=12.0, segmentation={"size": [8, 10], "counts": "a\\b\"c"},
-                         extra={"agl_object_id": "obj_ü"})
-        w.add_annotation(img, 1, [1, 2, 3, 4], area=5, segmentation=RawJson("[[0.25,0.75,1.25,0.25,1.25,1.75]]"))
-        w.add_annotation(img, 1, [1, 2, 3, 4], area=5, segmentation=RawJson("[[0.25,0.75,1.25,0.25,1.25,1.75]]"),
-                         extra={"iscrowd": 0, "note": 1})  # overlapping keys: the dict path
+        w.add_annotation(
+            img,
+            1,
+            [1, 2.00049, 3, 4],
+            area=12.0,
+            segmentation={"size": [8, 10], "counts": 'a\\b"c'},
+            extra={"agl_object_id": "obj_ü"},
+        )
+        w.add_annotation(
+            img, 1, [1, 2, 3, 4], area=5, segmentation=RawJson("[[0.25,0.75,1.25,0.25,1.25,1.75]]")
+        )
+        w.add_annotation(
+            img,
+            1,
+            [1, 2, 3, 4],
+            area=5,
+            segmentation=RawJson("[[0.25,0.75,1.25,0.25,1.25,1.75]]"),
+            extra={"iscrowd": 0, "note": 1},
+        )  # overlapping keys: the dict path
         w.add_annotation(img, 1, [0, 0, 1, 1], area=1)
     data = json.loads((tmp_path / "a.json").read_text(encoding="utf-8"))
     anns = data["annotations"]
-    assert anns[0] == {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1.0, 2.0, 3.0, 4.0], "area": 12.0,
-                       "iscrowd": 0, "segmentation": {"size": [8, 10], "counts": "a\\b\"c"}, "agl_object_id": "obj_ü"}
-    assert anns[1]["segmentation"] == anns[2]["segmentation"] == [[0.25, 0.75, 1.25, 0.25, 1.25, 1.75]]
+    assert anns[0] == {
+        "id": 1,
+        "image_id": 1,
+        "category_id": 1,
+        "bbox": [1.0, 2.0, 3.0, 4.0],
+        "area": 12.0,
+        "iscrowd": 0,
+        "segmentation": {"size": [8, 10], "counts": 'a\\b"c'},
+        "agl_object_id": "obj_ü",
+    }
+    assert (
+        anns[1]["segmentation"] == anns[2]["segmentation"] == [[0.25, 0.75, 1.25, 0.25, 1.25, 1.75]]
+    )
     assert anns[2]["note"] == 1 and anns[3]["segmentation"] == [] and anns[3]["area"] == 1.0
 
 
@@ -178,8 +215,12 @@ def test_export_with_worker_processes_writes_the_same_files(data_dir, tmp_path, 
         a = export_dataset(reg, built["dataset_id"], tmp_path / "seq", fmt, "segment", workers=0)
         b = export_dataset(reg, built["dataset_id"], tmp_path / "pool", fmt, "segment", workers=2)
     assert (a["polygons"], a["rle"]) == (b["polygons"], b["rle"]) and a["polygons"] > 0
-    seq = sorted(p.relative_to(tmp_path / "seq") for p in (tmp_path / "seq").rglob("*") if p.is_file())
-    pool = sorted(p.relative_to(tmp_path / "pool") for p in (tmp_path / "pool").rglob("*") if p.is_file())
+    seq = sorted(
+        p.relative_to(tmp_path / "seq") for p in (tmp_path / "seq").rglob("*") if p.is_file()
+    )
+    pool = sorted(
+        p.relative_to(tmp_path / "pool") for p in (tmp_path / "pool").rglob("*") if p.is_file()
+    )
     assert seq == pool
     for rel in seq:
         if rel.name in ("manifest.json", "data.yaml"):
@@ -203,9 +244,17 @@ def test_worker_failure_is_reported_and_output_removed(data_dir, tmp_path):
         populate(reg, tmp_path / "raw", 2)
         built = build_dataset(reg, "w", seed=1)
         with reg.transaction() as tx:  # a stored mask whose runs do not cover H*W
-            tx.execute("UPDATE objects SET mask_h = mask_h + 1 WHERE rowid = (SELECT min(rowid) FROM objects)")
+            tx.execute(
+                "UPDATE objects SET mask_h = mask_h + 1 WHERE rowid = (SELECT min(rowid) FROM objects)"
+            )
         for workers in (0, 1):  # the same error with or without worker processes
             with pytest.raises(ValueError, match="cover"):
-                export_dataset(reg, built["dataset_id"], tmp_path / f"out{workers}", "coco", "segment",
-                               workers=workers)
+                export_dataset(
+                    reg,
+                    built["dataset_id"],
+                    tmp_path / f"out{workers}",
+                    "coco",
+                    "segment",
+                    workers=workers,
+                )
     assert not list(tmp_path.glob("out*/**/*.json"))
