@@ -293,6 +293,14 @@ class VectorIndex(ABC):
     def close(self) -> None:
         """Releases the backend's resources; the object is unusable afterwards."""
 
+    def flush(self) -> None:
+        """Makes written vectors durable. No-op where every write already is (Chroma).
+
+        In-memory backends that persist by snapshot (``HnswIndex``) write their files here;
+        call it after a sync, not after every add: a snapshot of 1M × 768 is ~3 GB.
+        """
+        return None  # durable on write by default; snapshot backends override
+
     def check(self) -> None:
         """Raises ``RuntimeError`` naming the problem when the index is unusable.
 

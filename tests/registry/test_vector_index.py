@@ -569,3 +569,19 @@ def test_hnsw_corrupt_files_raise_runtime_error(data_dir: Path):
     (data_dir / "hnsw" / "objects_v" / "meta.npz").write_bytes(b"garbage")
     with pytest.raises(RuntimeError, match="cannot be read.*doctor"):
         open_index("hnsw", data_dir, version="v", dim=DIM)
+
+
+@pytest.mark.parametrize("persisted_kind", ["chroma", "hnsw"])
+def test_flush_makes_writes_durable_without_close(data_dir: Path, persisted_kind: str):
+    rng = np.random.default_rng(19)
+    v = unit(rng, 3)
+    first = open_index(persisted_kind, data_dir, version="v", dim=DIM)
+    first.add(["a", "b", "c"], v, [meta("x")] * 3)
+    first.flush()
+    second = open_index(persisted_kind, data_dir, version="v", dim=DIM)
+    try:
+        assert second.ids() == {"a", "b", "c"}
+        assert second.query(v[1], k=1, where={"category": "x"})[0][0] == "b"
+    finally:
+        second.close()
+        first.close()
