@@ -261,8 +261,7 @@ class ChromaIndex(VectorIndex):
         if flt.matches_nothing:
             return []
         with self._guard("query"):
-            if self._collection.count() == 0:
-                return []
+            # An empty collection answers with empty lists; no count() round trip needed.
             res = self._collection.query(
                 query_embeddings=q[None, :],
                 n_results=int(k),
