@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,7 +41,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         help="objects for the supervision reference (dense masks: ~0.3 MB each)",
     )
     parser.add_argument(
-        "--workdir", default=None, help="keep data and exports here (default: a temp dir)"
+        "--workdir", default=None,
+        help="keep data and exports here (default: a temp dir, removed afterwards)",
     )
     parser.add_argument(
         "--workers",
@@ -265,14 +267,24 @@ def _run_child(code: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
+    if args.workdir:
+        return _run(args, Path(args.workdir))
+    # A 100k run leaves ~0.5 GB of data and exports: removed unless --workdir asks to keep them.
+    work = Path(tempfile.mkdtemp(prefix="agl-bench-export-"))
+    try:
+        result = _run(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result["workdir"] = None
+    return result
+
+
+def _run(args: argparse.Namespace, work: Path) -> dict:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     from registry.datasets import build_dataset
     from registry.facade import Registry
 
-    work = (
-        Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="agl-bench-export-"))
-    )
     data = work / "data"
     t = time.perf_counter()
     _generate(data, args.objects, args.per_image)
