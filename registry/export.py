@@ -24,10 +24,11 @@ made by :func:`registry.formats.annotations.chunk_results`. From 20,000 objects 
 worker processes (one per CPU, at most 4, one chunk in flight each; results are written in
 chunk order, so the files are the same with or without workers).
 
-Measured (``python launch.py bench export``, 640x480 masks, 10 per image, 2 shared cores):
-5,000 objects ~1.2 s COCO segment / ~0.9 s YOLO segment in one process (3.5x / 4.2x faster
-than the per-object version); 100,000 objects ~26-29 s, peak RSS ~230 MB (~480 MB with two
-workers).
+Measured (``python launch.py bench export``, 640x480 masks, 10 per image, 2 cores shared with
+other work, so load-dependent): 5,000 objects 1.2-1.7 s COCO segment / 0.9-1.3 s YOLO segment
+in one process, 2.4-3.5x / 3.2-4.2x faster than the earlier per-object code in the same
+conditions; 100,000 objects 26-32 s COCO, ~28 s YOLO (before: 65 s / 91 s), peak RSS ~270 MB
+in one process, ~480 MB summed with two workers.
 
 Mask policies: see :mod:`registry.formats.mask_geometry` (COCO: polygons when the rasterised
 polygon reproduces the mask bit for bit, RLE otherwise; YOLO: one polygon per object, parts and

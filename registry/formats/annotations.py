@@ -38,6 +38,8 @@ def chunk_geometry(items: list[tuple], fmt: str, task: str) -> list[_Geometry]:
 
     ``items`` as in :func:`chunk_results`.
     """
+    if fmt != "coco" and task != "segment":
+        return [_NO_MASK] * len(items)  # YOLO detect: boxes only
     with_mask = [i for i, item in enumerate(items) if item[0][4] is not None]
     # Normalised once (bytes counts, int size); the geometry functions then take them as is.
     rles = []
