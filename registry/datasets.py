@@ -266,6 +266,7 @@ def build_dataset(
     *,
     near_duplicate_threshold: float | None = NEAR_DUPLICATE_THRESHOLD,
     fmt: str = "yolo",
+    dry_run: bool = False,
 ) -> dict:
     """Builds (a new version of) a dataset: selects objects, splits them, stores the membership.
 
@@ -277,6 +278,9 @@ def build_dataset(
         seed: the split seed (any int).
         near_duplicate_threshold: cosine threshold for near-duplicate sources; ``None`` disables.
         fmt: the format recorded in the row (export may use another).
+        dry_run: compute the split and its counts without storing anything (the Export tab's
+            preview): ``dataset_id`` is then ``None`` and ``version`` is the number a real
+            build would get.
 
     Returns:
         ``{"dataset_id", "name", "version", "object_count", "image_count", "group_count",
@@ -338,53 +342,38 @@ def build_dataset(
     group_split = _assign(groups, ratios)
     source_split = {source_id: group_split[uf.find(source_id)] for source_id, _h, _n in rows}
 
-    # Versioning and membership, in one transaction.
-    dataset_id = new_id("ds")
+    # Versioning and membership, in one transaction (nothing is written on a dry run).
     categories = {int(c["category_id"]): c["name"] for c in reg.list_categories()}
-    created = utc_now()
-    with reg.transaction():
-        prev = reg.db.execute(
-            "SELECT version FROM datasets WHERE name = ?", [name]
-        ).fetchall()
-        version = 1 + max((_version_number(v[0]) for v in prev), default=0)
-        reg.db.execute(
-            "INSERT INTO datasets (dataset_id, name, format, version, split_config, filter_config,"
-            " category_mapping, object_count, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
-            [
-                dataset_id,
-                name,
-                fmt,
-                str(version),
-                json.dumps({**ratios, "seed": seed, "unit": "source",
-                            "near_duplicate_threshold": near_duplicate_threshold}),
-                json.dumps(flt.to_dict()),
-                "{}",
-                created,
-            ],
-        )
-        batch: list[tuple] = []
-        # fetchall: the inserts below run on the same connection as this read.
-        cursor = reg.db.execute(
-            f"SELECT o.object_id, o.source_id, o.category_id FROM objects o WHERE {where}", params
-        ).fetchall()
-        counts = {s: {"images": 0, "objects": 0, "classes": Counter()} for s in SPLITS}
-        used_categories: set[int] = set()
-        for object_id, source_id, category_id in cursor:
-            sp = source_split[source_id]
-            batch.append((dataset_id, object_id, sp))
-            counts[sp]["objects"] += 1
-            counts[sp]["classes"][categories.get(int(category_id), str(category_id))] += 1
-            used_categories.add(int(category_id))
-            if len(batch) >= 5000:
-                _insert_members(reg, batch)
-                batch = []
-        _insert_members(reg, batch)
-        mapping = _category_mapping(used_categories, categories)
-        total_objects = sum(c["objects"] for c in counts.values())
-        reg.db.execute(
-            "UPDATE datasets SET object_count = ?, category_mapping = ? WHERE dataset_id = ?",
-            [total_objects, json.dumps(mapping), dataset_id],
-        )
+    if dry_run:
+        dataset_id = None
+        version = _next_version(reg, name)
+        counts, mapping = _count_members(reg, where, params, source_split, categories, None)
+    else:
+        dataset_id = new_id("ds")
+        with reg.transaction():
+            version = _next_version(reg, name)
+            reg.db.execute(
+                "INSERT INTO datasets (dataset_id, name, format, version, split_config,"
+                " filter_config, category_mapping, object_count, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
+                [
+                    dataset_id,
+                    name,
+                    fmt,
+                    str(version),
+                    json.dumps({**ratios, "seed": seed, "unit": "source",
+                                "near_duplicate_threshold": near_duplicate_threshold}),
+                    json.dumps(flt.to_dict()),
+                    "{}",
+                    utc_now(),
+                ],
+            )
+            counts, mapping = _count_members(reg, where, params, source_split, categories, dataset_id)
+            reg.db.execute(
+                "UPDATE datasets SET object_count = ?, category_mapping = ? WHERE dataset_id = ?",
+                [sum(c["objects"] for c in counts.values()), json.dumps(mapping), dataset_id],
+            )
+    total_objects = sum(c["objects"] for c in counts.values())
     for sp in source_split.values():
         counts[sp]["images"] += 1
     total_images = len(source_split)
@@ -405,6 +394,45 @@ def build_dataset(
         "category_mapping": mapping,
     }
 
+
+def _next_version(reg: Any, name: str) -> int:
+    prev = reg.db.execute("SELECT version FROM datasets WHERE name = ?", [name]).fetchall()
+    return 1 + max((_version_number(v[0]) for v in prev), default=0)
+
+
+def _count_members(
+    reg: Any,
+    where: str,
+    params: list,
+    source_split: dict[str, str],
+    categories: dict[int, str],
+    dataset_id: str | None,
+) -> tuple[dict, dict]:
+    """Counts objects per split and class; inserts membership rows when ``dataset_id`` is set.
+
+    Returns ``(counts, category_mapping)``; counts hold ``images`` (filled by the caller),
+    ``objects`` and ``classes`` per split.
+    """
+    batch: list[tuple] = []
+    # fetchall: the inserts below run on the same connection as this read.
+    rows = reg.db.execute(
+        f"SELECT o.object_id, o.source_id, o.category_id FROM objects o WHERE {where}", params
+    ).fetchall()
+    counts = {s: {"images": 0, "objects": 0, "classes": Counter()} for s in SPLITS}
+    used_categories: set[int] = set()
+    for object_id, source_id, category_id in rows:
+        sp = source_split[source_id]
+        counts[sp]["objects"] += 1
+        counts[sp]["classes"][categories.get(int(category_id), str(category_id))] += 1
+        used_categories.add(int(category_id))
+        if dataset_id is not None:
+            batch.append((dataset_id, object_id, sp))
+            if len(batch) >= 5000:
+                _insert_members(reg, batch)
+                batch = []
+    if dataset_id is not None:
+        _insert_members(reg, batch)
+    return counts, _category_mapping(used_categories, categories)
 
 def _version_number(value: Any) -> int:
     try:

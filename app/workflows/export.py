@@ -59,17 +59,21 @@ def _counts(built: dict) -> dict:
     }
 
 
-def build(reg: Any, spec: ExportSpec) -> dict:
-    """Builds a new version of the dataset; returns the raw ``build_dataset`` result."""
+def build(reg: Any, spec: ExportSpec, *, dry_run: bool = False) -> dict:
+    """Builds a new version of the dataset (or, with ``dry_run``, only computes it).
+
+    Returns the raw ``build_dataset`` result.
+    """
     from registry.datasets import build_dataset
 
     spec.check()
-    return build_dataset(reg, spec.name.strip(), spec.filter(), list(spec.split), int(spec.seed))
+    return build_dataset(reg, spec.name.strip(), spec.filter(), list(spec.split), int(spec.seed),
+                         dry_run=dry_run)
 
 
 def preview(reg: Any, spec: ExportSpec) -> dict:
-    """Counts per split and class for the spec (this builds a dataset version)."""
-    return _counts(build(reg, spec))
+    """Counts per split and class for the spec; stores nothing (no dataset version is made)."""
+    return _counts(build(reg, spec, dry_run=True))
 
 
 def summary_line(c: dict) -> str:

@@ -64,6 +64,18 @@ def test_versions_keep_older_membership(reg, tmp_path):
         get_dataset(reg, "nope")
 
 
+def test_dry_run_previews_the_same_split_and_stores_nothing(reg, tmp_path):
+    populate(reg, tmp_path / "raw", 10)
+    preview = build_dataset(reg, "pv", seed=3, dry_run=True)
+    assert preview["dataset_id"] is None and preview["version"] == 1
+    assert list_datasets(reg) == []
+    assert reg.db.execute("SELECT count(*) FROM dataset_objects").fetchone()[0] == 0
+    built = build_dataset(reg, "pv", seed=3)
+    assert built["version"] == 1
+    assert built["splits"] == preview["splits"] and built["ratios"] == preview["ratios"]
+    assert build_dataset(reg, "pv", seed=3, dry_run=True)["version"] == 2
+
+
 def test_filters(reg, tmp_path):
     populate(reg, tmp_path / "raw", 10, statuses=("pending", "approved", "rejected"))
     total = reg.count_objects() - reg.count_objects(status="rejected")
