@@ -13,6 +13,8 @@ date chunk by chunk with :class:`ExactIndex`, so memory stays bounded (one chunk
 index under test) at any ``--objects``.
 
 Targets (issue 2): insert ≥ 5,000 vectors/s; at 1M, query p95 ≤ 10 ms and recall@10 ≥ 0.95.
+``recall_at_10`` is strict (ids); ``recall_at_10_eps1e-3`` also counts results whose similarity
+is within 1e-3 of the true 10th neighbour (ann-benchmarks' convention for near-ties).
 Ratios are ``target / measured`` for latency (≥ 1 means the target is met) and
 ``measured / target`` for rates and recall.
 """
@@ -195,7 +197,7 @@ def measure(
     """Times single queries (k=10) and scores recall@10 against ``truth``."""
     for q, w in zip(queries[:5], wheres[:5], strict=True):  # warm caches, load segments
         index.query(q, K, w)
-    times, hits, total = [], 0, 0
+    times, hits, near_hits, total = [], 0, 0, 0
     for qi, (q, w) in enumerate(zip(queries, wheres, strict=True)):
         t0 = time.perf_counter()
         res = index.query(q, K, w)
@@ -203,6 +205,11 @@ def measure(
         want = truth.ids(offset + qi)
         hits += len(want & {i for i, _ in res})
         total += len(want)
+        if want:
+            # ann-benchmarks' tolerant recall: a result as similar as the true k-th neighbour
+            # (within 1e-3) counts, so near-ties at the k-th place are not called misses.
+            kth = min(s for s, _ in truth.best[offset + qi])
+            near_hits += min(len(want), sum(1 for _, s in res if s >= kth - 1e-3))
     p95 = _percentile_ms(times, 95)
     recall = hits / max(total, 1)
     return {
@@ -210,6 +217,7 @@ def measure(
         "p95_ms": p95,
         "mean_ms": float(np.mean(times) * 1000),
         "recall_at_10": recall,
+        "recall_at_10_eps1e-3": near_hits / max(total, 1),
         "p95_ratio_vs_target": TARGET_P95_MS / p95 if p95 else float("inf"),
         "recall_ratio_vs_target": recall / TARGET_RECALL,
     }
