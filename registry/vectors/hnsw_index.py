@@ -137,8 +137,12 @@ class HnswIndex(VectorIndex):
         self._id_of_label = id_of_label
         self._label_of = {i: lab for lab, i in enumerate(id_of_label) if i is not None}
         self._meta = meta
-        if index.get_current_count() - len(index.get_ids_list()) < 0:  # pragma: no cover
-            raise RuntimeError(f"HNSW index in {self.folder} is inconsistent; {REPAIR_HINT}")
+        missing = len(set(self._label_of.values()) - set(index.get_ids_list()))
+        if missing:  # e.g. a crash between writing meta.npz and index.bin
+            raise RuntimeError(
+                f"HNSW index in {self.folder} is inconsistent: {missing} ids have no vector; "
+                f"{REPAIR_HINT}"
+            )
 
     def flush(self) -> None:
         """Writes the index and metadata to the folder (atomically) if anything changed."""
@@ -179,12 +183,14 @@ class HnswIndex(VectorIndex):
         with self._lock:
             self._check_open()
             labels = np.empty(len(id_list), dtype=np.int64)
+            is_new = np.zeros(len(id_list), dtype=bool)
             for j, id_ in enumerate(id_list):
                 label = self._label_of.get(id_)
                 if label is None:
                     label = len(self._id_of_label)
                     self._id_of_label.append(id_)
                     self._label_of[id_] = label
+                    is_new[j] = True
                 labels[j] = label
             self._meta.grow(len(self._id_of_label))
             for label, meta in zip(labels.tolist(), metas, strict=True):
@@ -192,8 +198,16 @@ class HnswIndex(VectorIndex):
             live = len(self._label_of)
             if live > self._index.get_max_elements():
                 self._index.resize_index(max(live, int(self._index.get_max_elements() * 2)))
-            # replace_deleted reuses the slots of deleted vectors; an existing label is updated.
-            self._index.add_items(arr, labels, num_threads=self.num_threads, replace_deleted=True)
+            if not is_new.all():
+                # Existing ids are updated in place. (With replace_deleted, hnswlib would move
+                # the label into a freed slot and leave the old copy searchable.)
+                old = ~is_new
+                self._index.add_items(arr[old], labels[old], num_threads=self.num_threads)
+            if is_new.any():
+                # New ids reuse the slots of deleted vectors, so churn does not grow the file.
+                self._index.add_items(
+                    arr[is_new], labels[is_new], num_threads=self.num_threads, replace_deleted=True
+                )
             self._dirty = True
 
     def delete(self, ids: Sequence[str]) -> None:

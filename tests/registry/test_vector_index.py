@@ -585,3 +585,38 @@ def test_flush_makes_writes_durable_without_close(data_dir: Path, persisted_kind
     finally:
         second.close()
         first.close()
+
+
+def test_upsert_after_delete_leaves_no_stale_copy(index: VectorIndex):
+    # hnswlib's replace_deleted would move an existing label into a freed slot and leave the
+    # old copy searchable; an update must stay in place.
+    rng = np.random.default_rng(20)
+    v = unit(rng, 6)
+    index.add(list("abcdef"), v, [meta("x")] * 6)
+    index.delete(["a"])
+    new_c = unit(rng, 1)
+    index.add(["c"], new_c, [meta("y")])
+    res = index.query(v[2], k=6)  # the OLD vector of c
+    got = ids_of(res)
+    assert len(got) == len(set(got)) == 5
+    assert dict(res)["c"] < 0.99
+    assert index.query(new_c[0], k=1)[0][0] == "c"
+    assert ids_of(index.query(v[2], k=6, where={"category": "x"})) == [
+        i for i in got if i in "bdef"
+    ]
+
+
+def test_hnsw_meta_newer_than_graph_is_reported(data_dir: Path):
+    # A crash between the two file replacements in flush() leaves ids without vectors.
+    rng = np.random.default_rng(21)
+    folder = data_dir / "hnsw" / "objects_v"
+    idx = open_index("hnsw", data_dir, version="v", dim=DIM)
+    idx.add(["a"], unit(rng, 1), [meta()])
+    idx.close()
+    old_graph = (folder / "index.bin").read_bytes()
+    idx = open_index("hnsw", data_dir, version="v", dim=DIM)
+    idx.add(["b", "c"], unit(rng, 2), [meta(), meta()])
+    idx.close()
+    (folder / "index.bin").write_bytes(old_graph)
+    with pytest.raises(RuntimeError, match="2 ids have no vector.*doctor"):
+        open_index("hnsw", data_dir, version="v", dim=DIM)
