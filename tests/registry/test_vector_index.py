@@ -541,7 +541,10 @@ def test_hnsw_filtered_search_recall(data_dir: Path, overfetch_max: int):
     exact = ExactIndex(dim)
     exact.add(ids, vecs, metas)
     # brute_force_max=0: never the exact path; overfetch_max=0: always hnswlib's filtered walk.
-    idx = HnswIndex(data_dir / "h", dim, brute_force_max=0, overfetch_max=overfetch_max)
+    # num_threads=1: a single-threaded build with hnswlib's fixed seed is deterministic.
+    idx = HnswIndex(
+        data_dir / "h", dim, brute_force_max=0, overfetch_max=overfetch_max, num_threads=1
+    )
     try:
         idx.add(ids, vecs, metas)
         queries = clustered(rng, nq, dim, clusters=30)
