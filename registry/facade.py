@@ -405,6 +405,33 @@ class Registry:
             raise ValueError(f"unknown source id {source_id!r}; register the file with register_source() first")
         return self._source_dict(rows[0])
 
+    def update_source_metadata(self, source_id: str, patch: dict) -> dict:
+        """Merges ``patch`` into the source's metadata dict and returns the updated source.
+
+        Top-level keys of ``patch`` replace the stored ones; a None value removes the key.
+        (Used e.g. to record the settings a source was auto-labeled with.)
+
+        Raises:
+            ValueError: unknown source id, or a patch that is not a JSON-serialisable dict.
+        """
+        if not isinstance(patch, dict):
+            raise ValueError(f"expected the metadata patch as a dict, got {type(patch).__name__}")
+        with self.transaction() as tx:
+            row = tx.execute("SELECT metadata FROM sources WHERE source_id = ?", (source_id,)).fetchone()
+            if row is None:
+                raise ValueError(f"unknown source id {source_id!r}; register the file with register_source() first")
+            meta = json.loads(row[0]) if row[0] else {}
+            for key, value in patch.items():
+                if value is None:
+                    meta.pop(key, None)
+                else:
+                    meta[key] = value
+            tx.execute(
+                "UPDATE sources SET metadata = ? WHERE source_id = ?",
+                (_json_or_none(meta or None, "metadata"), source_id),
+            )
+        return self.get_source(source_id)
+
     def find_source_by_hash(self, sha256_hex: str) -> dict | None:
         rows = self._conn.query("SELECT * FROM sources WHERE content_hash = ?", (str(sha256_hex).lower(),))
         return self._source_dict(rows[0]) if rows else None

@@ -1,0 +1,333 @@
+"""Auto-labeling into the registry: one file, or many files and folders in a resumable batch.
+
+This is where the pipeline's ``Detections`` become registry objects (the UI's save and the
+``launch.py label`` command both come through here).
+
+Conventions: images are (H, W, 3) uint8 RGB as ``pipeline.image_io.load_image`` returns them
+(EXIF orientation applied); boxes ``xyxy`` absolute pixels of that image; masks (H, W) bool in
+its pixel grid; embeddings (D,) float32.
+
+Resumability: after a source is labeled, its metadata gets a ``"labeling"`` entry holding a
+fingerprint of the settings (class names, confidence threshold, the labeler's model names).
+A later batch skips sources whose fingerprint matches, and labels again when anything changed
+(the registry's IoU dedupe keeps objects found again from being stored twice).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.image_io import image_sha256, load_image
+from pipeline.types import Detections
+
+log = logging.getLogger(__name__)
+
+#: File extensions a folder is searched for (lower case). Files named explicitly are always tried.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+
+#: Key of the labeling record in a source's metadata.
+METADATA_KEY = "labeling"
+
+
+def register_detections(
+    reg: Any,
+    source_id: str,
+    det: Detections,
+    *,
+    project: str | None = None,
+    detection_model: str | None = None,
+    keep: Sequence[bool] | None = None,
+) -> Any:
+    """Registers a source's detections as objects (one transaction).
+
+    Args:
+        reg: a ``registry.facade.Registry``.
+        source_id: the registered source the detections were made on (same pixel grid).
+        det: boxes ``xyxy`` absolute pixels, confidences, class names, optional (N, H, W) bool
+            masks and ``data["embedding"]`` (N, D) float32.
+        project: project name stored with each object.
+        detection_model: model name stored with each object.
+        keep: (N,) bools; False rows (e.g. toggled off in the UI) are not registered.
+
+    Returns:
+        ``RegisterResult`` whose ``object_ids`` align with the rows of ``det`` (None for rows
+        not kept or skipped as duplicates) and whose ``duplicates`` hold (row of ``det``, id of
+        the existing object).
+
+    Raises:
+        ValueError: ``keep`` of the wrong length, or what ``register_objects`` rejects.
+    """
+    from registry.facade import ObjectIn, RegisterResult
+
+    n = len(det)
+    if keep is None:
+        flags = [True] * n
+    else:
+        flags = [bool(k) for k in keep]
+        if len(flags) != n:
+            raise ValueError(f"keep: expected one flag per detection ({n}), got {len(flags)}")
+    emb = det.data.get("embedding") if det.data else None
+    labels = det.labels
+    rows: list[int] = []
+    objects: list[Any] = []
+    for i in range(n):
+        if not flags[i]:
+            continue
+        rows.append(i)
+        objects.append(
+            ObjectIn(
+                category=labels[i],
+                xyxy=tuple(float(v) for v in det.xyxy[i]),
+                mask=None if det.mask is None else np.asarray(det.mask[i], bool),
+                confidence=float(np.clip(det.confidence[i], 0.0, 1.0)),
+                embedding=None if emb is None else np.asarray(emb[i], np.float32),
+                detection_model=detection_model,
+            )
+        )
+    out = RegisterResult(object_ids=[None] * n)
+    if not objects:
+        return out
+    res = reg.register_objects(source_id, objects, project=project)
+    for row, oid in zip(rows, res.object_ids, strict=True):
+        out.object_ids[row] = oid
+    out.duplicates = [(rows[i], existing) for i, existing in res.duplicates]
+    return out
+
+
+def labeler_identity(labeler: Any) -> dict[str, Any]:
+    """Model names of a labeler (``AutoLabeler.model_names``), or its class name for others."""
+    names = getattr(labeler, "model_names", None)
+    if isinstance(names, dict):
+        return {k: v for k, v in names.items()}
+    return {"labeler": getattr(labeler, "name", None) or type(labeler).__name__}
+
+
+def settings_fingerprint(classes: Sequence[str], confidence: float, labeler: Any) -> tuple[str, dict]:
+    """(sha1 hex, settings dict) of what decides a labeling result: class names (order and case
+    ignored), the confidence threshold and the labeler's model identity."""
+    settings = {
+        "classes": sorted({c.strip().lower() for c in classes}),
+        "confidence": round(float(confidence), 6),
+        "models": labeler_identity(labeler),
+    }
+    digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    return digest, settings
+
+
+def category_synonyms(reg: Any, classes: Sequence[str]) -> dict[str, list[str]]:
+    """class name -> the registry category's synonyms (classes without any are left out)."""
+    out: dict[str, list[str]] = {}
+    for c in classes:
+        cat = reg.get_category(c)
+        syn = [s for s in (cat or {}).get("synonyms") or [] if s and s.lower() != c.lower()]
+        if syn:
+            out[c] = syn
+    return out
+
+
+def _check_classes(classes: Sequence[str], confidence: float) -> list[str]:
+    names = [str(c).strip() for c in classes if str(c).strip()]
+    if not names:
+        raise ValueError('classes: expected at least one class name (e.g. --classes "person,car"), got none')
+    if not 0.0 <= float(confidence) <= 1.0:
+        raise ValueError(f"confidence: expected a value in [0, 1], got {confidence}")
+    return names
+
+
+def label_file(
+    reg: Any,
+    labeler: Any,
+    path: str | os.PathLike,
+    classes: Sequence[str],
+    *,
+    confidence: float = 0.3,
+    project: str | None = None,
+    synonyms: dict[str, list[str]] | None = None,
+) -> dict:
+    """Loads one image, registers it (copied into the data folder), labels it, registers the objects.
+
+    Args:
+        reg: a ``registry.facade.Registry``.
+        labeler: anything with ``label(image, classes, *, confidence, synonyms) -> Detections``.
+        path: the image file.
+        classes: class names to look for.
+        confidence: detections below it are dropped (by the labeler).
+        project: project name for the source and its objects.
+        synonyms: class -> synonyms for the detector; None reads them from the registry's
+            categories.
+
+    Returns:
+        {"path", "source_id", "detections", "objects" (newly registered), "duplicates"}.
+
+    Raises:
+        pipeline.image_io.ImageLoadError: not a readable image (nothing is registered).
+        FileNotFoundError: ``path`` does not exist.
+    """
+    classes = _check_classes(classes, confidence)
+    fingerprint, settings = settings_fingerprint(classes, confidence, labeler)
+    return _label_one(reg, labeler, Path(path), classes, confidence=float(confidence), project=project,
+                      synonyms=category_synonyms(reg, classes) if synonyms is None else synonyms,
+                      fingerprint=fingerprint, settings=settings)
+
+
+def _label_one(reg, labeler, path: Path, classes, *, confidence, project, synonyms, fingerprint, settings) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"expected an image file, got {str(path)!r} (no such file)")
+    image = load_image(path)  # before registering: a file that does not decode is never a source
+    h, w = image.shape[:2]
+    source_id = reg.register_source(path, width=w, height=h, project=project)
+    det = labeler.label(image, list(classes), confidence=confidence, synonyms=synonyms or None)
+    del image
+    models = labeler_identity(labeler)
+    res = register_detections(reg, source_id, det, project=project, detection_model=models.get("detector") or models.get("labeler"))
+    n_new = sum(1 for o in res.object_ids if o)
+    reg.update_source_metadata(
+        source_id,
+        {METADATA_KEY: {"fingerprint": fingerprint, "settings": settings, "detections": len(det),
+                        "labeled_at": datetime.now(UTC).isoformat(timespec="seconds")}},
+    )
+    return {"path": str(path), "source_id": source_id, "detections": len(det), "objects": n_new,
+            "duplicates": len(res.duplicates)}
+
+
+def already_labeled(reg: Any, path: Path, fingerprint: str) -> str | None:
+    """The source id when ``path``'s bytes are registered and were labeled with ``fingerprint``."""
+    src = reg.find_source_by_hash(image_sha256(path))
+    if src is None:
+        return None
+    record = (src.get("metadata") or {}).get(METADATA_KEY) or {}
+    return src["source_id"] if record.get("fingerprint") == fingerprint else None
+
+
+def iter_image_paths(paths: Sequence[str | os.PathLike]) -> Iterator[Path]:
+    """Files as given, folders expanded recursively (sorted) to files with an image extension.
+
+    A path that does not exist is yielded as is (labeling it reports the failure).
+    """
+    for p in paths:
+        p = Path(p).expanduser()
+        if p.is_dir():
+            for root, dirs, files in os.walk(p):
+                dirs.sort()
+                for name in sorted(files):
+                    if Path(name).suffix.lower() in IMAGE_EXTENSIONS and not name.startswith("."):
+                        yield Path(root) / name
+        else:
+            yield p
+
+
+@dataclass
+class BatchReport:
+    """Outcome of :func:`label_paths`.
+
+    Attributes:
+        total: files considered.
+        labeled: files labeled in this run.
+        skipped: files already labeled with the same settings (not labeled again).
+        failed: (path, reason) for files that could not be labeled.
+        objects: objects newly registered.
+        duplicates: detections skipped as duplicates of registered objects.
+        source_ids: the source of each labeled or skipped file, in order.
+    """
+
+    total: int = 0
+    labeled: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    objects: int = 0
+    duplicates: int = 0
+    source_ids: list[str] = field(default_factory=list)
+
+    def summary(self, max_reasons: int = 20) -> str:
+        """One paragraph: counts, then "3 of 120 failed: path: reason; …" when some failed."""
+        head = (f"{self.total} file(s): {self.labeled} labeled, {self.skipped} already labeled with these "
+                f"settings, {self.objects} object(s) registered, {self.duplicates} duplicate(s) skipped")
+        if not self.failed:
+            return head
+        shown = [f"  {p}: {r}" for p, r in self.failed[:max_reasons]]
+        more = len(self.failed) - len(shown)
+        if more > 0:
+            shown.append(f"  … and {more} more")
+        return head + f"\n{len(self.failed)} of {self.total} failed:\n" + "\n".join(shown)
+
+    def to_dict(self) -> dict:
+        return {"total": self.total, "labeled": self.labeled, "skipped": self.skipped,
+                "failed": [{"path": p, "reason": r} for p, r in self.failed], "objects": self.objects,
+                "duplicates": self.duplicates, "source_ids": list(self.source_ids)}
+
+
+def label_paths(
+    reg: Any,
+    labeler: Any,
+    paths: Sequence[str | os.PathLike],
+    classes: Sequence[str],
+    *,
+    confidence: float = 0.3,
+    project: str | None = None,
+    progress: bool = True,
+    relabel: bool = False,
+) -> BatchReport:
+    """Labels files and folders one image at a time, skipping failures; resumable.
+
+    Images are loaded, labeled and released one by one, so memory stays that of one image
+    whatever the batch size. A file that fails (unreadable, not an image, a labeler error) is
+    recorded with its reason and the batch goes on. Sources already labeled with the same
+    settings (see the module doc) are skipped unless ``relabel``.
+
+    Args:
+        reg: a ``registry.facade.Registry``.
+        labeler: anything with ``label(image, classes, *, confidence, synonyms) -> Detections``.
+        paths: files and folders (searched recursively for image extensions).
+        classes: class names to look for.
+        confidence: detection threshold in [0, 1].
+        project: project name for sources and objects.
+        progress: show a tqdm progress bar (on stderr).
+        relabel: label every file again, even when labeled with the same settings.
+
+    Returns:
+        A :class:`BatchReport`.
+
+    Raises:
+        ValueError: no classes, or a confidence outside [0, 1] (before anything is labeled).
+    """
+    from tqdm import tqdm
+
+    classes = _check_classes(classes, confidence)
+    fingerprint, settings = settings_fingerprint(classes, confidence, labeler)
+    synonyms = category_synonyms(reg, classes)
+    files = list(iter_image_paths(paths))  # paths only (cheap): the bar needs a total
+    report = BatchReport(total=len(files))
+    bar = tqdm(files, total=len(files), unit="img", desc="labeling", disable=not progress, file=sys.stderr,
+               dynamic_ncols=True)
+    for path in bar:
+        try:
+            if not relabel and path.is_file():
+                done = already_labeled(reg, path, fingerprint)
+                if done is not None:
+                    report.skipped += 1
+                    report.source_ids.append(done)
+                    continue
+            out = _label_one(reg, labeler, path, classes, confidence=float(confidence), project=project,
+                             synonyms=synonyms, fingerprint=fingerprint, settings=settings)
+        except Exception as exc:  # skip failures, as FiftyOne's apply_model(skip_failures=True)
+            reason = str(exc) if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
+            log.debug("labeling %s failed", path, exc_info=True)
+            report.failed.append((str(path), reason))
+            continue
+        report.labeled += 1
+        report.objects += out["objects"]
+        report.duplicates += out["duplicates"]
+        report.source_ids.append(out["source_id"])
+        bar.set_postfix(objects=report.objects, failed=len(report.failed), refresh=False)
+    bar.close()
+    return report
