@@ -18,12 +18,15 @@ RLE = dict
 def encode(mask: np.ndarray) -> RLE:
     """Encodes one ``(H, W)`` bool mask as compressed RLE with a ``str`` counts.
 
-    Only the columns that hold foreground are scanned and transposed (the rest are runs of
-    zeros), which is several times faster than ``pycocotools.mask.encode`` on a full image for
-    the typical object covering a few percent of it; the result is byte-identical.
+    Only the foreground's bounding box is scanned: the crop, padded with one background row
+    above and below (so no run crosses a column), is compared row to row; each change at crop
+    ``(r, c)`` is a run boundary at the full-image column-major position ``(x0 + c) * H + (y0 + r)``,
+    and the run lengths are the differences between the sorted boundaries. pycocotools then only compresses the counts.
+    About 10x faster than ``pycocotools.mask.encode`` on a full image for objects covering a few
+    percent of it; the result is byte-identical (tests/registry/test_masks.py).
 
     Raises:
-        ValueError: ``mask`` is not 2-D.
+        ValueError: ``mask`` is not 2-D or is empty.
     """
     mask = np.asarray(mask)
     if mask.ndim != 2:
@@ -33,24 +36,33 @@ def encode(mask: np.ndarray) -> RLE:
     h, w = mask.shape
     if h == 0 or w == 0:
         raise ValueError(f"expected a non-empty mask, got shape {mask.shape}")
-    cols = np.flatnonzero(mask.any(axis=0))
-    if cols.size == 0:
-        counts = np.array([h * w], dtype=np.int64)
+    # Rows first: any() along the contiguous axis scans the full mask fastest, and the column
+    # scan then only covers the foreground's rows.
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        counts = np.array([h * w])
     else:
+        r0, r1 = int(rows[0]), int(rows[-1]) + 1
+        cols = np.flatnonzero(mask[r0:r1].any(axis=0))
         c0, c1 = int(cols[0]), int(cols[-1]) + 1
-        flat = np.ascontiguousarray(mask[:, c0:c1].T).ravel()  # column-major order of the slab
-        change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-        counts = np.diff(np.concatenate(([0], change, [flat.size]))).astype(np.int64)
-        if flat[0]:
-            counts = np.concatenate(([0], counts))  # RLE always starts with a run of zeros
-        counts[0] += h * c0
-        tail = h * (w - c1)
-        if tail:
-            if counts.size % 2 == 1:  # last run is zeros: extend it
-                counts[-1] += tail
-            else:
-                counts = np.append(counts, tail)
-    rle = mask_utils.frPyObjects({"size": [h, w], "counts": counts.tolist()}, h, w)
+        ww = c1 - c0
+        padded = np.zeros((r1 - r0 + 2, ww), dtype=np.bool_)
+        padded[1:-1] = mask[r0:r1, c0:c1]
+        # Changes between vertically adjacent pixels of the crop, found row-major (flatnonzero on
+        # a contiguous array is fast) and sorted into column-major order: they are few (about
+        # two per column), so sorting them is far cheaper than transposing the crop.
+        r, c = np.divmod(np.flatnonzero(padded[1:] != padded[:-1]), ww)
+        bounds = np.sort((c + c0) * h + (r + r0))  # alternating fg starts and fg ends, full image
+        # A run ending at a column's bottom and one starting at the next column's top are one run.
+        joined = bounds[1:] == bounds[:-1]
+        if joined.any():
+            keep = np.ones(bounds.size, dtype=np.bool_)
+            keep[1:][joined] = False
+            keep[:-1][joined] = False
+            bounds = bounds[keep]
+        tail = [h * w] if bounds[-1] != h * w else []
+        counts = np.diff(np.concatenate(([0], bounds, tail)))
+    rle = mask_utils.frPyObjects({"size": [h, w], "counts": counts.astype(np.uint32)}, h, w)
     return {"size": [h, w], "counts": rle["counts"].decode("ascii")}
 
 
@@ -129,6 +141,8 @@ def validate(rle: RLE) -> None:
     counts = counts_of(rle)
     if counts.size and counts.min() < 0:
         raise ValueError("expected non-negative RLE runs, got a negative one: the mask is corrupt")
+    if counts.size and counts.max() > h * w:  # also keeps the int64 sum below from wrapping
+        raise ValueError(f"expected RLE runs of at most H*W = {h * w}, got {int(counts.max())}: the mask is corrupt")
     total = int(counts.sum())
     if total != h * w:
         raise ValueError(f"expected RLE runs summing to H*W = {h * w}, got {total}: the mask is corrupt")
@@ -163,14 +177,23 @@ def box_iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(mask_utils.iou(a.tolist(), b.tolist(), [0] * len(b)), dtype=np.float64).reshape(len(a), len(b))
 
 
-def validate_many(rles: Sequence[RLE]) -> None:
+def validate_many(rles: Sequence[RLE]) -> np.ndarray:
     """:func:`validate` for many RLEs with a handful of numpy calls (registration batches).
 
     Decodes every counts string at once (segmented) and checks the runs are non-negative and
-    sum to ``H*W`` per RLE. Raises ValueError naming the first bad RLE's position.
+    sum to ``H*W`` per RLE. The work is per *number* (a few per column of an object), not per
+    character: numbers are assembled from their characters in at most 13 vectorised steps,
+    and the delta chains are two segmented cumulative sums.
+
+    Returns:
+        The foreground pixel count (int64) of each RLE, which the caller would otherwise
+        compute with another pass over the strings.
+
+    Raises:
+        ValueError: naming the first bad RLE's position.
     """
     if not rles:
-        return
+        return np.zeros(0, dtype=np.int64)
     blobs, sizes = [], []
     for i, rle in enumerate(rles):
         try:
@@ -183,47 +206,66 @@ def validate_many(rles: Sequence[RLE]) -> None:
             validate(rle)  # raises the precise message
         blobs.append(blob)
         sizes.append(h * w)
-    lens = np.fromiter((len(b) for b in blobs), dtype=np.int64, count=len(blobs))
-    c = np.frombuffer(b"".join(blobs), dtype=np.uint8).astype(np.int64) - 48
-    owner = np.repeat(np.arange(len(blobs)), lens)
-    bad_char = (c < 0) | (c > 63)
-    if bad_char.any():
-        raise ValueError(f"RLE {int(owner[np.argmax(bad_char)])}: expected counts characters in '0'..'o': the mask is corrupt")
-    end = (c & 0x20) == 0
-    last_of_blob = np.cumsum(lens) - 1
-    if not end[last_of_blob].all():
-        i = int(np.flatnonzero(~end[last_of_blob])[0])
+    n = len(blobs)
+    blob_end = np.cumsum(np.fromiter((len(b) for b in blobs), dtype=np.int64, count=n))
+    raw = np.frombuffer(b"".join(blobs), dtype=np.uint8)
+
+    def owner_of(char_pos: int) -> int:
+        return int(np.searchsorted(blob_end, char_pos, side="right"))
+
+    if raw.min() < 48 or raw.max() > 111:
+        bad = int(np.flatnonzero((raw < 48) | (raw > 111))[0])
+        raise ValueError(f"RLE {owner_of(bad)}: expected counts characters in '0'..'o': the mask is corrupt")
+    c = raw - np.uint8(48)
+    end_of_blob = (c[blob_end - 1] & 0x20) == 0
+    if not end_of_blob.all():
+        i = int(np.flatnonzero(~end_of_blob)[0])
         raise ValueError(f"RLE {i}: expected the counts string to end on a complete number: the mask is corrupt")
-    starts = np.flatnonzero(np.concatenate(([True], end[:-1])))
-    group = np.cumsum(np.concatenate(([0], end[:-1].astype(np.int64))))
-    k = np.arange(c.size) - starts[group]
-    if k.max() > 12:
-        raise ValueError(f"RLE {int(owner[np.argmax(k)])}: expected run lengths below 2**60: the mask is corrupt")
-    x = np.add.reduceat((c & 0x1F) << (5 * k), starts)
-    glen = k[end] + 1
-    neg = (c[end] & 0x10) != 0
+    ends = np.flatnonzero((c & 0x20) == 0)  # the last character of each number
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
+    glen = ends - starts + 1
+    longest = int(glen.max())
+    if longest > 13:
+        raise ValueError(
+            f"RLE {owner_of(int(starts[np.argmax(glen)]))}: expected run lengths below 2**60: the mask is corrupt"
+        )
+    # Number k of the string is sum over its characters j of (c & 0x1F) << 5*j, sign-extended
+    # from its last character's 0x10 bit.
+    x = (c[starts] & 0x1F).astype(np.int64)
+    for j in range(1, longest):
+        more = np.flatnonzero(glen > j)
+        x[more] |= (c[starts[more] + j] & 0x1F).astype(np.int64) << (5 * j)
+    neg = np.flatnonzero(c[ends] & 0x10)
     x[neg] |= -(np.int64(1) << (5 * glen[neg]))
-    # Position of each number inside its RLE, and the delta chains: entry j > 2 is stored
-    # relative to entry j - 2, so odd entries form one running sum, even entries from 2 another.
-    num_owner = owner[starts]
-    first_num = np.flatnonzero(np.concatenate(([True], num_owner[1:] != num_owner[:-1])))
-    j = np.arange(x.size) - np.repeat(first_num, np.diff(np.append(first_num, x.size)))
-    chain = num_owner * 3 + np.where(j == 0, 0, np.where(j % 2 == 1, 1, 2))
-    order = np.argsort(chain, kind="stable")
-    xs = x[order]
-    cs = np.cumsum(xs)
-    chain_sorted = chain[order]
-    chain_start = np.flatnonzero(np.concatenate(([True], chain_sorted[1:] != chain_sorted[:-1])))
-    base = np.repeat(cs[chain_start] - xs[chain_start], np.diff(np.append(chain_start, cs.size)))
-    runs = np.empty_like(x)
-    runs[order] = cs - base
-    if (runs < 0).any():
-        raise ValueError(f"RLE {int(num_owner[np.argmax(runs < 0)])}: expected non-negative runs: the mask is corrupt")
-    totals = np.bincount(num_owner, weights=runs.astype(np.float64), minlength=len(blobs))
-    wrong = np.flatnonzero(totals != np.asarray(sizes, dtype=np.float64))
+    # Numbers per RLE and each number's position j inside its RLE.
+    per = np.diff(np.concatenate(([0], np.searchsorted(ends, blob_end - 1, side="right"))))
+    first = np.concatenate(([0], np.cumsum(per)[:-1]))
+    j = np.arange(x.size) - np.repeat(first, per)
+    # Deltas: entry j > 2 was stored relative to entry j - 2, so within an RLE the runs at odd
+    # j are a running sum from j = 1 and those at even j >= 2 one from j = 2. Running sums over
+    # the whole array in steps of two (S[k] = x[k] + S[k-2]) give them as differences:
+    # run[k] = S[k] - S[first + j0 - 2], j0 = 1 or 2 being the chain's start in k's RLE.
+    s2 = np.empty(x.size + 1, dtype=np.int64)
+    s2[-1] = 0  # S[-1]: before the first RLE's odd chain
+    s2[0:-1:2] = np.cumsum(x[0::2])
+    s2[1:-1:2] = np.cumsum(x[1::2])
+    first_rep = np.repeat(first, per)
+    runs = s2[:-1] - s2[first_rep - (j & 1)]
+    runs[first] = x[first]
+    # Each run within [0, H*W] also keeps the int64 sums below from wrapping around.
+    size_arr = np.asarray(sizes, dtype=np.int64)
+    out_of_range = (runs < 0) | (runs > np.repeat(size_arr, per))
+    if out_of_range.any():
+        i = int(np.searchsorted(first, np.argmax(out_of_range), side="right")) - 1
+        raise ValueError(f"RLE {i}: expected runs between 0 and H*W: the mask is corrupt")
+    totals = np.add.reduceat(runs, first)
+    wrong = np.flatnonzero(totals != size_arr)
     if wrong.size:
         i = int(wrong[0])
         raise ValueError(f"RLE {i}: expected runs summing to H*W = {sizes[i]}, got {int(totals[i])}: the mask is corrupt")
+    return np.add.reduceat(np.where(j & 1, runs, 0), first)
 
 
 def areas(rles: Sequence[RLE]) -> np.ndarray:

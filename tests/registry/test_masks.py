@@ -69,3 +69,114 @@ def test_batch_helpers_on_many_masks():
     masks.validate_many(rles)
     assert masks.areas(rles).tolist() == [int(m.sum()) for m in ms]
     assert masks.bboxes(rles).shape == (600, 4)
+
+
+def _reference(m):
+    return mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))["counts"]
+
+
+def _shapes(rng, h, w):
+    """Random masks of several kinds: noise, boxes touching any border, full columns, sparse."""
+    kind = rng.integers(0, 5)
+    if kind == 0:
+        return rng.random((h, w)) > rng.random()
+    m = np.zeros((h, w), bool)
+    if kind == 1:
+        y0, x0 = rng.integers(0, h), rng.integers(0, w)
+        m[y0:rng.integers(y0, h + 1), x0:rng.integers(x0, w + 1)] = True
+    elif kind == 2:  # runs that end at a column's bottom and go on at the next column's top
+        m[:, rng.integers(0, w):] = True
+        m[rng.integers(0, h):, :] ^= True
+    elif kind == 3:
+        m = rng.random((h, w)) > 0.97
+    else:
+        m[rng.integers(0, h), rng.integers(0, w)] = True
+    return m
+
+
+def test_crop_encoder_is_byte_identical_to_pycocotools_on_many_masks():
+    rng = np.random.default_rng(7)
+    cases = [_shapes(rng, *rng.integers(1, 40, 2)) for _ in range(1500)]
+    cases += [np.ones((5, 7), bool), np.zeros((5, 7), bool), np.ones((1, 1), bool), np.zeros((1, 1), bool),
+              np.ones((1, 9), bool), np.ones((9, 1), bool)]
+    for m in cases:
+        assert masks.encode(m)["counts"].encode() == _reference(m), m.astype(int)
+    # Non-contiguous and Fortran-ordered inputs, and 0/1 integer masks.
+    big = _shapes(rng, 96, 128)
+    assert masks.encode(np.asfortranarray(big))["counts"].encode() == _reference(big)
+    assert masks.encode(big[::2, ::3])["counts"].encode() == _reference(big[::2, ::3])
+    assert masks.encode(big.astype(np.uint8))["counts"].encode() == _reference(big)
+
+
+def test_crop_encoder_on_object_sized_blobs():
+    from tests.bench.bench_registry import blobby_masks
+
+    for m in blobby_masks(40, seed=3):
+        assert masks.encode(m)["counts"].encode() == _reference(m)
+
+
+def test_validate_many_returns_areas_and_agrees_with_validate_on_corruptions():
+    rng = np.random.default_rng(11)
+    good = [masks.encode(_shapes(rng, *rng.integers(1, 30, 2))) for _ in range(200)]
+    assert masks.validate_many(good).tolist() == masks.areas(good).tolist()
+    alphabet = [chr(c) for c in range(48, 112)]
+    rejected = 0
+    for t in range(1500):
+        batch = [dict(good[i]) for i in rng.integers(0, len(good), 4)]
+        k = int(rng.integers(0, 4))
+        s = list(batch[k]["counts"])
+        op = t % 4
+        if op == 0:
+            s[int(rng.integers(0, len(s)))] = alphabet[int(rng.integers(0, 64))]
+        elif op == 1:
+            s.insert(int(rng.integers(0, len(s) + 1)), alphabet[int(rng.integers(0, 64))])
+        elif op == 2 and len(s) > 1:
+            del s[int(rng.integers(0, len(s)))]
+        else:
+            s.append(chr(int(rng.integers(32, 127))))
+        batch[k]["counts"] = "".join(s)
+        try:
+            masks.validate(batch[k])
+            one_ok = True
+        except ValueError:
+            one_ok = False
+        try:
+            masks.validate_many(batch)
+            many = None
+        except ValueError as exc:
+            many = str(exc)
+        if one_ok:
+            assert many is None
+        else:
+            rejected += 1
+            assert many is not None and many.startswith("RLE "), many
+    assert rejected > 1000  # the mutations mostly break the strings, so both paths were exercised
+
+
+def test_validate_many_refuses_runs_that_wrap_int64():
+    # Four runs of about 2**62 sum to 100 modulo 2**64: each run must stay within H*W.
+    huge = (1 << 62)
+    rle = mask_utils.frPyObjects({"size": [10, 10], "counts": [0, 100]}, 10, 10)
+    assert masks.validate_many([{"size": [10, 10], "counts": rle["counts"].decode()}]).tolist() == [100]
+    counts = _compress([huge, huge, huge, huge + 100])
+    with pytest.raises(ValueError, match="RLE 0"):
+        masks.validate_many([{"size": [10, 10], "counts": counts}])
+    with pytest.raises(ValueError, match="corrupt"):
+        masks.validate({"size": [10, 10], "counts": counts})
+
+
+def _compress(runs):
+    """pycocotools' counts-string compression (rleToString) in Python, for runs beyond uint32."""
+    out = []
+    for i, x in enumerate(runs):
+        if i > 2:
+            x -= runs[i - 2]
+        more = True
+        while more:
+            c = x & 0x1F
+            x >>= 5
+            more = not ((c & 0x10) == 0 and x == 0 or (c & 0x10) and x == -1)
+            if more:
+                c |= 0x20
+            out.append(chr(c + 48))
+    return "".join(out)
