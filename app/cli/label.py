@@ -1,0 +1,108 @@
+"""``launch.py label``: batch auto-labeling of files and folders into the registry.
+
+    python launch.py label --data DIR --classes "person,car" PATHS... [--profile cpu|gpu]
+        [--confidence 0.3] [--project NAME] [--segmenter sam2|grabcut] [--no-embed]
+        [--relabel] [--weights-dir DIR] [--json]
+
+Folders are searched recursively for images; images are labeled one at a time (memory stays
+that of one image), failures are skipped and listed at the end ("3 of 120 failed: …"), and a
+second run skips files already labeled with the same settings (see app/workflows/labeling.py).
+Exit status: 0 when every file was labeled (or already was), 1 when some failed, 2 on a usage
+error or missing model weights (the message says how to get them).
+
+Test-only: the hidden ``--labeler MODULE:FACTORY`` option replaces the model stack with
+``FACTORY(segmenter_name)`` from an importable module (the tests use
+``tests.app.fake_labeler:make_labeler``; there are no model weights on the build machine).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+from app.cli.common import add_data_arg, add_json_arg, ensure_data_dir
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from pipeline.models.specs import PROFILES
+
+    p = sub.add_parser("label", help="auto-label images and folders into the registry")
+    add_data_arg(p)
+    add_json_arg(p)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders (searched recursively)")
+    p.add_argument("--classes", required=True, help='comma-separated class names, e.g. "person, car"')
+    p.add_argument("--profile", choices=sorted(PROFILES), default="cpu", help="model profile (default cpu)")
+    p.add_argument("--confidence", type=float, default=0.3, help="detection threshold in [0, 1] (default 0.3)")
+    p.add_argument("--project", default=None, help="project name stored with sources and objects")
+    p.add_argument("--segmenter", choices=("sam2", "grabcut"), default="sam2",
+                   help="mask model (default sam2; grabcut needs no weights)")
+    p.add_argument("--no-embed", action="store_true", help="do not compute DINOv2 embeddings")
+    p.add_argument("--relabel", action="store_true", help="label files again even when labeled with these settings")
+    p.add_argument("--weights-dir", type=Path, default=None,
+                   help="where model folders live (default: $AGL_WEIGHTS, else <data>/models)")
+    p.add_argument("--labeler", default=None, help=argparse.SUPPRESS)  # test-only, see module doc
+    p.set_defaults(func=run)
+
+
+def parse_class_list(text: str) -> list[str]:
+    """'person, car ,,dog' -> ['person', 'car', 'dog'] (order kept, case-insensitive duplicates dropped)."""
+    out: list[str] = []
+    for c in (text or "").split(","):
+        c = c.strip()
+        if c and c.lower() not in {o.lower() for o in out}:
+            out.append(c)
+    if not out:
+        raise ValueError(f'--classes: expected comma-separated class names (e.g. "person,car"), got {text!r}')
+    return out
+
+
+def load_factory(spec: str) -> Any:
+    """'package.module:function' -> the function."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"--labeler: expected MODULE:FACTORY, got {spec!r}")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def build_labeler(args: argparse.Namespace) -> Any:
+    """The labeler the arguments ask for (raises WeightsMissingError, a RuntimeError, when absent)."""
+    if args.labeler:
+        return load_factory(args.labeler)(args.segmenter)
+    from app.cli.models import weights_dir_of
+    from pipeline.models.manager import ModelManager
+
+    manager = ModelManager(profile=args.profile, weights_dir=weights_dir_of(args))
+    return manager.labeler(args.segmenter, embed=not args.no_embed)
+
+
+def open_registry(data: Path, labeler: Any):
+    """The registry, with the embedding size/version of the labeler's embedder when it has one."""
+    from registry.facade import Registry
+
+    embedder = getattr(labeler, "embedder", None)
+    kwargs: dict[str, Any] = {"sync_on_write": False}
+    if embedder is not None and getattr(embedder, "dim", None):
+        kwargs.update(embedding_dim=int(embedder.dim), embedding_version=str(getattr(embedder, "version", "unknown")))
+    return Registry(data, **kwargs)
+
+
+def run(args: argparse.Namespace) -> int:
+    from app.workflows.labeling import label_paths
+
+    classes = parse_class_list(args.classes)
+    if not 0.0 <= args.confidence <= 1.0:
+        raise ValueError(f"--confidence: expected a value in [0, 1], got {args.confidence}")
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if len(missing) == len(args.paths):
+        raise FileNotFoundError(f"expected image files or folders, got none that exist: {', '.join(missing)}")
+    labeler = build_labeler(args)  # before touching the data folder: missing weights fail fast
+    data = ensure_data_dir(args.data)
+    with open_registry(data, labeler) as reg:
+        report = label_paths(reg, labeler, args.paths, classes, confidence=args.confidence, project=args.project,
+                             progress=not args.json, relabel=args.relabel)
+        if getattr(reg, "sync_outbox", None) is not None:
+            reg.sync_outbox()  # embeddings into the vector index now, not at the next start
+    print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) if args.json else report.summary())
+    return 1 if report.failed else 0
