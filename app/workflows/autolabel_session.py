@@ -194,10 +194,8 @@ def save(ctx: Any, images: list[ImageResult], keep: set[str] | None, *, project:
     Idempotent per image: a re-save registers nothing twice (sources by content hash, objects
     by the registry's IoU dedupe).
     """
-    try:
-        from app.workflows.labeling import register_detections
-    except ImportError:  # TEMPORARY until app/workflows/labeling.py lands (helper "io")
-        register_detections = _register_detections
+    from app.workflows.labeling import register_detections
+
     reg = ctx.registry
     n_obj = n_dup = n_src = 0
     for r in images:
@@ -211,19 +209,3 @@ def save(ctx: Any, images: list[ImageResult], keep: set[str] | None, *, project:
         n_obj += sum(1 for o in res.object_ids if o)
         n_dup += len(res.duplicates)
     return {"sources": n_src, "objects": n_obj, "duplicates": n_dup}
-
-
-def _register_detections(reg: Any, source_id: str, det: Detections, *, project=None, detection_model=None, keep=None):
-    from registry.facade import ObjectIn
-
-    emb = det.data.get("embedding")
-    objs, idx = [], []
-    for i in range(len(det)):
-        if keep is not None and not keep[i]:
-            continue
-        idx.append(i)
-        objs.append(ObjectIn(category=det.labels[i], xyxy=tuple(float(v) for v in det.xyxy[i]),
-                             mask=None if det.mask is None else det.mask[i], confidence=float(det.confidence[i]),
-                             embedding=None if emb is None else np.asarray(emb[i], np.float32),
-                             detection_model=detection_model))
-    return reg.register_objects(source_id, objs, project=project)
