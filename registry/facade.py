@@ -640,10 +640,17 @@ class Registry:
 
     # -- objects: registration -----------------------------------------------------------------
     def _check_box(self, xyxy: Any, width: int | None, height: int | None, where: str) -> tuple[float, float, float, float]:
-        try:
-            box = [float(v) for v in np.asarray(xyxy, dtype=np.float64).reshape(-1)]
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{where}: expected xyxy as 4 numbers, got {xyxy!r}") from exc
+        box = None
+        if type(xyxy) in (tuple, list) and len(xyxy) == 4:  # the common case, without numpy
+            try:
+                box = [float(v) for v in xyxy]
+            except (TypeError, ValueError):
+                box = None  # the general path below words the error
+        if box is None:
+            try:
+                box = [float(v) for v in np.asarray(xyxy, dtype=np.float64).reshape(-1)]
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{where}: expected xyxy as 4 numbers, got {xyxy!r}") from exc
         if len(box) != 4:
             raise ValueError(f"{where}: expected xyxy as 4 numbers (x0, y0, x1, y1), got {len(box)} values")
         if not all(math.isfinite(v) for v in box):
@@ -706,15 +713,26 @@ class Registry:
         return rle
 
     def _prepare(self, source: dict, objects: Sequence[ObjectIn], project: str | None) -> list[dict]:
-        """Validates and converts every input (no writes); raises on the first bad one."""
+        """Validates and converts every input (no writes); raises on the first bad one.
+
+        Per-object work is kept to plain Python checks; category names are checked once per
+        distinct name, and embeddings and caller-given RLEs are checked in one vectorised pass
+        per batch (which re-runs the per-object check to word the error when one fails).
+        """
         width, height = source["width"], source["height"]
         prepared = []
         given_rle: list[int] = []
+        with_emb: list[int] = []
+        names: dict[Any, str] = {}
         for i, obj in enumerate(objects):
             where = f"object {i}"
             if not isinstance(obj, ObjectIn):
                 raise ValueError(f"{where}: expected an ObjectIn, got {type(obj).__name__}")
-            name = check_category_name(obj.category)
+            raw_name = obj.category
+            name = names.get(raw_name) if type(raw_name) is str else None
+            if name is None:
+                name = check_category_name(raw_name)
+                names[raw_name] = name
             x0, y0, x1, y1 = self._check_box(obj.xyxy, width, height, where)
             if obj.validation_status not in STATUSES:
                 raise ValueError(f"{where}: expected validation_status in {STATUSES}, got {obj.validation_status!r}")
@@ -722,6 +740,8 @@ class Registry:
             rle = self._check_mask(obj, width, height, where, validate=False)
             if obj.mask_rle is not None:
                 given_rle.append(i)
+            if obj.embedding is not None:
+                with_emb.append(i)
             prepared.append({
                 "category": name,
                 "box": (x0, y0, x1 - x0, y1 - y0),
@@ -730,7 +750,7 @@ class Registry:
                 "confidence": _finite_unit(obj.confidence, f"{where} confidence"),
                 "classification_confidence": _finite_unit(obj.classification_confidence, f"{where} classification_confidence"),
                 "quality_score": _finite_unit(obj.quality_score, f"{where} quality_score"),
-                "embedding": None if obj.embedding is None else self._check_embedding(obj.embedding, where),
+                "embedding": None,
                 "detection_model": obj.detection_model,
                 "classification_model": obj.classification_model,
                 "frame_id": obj.frame_id,
@@ -740,23 +760,50 @@ class Registry:
                 "metadata": _json_or_none(obj.metadata, f"{where} metadata"),
                 "project": project,
             })
+        for i, blob in zip(with_emb, self._check_embeddings([objects[i].embedding for i in with_emb], with_emb), strict=True):
+            prepared[i]["embedding"] = blob
+        given_area: dict[int, int] = {}
         if given_rle:
             try:
-                rle_ops.validate_many([prepared[i]["rle"] for i in given_rle])
+                areas = rle_ops.validate_many([prepared[i]["rle"] for i in given_rle])
             except ValueError as exc:
                 pos = str(exc).split(":", 1)
                 k = int(pos[0].split()[1]) if pos[0].startswith("RLE ") else 0
                 raise ValueError(f"object {given_rle[k]} mask_rle: {pos[-1].strip()}") from exc
-        with_mask = [i for i, it in enumerate(prepared) if it["rle"] is not None]
-        for i, a in zip(with_mask, rle_ops.areas([prepared[i]["rle"] for i in with_mask]), strict=True):
+            given_area = dict(zip(given_rle, areas.tolist(), strict=True))
+        encoded = [i for i, it in enumerate(prepared) if it["rle"] is not None and i not in given_area]
+        for i, a in zip(encoded, rle_ops.areas([prepared[i]["rle"] for i in encoded]).tolist(), strict=True):
+            given_area[i] = a
+        for i, a in given_area.items():
             prepared[i]["area"] = float(a)
         return prepared
 
+    def _check_embeddings(self, embs: list[Any], positions: list[int]) -> list[bytes]:
+        """:meth:`_check_embedding` for a batch: one stacked float32 array and one finiteness and
+        non-zero check; the little-endian float32 bytes of each row."""
+        if not embs:
+            return []
+        dim = self.embedding_dim
+        try:
+            arrs = [np.asarray(e) for e in embs]
+            ok = all(a.shape == (dim,) and a.dtype.kind in "fiu" for a in arrs)
+            mat = np.stack(arrs).astype("<f4", copy=False) if ok else None
+        except (TypeError, ValueError):
+            mat = None
+        if mat is not None and np.isfinite(mat).all() and mat.any(axis=1).all():
+            return [row.tobytes() for row in mat]
+        # Something is wrong: the per-object check names the first bad one.
+        return [self._check_embedding(e, f"object {i}") for e, i in zip(embs, positions, strict=True)]
+
     def _iou_matrix(self, a: list[dict], b: list[tuple], same: np.ndarray) -> np.ndarray:
-        """IoU of items ``a`` against ``b`` = [(box_xywh, rle | None)] for the pairs where
-        ``same`` (bool ``(len(a), len(b))``) holds, 0 elsewhere: mask IoU where both have masks,
-        box IoU otherwise. Mask pairs that cannot exceed ``dedupe_iou`` are left at 0 without
-        computing them: IoU > t needs the masks' box intersection >= t * the larger mask area.
+        """IoU of items ``a`` against ``b`` = [(box_xywh, rle | None, mask area | None)] for the
+        pairs where ``same`` (bool ``(len(a), len(b))``) holds, 0 elsewhere: mask IoU where both
+        have masks, box IoU otherwise.
+
+        Mask pairs that cannot exceed ``dedupe_iou`` (t) are left at 0 without computing them,
+        using two exact bounds: IoU <= min(area) / max(area), so the areas must be within a
+        factor t; and IoU > t needs the masks' box intersection >= t * the larger mask area.
+        Mask boxes are only computed for the pairs the first bound leaves.
         """
         ious = rle_ops.box_iou_xywh([it["box"] for it in a], [x[0] for x in b])
         ious[~same] = 0.0
@@ -764,17 +811,23 @@ class Registry:
         bj = [j for j, x in enumerate(b) if x[1] is not None]
         if not ai or not bj:
             return ious
-        ra, rb = [a[i]["rle"] for i in ai], [b[j][1] for j in bj]
-        ba, bb = rle_ops.bboxes(ra), rle_ops.bboxes(rb)
-        area_a, area_b = rle_ops.areas(ra), rle_ops.areas(rb)
-        iw = np.minimum(ba[:, None, 0] + ba[:, None, 2], bb[None, :, 0] + bb[None, :, 2]) - np.maximum(ba[:, None, 0], bb[None, :, 0])
-        ih = np.minimum(ba[:, None, 1] + ba[:, None, 3], bb[None, :, 1] + bb[None, :, 3]) - np.maximum(ba[:, None, 1], bb[None, :, 1])
-        inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-        cand = same[np.ix_(ai, bj)] & (inter >= self.dedupe_iou * np.maximum(area_a[:, None], area_b[None, :]))
+        t = self.dedupe_iou
+        area_a = np.array([a[i]["area"] for i in ai], dtype=np.float64)
+        area_b = np.array([b[j][2] for j in bj], dtype=np.float64)
+        big = np.maximum(area_a[:, None], area_b[None, :])
+        cand = same[np.ix_(ai, bj)] & (np.minimum(area_a[:, None], area_b[None, :]) >= t * big)
         sub = np.zeros((len(ai), len(bj)))
-        for p in np.flatnonzero(cand.any(axis=1)):
-            cols = np.flatnonzero(cand[p])
-            sub[p, cols] = rle_ops.iou([ra[p]], [rb[c] for c in cols])[0]
+        if cand.any():
+            rp, cq = np.flatnonzero(cand.any(axis=1)), np.flatnonzero(cand.any(axis=0))
+            ra, rb = [a[ai[p]]["rle"] for p in rp], [b[bj[q]][1] for q in cq]
+            ba, bb = rle_ops.bboxes(ra), rle_ops.bboxes(rb)
+            iw = np.minimum(ba[:, None, 0] + ba[:, None, 2], bb[None, :, 0] + bb[None, :, 2]) - np.maximum(ba[:, None, 0], bb[None, :, 0])
+            ih = np.minimum(ba[:, None, 1] + ba[:, None, 3], bb[None, :, 1] + bb[None, :, 3]) - np.maximum(ba[:, None, 1], bb[None, :, 1])
+            inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+            keep = cand[np.ix_(rp, cq)] & (inter >= t * big[np.ix_(rp, cq)])
+            for p in np.flatnonzero(keep.any(axis=1)):
+                cols = np.flatnonzero(keep[p])
+                sub[rp[p], cq[cols]] = rle_ops.iou([ra[p]], [rb[c] for c in cols])[0]
         ious[np.ix_(ai, bj)] = sub
         return ious
 
@@ -783,17 +836,24 @@ class Registry:
         of the same category.
 
         Two IoU matrices per batch (new x stored objects of the source, new x new; pycocotools
-        on RLEs), masked to same-category pairs, then a greedy pass in input order.
+        on RLEs), masked to same-category pairs, then a greedy pass in input order. The stored
+        objects are read with one indexed query (none for a source without objects of these
+        categories); their mask areas are recomputed from the RLEs rather than trusting the
+        ``area`` column, so the pruning bounds stay exact.
         """
         dup: dict[int, str] = {}
         cats = np.array([it["category_id"] for it in items])
+        cat_set = sorted(set(cats.tolist()))
         rows = tx.execute(
             "SELECT object_id, bbox_x, bbox_y, bbox_w, bbox_h, mask_counts, mask_h, mask_w, category_id "
-            f"FROM objects WHERE source_id = ? AND category_id IN ({','.join('?' * len(set(cats.tolist())))})",
-            (source_id, *sorted(set(cats.tolist()))),
+            f"FROM objects WHERE source_id = ? AND category_id IN ({','.join('?' * len(cat_set))})",
+            (source_id, *cat_set),
         ).fetchall()
         if rows:
-            stored = [(r[1:5], {"size": [r[6], r[7]], "counts": r[5]} if r[5] is not None else None) for r in rows]
+            rles = [{"size": [r[6], r[7]], "counts": r[5]} if r[5] is not None else None for r in rows]
+            with_mask = [k for k, r in enumerate(rles) if r is not None]
+            areas = dict(zip(with_mask, rle_ops.areas([rles[k] for k in with_mask]).tolist(), strict=True))
+            stored = [(r[1:5], rles[k], areas.get(k)) for k, r in enumerate(rows)]
             ious = self._iou_matrix(items, stored, cats[:, None] == np.array([r[8] for r in rows])[None, :])
             best = ious.argmax(axis=1)
             for i in np.flatnonzero(ious[np.arange(len(items)), best] > self.dedupe_iou):
@@ -801,7 +861,10 @@ class Registry:
         if len(items) > 1:
             same = cats[:, None] == cats[None, :]
             np.fill_diagonal(same, False)
-            within = self._iou_matrix(items, [(it["box"], it["rle"]) for it in items], same)
+            if same.any():
+                within = self._iou_matrix(items, [(it["box"], it["rle"], it["area"]) for it in items], same)
+            else:
+                within = np.zeros(same.shape)
             if (within > self.dedupe_iou).any():
                 kept: list[int] = []
                 for i in range(len(items)):
