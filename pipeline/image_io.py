@@ -14,12 +14,11 @@ import hashlib
 import io
 import warnings
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-ImageSource = Union[str, Path, bytes, bytearray, memoryview]
+ImageSource = str | Path | bytes | bytearray | memoryview
 
 #: Default per-call pixel limit (width * height). 100 MP is a 10000 x 10000 image: about 300 MB
 #: as RGB uint8, well above any camera a labeling tool meets, well below a bomb.

@@ -15,7 +15,6 @@ Coordinates: ``xyxy`` is (N, 4) absolute pixels of the image, x = column, y = ro
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import cv2
@@ -116,20 +115,13 @@ class Dinov2Embedder:
         """
         from transformers import AutoModel
 
-        from pipeline.models.device import pick_device_dtype
+        from pipeline.models.device import resolve_device_dtype
+        from pipeline.models.loader import read_normalisation
 
-        if device is None or dtype is None:
-            auto_device, auto_dtype = pick_device_dtype(None if device is None else str(device))
-            device = device if device is not None else auto_device
-            dtype = dtype if dtype is not None else auto_dtype
+        device, dtype = resolve_device_dtype(device, dtype)
         path = Path(path)
         model = AutoModel.from_pretrained(path, dtype=dtype).to(device)
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
-        pre = path / "preprocessor_config.json"
-        if pre.is_file():
-            cfg = json.loads(pre.read_text())
-            mean = tuple(cfg.get("image_mean", mean))
-            std = tuple(cfg.get("image_std", std))
+        mean, std = read_normalisation(path, IMAGENET_MEAN, IMAGENET_STD)
         return cls(model, device=device, dtype=dtype, version=version, pooling=pooling,
                    batch_size=batch_size, image_mean=mean, image_std=std)
 

@@ -84,3 +84,13 @@ def pick_device_dtype(prefer: str | torch.device | None = None) -> tuple[torch.d
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return device, dtype
     raise ValueError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {prefer!r}")
+
+
+def resolve_device_dtype(
+    device: str | torch.device | None, dtype: torch.dtype | None
+) -> tuple[torch.device | str, torch.dtype]:
+    """Fills in whichever of ``device`` / ``dtype`` is None with :func:`pick_device_dtype`'s choice."""
+    if device is not None and dtype is not None:
+        return device, dtype
+    auto_device, auto_dtype = pick_device_dtype(None if device is None else str(device))
+    return (device if device is not None else auto_device), (dtype if dtype is not None else auto_dtype)

@@ -283,3 +283,17 @@ def resolve_weights(
     if not download:
         raise WeightsMissingError(missing_message(spec, "downloads disabled", weights_dir))
     return download_weights(spec, weights_dir)
+
+
+def read_normalisation(
+    folder: Path, default_mean: tuple[float, ...], default_std: tuple[float, ...]
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The ``image_mean`` / ``image_std`` of a model folder's ``preprocessor_config.json``.
+
+    Falls back to the given defaults when the file or a key is missing.
+    """
+    pre = Path(folder) / "preprocessor_config.json"
+    if not pre.is_file():
+        return default_mean, default_std
+    cfg = json.loads(pre.read_text())
+    return tuple(cfg.get("image_mean", default_mean)), tuple(cfg.get("image_std", default_std))

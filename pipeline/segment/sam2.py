@@ -35,7 +35,6 @@ the lock from ``set_image`` to the last prediction (cheap on an LRU hit).
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -134,20 +133,13 @@ class Sam2Segmenter:
         """
         from transformers import Sam2Model
 
-        from pipeline.models.device import pick_device_dtype
+        from pipeline.models.device import resolve_device_dtype
+        from pipeline.models.loader import read_normalisation
 
-        if device is None or dtype is None:
-            auto_device, auto_dtype = pick_device_dtype(None if device is None else str(device))
-            device = device if device is not None else auto_device
-            dtype = dtype if dtype is not None else auto_dtype
+        device, dtype = resolve_device_dtype(device, dtype)
         path = Path(path)
         model = Sam2Model.from_pretrained(path, dtype=dtype).to(device)
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
-        pre = path / "preprocessor_config.json"
-        if pre.is_file():
-            cfg = json.loads(pre.read_text())
-            mean = tuple(cfg.get("image_mean", mean))
-            std = tuple(cfg.get("image_std", std))
+        mean, std = read_normalisation(path, IMAGENET_MEAN, IMAGENET_STD)
         return cls(model, device=device, dtype=dtype, image_mean=mean, image_std=std,
                    cache_size=cache_size, name=name or path.name)
 

@@ -233,6 +233,26 @@ def check_ids(ids: Sequence[str]) -> list[str]:
     return out
 
 
+def check_add(
+    ids: Sequence[str], vectors: Any, metadatas: Sequence[Mapping[str, Any] | None], dim: int
+) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
+    """Validates the arguments of :meth:`VectorIndex.add` before anything is changed.
+
+    Returns:
+        (ids as a list, vectors as (N, dim) float32, normalised metadata dicts).
+
+    Raises:
+        ValueError: bad ids, vectors of the wrong shape/dimension, or a metadata count that
+            differs from the id count.
+    """
+    id_list = check_ids(ids)
+    arr = check_vectors(vectors, dim, n=len(id_list))
+    metas = list(metadatas)
+    if len(metas) != len(id_list):
+        raise ValueError(f"got {len(metas)} metadata dicts for {len(id_list)} ids")
+    return id_list, arr, [normalize_metadata(m) for m in metas]
+
+
 class VectorIndex(ABC):
     """A similarity index of vectors keyed by string ids, with metadata filters.
 

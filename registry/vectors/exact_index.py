@@ -13,10 +13,10 @@ import numpy as np
 
 from registry.vectors.base import (
     VectorIndex,
+    check_add,
     check_ids,
     check_query,
     check_vectors,
-    normalize_metadata,
     normalize_where,
 )
 from registry.vectors.meta_columns import MetaColumns
@@ -66,12 +66,8 @@ class ExactIndex(VectorIndex):
         self, ids: Sequence[str], vectors: np.ndarray, metadatas: Sequence[Mapping[str, Any] | None]
     ) -> None:
         self._check_open()
-        id_list = check_ids(ids)
-        arr = check_vectors(vectors, self.dim, n=len(id_list))
-        metas = list(metadatas)
-        if len(metas) != len(id_list):
-            raise ValueError(f"got {len(metas)} metadata dicts for {len(id_list)} ids")
-        metas = [normalize_metadata(m) for m in metas]  # validate all before changing anything
+        # validate everything before changing anything
+        id_list, arr, metas = check_add(ids, vectors, metadatas, self.dim)
         normed = arr / np.linalg.norm(arr, axis=1, keepdims=True)
         new = sum(1 for i in id_list if i not in self._row_of)
         self._grow(self._n + new)

@@ -26,10 +26,9 @@ import numpy as np
 
 from registry.vectors.base import (
     VectorIndex,
+    check_add,
     check_ids,
     check_query,
-    check_vectors,
-    normalize_metadata,
     normalize_where,
 )
 from registry.vectors.meta_columns import MetaColumns
@@ -172,12 +171,8 @@ class HnswIndex(VectorIndex):
     def add(
         self, ids: Sequence[str], vectors: np.ndarray, metadatas: Sequence[Mapping[str, Any] | None]
     ) -> None:
-        id_list = check_ids(ids)
-        arr = check_vectors(vectors, self.dim, n=len(id_list))
-        metas = list(metadatas)
-        if len(metas) != len(id_list):
-            raise ValueError(f"got {len(metas)} metadata dicts for {len(id_list)} ids")
-        metas = [normalize_metadata(m) for m in metas]
+        # validate everything before changing anything
+        id_list, arr, metas = check_add(ids, vectors, metadatas, self.dim)
         if not id_list:
             return
         with self._lock:
