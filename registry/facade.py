@@ -800,46 +800,61 @@ class Registry:
         pairs where ``same`` (bool ``(len(a), len(b))``) holds, 0 elsewhere: mask IoU where both
         have masks, box IoU otherwise.
 
-        Mask pairs that cannot exceed ``dedupe_iou`` (t) are left at 0 without computing them,
-        using two exact bounds: IoU <= min(area) / max(area), so the areas must be within a
-        factor t; and IoU > t needs the masks' box intersection >= t * the larger mask area.
-        Mask boxes are only computed for the pairs the first bound leaves.
+        Only the ``same`` pairs are computed (a batch has many categories, so that is a small
+        part of the matrix). Mask pairs that cannot exceed ``dedupe_iou`` (t) are left at 0
+        without computing them, using two exact bounds: IoU <= min(area) / max(area), so the
+        areas must be within a factor t; and IoU > t needs the masks' box intersection >= t *
+        the larger mask area. Mask boxes are only computed for the pairs the first bound leaves.
         """
-        ious = rle_ops.box_iou_xywh([it["box"] for it in a], [x[0] for x in b])
-        ious[~same] = 0.0
-        ai = [i for i, it in enumerate(a) if it["rle"] is not None]
-        bj = [j for j, x in enumerate(b) if x[1] is not None]
-        if not ai or not bj:
-            return ious
+        out = np.zeros((len(a), len(b)))
+        pi, pj = np.nonzero(same)
+        if not pi.size:
+            return out
         t = self.dedupe_iou
-        area_a = np.array([a[i]["area"] for i in ai], dtype=np.float64)
-        area_b = np.array([b[j][2] for j in bj], dtype=np.float64)
-        big = np.maximum(area_a[:, None], area_b[None, :])
-        cand = same[np.ix_(ai, bj)] & (np.minimum(area_a[:, None], area_b[None, :]) >= t * big)
-        sub = np.zeros((len(ai), len(bj)))
-        if cand.any():
-            rp, cq = np.flatnonzero(cand.any(axis=1)), np.flatnonzero(cand.any(axis=0))
-            ra, rb = [a[ai[p]]["rle"] for p in rp], [b[bj[q]][1] for q in cq]
-            ba, bb = rle_ops.bboxes(ra), rle_ops.bboxes(rb)
-            iw = np.minimum(ba[:, None, 0] + ba[:, None, 2], bb[None, :, 0] + bb[None, :, 2]) - np.maximum(ba[:, None, 0], bb[None, :, 0])
-            ih = np.minimum(ba[:, None, 1] + ba[:, None, 3], bb[None, :, 1] + bb[None, :, 3]) - np.maximum(ba[:, None, 1], bb[None, :, 1])
-            inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-            keep = cand[np.ix_(rp, cq)] & (inter >= t * big[np.ix_(rp, cq)])
-            for p in np.flatnonzero(keep.any(axis=1)):
-                cols = np.flatnonzero(keep[p])
-                sub[rp[p], cq[cols]] = rle_ops.iou([ra[p]], [rb[c] for c in cols])[0]
-        ious[np.ix_(ai, bj)] = sub
-        return ious
+        # Box IoU in numpy with pycocotools' formula and operation order (bbIou, iscrowd=0).
+        ba = np.array([it["box"] for it in a], dtype=np.float64).reshape(-1, 4)[pi]
+        bb = np.array([x[0] for x in b], dtype=np.float64).reshape(-1, 4)[pj]
+        w = np.minimum(ba[:, 0] + ba[:, 2], bb[:, 0] + bb[:, 2]) - np.maximum(ba[:, 0], bb[:, 0])
+        h = np.minimum(ba[:, 1] + ba[:, 3], bb[:, 1] + bb[:, 3]) - np.maximum(ba[:, 1], bb[:, 1])
+        inter = np.where((w > 0) & (h > 0), w * h, 0.0)
+        union = ba[:, 2] * ba[:, 3] + bb[:, 2] * bb[:, 3] - inter
+        vals = np.divide(inter, union, out=np.zeros_like(inter), where=inter > 0)
+        has_a = np.array([it["rle"] is not None for it in a])
+        has_b = np.array([x[1] is not None for x in b])
+        masked = has_a[pi] & has_b[pj]
+        if masked.any():
+            area_a = np.array([it["area"] if it["rle"] is not None else 0.0 for it in a], dtype=np.float64)
+            area_b = np.array([x[2] if x[1] is not None else 0.0 for x in b], dtype=np.float64)
+            big = np.maximum(area_a[pi], area_b[pj])
+            cand = masked & (np.minimum(area_a[pi], area_b[pj]) >= t * big)
+            vals[masked] = 0.0
+            k = np.flatnonzero(cand)
+            if k.size:
+                rows_a, rows_b = np.unique(pi[k]), np.unique(pj[k])
+                geo_a = np.zeros((len(a), 4))
+                geo_a[rows_a] = rle_ops.bboxes([a[i]["rle"] for i in rows_a])
+                geo_b = np.zeros((len(b), 4))
+                geo_b[rows_b] = rle_ops.bboxes([b[j][1] for j in rows_b])
+                ma, mb = geo_a[pi[k]], geo_b[pj[k]]
+                iw = np.minimum(ma[:, 0] + ma[:, 2], mb[:, 0] + mb[:, 2]) - np.maximum(ma[:, 0], mb[:, 0])
+                ih = np.minimum(ma[:, 1] + ma[:, 3], mb[:, 1] + mb[:, 3]) - np.maximum(ma[:, 1], mb[:, 1])
+                k = k[np.clip(iw, 0, None) * np.clip(ih, 0, None) >= t * big[k]]
+                # Exact mask IoU for what is left, one pycocotools call per item of ``a``.
+                for i in np.unique(pi[k]):
+                    sel = k[pi[k] == i]
+                    vals[sel] = rle_ops.iou([a[i]["rle"]], [b[j][1] for j in pj[sel]])[0]
+        out[pi, pj] = vals
+        return out
 
     def _dedupe(self, tx: sqlite3.Connection, source_id: str, items: list[dict]) -> dict[int, str]:
         """``input index -> id it duplicates`` for items overlapping an existing or earlier item
         of the same category.
 
-        Two IoU matrices per batch (new x stored objects of the source, new x new; pycocotools
-        on RLEs), masked to same-category pairs, then a greedy pass in input order. The stored
-        objects are read with one indexed query (none for a source without objects of these
-        categories); their mask areas are recomputed from the RLEs rather than trusting the
-        ``area`` column, so the pruning bounds stay exact.
+        Two IoU matrices per batch (new x stored objects of the source, new x earlier new;
+        pycocotools on RLEs), computed only for same-category pairs, then a greedy pass in input
+        order. The stored objects are read with one indexed query (none for a source without
+        objects of these categories); their mask areas are recomputed from the RLEs rather than
+        trusting the ``area`` column, so the pruning bounds stay exact.
         """
         dup: dict[int, str] = {}
         cats = np.array([it["category_id"] for it in items])
@@ -859,12 +874,9 @@ class Registry:
             for i in np.flatnonzero(ious[np.arange(len(items)), best] > self.dedupe_iou):
                 dup[int(i)] = rows[best[i]][0]
         if len(items) > 1:
-            same = cats[:, None] == cats[None, :]
-            np.fill_diagonal(same, False)
-            if same.any():
-                within = self._iou_matrix(items, [(it["box"], it["rle"], it["area"]) for it in items], same)
-            else:
-                within = np.zeros(same.shape)
+            # Only earlier items can be kept before item i, so only j < i is needed.
+            same = np.tril(cats[:, None] == cats[None, :], k=-1)
+            within = self._iou_matrix(items, [(it["box"], it["rle"], it["area"]) for it in items], same)
             if (within > self.dedupe_iou).any():
                 kept: list[int] = []
                 for i in range(len(items)):

@@ -30,12 +30,15 @@ def index_metadata(row: dict[str, Any]) -> dict[str, Any]:
     Keys: ``category`` (the category's current name), ``project`` (str or None),
     ``confidence`` (float in [0, 1] or None), ``validation_status``.
     """
-    conf = row.get("confidence")
+    return _metadata(row["category"], row.get("project_id"), row.get("confidence"), row.get("validation_status"))
+
+
+def _metadata(category: str, project: str | None, confidence: float | None, status: str | None) -> dict[str, Any]:
     return {
-        "category": row["category"],
-        "project": row.get("project_id"),
-        "confidence": float(conf) if conf is not None else None,
-        "validation_status": row.get("validation_status") or "pending",
+        "category": category,
+        "project": project,
+        "confidence": float(confidence) if confidence is not None else None,
+        "validation_status": status or "pending",
     }
 
 
@@ -48,21 +51,49 @@ def vector_from_blob(blob: bytes, dim: int) -> np.ndarray:
 
 def fetch_vectors(conn: Connection, object_ids: list[str], version: str) -> dict[str, tuple[np.ndarray, dict]]:
     """``object_id -> (vector float32 (dim,), metadata)`` for the ids that still have embeddings."""
-    out: dict[str, tuple[np.ndarray, dict]] = {}
-    for start in range(0, len(object_ids), 500):
-        chunk = object_ids[start:start + 500]
-        marks = ",".join("?" * len(chunk))
-        rows = conn.query(
-            f"""SELECT e.object_id, e.dim, e.vector, c.name AS category, o.project_id, o.confidence,
-                       o.validation_status
-                FROM embeddings e JOIN objects o ON o.object_id = e.object_id
-                JOIN categories c ON c.category_id = o.category_id
-                WHERE e.version_id = ? AND e.object_id IN ({marks})""",
-            [version, *chunk],
-        )
-        for r in rows:
-            out[r["object_id"]] = (vector_from_blob(r["vector"], r["dim"]), index_metadata(r))
-    return out
+    ids, vectors, metas = fetch_batch(conn, object_ids, version)
+    return {oid: (vectors[k], metas[k]) for k, oid in enumerate(ids)}
+
+
+def fetch_batch(
+    conn: Connection, object_ids: list[str], version: str, *, chunk: int = 30_000
+) -> tuple[list[str], np.ndarray, list[dict]]:
+    """The ids that still have embeddings, their vectors ``(n, dim)`` float32 and metadata.
+
+    One query per ``chunk`` ids (below SQLite's 32,766 bound parameters), rows read as tuples,
+    and the vectors turned into one array from the concatenated blobs.
+
+    Raises:
+        ValueError: a stored blob does not hold ``dim`` float32 values.
+    """
+    ids: list[str] = []
+    blobs: list[bytes] = []
+    dims: set[int] = set()
+    metas: list[dict] = []
+    for start in range(0, len(object_ids), chunk):
+        part = object_ids[start:start + chunk]
+        marks = ",".join("?" * len(part))
+        with conn.lock:
+            rows = conn.conn.execute(
+                f"""SELECT e.object_id, e.dim, e.vector, c.name, o.project_id, o.confidence, o.validation_status
+                    FROM embeddings e JOIN objects o ON o.object_id = e.object_id
+                    JOIN categories c ON c.category_id = o.category_id
+                    WHERE e.version_id = ? AND e.object_id IN ({marks})""",
+                [version, *part],
+            ).fetchall()
+        for oid, dim, blob, category, project, conf, status in rows:
+            if len(blob) != 4 * dim:
+                raise ValueError(f"expected a stored embedding of {dim} values, got {len(blob) / 4:g}")
+            ids.append(oid)
+            blobs.append(blob)
+            dims.add(dim)
+            metas.append(_metadata(category, project, conf, status))
+    if not ids:
+        return [], np.zeros((0, 0), dtype=np.float32), []
+    if len(dims) != 1:
+        raise ValueError(f"expected stored embeddings of one length, got lengths {sorted(dims)}")
+    vectors = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(ids), dims.pop())
+    return ids, vectors, metas
 
 
 def pending_count(conn: Connection, version: str | None = None) -> int:
@@ -102,30 +133,30 @@ def sync(conn: Connection, index: Any, version: str, *, batch_size: int = 512, m
     batches = 0
     last_id = 0
     while max_batches is None or batches < max_batches:
-        rows = conn.query(
-            "SELECT id, object_id, operation FROM embedding_outbox "
-            "WHERE status = 'pending' AND version_id = ? AND id > ? ORDER BY id LIMIT ?",
-            (version, last_id, int(batch_size)),
-        )
+        with conn.lock:
+            rows = conn.conn.execute(
+                "SELECT id, object_id, operation FROM embedding_outbox "
+                "WHERE status = 'pending' AND version_id = ? AND id > ? ORDER BY id LIMIT ?",
+                (version, last_id, int(batch_size)),
+            ).fetchall()
         if not rows:
             break
         batches += 1
-        last_id = rows[-1]["id"]
-        row_ids = [r["id"] for r in rows]
+        last_id = rows[-1][0]
+        row_ids = [r[0] for r in rows]
         # The last operation per object in this batch decides (rows are in id order).
-        final: dict[str, str] = {}
-        for r in rows:
-            final[r["object_id"]] = r["operation"]
+        final: dict[str, str] = {oid: op for _, oid, op in rows}
         upsert_ids = [oid for oid, op in final.items() if op == "upsert"]
         delete_ids = [oid for oid, op in final.items() if op == "delete"]
         try:
-            found = fetch_vectors(conn, upsert_ids, version)
+            ids, vectors, metas = fetch_batch(conn, upsert_ids, version)
             # An upsert whose object is gone since: its own 'delete' row follows; remove it here
             # too so the index never keeps a vector SQLite no longer has.
-            delete_ids += [oid for oid in upsert_ids if oid not in found]
-            if found:
-                ids = list(found)
-                index.add(ids, np.stack([found[i][0] for i in ids]), [found[i][1] for i in ids])
+            if len(ids) != len(upsert_ids):
+                have = set(ids)
+                delete_ids += [oid for oid in upsert_ids if oid not in have]
+            if ids:
+                index.add(ids, vectors, metas)
             if delete_ids:
                 index.delete(delete_ids)
         except Exception as exc:  # any index failure: keep the rows, count the retry
