@@ -921,9 +921,18 @@ class Registry:
                 row = tx.execute("SELECT source_id FROM frames WHERE frame_id = ?", (fid,)).fetchone()
                 if row is None or row[0] != source_id:
                     raise ValueError(f"expected frame_id of a frame of {source_id}, got {fid!r}; use add_frame() first")
+            # One lookup for all the batch's names; only unknown ones are created one by one.
+            keys = {it["category"]: name_key(it["category"]) for it in items}
+            wanted = sorted(set(keys.values()))
             cat_ids: dict[str, int] = {}
+            for start in range(0, len(wanted), 10_000):  # below SQLite's bound-parameter limit
+                part = wanted[start:start + 10_000]
+                cat_ids.update(tx.execute(
+                    f"SELECT name_key, category_id FROM category_names WHERE name_key IN ({','.join('?' * len(part))})",
+                    part,
+                ).fetchall())
             for it in items:
-                key = name_key(it["category"])
+                key = keys[it["category"]]
                 if key not in cat_ids:
                     cat_ids[key] = self._resolve_category_tx(tx, it["category"])
                 it["category_id"] = cat_ids[key]
