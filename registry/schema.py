@@ -203,6 +203,22 @@ CREATE INDEX IF NOT EXISTS idx_outbox_object ON embedding_outbox(object_id);
 CREATE INDEX IF NOT EXISTS idx_category_names_category ON category_names(category_id);
 """
 
+def _track_refresh(row: str) -> str:
+    """The UPDATE that recomputes a track's summary columns for ``row`` (NEW or OLD) of track_objects."""
+    tid = f"{row}.track_id"
+    frames = (
+        "FROM track_objects t JOIN objects o USING (object_id) "
+        f"JOIN frames f ON f.frame_id = o.frame_id WHERE t.track_id = {tid}"
+    )
+    return f"""    UPDATE tracks SET
+        object_count = (SELECT count(*) FROM track_objects WHERE track_id = {tid}),
+        avg_confidence = (SELECT avg(o.confidence) FROM track_objects t JOIN objects o USING (object_id)
+                          WHERE t.track_id = {tid}),
+        start_frame_idx = (SELECT min(f.frame_idx) {frames}),
+        end_frame_idx = (SELECT max(f.frame_idx) {frames})
+    WHERE track_id = {tid};"""
+
+
 # The database keeps these itself, whoever writes.
 TRIGGERS = f"""
 CREATE TRIGGER IF NOT EXISTS trg_objects_updated_at AFTER UPDATE ON objects
@@ -214,28 +230,12 @@ END;
 
 CREATE TRIGGER IF NOT EXISTS trg_track_objects_insert AFTER INSERT ON track_objects
 BEGIN
-    UPDATE tracks SET
-        object_count = (SELECT count(*) FROM track_objects WHERE track_id = NEW.track_id),
-        avg_confidence = (SELECT avg(o.confidence) FROM track_objects t JOIN objects o USING (object_id)
-                          WHERE t.track_id = NEW.track_id),
-        start_frame_idx = (SELECT min(f.frame_idx) FROM track_objects t JOIN objects o USING (object_id)
-                           JOIN frames f ON f.frame_id = o.frame_id WHERE t.track_id = NEW.track_id),
-        end_frame_idx = (SELECT max(f.frame_idx) FROM track_objects t JOIN objects o USING (object_id)
-                         JOIN frames f ON f.frame_id = o.frame_id WHERE t.track_id = NEW.track_id)
-    WHERE track_id = NEW.track_id;
+{_track_refresh("NEW")}
 END;
 
 CREATE TRIGGER IF NOT EXISTS trg_track_objects_delete AFTER DELETE ON track_objects
 BEGIN
-    UPDATE tracks SET
-        object_count = (SELECT count(*) FROM track_objects WHERE track_id = OLD.track_id),
-        avg_confidence = (SELECT avg(o.confidence) FROM track_objects t JOIN objects o USING (object_id)
-                          WHERE t.track_id = OLD.track_id),
-        start_frame_idx = (SELECT min(f.frame_idx) FROM track_objects t JOIN objects o USING (object_id)
-                           JOIN frames f ON f.frame_id = o.frame_id WHERE t.track_id = OLD.track_id),
-        end_frame_idx = (SELECT max(f.frame_idx) FROM track_objects t JOIN objects o USING (object_id)
-                         JOIN frames f ON f.frame_id = o.frame_id WHERE t.track_id = OLD.track_id)
-    WHERE track_id = OLD.track_id;
+{_track_refresh("OLD")}
 END;
 """
 
