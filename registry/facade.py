@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from registry import dedupe as overlap
 from registry import masks as rle_ops
 from registry import outbox
 from registry.db import Connection
@@ -795,100 +796,28 @@ class Registry:
         # Something is wrong: the per-object check names the first bad one.
         return [self._check_embedding(e, f"object {i}") for e, i in zip(embs, positions, strict=True)]
 
-    def _iou_matrix(self, a: list[dict], b: list[tuple], same: np.ndarray) -> np.ndarray:
-        """IoU of items ``a`` against ``b`` = [(box_xywh, rle | None, mask area | None)] for the
-        pairs where ``same`` (bool ``(len(a), len(b))``) holds, 0 elsewhere: mask IoU where both
-        have masks, box IoU otherwise.
-
-        Only the ``same`` pairs are computed (a batch has many categories, so that is a small
-        part of the matrix). Mask pairs that cannot exceed ``dedupe_iou`` (t) are left at 0
-        without computing them, using two exact bounds: IoU <= min(area) / max(area), so the
-        areas must be within a factor t; and IoU > t needs the masks' box intersection >= t *
-        the larger mask area. Mask boxes are only computed for the pairs the first bound leaves.
-        """
-        out = np.zeros((len(a), len(b)))
-        pi, pj = np.nonzero(same)
-        if not pi.size:
-            return out
-        t = self.dedupe_iou
-        # Box IoU in numpy with pycocotools' formula and operation order (bbIou, iscrowd=0).
-        ba = np.array([it["box"] for it in a], dtype=np.float64).reshape(-1, 4)[pi]
-        bb = np.array([x[0] for x in b], dtype=np.float64).reshape(-1, 4)[pj]
-        w = np.minimum(ba[:, 0] + ba[:, 2], bb[:, 0] + bb[:, 2]) - np.maximum(ba[:, 0], bb[:, 0])
-        h = np.minimum(ba[:, 1] + ba[:, 3], bb[:, 1] + bb[:, 3]) - np.maximum(ba[:, 1], bb[:, 1])
-        inter = np.where((w > 0) & (h > 0), w * h, 0.0)
-        union = ba[:, 2] * ba[:, 3] + bb[:, 2] * bb[:, 3] - inter
-        vals = np.divide(inter, union, out=np.zeros_like(inter), where=inter > 0)
-        has_a = np.array([it["rle"] is not None for it in a])
-        has_b = np.array([x[1] is not None for x in b])
-        masked = has_a[pi] & has_b[pj]
-        if masked.any():
-            area_a = np.array([it["area"] if it["rle"] is not None else 0.0 for it in a], dtype=np.float64)
-            area_b = np.array([x[2] if x[1] is not None else 0.0 for x in b], dtype=np.float64)
-            big = np.maximum(area_a[pi], area_b[pj])
-            cand = masked & (np.minimum(area_a[pi], area_b[pj]) >= t * big)
-            vals[masked] = 0.0
-            k = np.flatnonzero(cand)
-            if k.size:
-                rows_a, rows_b = np.unique(pi[k]), np.unique(pj[k])
-                geo_a = np.zeros((len(a), 4))
-                geo_a[rows_a] = rle_ops.bboxes([a[i]["rle"] for i in rows_a])
-                geo_b = np.zeros((len(b), 4))
-                geo_b[rows_b] = rle_ops.bboxes([b[j][1] for j in rows_b])
-                ma, mb = geo_a[pi[k]], geo_b[pj[k]]
-                iw = np.minimum(ma[:, 0] + ma[:, 2], mb[:, 0] + mb[:, 2]) - np.maximum(ma[:, 0], mb[:, 0])
-                ih = np.minimum(ma[:, 1] + ma[:, 3], mb[:, 1] + mb[:, 3]) - np.maximum(ma[:, 1], mb[:, 1])
-                k = k[np.clip(iw, 0, None) * np.clip(ih, 0, None) >= t * big[k]]
-                # Exact mask IoU for what is left, one pycocotools call per item of ``a``.
-                for i in np.unique(pi[k]):
-                    sel = k[pi[k] == i]
-                    vals[sel] = rle_ops.iou([a[i]["rle"]], [b[j][1] for j in pj[sel]])[0]
-        out[pi, pj] = vals
-        return out
-
     def _dedupe(self, tx: sqlite3.Connection, source_id: str, items: list[dict]) -> dict[int, str]:
         """``input index -> id it duplicates`` for items overlapping an existing or earlier item
-        of the same category.
+        of the same category (see :mod:`registry.dedupe`: only overlapping pairs are compared).
 
-        Two IoU matrices per batch (new x stored objects of the source, new x earlier new;
-        pycocotools on RLEs), computed only for same-category pairs, then a greedy pass in input
-        order. The stored objects are read with one indexed query (none for a source without
-        objects of these categories); their mask areas are recomputed from the RLEs rather than
-        trusting the ``area`` column, so the pruning bounds stay exact.
+        The stored objects are read with one indexed query; their mask areas are recomputed
+        from the RLEs rather than trusting the ``area`` column, so the pruning bounds stay exact.
         """
-        dup: dict[int, str] = {}
-        cats = np.array([it["category_id"] for it in items])
-        cat_set = sorted(set(cats.tolist()))
+        cat_set = sorted({it["category_id"] for it in items})
         rows = tx.execute(
             "SELECT object_id, bbox_x, bbox_y, bbox_w, bbox_h, mask_counts, mask_h, mask_w, category_id "
             f"FROM objects WHERE source_id = ? AND category_id IN ({','.join('?' * len(cat_set))})",
             (source_id, *cat_set),
         ).fetchall()
-        if rows:
-            rles = [{"size": [r[6], r[7]], "counts": r[5]} if r[5] is not None else None for r in rows]
-            with_mask = [k for k, r in enumerate(rles) if r is not None]
-            areas = dict(zip(with_mask, rle_ops.areas([rles[k] for k in with_mask]).tolist(), strict=True))
-            stored = [(r[1:5], rles[k], areas.get(k)) for k, r in enumerate(rows)]
-            ious = self._iou_matrix(items, stored, cats[:, None] == np.array([r[8] for r in rows])[None, :])
-            best = ious.argmax(axis=1)
-            for i in np.flatnonzero(ious[np.arange(len(items)), best] > self.dedupe_iou):
-                dup[int(i)] = rows[best[i]][0]
-        if len(items) > 1:
-            # Only earlier items can be kept before item i, so only j < i is needed.
-            same = np.tril(cats[:, None] == cats[None, :], k=-1)
-            within = self._iou_matrix(items, [(it["box"], it["rle"], it["area"]) for it in items], same)
-            if (within > self.dedupe_iou).any():
-                kept: list[int] = []
-                for i in range(len(items)):
-                    if i in dup:
-                        continue
-                    if kept:
-                        k = int(np.argmax(within[i, kept]))
-                        if within[i, kept[k]] > self.dedupe_iou:
-                            dup[i] = items[kept[k]]["object_id"]
-                            continue
-                    kept.append(i)
-        return dup
+        rles = [{"size": [r[6], r[7]], "counts": r[5]} if r[5] is not None else None for r in rows]
+        with_mask = [k for k, r in enumerate(rles) if r is not None]
+        areas = dict(zip(with_mask, rle_ops.areas([rles[k] for k in with_mask]).tolist(), strict=True))
+        stored = overlap.Items.build([r[8] for r in rows], [r[1:5] for r in rows], rles,
+                                    [areas.get(k) for k in range(len(rows))])
+        new = overlap.Items.build([it["category_id"] for it in items], [it["box"] for it in items],
+                                 [it["rle"] for it in items], [it["area"] for it in items])
+        found = overlap.find_duplicates(new, stored, self.dedupe_iou)
+        return {i: rows[j][0] if kind == "stored" else items[j]["object_id"] for i, (kind, j) in found.items()}
 
     def register_objects(
         self, source_id: str, objects: Sequence[ObjectIn], *, project: str | None = None, dedupe: bool = True
