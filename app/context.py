@@ -13,7 +13,6 @@ predictor holds, so one user's click never runs on another user's image.
 """
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -113,14 +112,14 @@ class AppContext:
         Args:
             name: "grabcut" / "sam2" (None = default).
             image: (H, W, 3) uint8 RGB.
-            image_key: the image's content hash (sha256).
+            image_key: the image file's sha256 (the registry's ``content_hash``): the one key
+                every path (auto-label, manual boxes, Refine) caches SAM2 embeddings under.
         """
+        from pipeline.autolabel import set_image
+
         seg = self.segmenter(name)
         with ensure_lock(seg):
-            if "key" in inspect.signature(seg.set_image).parameters:
-                seg.set_image(image, key=image_key)
-            else:  # GrabCut: nothing to cache, set_image keeps a reference
-                seg.set_image(image)
+            set_image(seg, image, image_key)
             yield seg
 
     def model_status(self) -> dict:

@@ -30,6 +30,7 @@ arrays the detector put in its own ``data``.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,15 @@ def combine_confidence(det_score: np.ndarray, mask_iou: np.ndarray) -> np.ndarra
     d = np.clip(np.asarray(det_score, dtype=np.float64), 0.0, 1.0)
     m = np.clip(np.asarray(mask_iou, dtype=np.float64), 0.0, 1.0)
     return np.sqrt(d * m).astype(np.float32)
+
+
+def set_image(segmenter: Any, image: np.ndarray, image_key: str | None) -> None:
+    """``segmenter.set_image(image, key=image_key)`` for segmenters that cache by key (SAM2);
+    plain ``set_image(image)`` for those that do not (GrabCut) or when there is no key."""
+    if image_key is not None and "key" in inspect.signature(segmenter.set_image).parameters:
+        segmenter.set_image(image, key=image_key)
+    else:
+        segmenter.set_image(image)
 
 
 class AutoLabeler:
@@ -109,6 +119,7 @@ class AutoLabeler:
         *,
         confidence: float = 0.3,
         synonyms: dict[str, list[str]] | None = None,
+        image_key: str | None = None,
     ) -> Detections:
         """Label one image.
 
@@ -119,6 +130,10 @@ class AutoLabeler:
                 ``class_names`` are exactly these.
             confidence: keep objects whose final confidence (see module doc) is >= this.
             synonyms: class name -> other names the detector may also be prompted with.
+            image_key: the key the segmenter caches this image's embedding under. Every caller
+                passes the image file's sha256 (the registry's ``content_hash``), so a click in
+                Refine after auto-labeling reuses the embedding instead of encoding again. None:
+                a path's sha256, else the segmenter's own pixel hash.
 
         Returns:
             Detections with masks and ``data`` as described in the module docstring.
@@ -135,8 +150,10 @@ class AutoLabeler:
         if not 0.0 <= confidence <= 1.0:
             raise ValueError(f"confidence: expected a value in [0, 1], got {confidence}")
         if not isinstance(image, np.ndarray):
-            from pipeline.image_io import load_image
+            from pipeline.image_io import image_sha256, load_image
 
+            if image_key is None and isinstance(image, (str, Path)):
+                image_key = image_sha256(image)
             image = load_image(image)
         image = check_image(image)
         timings["load"] = time.perf_counter() - t_start
@@ -153,7 +170,7 @@ class AutoLabeler:
         lock = getattr(self.segmenter, "lock", None)
         with lock if lock is not None else contextlib.nullcontext():
             t = time.perf_counter()
-            self.segmenter.set_image(image)
+            set_image(self.segmenter, image, image_key)
             timings["segment_encode"] = time.perf_counter() - t
             t = time.perf_counter()
             masks, mask_iou = self.segmenter.predict_boxes(det.xyxy)

@@ -72,12 +72,15 @@ def label_images(labeler: Any, images: list[ImageResult], classes: list[str], *,
         raise ValueError("classes: expected at least one class name (comma-separated), got nothing")
     if not 0.0 <= float(confidence) <= 1.0:
         raise ValueError(f"confidence: expected a value in [0, 1], got {confidence}")
+    from pipeline.image_io import image_sha256
+
     failed = []
     for i, r in enumerate(images):
         if progress:
             progress(i, len(images), r.name)
         try:
-            r.det = labeler.label(np.asarray(IMAGES.get(r.path)), classes, confidence=float(confidence))
+            r.det = labeler.label(np.asarray(IMAGES.get(r.path)), classes, confidence=float(confidence),
+                                  image_key=image_sha256(r.path))
         except Exception as exc:
             if type(exc).__name__ == "WeightsMissingError":
                 raise

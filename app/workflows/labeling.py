@@ -186,7 +186,8 @@ def _label_one(reg, labeler, path: Path, classes, *, confidence, project, synony
     image = load_image(path)  # before registering: a file that does not decode is never a source
     h, w = image.shape[:2]
     source_id = reg.register_source(path, width=w, height=h, project=project)
-    det = labeler.label(image, list(classes), confidence=confidence, synonyms=synonyms or None)
+    image_key = reg.get_source(source_id).get("content_hash")  # the file's sha256, as Refine keys it
+    det = labeler.label(image, list(classes), confidence=confidence, synonyms=synonyms or None, image_key=image_key)
     del image
     models = labeler_identity(labeler)
     res = register_detections(reg, source_id, det, project=project, detection_model=models.get("detector") or models.get("labeler"))

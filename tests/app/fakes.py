@@ -73,7 +73,7 @@ class FakeLabeler:
         self.embedder = embedder
         self.calls = 0
 
-    def label(self, image, classes, *, confidence=0.3, synonyms=None) -> Detections:
+    def label(self, image, classes, *, confidence=0.3, synonyms=None, image_key=None) -> Detections:
         self.calls += 1
         classes = list(classes)
         comps = colour_components(image)
@@ -168,16 +168,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_test_app(ctx, *, auth: tuple[str, str] | None = None):
-    """Launches ``build_app(ctx)`` on 127.0.0.1 on a free port in a background thread.
+def launch_test_app(ctx, *, auth: tuple[str, str] | None = None, throttle: dict | None = None):
+    """Starts the real web server (``app.server``: FastAPI + mounted Gradio, login throttle,
+    served-path policy) for ``ctx`` on 127.0.0.1 on a free port in a background thread.
 
     Returns:
-        (demo, url); call ``demo.close()`` when done.
+        (server, url): ``server.close()`` stops it (``server.demo`` is the Gradio Blocks).
     """
-    from app.ui.app import build_app, launch_kwargs
+    from app.server import create_web_app, start_in_thread
 
-    demo = build_app(ctx)
-    kwargs = launch_kwargs(ctx, auth=auth)
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                            quiet=True, ssr_mode=False, **kwargs)
-    return demo, url.rstrip("/") + "/"
+    app, demo = create_web_app(ctx, auth=auth, throttle=throttle)
+    server = start_in_thread(app, demo, host="127.0.0.1", port=free_port())
+    return server, server.url

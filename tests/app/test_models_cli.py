@@ -122,16 +122,18 @@ def test_imported_tiny_florence_loads_through_the_loader(tmp_path, data_dir, cap
     from pipeline.detect.florence import FlorenceDetector
     from pipeline.models.loader import resolve_weights
     from pipeline.models.specs import get_spec
-    from tests.pipeline.tiny_models import build_tiny_florence
+    from tests.pipeline.scripted_florence import build_scripted_florence
 
-    build_tiny_florence(tmp_path / "usb" / "Florence-2-large")
+    build_scripted_florence(tmp_path / "usb" / "Florence-2-large", "car<loc_0><loc_0><loc_499><loc_499>")
     assert main(["models", "import", str(tmp_path / "usb"), "--data", str(data_dir)]) == 0
     folder = resolve_weights(get_spec("detector", "gpu"), weights_dir=data_dir / "models")
     assert folder.name == "florence-community--Florence-2-large"
     detector = FlorenceDetector.from_pretrained(folder, device="cpu")
     image = np.zeros((40, 60, 3), dtype=np.uint8)
-    det = detector.detect(image, ["car"], max_new_tokens=8)
-    assert det.class_names == ["car"] and det.xyxy.shape[1] == 4
+    det = detector.detect(image, ["car"])
+    assert det.class_names == ["car"] and det.labels == ["car"]
+    np.testing.assert_allclose(det.xyxy[0], [0.03, 0.02, 29.97, 19.98], atol=0.01)  # (bin + 0.5) * side / 1000
+    assert 0.5 < det.confidence[0] < 0.9
 
 
 def test_status_command_does_not_import_torch(data_dir):

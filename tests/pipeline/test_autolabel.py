@@ -3,8 +3,6 @@ a box-returning test double for the detector where fixed boxes are needed, and G
 synthetic shapes where the masks must be right."""
 from __future__ import annotations
 
-import importlib.util
-
 import cv2
 import numpy as np
 import pytest
@@ -172,24 +170,4 @@ def test_accepts_a_file_path_and_validates_arguments(tmp_path):
         AutoLabeler(labeler.detector, labeler.segmenter, dedupe_iou=0.0)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("pipeline.detect.florence") is None, reason="FlorenceDetector not written yet"
-)
-def test_end_to_end_with_tiny_florence_sam2_dinov2(tiny_models, tmp_path):
-    from pipeline.detect.florence import FlorenceDetector
-    from tests.pipeline.tiny_models import build_tiny_florence
-
-    sam, emb = tiny_models
-    detector = FlorenceDetector.from_pretrained(build_tiny_florence(tmp_path / "florence"), device="cpu",
-                                                dtype=torch.float32)
-    image, _, _ = _shapes_image()
-    labeler = AutoLabeler(detector, sam, emb)
-    result = labeler.label(image, ["car", "person"], confidence=0.0)
-    # random weights: any number of objects, but every one must be well formed
-    n = len(result)
-    assert result.class_names == ["car", "person"]
-    assert result.mask.shape == (n, 160, 240) and result.mask.dtype == bool
-    assert result.data["embedding"].shape == (n, TINY_DINO_DIM)
-    assert np.all((result.confidence >= 0) & (result.confidence <= 1))
-    assert np.all(result.xyxy[:, 2] <= 240) and np.all(result.xyxy[:, 3] <= 160)
-    assert labeler.last_timings["detect"] > 0
+# The end-to-end chain on the real (tiny) Florence-2, SAM2 and DINOv2: tests/pipeline/test_chain.py

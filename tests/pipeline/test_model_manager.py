@@ -15,7 +15,8 @@ from pipeline.models.loader import WeightsMissingError
 from pipeline.models.manager import ModelManager
 from pipeline.segment.grabcut import GrabCutSegmenter
 from pipeline.segment.sam2 import Sam2Segmenter
-from tests.pipeline.tiny_models import build_tiny_florence
+from tests.chain_models import SCENE_CLASSES, scene_image, script_text
+from tests.pipeline.scripted_florence import build_scripted_florence
 from tests.pipeline.tiny_models_sam2_dino import TINY_DINO_DIM, build_tiny_dinov2, build_tiny_sam2
 
 
@@ -23,7 +24,7 @@ from tests.pipeline.tiny_models_sam2_dino import TINY_DINO_DIM, build_tiny_dinov
 def tiny_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-manager")
     return {
-        "detector": str(build_tiny_florence(root / "florence")),
+        "detector": str(build_scripted_florence(root / "florence", script_text())),
         "segmenter": str(build_tiny_sam2(root / "sam2")),
         "embedder": str(build_tiny_dinov2(root / "dino")),
     }
@@ -83,10 +84,11 @@ def test_labeler_shares_the_models_and_labels(tiny_dirs):
     lab = mgr.labeler()
     assert isinstance(lab, AutoLabeler) and mgr.labeler() is lab
     assert lab.detector is mgr.detector() and lab.segmenter is mgr.segmenter() and lab.embedder is mgr.embedder()
-    image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
-    result = lab.label(image, ["car"], confidence=0.0)
-    assert result.mask.shape[1:] == (48, 64)
-    assert result.data["embedding"].shape[1] == TINY_DINO_DIM
+    image = scene_image(size=(48, 64))
+    result = lab.label(image, SCENE_CLASSES, confidence=0.0)
+    assert len(result) == 2 and result.labels == ["cat", "dog"]
+    assert result.mask.shape == (2, 48, 64) and result.mask.reshape(2, -1).any(axis=1).all()
+    assert result.data["embedding"].shape == (2, TINY_DINO_DIM)
     grab = mgr.labeler("grabcut", embed=False)
     assert isinstance(grab.segmenter, GrabCutSegmenter) and grab.embedder is None
 
