@@ -1,14 +1,20 @@
 """``launch.py serve``: start the workbench on 127.0.0.1 (the default command).
 
-Security by default: binds 127.0.0.1, no share link, uploads capped, files served only from the
-data folder (and Gradio's temp folder); ``--auth USER:PASS`` (or ``$AGL_AUTH``) turns on a
-login, and the logged-in name becomes ``validated_by`` in Review.
+Security by default: binds 127.0.0.1, no share link, uploads capped, files served only from
+``<data>/media``, ``<data>/thumbs`` and ``<data>/exports`` (never the database or the index);
+``--auth USER:PASS`` (or ``$AGL_AUTH``) turns on a login, throttled per client address after
+repeated failures (HTTP 429), and the logged-in name becomes ``validated_by`` in Review.
+
+The server is ``app.server``: a FastAPI app with Gradio mounted at ``/``, run by uvicorn.
+This process is the vector-index writer for the data folder while it runs (other processes
+only fill the outbox); it relays their rows every few seconds.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+from pathlib import Path
 
 from app.cli.common import add_data_arg, ensure_data_dir
 
@@ -44,13 +50,15 @@ def build_context(data_dir, *, profile: str = "cpu", segmenter: str = "sam2", we
     from pipeline.models.manager import ModelManager
     from registry.facade import Registry
 
-    reg = Registry(data_dir)
+    if weights_dir is None and not os.environ.get("AGL_WEIGHTS"):
+        weights_dir = Path(data_dir) / "models"  # where `models import --data DIR` puts them
     manager = ModelManager(profile=profile, weights_dir=weights_dir)
+    reg = Registry(data_dir, **(manager.embedding_identity() or {}))  # the embedder's size and version
     return AppContext.from_manager(reg, data_dir, manager, auth_enabled=auth_enabled, default_segmenter=segmenter)
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.ui.app import build_app, launch_kwargs
+    from app.server import create_web_app, serve
 
     auth = parse_auth(args.auth if args.auth is not None else os.environ.get("AGL_AUTH"))
     data_dir = ensure_data_dir(args.data)
@@ -65,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         log.warning("outbox sync failed at start-up (search may miss recent objects): %s", exc)
     if args.host not in ("127.0.0.1", "localhost") and auth is None:
         log.warning("listening on %s without --auth: anyone on the network can edit the registry", args.host)
-    demo = build_app(ctx)
+    app, _demo = create_web_app(ctx, auth=auth)
     log.info("data folder %s; segmenters %s", data_dir, ctx.segmenter_names)
-    demo.launch(server_name=args.host, server_port=args.port, **launch_kwargs(ctx, auth=auth))
+    print(f"AgenticLabeling on http://{args.host}:{args.port}/ (data folder {data_dir})", flush=True)
+    serve(app, host=args.host, port=args.port)
     return 0

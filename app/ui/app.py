@@ -49,13 +49,20 @@ def build_app(ctx: AppContext) -> gr.Blocks:
 def launch_kwargs(ctx: AppContext, *, auth: tuple[str, str] | None = None) -> dict:
     """Keyword arguments for ``demo.launch()``: security defaults plus theme/css/js.
 
-    Files are served only from the data folder (and Gradio's own temp folder); no share link;
-    uploads are capped at ``MAX_FILE_SIZE``.
+    Files are served only from ``<data>/media``, ``<data>/thumbs`` and ``<data>/exports`` (and
+    Gradio's own upload/cache folder); the database, its WAL/SHM and the index folders are
+    blocked (:func:`app.web_security.served_paths`). No share link; uploads are capped at
+    ``MAX_FILE_SIZE``. ``app.server.create_web_app`` passes the same options to
+    ``gr.mount_gradio_app`` (all but ``share``).
     """
+    from app.web_security import served_paths
+
     js = (ASSETS / "shortcuts.js").read_text(encoding="utf-8")
+    allowed, blocked = served_paths(ctx.data_dir)
     return {
         "share": False,
-        "allowed_paths": [str(Path(ctx.data_dir).resolve())],
+        "allowed_paths": allowed,
+        "blocked_paths": blocked,
         "max_file_size": MAX_FILE_SIZE,
         "auth": auth,
         "theme": gr.themes.Soft(),
