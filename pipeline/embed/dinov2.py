@@ -22,12 +22,11 @@ import numpy as np
 import torch
 
 from pipeline.mask_ops import NEUTRAL_FILL, masked_crop
+from pipeline.models.specs import embedding_version
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 POOLINGS = ("cls", "cls+mean")
-# version labels of the released checkpoints, by hidden size (registry records them per vector)
-_VERSIONS = {384: "dinov2-small", 768: "dinov2-base", 1024: "dinov2-large", 1536: "dinov2-giant"}
 
 
 def letterbox(crop: np.ndarray, size: int, fill: tuple[int, int, int] = NEUTRAL_FILL) -> np.ndarray:
@@ -86,7 +85,7 @@ class Dinov2Embedder:
         self.batch_size = max(1, int(batch_size))
         hidden = int(model.config.hidden_size)
         self.dim = hidden * (2 if pooling == "cls+mean" else 1)
-        base = version or _VERSIONS.get(hidden, f"dinov2-{hidden}d")
+        base = version or embedding_version(hidden)
         self.version = base + ("+mean" if pooling == "cls+mean" and not base.endswith("+mean") else "")
         # register tokens (dinov2_with_registers) sit between CLS and the patch tokens
         self._first_patch = 1 + int(getattr(model.config, "num_register_tokens", 0) or 0)

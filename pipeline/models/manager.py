@@ -179,10 +179,7 @@ class ModelManager:
             path = self.weights_path("embedder")
             device, dtype = self.device_dtype()
             self._paths["embedder"] = path
-            # hub specs carry the release name ("dinov2-base"); a local folder's name is
-            # arbitrary, so the version then comes from the model's size
-            version = spec.name if spec.local_dir is None else None
-            return Dinov2Embedder.from_pretrained(path, device=device, dtype=dtype, version=version)
+            return Dinov2Embedder.from_pretrained(path, device=device, dtype=dtype, version=_release_name(spec))
 
         return self._get("embedder", build)
 
@@ -240,6 +237,28 @@ class ModelManager:
         except ImportError:  # pragma: no cover - torch is a hard dependency of pipeline/
             pass
 
+    def embedding_identity(self) -> dict[str, Any] | None:
+        """``{"embedding_dim", "embedding_version"}`` the embedder will produce, read from its
+        weights' config.json without loading the model (None when the weights are absent).
+
+        The registry is opened with these, so vectors of a small or custom DINOv2 are accepted
+        and never compared with another model's.
+        """
+        import json
+
+        from pipeline.models.specs import embedding_version
+
+        try:
+            found = locate_weights(self.specs["embedder"], weights_dir=self.weights_dir)
+        except WeightsMissingError:
+            return None
+        if found is None:
+            return None
+        hidden = json.loads((found.path / "config.json").read_text(encoding="utf-8")).get("hidden_size")
+        if not isinstance(hidden, int) or hidden <= 0:
+            return None
+        return {"embedding_dim": hidden, "embedding_version": _release_name(self.specs["embedder"]) or embedding_version(hidden)}
+
     def status(self) -> dict[str, dict[str, Any]]:
         """Per role: the model, whether it is loaded, whether its weights are on disk, and where.
 
@@ -277,3 +296,10 @@ class ModelManager:
             "device": "cpu", "dtype": None, "error": None,
         }
         return out
+
+
+def _release_name(spec: ModelSpec) -> str | None:
+    """The embedder's version label when the spec names a release: hub specs carry the release
+    name ("dinov2-base"); a local folder's name is arbitrary, so the version then comes from the
+    model's size (None here; see ``pipeline.models.specs.embedding_version``)."""
+    return spec.name if spec.local_dir is None else None

@@ -22,6 +22,18 @@ ROLE_MODEL_TYPES: dict[str, frozenset[str]] = {
     "embedder": frozenset({"dinov2", "dinov2_with_registers"}),
 }
 
+# Version labels of DINOv2's released checkpoints by hidden size; the registry stores one with
+# every vector, and vectors of different versions are never compared.
+DINOV2_VERSIONS = {384: "dinov2-small", 768: "dinov2-base", 1024: "dinov2-large", 1536: "dinov2-giant"}
+
+
+def embedding_version(hidden_size: int, pooling: str = "cls") -> str:
+    """The version label of a DINOv2 embedding: ``"dinov2-base"`` for 768, ``"dinov2-32d"``
+    for a size no released checkpoint has; ``"+mean"`` appended for ``cls+mean`` pooling."""
+    base = DINOV2_VERSIONS.get(int(hidden_size), f"dinov2-{int(hidden_size)}d")
+    return base + ("+mean" if pooling == "cls+mean" else "")
+
+
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
