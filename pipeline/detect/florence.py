@@ -1,25 +1,38 @@
 """Text-prompted box detection with Florence-2 (transformers-native classes, no remote code).
 
-Pipeline: preprocess -> generate -> parse.
+Pipeline: plan prompts -> preprocess -> generate -> parse -> merge.
 
+* Prompts: ``<CAPTION_TO_PHRASE_GROUNDING>`` + the class names *and their synonyms* joined as
+  ``"person. car. automobile. traffic light."`` (the processor expands it to ``"Locate the
+  phrases in the caption: ..."``). When image tokens + prompt would exceed the text encoder's
+  ``max_position_embeddings`` (long class lists), the classes are split into several prompts
+  that fit, one ``generate`` each (``pipeline.detect.florence_prompts``).
 * Preprocess: ``Florence2Processor`` resizes the RGB image to 768x768 (bicubic, aspect ratio
-  NOT kept), rescales to [0, 1] and normalises with the ImageNet mean/std; the prompt is
-  ``<CAPTION_TO_PHRASE_GROUNDING>`` + the class names joined as ``"person. car. traffic light."``
-  (the processor expands it to ``"Locate the phrases in the caption: ..."``).
-* Generate: greedy decoding (``num_beams=1``) with ``output_logits=True`` so that every
-  generated token's probability under the raw logits is known.
+  NOT kept), rescales to [0, 1] and normalises with the ImageNet mean/std. The image is passed
+  with ``input_data_format="channels_last"``: without it an image 1 or 3 pixels tall is read as
+  channels-first.
+* Generate: greedy decoding by default (``num_beams=1``; the reference examples use 3 beams,
+  about 3x the decoder's work) with ``output_logits=True`` so that every generated token's
+  probability under the raw logits is known. With beams, each step's logits are taken from the
+  beam the returned sequence came through (``beam_indices``), not from beam 0.
+* Budget: ``max_new_tokens`` defaults to 1024 (the reference examples' value), capped by the
+  decoder's positions. Each prompt gets its own budget, so a longer class list (more prompts)
+  gets more tokens in all. An output that used its whole budget is reported: ``data["truncated"]``
+  is True for its boxes and a warning is logged; the last, partial box is dropped by the parser.
 * Parse: location tokens ``<loc_k>`` are bins of a 1000-bin grid over the whole image, so boxes
   map to original pixels as ``(k + 0.5) * side / 1000`` (what
   ``Florence2Processor.post_process_generation`` does, without its integer cast). Labels map back
-  to the requested class names; confidence = geometric mean of the 4 location-token
-  probabilities x the joint probability of the label tokens. See
-  ``pipeline.detect.florence_parse`` for the exact definitions.
+  to the requested class names (a synonym to its class; the phrase as generated is kept in
+  ``data["raw_label"]``); confidence = geometric mean of the 4 location-token probabilities x the
+  joint probability of the label tokens. See ``pipeline.detect.florence_parse`` for the exact
+  definitions.
 """
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +43,37 @@ from pipeline.detect.florence_parse import (
     LOC_BINS,
     TASK_GROUNDING,
     boxes_to_detections,
-    grounding_prompt,
     parse_tokens,
 )
+from pipeline.detect.florence_prompts import PromptPlan, dedupe_boxes, plan_prompts
 from pipeline.models.device import pick_device_dtype
 from pipeline.types import Detections
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_NEW_TOKENS = 256  # ~40 boxes; each box costs 4 location tokens + its phrase
+DEFAULT_MAX_NEW_TOKENS = 1024  # the reference examples' budget; capped by the decoder's positions
 DEFAULT_LOC_TOLERANCE = 3  # bins either side whose probability counts for a location token
+_GROUNDING_TEMPLATE = "Locate the phrases in the caption: {input}"  # Florence2Processor's
+
+
+@dataclass
+class Generation:
+    """One ``generate`` call's output, as pieces with probabilities.
+
+    Attributes:
+        pieces: each added token (``<s>``, ``</s>``, ``<loc_k>``, ...) alone; runs of ordinary text
+            tokens decoded together.
+        probs: one probability per piece (see ``FlorenceDetector.generate``).
+        token_ids: the generated ids of the returned sequence (after the decoder start token).
+        truncated: the output used its whole ``max_new_tokens`` budget (or stopped without EOS).
+        max_new_tokens: the budget it ran with.
+    """
+
+    pieces: list[str]
+    probs: list[float]
+    token_ids: list[int]
+    truncated: bool
+    max_new_tokens: int
 
 
 class FlorenceDetector:
@@ -52,8 +86,9 @@ class FlorenceDetector:
         model: a loaded ``Florence2ForConditionalGeneration`` (in eval mode, on its device).
         processor: the matching ``Florence2Processor``.
         name: model label recorded as ``detection_model`` (e.g. ``"florence-2-base"``).
-        max_new_tokens: default generation budget per image.
+        max_new_tokens: default generation budget per prompt (capped by the decoder's positions).
         loc_tolerance: location-token probability window, in bins (see florence_parse).
+        num_beams: default beam count (1 = greedy).
     """
 
     def __init__(
@@ -64,12 +99,14 @@ class FlorenceDetector:
         name: str = "florence-2",
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         loc_tolerance: int = DEFAULT_LOC_TOLERANCE,
+        num_beams: int = 1,
     ) -> None:
         self.model = model
         self.processor = processor
         self.name = name
         self.max_new_tokens = int(max_new_tokens)
         self.loc_tolerance = int(loc_tolerance)
+        self.num_beams = _check_beams(num_beams)
         self._lock = threading.Lock()
         tokenizer = processor.tokenizer
         loc_tokens = [f"<loc_{i}>" for i in range(LOC_BINS)]
@@ -83,6 +120,11 @@ class FlorenceDetector:
         self._bin_of_id = {tid: i for i, tid in enumerate(loc_ids)}
         # Added tokens (special, location, structural) are whole pieces; other ids are text.
         self._added = {tid: tok.content for tid, tok in tokenizer.added_tokens_decoder.items()}
+        templates = getattr(processor, "task_prompts_with_input", None) or {}
+        self._template = templates.get(TASK_GROUNDING, _GROUNDING_TEMPLATE)
+        # phrases never used as labels, as in transformers' post-processing ("the image")
+        post = getattr(processor, "post_processor", None)
+        self.banned = sorted(getattr(post, "banned_grounding_tokens", ()) or ())
 
     @property
     def device(self) -> torch.device:
@@ -91,6 +133,17 @@ class FlorenceDetector:
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
+
+    @property
+    def max_encoder_tokens(self) -> int:
+        """Positions of the text encoder: image tokens + prompt tokens must fit in them."""
+        return int(self.model.config.text_config.max_position_embeddings)
+
+    @property
+    def max_decoder_tokens(self) -> int:
+        """The most tokens one ``generate`` can emit: the decoder's positions (it reads its start
+        token and all but the last generated token; one more raises ``IndexError``)."""
+        return int(self.model.config.text_config.max_position_embeddings)
 
     @classmethod
     def from_pretrained(
@@ -107,7 +160,8 @@ class FlorenceDetector:
             device: ``"cpu"``, ``"cuda"``, ... ; None picks automatically (``pick_device_dtype``).
             dtype: torch dtype or its name; None uses the device's default (CUDA: bf16/fp16,
                 CPU: float32 or ``$AGL_CPU_DTYPE``).
-            **kwargs: passed to the constructor (``name``, ``max_new_tokens``, ``loc_tolerance``).
+            **kwargs: passed to the constructor (``name``, ``max_new_tokens``, ``loc_tolerance``,
+                ``num_beams``).
 
         Raises:
             FileNotFoundError: ``path`` is not a folder.
@@ -129,6 +183,37 @@ class FlorenceDetector:
         kwargs.setdefault("name", path.name)
         return cls(model, processor, **kwargs)
 
+    # ------------------------------------------------------------------ prompts
+    def prompt_tokens(self, caption: str) -> int:
+        """The encoder length of a grounding prompt with ``caption``: image tokens, ``<s>``,
+        the task template with the caption, ``</s>`` (what ``Florence2Processor`` builds)."""
+        text = self._template.format(input=caption)
+        ids = self.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return int(self.processor.num_image_tokens) + 2 + len(ids)
+
+    def plan_prompts(
+        self, classes: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None = None
+    ) -> list[PromptPlan]:
+        """The grounding prompts for ``classes`` (+ synonyms), each fitting the encoder.
+
+        Raises:
+            ValueError: no class name, or one class with its synonyms is too long for a prompt.
+        """
+        return plan_prompts(classes, synonyms, self.prompt_tokens, self.max_encoder_tokens)
+
+    def budget(self, max_new_tokens: int | None = None) -> int:
+        """Tokens one prompt may generate: ``max_new_tokens`` (default the detector's), capped
+        by ``max_decoder_tokens``.
+
+        Raises:
+            ValueError: a budget below 1.
+        """
+        wanted = int(max_new_tokens if max_new_tokens is not None else self.max_new_tokens)
+        if wanted < 1:
+            raise ValueError(f"max_new_tokens: expected >= 1, got {wanted}")
+        return min(wanted, self.max_decoder_tokens)
+
+    # ------------------------------------------------------------------ detection
     def detect(
         self,
         image: np.ndarray,
@@ -137,24 +222,28 @@ class FlorenceDetector:
         synonyms: Mapping[str, Sequence[str]] | None = None,
         confidence: float = 0.0,
         max_new_tokens: int | None = None,
+        num_beams: int | None = None,
         generate_kwargs: Mapping[str, Any] | None = None,
     ) -> Detections:
         """Boxes of the requested classes in ``image``.
 
         Args:
-            image: (H, W, 3) uint8 RGB.
+            image: (H, W, 3) uint8 RGB (any size, 1 x 1 included).
             classes: class names to find (the prompt; also ``class_names`` of the result).
-            synonyms: class name -> synonyms; generated phrases matching a synonym map to the
-                class (the prompt names the classes only).
+            synonyms: class name -> synonyms; they are named in the prompt after their class, and
+                a box grounded by a synonym gets its class's id (the phrase stays in
+                ``data["raw_label"]``).
             confidence: minimum confidence kept, in [0, 1].
-            max_new_tokens: generation budget (default: the detector's ``max_new_tokens``).
+            max_new_tokens: generation budget per prompt (default: the detector's).
+            num_beams: beam count (default: the detector's; 1 = greedy).
             generate_kwargs: extra ``model.generate`` arguments (e.g. a ``logits_processor``).
 
         Returns:
             ``Detections`` with ``xyxy`` float32 absolute pixels of ``image`` (x = column,
             y = row), ``confidence`` (see module docstring), ``class_id`` into ``classes``,
             ``mask=None``, and ``data``: ``"loc_score"``, ``"label_score"`` (N,) float32,
-            ``"raw_label"`` (N,) object (the phrase as generated).
+            ``"raw_label"`` (N,) object (the phrase as generated), ``"truncated"`` (N,) bool
+            (the box comes from an output that ran out of budget: more objects may be missing).
 
         Raises:
             ValueError: a bad image, no class names, or confidence outside [0, 1].
@@ -163,24 +252,95 @@ class FlorenceDetector:
         if not 0.0 <= confidence <= 1.0:
             raise ValueError(f"confidence: expected a value in [0, 1], got {confidence}")
         class_names = list(classes)
-        prompt = TASK_GROUNDING + grounding_prompt(class_names)
         height, width = image.shape[:2]
-        pieces, probs = self.generate_pieces(image, prompt, max_new_tokens, generate_kwargs)
-        parsed = boxes_to_detections(
-            parse_tokens(pieces, probs), class_names, (width, height),
-            synonyms=synonyms, confidence=confidence,
-        )
+        parts = []
+        for plan in self.plan_prompts(class_names, synonyms):
+            gen = self.generate(image, TASK_GROUNDING + plan.caption, max_new_tokens, generate_kwargs,
+                                num_beams=num_beams)
+            if gen.truncated:
+                log.warning(
+                    "Florence-2 output used its whole budget of %d new tokens for the prompt %r: "
+                    "boxes after the last complete one are missing; raise max_new_tokens",
+                    gen.max_new_tokens, plan.caption[:80],
+                )
+            parsed = boxes_to_detections(
+                parse_tokens(gen.pieces, gen.probs, banned=self.banned), plan.class_names, (width, height),
+                synonyms=plan.synonyms, confidence=confidence,
+            )
+            parts.append((parsed, plan.class_ids[parsed.class_id], gen.truncated))
+        class_id = np.concatenate([ids for _, ids, _ in parts])
+        xyxy = np.concatenate([p.xyxy for p, _, _ in parts])
+        conf = np.concatenate([p.confidence for p, _, _ in parts])
+        keep = dedupe_boxes(class_id, xyxy, conf)
         return Detections(
-            xyxy=parsed.xyxy,
-            confidence=parsed.confidence,
-            class_id=parsed.class_id,
+            xyxy=xyxy[keep],
+            confidence=conf[keep],
+            class_id=class_id[keep],
             class_names=class_names,
             data={
-                "loc_score": parsed.loc_score,
-                "label_score": parsed.label_score,
-                "raw_label": parsed.raw_label,
+                "loc_score": np.concatenate([p.loc_score for p, _, _ in parts])[keep],
+                "label_score": np.concatenate([p.label_score for p, _, _ in parts])[keep],
+                "raw_label": np.concatenate([p.raw_label for p, _, _ in parts])[keep],
+                "truncated": np.concatenate([np.full(len(p), t) for p, _, t in parts]).astype(bool)[keep],
             },
         )
+
+    def preprocess(self, image: np.ndarray, prompt: str) -> dict[str, torch.Tensor]:
+        """Processor inputs for one image and prompt, on the model's device (pixels in its dtype).
+
+        Raises:
+            ValueError: the prompt does not fit the encoder (use ``plan_prompts``).
+        """
+        inputs = self.processor(text=prompt, images=_check_image(image), return_tensors="pt",
+                                input_data_format="channels_last")
+        length = int(inputs["input_ids"].shape[-1])
+        if length > self.max_encoder_tokens:
+            raise ValueError(
+                f"prompt: expected at most {self.max_encoder_tokens} encoder tokens (image tokens "
+                f"included), got {length}; split the classes with plan_prompts"
+            )
+        device, dtype = self.device, self.dtype
+        return {
+            k: v.to(device=device, dtype=dtype) if k == "pixel_values" else v.to(device)
+            for k, v in inputs.items()
+        }
+
+    def generate(
+        self,
+        image: np.ndarray,
+        prompt: str,
+        max_new_tokens: int | None = None,
+        generate_kwargs: Mapping[str, Any] | None = None,
+        *,
+        num_beams: int | None = None,
+    ) -> Generation:
+        """Run the model on one prompt; return the output as pieces with probabilities.
+
+        Pieces: each added token (``<s>``, ``</s>``, ``<loc_k>``, ``<od>``...) alone; runs of
+        ordinary text tokens decoded together (so multi-byte characters decode whole), their
+        probability the product of the run's token probabilities. A location token's probability
+        is the softmax mass of the bins within ``loc_tolerance`` of the emitted bin. Probabilities
+        come from the raw logits of the returned sequence at each step (with beams: of the beam
+        it came through at that step, ``beam_indices``).
+        """
+        budget = self.budget(max_new_tokens)
+        beams = _check_beams(self.num_beams if num_beams is None else num_beams)
+        inputs = self.preprocess(image, prompt)
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": budget,
+            "num_beams": beams,
+            "do_sample": False,
+            "output_logits": True,
+            "return_dict_in_generate": True,
+        }
+        kwargs.update(generate_kwargs or {})
+        with self._lock, torch.inference_mode():
+            out = self.model.generate(**inputs, **kwargs)
+        ids, logits = _returned_sequence(out)
+        eos = self.processor.tokenizer.eos_token_id
+        truncated = len(ids) >= budget or (len(ids) > 0 and int(ids[-1]) != eos)
+        pieces, probs = self._pieces(ids.cpu(), logits.cpu())
+        return Generation(pieces, probs, ids.tolist(), bool(truncated), budget)
 
     def generate_pieces(
         self,
@@ -189,34 +349,9 @@ class FlorenceDetector:
         max_new_tokens: int | None = None,
         generate_kwargs: Mapping[str, Any] | None = None,
     ) -> tuple[list[str], list[float]]:
-        """Run the model; return the output as pieces and one probability per piece.
-
-        Pieces: each added token (``<s>``, ``</s>``, ``<loc_k>``, ``<od>``...) alone; runs of
-        ordinary text tokens decoded together (so multi-byte characters decode whole), their
-        probability the product of the run's token probabilities. A location token's probability
-        is the softmax mass of the bins within ``loc_tolerance`` of the emitted bin.
-        """
-        inputs = self.processor(text=prompt, images=image, return_tensors="pt")
-        device, dtype = self.device, self.dtype
-        inputs = {
-            k: v.to(device=device, dtype=dtype) if k == "pixel_values" else v.to(device)
-            for k, v in inputs.items()
-        }
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": int(max_new_tokens or self.max_new_tokens),
-            "num_beams": 1,
-            "do_sample": False,
-            "output_logits": True,
-            "return_dict_in_generate": True,
-        }
-        kwargs.update(generate_kwargs or {})
-        with self._lock, torch.inference_mode():
-            out = self.model.generate(**inputs, **kwargs)
-        logits = torch.stack(out.logits, dim=1)[0].float()  # (steps, vocab)
-        steps = logits.shape[0]
-        ids = out.sequences[0, -steps:] if steps else out.sequences[0, :0]
-        return self._pieces(ids.cpu(), logits.cpu())
-
+        """``generate`` reduced to (pieces, probabilities)."""
+        gen = self.generate(image, prompt, max_new_tokens, generate_kwargs)
+        return gen.pieces, gen.probs
     def _pieces(self, ids: torch.Tensor, logits: torch.Tensor) -> tuple[list[str], list[float]]:
         if len(ids) == 0:
             return [], []
@@ -268,3 +403,35 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"image: expected a non-empty image, got shape {image.shape}")
     return image
+
+
+def _check_beams(num_beams: int) -> int:
+    if int(num_beams) < 1:
+        raise ValueError(f"num_beams: expected >= 1 (1 = greedy), got {num_beams}")
+    return int(num_beams)
+
+
+def _returned_sequence(out: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids (n,) int64, raw logits (n, vocab) float32) of the first returned sequence.
+
+    Greedy search: step t's logits are row 0 of ``out.logits[t]``. Beam search:
+    ``out.logits[t]`` holds one row per running (batch x beam) hypothesis at step t, and
+    ``out.beam_indices[0, t]`` names the row the returned sequence was extended from at that
+    step (-1 after its end); that is the distribution its token was chosen from.
+    """
+    steps = len(out.logits)
+    sequences = out.sequences
+    beam_indices = getattr(out, "beam_indices", None)
+    if beam_indices is None:
+        n, rows = steps, [0] * steps
+        start = sequences.shape[-1] - steps
+    else:
+        lengths = (beam_indices >= 0).sum(dim=1)
+        n = int(lengths[0])
+        rows = beam_indices[0, :n].tolist()
+        start = sequences.shape[-1] - int(lengths.max())
+    if n == 0:
+        vocab = out.logits[0].shape[-1] if steps else 1
+        return sequences[0, :0], torch.zeros((0, vocab))
+    logits = torch.stack([out.logits[t][rows[t]] for t in range(n)]).float()
+    return sequences[0, start:start + n], logits

@@ -34,6 +34,24 @@ Confidence (Florence-2 has no score head, so it is derived from the decoder's pr
 
 Labels are mapped back to the requested class names (see ``LabelMatcher``); phrases that match
 no requested class are dropped, as are boxes that are degenerate after clipping.
+
+Parity with transformers (``Florence2Processor.post_process_generation(text,
+task="<CAPTION_TO_PHRASE_GROUNDING>", image_size=(width, height))``, tested on the same
+generated text in ``tests/pipeline/test_parity_florence.py``): ``parse_text`` /
+``parse_tokens`` give the same phrases, in the same order, with the same boxes, except, on
+purpose:
+
+1. pixels: transformers casts each dequantised coordinate to ``int`` (truncation, so up to one
+   pixel towards the origin); here the bin centre ``(k + 0.5) * side / 1000`` stays a float,
+   so ``int(ours) == theirs`` (up to float32 rounding of a value within ~1e-5 of an integer);
+2. non-ASCII characters: transformers drops them from the phrase (``encode("ascii",
+   "ignore")``, so ``"사람"`` becomes ``""`` and ``"café"`` ``"caf"``); they are kept here, so
+   class names need not be English;
+3. banned phrases (``"the image"``) are compared after ``normalize_phrase`` here (case and
+   spacing do not matter), exactly in transformers.
+
+Everything after that (mapping phrases to classes, dropping repeated boxes, clipping, dropping
+degenerate boxes) happens in ``boxes_to_detections``, a step transformers does not have.
 """
 from __future__ import annotations
 
@@ -335,7 +353,8 @@ def boxes_to_detections(
     """Map parsed boxes to requested classes, clip, and drop what should not be kept.
 
     Drops: phrases naming no requested class; boxes narrower or shorter than ``min_size``
-    pixels after clipping (degenerate); boxes below ``confidence``; exact repeats (same class,
+    pixels after clipping (degenerate; on an image less than ``2 * min_size`` pixels across the
+    limit for that axis is half the image side, so a 1-pixel-tall image keeps its boxes); boxes below ``confidence``; exact repeats (same class,
     same bins: the decoder repeating itself), keeping the most confident.
 
     Args:
@@ -361,8 +380,7 @@ def boxes_to_detections(
     items = list(kept.items())
     bins = np.array([b.bins for _, b in items], dtype=np.int64).reshape(-1, 4)
     xyxy = clip_boxes(dequantize(bins, image_size), image_size)
-    wh = xyxy[:, 2:] - xyxy[:, :2]
-    keep = np.all(wh >= min_size, axis=1) if len(xyxy) else np.zeros(0, dtype=bool)
+    keep = _big_enough(xyxy, image_size, min_size)
     return ParsedDetections(
         xyxy=xyxy[keep],
         class_id=np.array([ids[k] for k, _ in items], dtype=np.int64)[keep],
@@ -423,7 +441,7 @@ def parse_post_processed(
         confs.append(min(max(float(score), 0.0), 1.0))
         names.append(str(label))
     xyxy = clip_boxes(np.array(rows, dtype=np.float32).reshape(-1, 4), image_size)
-    keep = np.all(xyxy[:, 2:] - xyxy[:, :2] >= min_size, axis=1)
+    keep = _big_enough(xyxy, image_size, min_size)
     return ParsedDetections(
         xyxy=xyxy[keep],
         class_id=np.array(ids, dtype=np.int64)[keep],
@@ -446,6 +464,13 @@ def grounding_prompt(classes: Sequence[str]) -> str:
     if not names:
         raise ValueError(f"classes: expected at least one non-empty class name, got {list(classes)!r}")
     return ". ".join(dict.fromkeys(names)) + "."
+
+
+def _big_enough(xyxy: np.ndarray, image_size: tuple[int, int], min_size: float) -> np.ndarray:
+    """(N,) bool: width and height >= ``min_size`` px, or >= half the image side when smaller."""
+    width, height = image_size
+    limit = np.minimum(min_size, 0.5 * np.array([width, height], dtype=np.float32))
+    return np.all(xyxy[:, 2:] - xyxy[:, :2] >= limit, axis=1)
 
 
 def _check_size(image_size: tuple[int, int]) -> None:

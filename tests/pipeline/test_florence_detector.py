@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 from transformers import LogitsProcessorList  # noqa: E402
 
 from pipeline.detect.florence import FlorenceDetector  # noqa: E402
-from pipeline.detect.florence_parse import boxes_to_detections, parse_post_processed, parse_text  # noqa: E402
+from pipeline.detect.florence_parse import TASK_GROUNDING, boxes_to_detections, parse_tokens  # noqa: E402
 from pipeline.models.loader import resolve_weights  # noqa: E402
 from pipeline.models.specs import get_spec  # noqa: E402
 from pipeline.types import Detections  # noqa: E402
@@ -54,15 +54,17 @@ def test_loads_on_cpu_in_float32(detector, tiny_florence_dir):
     assert not detector.model.training
 
 
-def test_unforced_generation_gives_valid_detections(detector, image):
-    det = detector.detect(image, ["person", "car", "traffic light"], max_new_tokens=12)
+def test_forced_output_gives_boxes_labels_and_confidences(detector, image):
+    """The real model runs every step; the script only fixes which tokens it emits."""
+    det = detector.detect(image, ["person", "car", "traffic light"], generate_kwargs=_scripted(detector))
     assert isinstance(det, Detections)
     assert det.class_names == ["person", "car", "traffic light"]
-    assert det.xyxy.dtype == np.float32 and det.xyxy.shape == (len(det), 4)
+    assert det.labels == ["car", "person", "person"]
+    assert det.xyxy.dtype == np.float32 and det.xyxy.shape == (3, 4)
+    np.testing.assert_allclose(det.xyxy[1], [1.5 * W / 1000, 2.5 * H / 1000, 999.5 * W / 1000, 998.5 * H / 1000], rtol=1e-5)
     assert det.mask is None
-    if len(det):
-        assert np.all(det.xyxy >= 0) and np.all(det.xyxy[:, [0, 2]] <= W) and np.all(det.xyxy[:, [1, 3]] <= H)
-        assert np.all((det.confidence >= 0) & (det.confidence <= 1))
+    assert np.all((det.confidence > 0) & (det.confidence <= 1))
+    assert det.data["truncated"].tolist() == [False, False, False]
 
 
 def test_boxes_map_to_original_pixels_and_classes(detector, image):
@@ -105,18 +107,6 @@ def test_location_probability_window(detector, image):
     assert pieces[:2] == ["<s>", "car"] and tok.eos_token in pieces
 
 
-def test_parser_agrees_with_transformers_post_processing(detector):
-    text = "</s><s>car<loc_100><loc_200><loc_300><loc_400>person<loc_1><loc_2><loc_999><loc_998></s>"
-    reference = detector.processor.post_process_generation(
-        text, task="<CAPTION_TO_PHRASE_GROUNDING>", image_size=(W, H)
-    )
-    ours = boxes_to_detections(parse_text(text), ["person", "car"], (W, H))
-    theirs = parse_post_processed(reference, ["person", "car"], (W, H))
-    assert ours.class_id.tolist() == theirs.class_id.tolist() == [1, 0]
-    # transformers casts pixels to int; ours keeps the bin centre
-    np.testing.assert_allclose(np.floor(ours.xyxy), theirs.xyxy)
-
-
 def test_bad_inputs_are_rejected(detector, image):
     with pytest.raises(ValueError, match="uint8 RGB"):
         detector.detect(image.astype(np.float32), ["car"])
@@ -136,3 +126,159 @@ def test_bfloat16_on_cpu(tiny_florence_dir, image):
     out = det.detect(image, ["person", "car"], generate_kwargs=_scripted(det))
     assert out.labels == ["car", "person", "person"]
     assert np.all((out.confidence >= 0) & (out.confidence <= 1))
+
+
+# ---------------------------------------------------------------- beam search (issue 8, item 1)
+def _grammar(steps):
+    """Allow only the ids in ``steps[k]`` at step k, keeping the model's own scores among them,
+    so beam search still has real choices (the returned beam changes row along the way)."""
+    from transformers import LogitsProcessor
+
+    class _Grammar(LogitsProcessor):
+        def __init__(self) -> None:
+            self.start = None
+
+        def __call__(self, input_ids, scores):
+            if self.start is None:
+                self.start = input_ids.shape[1]
+            allowed = steps[min(input_ids.shape[1] - self.start, len(steps) - 1)]
+            mask = torch.full_like(scores, float("-inf"))
+            mask[:, allowed] = 0.0
+            return scores + mask
+
+    return _Grammar()
+
+
+def _beam_steps(tok):
+    low = tok.convert_tokens_to_ids([f"<loc_{i}>" for i in range(0, 400, 10)])
+    high = tok.convert_tokens_to_ids([f"<loc_{i}>" for i in range(600, 1000, 10)])
+    steps = [[tok.bos_token_id]]
+    for phrase in ("car", "person"):
+        steps += [[t] for t in florence_output_ids(tok, phrase)] + [low, low, high, high]
+    return steps + [[tok.eos_token_id]]
+
+
+def test_beam_search_confidence_comes_from_the_returned_beam(detector, image):
+    tok = detector.processor.tokenizer
+    prompt = "<CAPTION_TO_PHRASE_GROUNDING>person. car."
+    steps = _beam_steps(tok)
+    gen = detector.generate(image, prompt, num_beams=3,
+                            generate_kwargs={"logits_processor": LogitsProcessorList([_grammar(steps)])})
+    assert len(gen.token_ids) == len(steps) and not gen.truncated
+    # the returned sequence went through beams other than 0: beam 0's logits would be wrong
+    inputs = detector.preprocess(image, prompt)
+    with torch.no_grad():
+        out = detector.model.generate(**inputs, num_beams=3, max_new_tokens=64, do_sample=False,
+                                      output_logits=True, return_dict_in_generate=True,
+                                      logits_processor=LogitsProcessorList([_grammar(steps)]))
+    assert out.sequences[0, 1:].tolist() == gen.token_ids
+    assert int(out.beam_indices[0].max()) > 0
+    # reference: one teacher-forced pass over the returned ids gives each step's distribution
+    start = detector.model.generation_config.decoder_start_token_id
+    decoder_ids = torch.tensor([[start, *gen.token_ids[:-1]]])
+    with torch.no_grad():
+        forced = detector.model(**inputs, decoder_input_ids=decoder_ids).logits[0].float()
+    ref_pieces, ref_probs = detector._pieces(torch.tensor(gen.token_ids), forced)
+    assert gen.pieces == ref_pieces
+    np.testing.assert_allclose(gen.probs, ref_probs, rtol=1e-4)
+    beam0 = torch.stack([step[0] for step in out.logits]).float()
+    _, beam0_probs = detector._pieces(torch.tensor(gen.token_ids), beam0)
+    assert not np.allclose(beam0_probs, ref_probs, rtol=1e-3)  # what the old code reported
+    # and detect's confidences are those of the returned sequence
+    det = detector.detect(image, ["person", "car"], num_beams=3,
+                          generate_kwargs={"logits_processor": LogitsProcessorList([_grammar(steps)])})
+    expected = boxes_to_detections(parse_tokens(ref_pieces, ref_probs), ["person", "car"], (W, H))
+    assert det.labels == ["car", "person"]
+    np.testing.assert_allclose(det.confidence, expected.confidence, rtol=1e-4)
+    np.testing.assert_allclose(det.xyxy, expected.xyxy)
+
+
+def test_bad_beam_count_is_rejected(detector, image):
+    with pytest.raises(ValueError, match="num_beams"):
+        detector.detect(image, ["car"], num_beams=0)
+
+
+# ---------------------------------------------------------------- long class lists (item 2)
+def test_long_class_list_is_split_into_prompts_that_fit(detector, image, monkeypatch):
+    classes = [f"class{i}" for i in range(100)]
+    plans = detector.plan_prompts(classes)
+    assert len(plans) > 1
+    np.testing.assert_array_equal(np.concatenate([p.class_ids for p in plans]), np.arange(100))
+    for plan in plans:  # the processor's own input length, image tokens included
+        inputs = detector.processor(text=TASK_GROUNDING + plan.caption, images=image, return_tensors="pt")
+        assert inputs["input_ids"].shape[-1] == detector.prompt_tokens(plan.caption) <= detector.max_encoder_tokens
+    one_prompt = TASK_GROUNDING + ". ".join(classes) + "."
+    assert detector.processor(text=one_prompt, images=image, return_tensors="pt")["input_ids"].shape[-1] > 256
+
+    prompts = []
+    real_generate = detector.generate
+    monkeypatch.setattr(detector, "generate", lambda img, prompt, *a, **k: prompts.append(prompt) or real_generate(img, prompt, *a, **k))
+    script = "<s>class5<loc_100><loc_200><loc_300><loc_400>class90<loc_10><loc_20><loc_30><loc_40>"
+    det = detector.detect(image, classes, generate_kwargs=_scripted(detector, script))
+    assert prompts == [TASK_GROUNDING + p.caption for p in plans]
+    assert det.class_id.tolist() == [5, 90]  # ids into the caller's full list
+    assert det.labels == ["class5", "class90"]
+    np.testing.assert_allclose(det.xyxy[1], [10.5 * W / 1000, 20.5 * H / 1000, 30.5 * W / 1000, 40.5 * H / 1000], rtol=1e-5)
+
+
+def test_a_class_too_long_for_any_prompt_is_a_clear_error(detector, image):
+    with pytest.raises(ValueError, match="encoder tokens"):
+        detector.detect(image, ["car", " ".join(["traffic light"] * 200)])
+
+
+# ---------------------------------------------------------------- thin images (item 3)
+@pytest.mark.parametrize("hw", [(1, 80), (3, 80), (80, 1), (80, 3)])
+def test_images_one_or_three_pixels_thin(detector, hw):
+    from PIL import Image
+
+    h, w = hw
+    img = np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    prompt = TASK_GROUNDING + "person. car."
+    ours = detector.preprocess(img, prompt)["pixel_values"]
+    # a PIL image has an unambiguous layout: the reference for what the model must see
+    reference = detector.processor(text=prompt, images=Image.fromarray(img), return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(ours, reference)
+    script = "<s>car<loc_0><loc_0><loc_999><loc_999>person<loc_100><loc_0><loc_899><loc_999>"
+    det = detector.detect(img, ["person", "car"], generate_kwargs=_scripted(detector, script))
+    assert det.labels == ["car", "person"]
+    np.testing.assert_allclose(det.xyxy[0], [0.5 * w / 1000, 0.5 * h / 1000, 999.5 * w / 1000, 999.5 * h / 1000], rtol=1e-5)
+    assert np.all(det.xyxy[:, [0, 2]] <= w) and np.all(det.xyxy[:, [1, 3]] <= h)
+
+
+# ---------------------------------------------------------------- budget and truncation (item 4)
+def test_budget_defaults_to_the_reference_capped_by_the_decoder(detector):
+    assert detector.max_new_tokens == 1024
+    assert detector.max_decoder_tokens == 256  # the tiny model's positions
+    assert detector.budget() == 256 and detector.budget(10_000) == 256 and detector.budget(40) == 40
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        detector.budget(0)
+
+
+def test_output_that_runs_out_of_budget_is_reported(detector, image, caplog):
+    tok = detector.processor.tokenizer
+    whole = florence_output_ids(tok, SCRIPT)
+    two_boxes = florence_output_ids(tok, SCRIPT[:SCRIPT.index("<loc_500>")])
+    budget = len(two_boxes) + 2  # stops inside the third box
+    assert budget < len(whole)
+    with caplog.at_level("WARNING", logger="pipeline.detect.florence"):
+        det = detector.detect(image, ["person", "car"], max_new_tokens=budget, generate_kwargs=_scripted(detector))
+    assert det.labels == ["car", "person"]  # the partial third box is dropped, not mis-parsed
+    np.testing.assert_allclose(det.xyxy[1], [1.5 * W / 1000, 2.5 * H / 1000, 999.5 * W / 1000, 998.5 * H / 1000], rtol=1e-5)
+    assert det.data["truncated"].tolist() == [True, True]
+    assert any("whole budget" in r.getMessage() and str(budget) in r.getMessage() for r in caplog.records)
+    full = detector.detect(image, ["person", "car"], generate_kwargs=_scripted(detector))
+    assert len(full) == 3 and not full.data["truncated"].any()
+
+
+# ---------------------------------------------------------------- synonyms in the prompt (item 9)
+def test_synonyms_are_prompted_and_map_back_to_their_class(detector, image, monkeypatch):
+    prompts = []
+    real_preprocess = detector.preprocess
+    monkeypatch.setattr(detector, "preprocess", lambda img, prompt: prompts.append(prompt) or real_preprocess(img, prompt))
+    script = "<s>automobile<loc_100><loc_200><loc_300><loc_400>person<loc_1><loc_2><loc_500><loc_600>"
+    det = detector.detect(image, ["person", "car"], synonyms={"car": ["automobile", "car"], "giraffe": ["camelopard"]},
+                          generate_kwargs=_scripted(detector, script))
+    assert prompts == [TASK_GROUNDING + "person. car. automobile."]
+    assert det.labels == ["car", "person"]
+    assert det.data["raw_label"].tolist() == ["automobile", "person"]
+    np.testing.assert_allclose(det.xyxy[0], [100.5 * W / 1000, 200.5 * H / 1000, 300.5 * W / 1000, 400.5 * H / 1000], rtol=1e-5)
