@@ -176,3 +176,37 @@ def test_grounding_prompt_and_sizes():
         boxes_to_detections([], ["a"], (0, 10))
     np.testing.assert_allclose(dequantize(np.array([[0, 0, 999, 999]]), (768, 768)),
                                [[0.384, 0.384, 767.616, 767.616]], rtol=1e-5)
+
+
+def test_prompt_plans_pack_units_in_order_and_never_split_a_class_from_its_synonyms():
+    from pipeline.detect.florence_prompts import class_units, plan_prompts
+
+    units = class_units(["car", "Person", " car. ", "dog"], {"car": ["automobile", "Car", "auto"], "person": ["pedestrian", "auto"], "cat": ["kitty"]})
+    assert units == [(0, "car", ["automobile", "auto"]), (1, "Person", ["pedestrian"]), (3, "dog", [])]
+    # a word-count budget: "car. automobile. auto." = 3 words, "Person. pedestrian." = 2, "dog." = 1
+    plans = plan_prompts(["car", "Person", "car", "dog"], {"car": ["automobile", "auto"], "person": ["pedestrian"]},
+                         lambda caption: len(caption.split()), 4)
+    assert [p.caption for p in plans] == ["car. automobile. auto.", "Person. pedestrian. dog."]
+    assert [p.class_ids.tolist() for p in plans] == [[0], [1, 3]]
+    assert plans[1].class_names == ["Person", "dog"] and plans[1].synonyms == {"Person": ["pedestrian"]}
+    with pytest.raises(ValueError, match="at most 2 encoder tokens, got 3"):
+        plan_prompts(["car"], {"car": ["automobile", "auto"]}, lambda caption: len(caption.split()), 2)
+    with pytest.raises(ValueError, match="class name"):
+        plan_prompts([" . "], None, len, 100)
+
+
+def test_dedupe_boxes_keeps_the_most_confident_of_identical_boxes():
+    from pipeline.detect.florence_prompts import dedupe_boxes
+
+    class_id = np.array([0, 1, 0, 0])
+    xyxy = np.array([[1, 2, 3, 4], [1, 2, 3, 4], [1, 2, 3, 4], [1, 2, 3, 5]], dtype=np.float32)
+    keep = dedupe_boxes(class_id, xyxy, np.array([0.2, 0.5, 0.9, 0.1]))
+    assert keep.tolist() == [1, 2, 3]  # same box, other class: kept; same box, same class: the 0.9 one
+    assert dedupe_boxes(np.zeros(0), np.zeros((0, 4)), np.zeros(0)).tolist() == []
+
+
+def test_boxes_on_one_pixel_thin_images_are_not_degenerate():
+    text = "<s>car<loc_0><loc_0><loc_999><loc_999>car<loc_0><loc_400><loc_999><loc_600></s>"
+    det = boxes_to_detections(parse_text(text), ["car"], (80, 1))
+    np.testing.assert_allclose(det.xyxy, [[0.04, 0.0005, 79.96, 0.9995]], rtol=1e-5)  # the 0.2 px one is not kept
+    assert len(boxes_to_detections(parse_text(text), ["car"], (80, 3))) == 1
