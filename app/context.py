@@ -100,7 +100,7 @@ class AppContext:
         return self.segmenter_provider(name)
 
     @contextmanager
-    def segment(self, name: str | None, image: np.ndarray, image_key: str) -> Iterator[Any]:
+    def segment(self, name: str | None, image: np.ndarray, image_key: str | None) -> Iterator[Any]:
         """Holds the segmenter for one prediction, with ``image`` set on it.
 
         The segmenter's own ``lock`` (Sam2Segmenter has one; one is attached to segmenters
@@ -113,7 +113,8 @@ class AppContext:
             name: "grabcut" / "sam2" (None = default).
             image: (H, W, 3) uint8 RGB.
             image_key: the image file's sha256 (the registry's ``content_hash``): the one key
-                every path (auto-label, manual boxes, Refine) caches SAM2 embeddings under.
+                every path (auto-label, manual boxes, Refine) caches SAM2 embeddings under;
+                None for pixels with no file (a search query): SAM2 then hashes the pixels.
         """
         from pipeline.autolabel import set_image
 

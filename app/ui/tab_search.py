@@ -74,7 +74,8 @@ def build(ctx: AppContext, shared: Shared) -> None:
                                    "searched. Type an object id instead (its stored embedding is used), or get "
                                    "weights with `python launch.py models download`.") from exc
                 raise
-            st["hits"] = sw.search_by_image(ctx.registry, emb, np.asarray(img), xyxy=st["crop"], k=kk, filters=f)
+            st["hits"] = sw.search_by_image(ctx.registry, emb, np.asarray(img), xyxy=st["crop"], k=kk, filters=f,
+                                            segment=sw.context_segment(ctx))
             what = "the crop" if st["crop"] else "the image"
         elif oid:
             st["hits"] = sw.search_by_object(ctx.registry, oid, k=kk, filters=f)

@@ -5,6 +5,7 @@ dicts plus ``similarity`` (1.0 = identical), best first.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,13 +30,49 @@ class SearchFilters:
         }
 
 
-def embed_query(embedder: Any, image: np.ndarray, xyxy: tuple[float, float, float, float] | None = None) -> np.ndarray:
-    """Embeds the query image (or the ``xyxy`` region of it) as a (D,) float32 vector."""
+def embed_query(embedder: Any, image: np.ndarray, xyxy: tuple[float, float, float, float] | None = None,
+                segment: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """Embeds the query image (or its ``xyxy`` region) exactly as stored objects are embedded.
+
+    Stored vectors are masked crops: the object's box plus the embedder's context padding,
+    everything outside the object's mask set to the neutral colour. So the query is prepared
+    the same way: the query box (the whole image, or ``xyxy`` in absolute pixels) is segmented
+    with ``segment``, the box becomes the mask's own bounding box, and the image is padded with
+    the neutral colour where the context padding reaches past its edge (an uploaded crop has no
+    context around the object; a stored object's masked context is neutral anyway).
+
+    Args:
+        embedder: has ``embed(image, xyxy, masks) -> (N, D)`` and optionally ``crop_pad``.
+        image: (H, W, 3) uint8 RGB.
+        xyxy: the query region, absolute pixels; None = the whole image.
+        segment: ``(image, box (4,) xyxy) -> (H, W) bool mask``; None embeds the plain box crop
+            (only when no segmenter exists: such a query differs from stored vectors).
+
+    Returns:
+        (D,) float32, L2-normalised.
+    """
+    from pipeline.mask_ops import NEUTRAL_FILL, mask_to_xyxy
+
     if image is None or getattr(image, "ndim", 0) != 3:
         raise ValueError("query image: expected an RGB image, got nothing; upload or paste one")
+    image = np.ascontiguousarray(image[..., :3], dtype=np.uint8)
     h, w = image.shape[:2]
-    box = np.asarray([xyxy if xyxy is not None else (0, 0, w, h)], np.float32)
-    vec = np.asarray(embedder.embed(image, box), np.float32)
+    box = np.asarray(xyxy if xyxy is not None else (0, 0, w, h), np.float32)
+    mask = None
+    if segment is not None:
+        m = np.asarray(segment(image, box), bool)
+        if m.shape == (h, w) and m.any():
+            mask, box = m, mask_to_xyxy(m[None])[0].astype(np.float32)
+    pad = float(getattr(embedder, "crop_pad", 0.1))
+    px = int(np.ceil(pad * max(box[2] - box[0], box[3] - box[1]))) + 1
+    canvas = np.empty((h + 2 * px, w + 2 * px, 3), np.uint8)
+    canvas[:] = np.asarray(NEUTRAL_FILL, np.uint8)
+    canvas[px:px + h, px:px + w] = image
+    masks = None
+    if mask is not None:
+        masks = np.zeros((1, *canvas.shape[:2]), bool)
+        masks[0, px:px + h, px:px + w] = mask
+    vec = np.asarray(embedder.embed(canvas, (box + px)[None], masks), np.float32)
     if vec.ndim != 2 or len(vec) != 1:
         raise RuntimeError(f"embedder: expected a (1, D) array, got shape {vec.shape}")
     return vec[0]
@@ -67,9 +104,24 @@ def search_by_object(reg: Any, object_id: str, *, k: int = 24, filters: SearchFi
 
 
 def search_by_image(reg: Any, embedder: Any, image: np.ndarray, *, xyxy=None, k: int = 24,
-                    filters: SearchFilters | None = None) -> list[dict]:
-    """Top-k objects similar to an uploaded image (or a region of it)."""
-    return search_by_vector(reg, embed_query(embedder, image, xyxy), k=k, filters=filters)
+                    filters: SearchFilters | None = None,
+                    segment: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> list[dict]:
+    """Top-k objects similar to an uploaded image (or a region of it), the query prepared like
+    stored objects (see :func:`embed_query`)."""
+    return search_by_vector(reg, embed_query(embedder, image, xyxy, segment), k=k, filters=filters)
+
+
+def context_segment(ctx: Any) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """``(image, box) -> mask`` with the segmenter stored objects were most likely masked by:
+    SAM2 when offered (auto-label uses it), else GrabCut."""
+    name = "sam2" if "sam2" in ctx.segmenter_names else ctx.segmenter_names[0]
+
+    def segment(image: np.ndarray, box: np.ndarray) -> np.ndarray:
+        with ctx.segment(name, image, None) as seg:
+            masks, _ = seg.predict_boxes(np.asarray(box, np.float32).reshape(1, 4))
+        return np.asarray(masks[0], bool)
+
+    return segment
 
 
 def assign_class(reg: Any, object_ids: list[str], category: str, *, validated_by: str | None = None) -> int:
