@@ -18,11 +18,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+import image_header
+
 ImageSource = str | Path | bytes | bytearray | memoryview
 
-#: Default per-call pixel limit (width * height). 100 MP is a 10000 x 10000 image: about 300 MB
-#: as RGB uint8, well above any camera a labeling tool meets, well below a bomb.
-DEFAULT_MAX_PIXELS = 100_000_000
+#: Default per-call pixel limit (width * height): the one limit of every path (import, register,
+#: label, segment, the UI), defined in :mod:`image_header` (100 MP = 10000 x 10000).
+DEFAULT_MAX_PIXELS = image_header.MAX_IMAGE_PIXELS
 
 # EXIF orientation values 5..8 rotate by 90 degrees, so width and height swap.
 _EXIF_ORIENTATION_TAG = 0x0112

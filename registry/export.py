@@ -48,6 +48,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import image_header
 from registry.datasets import SPLITS, get_dataset
 from registry.formats.annotations import chunk_results
 from registry.formats.coco import CocoWriter
@@ -78,13 +79,6 @@ LEFT JOIN frames f ON f.frame_id = o.frame_id
 WHERE d.dataset_id = ?
 ORDER BY d.split, o.source_id, o.frame_id, o.object_id
 """
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return im.size
 
 
 def _place_image(src: Path, dst: Path, stats: Counter) -> None:
@@ -256,7 +250,7 @@ def export_dataset(
                                     "reason": f"image file missing: {image.path}"})
                     continue
                 if not image.width or not image.height:
-                    image.width, image.height = _image_size(src)
+                    image.width, image.height = image_header.image_size(src)
                 suffix = src.suffix.lower() if src.suffix.lower() in IMAGE_SUFFIXES else ".jpg"
                 file_name = f"{image.key}{suffix}"
                 _place_image(src, out_dir / "images" / image.split / file_name, stats)

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+import image_header
 from registry import dedupe as overlap
 from registry import masks as rle_ops
 from registry import outbox
@@ -183,21 +184,16 @@ def _file_sha256(path: Path) -> str:
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    """(width, height) as the pipeline sees the image: EXIF orientation 5-8 swaps them."""
-    from PIL import Image, UnidentifiedImageError
-
+    """(width, height) as the pipeline sees the image: EXIF orientation 5-8 swaps them
+    (:func:`image_header.image_size`, the one size function of every path); over the pixel
+    limit is refused."""
     try:
-        with Image.open(path) as img:
-            width, height = img.size
-            orientation = img.getexif().get(0x0112, 1)
-    except (UnidentifiedImageError, OSError) as exc:
+        return image_header.image_size(path)
+    except ValueError as exc:
         raise ValueError(
-            f"expected an image file for source_type='image', got {path.name!r} that PIL cannot read "
-            f"({exc}); pass width/height or a different source_type"
+            f"expected an image file for source_type='image': {exc}; pass width/height or a "
+            "different source_type"
         ) from exc
-    if orientation in (5, 6, 7, 8):
-        width, height = height, width
-    return int(width), int(height)
 
 
 class Registry:

@@ -1,10 +1,12 @@
 """``launch.py import``: import a COCO or YOLO dataset into the registry.
 
     python launch.py import --data DIR --format coco|yolo PATH [--images DIR] [--validated]
-        [--project NAME] [--batch-size N] [--json]
+        [--project NAME] [--batch-size N] [--allow-outside-images] [--json]
 
 PATH is the COCO JSON file, or the YOLO ``data.yaml`` (or its folder). Bad items are reported
-and skipped; a malformed file imports nothing. Exit status 0 when every item was imported, 1
+and skipped; a malformed file imports nothing. COCO ``file_name`` values that lead outside the
+images folder (``../``, absolute paths, symlinks to elsewhere) are refused one by one unless
+``--allow-outside-images`` is given. Exit status 0 when every item was imported, 1
 when some were skipped, 2 on a malformed file.
 """
 from __future__ import annotations
@@ -25,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--validated", action="store_true", help="mark imported objects approved")
     p.add_argument("--project", default=None)
     p.add_argument("--batch-size", type=int, default=100, help="images per transaction (default 100)")
+    p.add_argument("--allow-outside-images", action="store_true",
+                   help="COCO: accept file_name paths that lead outside the images folder")
     p.set_defaults(func=run)
 
 
@@ -37,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     with Registry(data, sync_on_write=False) as reg:
         if args.fmt == "coco":
             report = import_coco(reg, args.path, images_dir=args.images, validated=args.validated,
-                                 project=args.project, batch_size=args.batch_size)
+                                 project=args.project, batch_size=args.batch_size,
+                                 allow_outside_images=args.allow_outside_images)
         else:
             if args.images:
                 print("note: --images is ignored for YOLO (image folders come from data.yaml)")

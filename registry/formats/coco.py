@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CocoWriter", "CocoData", "read_coco", "RawJson", "quarter_polygon_json"]
+__all__ = ["CocoWriter", "CocoData", "read_coco", "is_coco_id", "RawJson", "quarter_polygon_json"]
 
 _DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -196,20 +196,62 @@ class CocoWriter:
             self.abort()
 
 
-class CocoData:
-    """A parsed COCO file: ``images`` by id, ``categories`` by id, ``annotations`` in file order."""
+def is_coco_id(value: Any) -> bool:
+    """COCO ids are integers (strings are tolerated); never bools, lists or dicts."""
+    return (isinstance(value, int) and not isinstance(value, bool)) or isinstance(value, str)
 
-    def __init__(self, images: dict[int, dict], categories: dict[int, dict], annotations: list[dict]):
+
+class CocoData:
+    """A parsed COCO file: ``images`` by id, ``categories`` by id, ``annotations`` in file order.
+
+    ``errors`` lists ``(item, reason)`` for image and category entries left out (ids that are
+    not integers, ids used twice); ``ambiguous_images`` / ``ambiguous_categories`` hold the ids
+    used twice, so annotations pointing at them can say why they are skipped.
+    """
+
+    def __init__(self, images: dict[int, dict], categories: dict[int, dict], annotations: list[dict],
+                 errors: list[tuple[str, str]] | None = None, ambiguous_images: set | None = None,
+                 ambiguous_categories: set | None = None):
         self.images = images
         self.categories = categories
         self.annotations = annotations
+        self.errors = errors or []
+        self.ambiguous_images = ambiguous_images or set()
+        self.ambiguous_categories = ambiguous_categories or set()
+
+
+def _index_entries(entries: list[dict], what: str, label: str, errors: list[tuple[str, str]]) -> tuple[dict, set]:
+    """Entries by id; entries with a bad id or an id used twice are left out and reported."""
+    by_id: dict[Any, dict] = {}
+    first_of: dict[Any, str] = {}
+    ambiguous: set = set()
+    for k, entry in enumerate(entries):
+        ident = entry["id"]
+        item = f"{what} #{k} ({label} {str(entry.get(label))[:60]!r})"
+        if not is_coco_id(ident):
+            errors.append((item, f"expected an integer id, got {ident!r:.40} ({type(ident).__name__}); "
+                                 "fix the id in the JSON"))
+            continue
+        if ident in first_of:
+            ambiguous.add(ident)
+            errors.append((f"{what} {ident!r} ({label} {str(entry.get(label))[:60]!r})",
+                           f"id {ident!r} is used twice (also by {first_of[ident]}); both are skipped "
+                           "with their annotations; give each entry its own id"))
+            continue
+        first_of[ident] = f"{label} {str(entry.get(label))[:60]!r}"
+        by_id[ident] = entry
+    for ident in ambiguous:
+        errors.append((f"{what} {ident!r} ({first_of[ident]})", f"id {ident!r} is used twice; skipped"))
+        del by_id[ident]
+    return by_id, ambiguous
 
 
 def read_coco(path: str | Path) -> CocoData:
     """Reads and structurally validates a COCO JSON file.
 
-    Only the file as a whole is checked here (valid JSON, the three arrays, ids present);
-    per-annotation problems are the importer's to report one by one.
+    Only the file as a whole is refused here (not JSON, not the three arrays, entries without
+    ids); image and category entries with ids that are not integers, or ids used twice, are
+    left out and listed in ``errors``. Per-annotation problems are the importer's to report.
 
     Raises:
         ValueError: the file is not JSON or not COCO-shaped (nothing should be imported).
@@ -221,27 +263,28 @@ def read_coco(path: str | Path) -> CocoData:
             data = json.load(f)
     except json.JSONDecodeError as exc:
         raise ValueError(
-            f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+            f"{path.name} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
             "nothing was imported"
         ) from exc
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path} is not UTF-8 text JSON ({exc}); nothing was imported") from exc
+        raise ValueError(f"{path.name} is not UTF-8 text JSON ({exc}); nothing was imported") from exc
+    except RecursionError as exc:
+        raise ValueError(f"{path.name} nests JSON too deeply to be a COCO file; nothing was imported") from exc
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object with 'images', 'annotations', 'categories', got {type(data).__name__}")
+        raise ValueError(f"{path.name}: expected a JSON object with 'images', 'annotations', 'categories', got {type(data).__name__}")
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise ValueError(
-                f"{path}: expected a list under {key!r}, got {type(data.get(key)).__name__}; "
+                f"{path.name}: expected a list under {key!r}, got {type(data.get(key)).__name__}; "
                 "is this a COCO instances file?"
             )
-    images: dict[int, dict] = {}
     for img in data["images"]:
         if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
-            raise ValueError(f"{path}: every image needs 'id' and 'file_name', got {img!r:.120}")
-        images[img["id"]] = img
-    categories: dict[int, dict] = {}
+            raise ValueError(f"{path.name}: every image needs 'id' and 'file_name', got {img!r:.120}")
     for cat in data["categories"]:
         if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
-            raise ValueError(f"{path}: every category needs 'id' and 'name', got {cat!r:.120}")
-        categories[cat["id"]] = cat
-    return CocoData(images, categories, [a for a in data["annotations"]])
+            raise ValueError(f"{path.name}: every category needs 'id' and 'name', got {cat!r:.120}")
+    errors: list[tuple[str, str]] = []
+    images, amb_images = _index_entries(data["images"], "image", "file_name", errors)
+    categories, amb_cats = _index_entries(data["categories"], "category", "name", errors)
+    return CocoData(images, categories, list(data["annotations"]), errors, amb_images, amb_cats)

@@ -106,48 +106,103 @@ def write_data_yaml(path: str | Path, root: str | Path, names: Sequence[str], sp
     return path
 
 
+#: ``data.yaml`` files larger than this are refused (a real one is a few hundred bytes).
+MAX_DATA_YAML_BYTES = 1 << 20
+#: Longest class name accepted (the registry's own limit).
+MAX_NAME_CHARS = 200
+
+
+def _load_plain_yaml(path: Path) -> object:
+    """Parses a small YAML file made of plain scalars, lists and mappings only.
+
+    Anchors and aliases (``&a`` / ``*a``) are refused before anything is built: a 500-byte file
+    of nested aliases expands to gigabytes (a "billion laughs" bomb).
+
+    Raises:
+        ValueError: too large, not UTF-8, not YAML, anchors/aliases, or nested too deeply.
+    """
+    size = path.stat().st_size
+    if size > MAX_DATA_YAML_BYTES:
+        raise ValueError(f"{path.name} is {size:,} bytes, more than a data.yaml needs (at most "
+                         f"{MAX_DATA_YAML_BYTES:,}); nothing was imported")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path.name} is not UTF-8 text ({exc}); nothing was imported") from exc
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise ValueError(f"{path.name} uses YAML anchors or aliases (& / *), which a "
+                                 "data.yaml does not need; write the values out; nothing was imported")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path.name} is not valid YAML ({exc}); nothing was imported") from exc
+    except RecursionError as exc:
+        raise ValueError(f"{path.name} nests too deeply to be a data.yaml; nothing was imported") from exc
+
+
+def _class_name(path: Path, key: object, value: object) -> str:
+    """A class name as a plain string (integers are allowed and become strings)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise ValueError(f"{path.name}: class {key} name must be a plain string, got "
+                         f"{type(value).__name__} {str(value)[:40]!r}; nothing was imported")
+    if len(value) > MAX_NAME_CHARS:
+        raise ValueError(f"{path.name}: class {key} name is {len(value):,} characters, more than "
+                         f"{MAX_NAME_CHARS}; shorten it; nothing was imported")
+    return value
+
+
 def read_data_yaml(path: str | Path) -> dict:
     """Reads ``data.yaml``: ``{"root": Path, "names": [str], "splits": {split: [Path image dirs/list files]}}``.
 
     Relative split entries are resolved against ``path:`` (itself relative to the yaml's folder),
-    as ultralytics does.
+    as ultralytics does. The file must be small (:data:`MAX_DATA_YAML_BYTES`), without YAML
+    anchors or aliases; names are plain strings of at most :data:`MAX_NAME_CHARS` characters;
+    ``path`` a string; each split a path or a list of paths.
 
     Raises:
-        ValueError: not YAML, or no ``names``/no split (nothing should be imported).
+        ValueError: any of the above violated, not YAML, or no ``names``/no split (nothing
+            should be imported); the message names the file and the key.
     """
     path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path} is not valid YAML ({exc}); nothing was imported") from exc
+    doc = _load_plain_yaml(path)
     if not isinstance(doc, dict):
-        raise ValueError(f"{path}: expected a YAML mapping with 'names' and 'train', got {type(doc).__name__}")
+        raise ValueError(f"{path.name}: expected a YAML mapping with 'names' and 'train', got {type(doc).__name__}")
     names = doc.get("names")
     if isinstance(names, dict):
         try:
             keys = sorted(int(k) for k in names)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: 'names' keys must be integers, got {list(names)}") from exc
+            raise ValueError(f"{path.name}: 'names' keys must be integers, got {list(names)[:10]}") from exc
         if keys != list(range(len(keys))):
-            raise ValueError(f"{path}: 'names' ids must be 0..n-1, got {keys}")
-        names = [str(names[k] if k in names else names[str(k)]) for k in keys]
+            raise ValueError(f"{path.name}: 'names' ids must be 0..n-1, got {keys[:10]}")
+        names = [_class_name(path, k, names[k] if k in names else names[str(k)]) for k in keys]
     elif isinstance(names, list):
-        names = [str(n) for n in names]
+        names = [_class_name(path, k, n) for k, n in enumerate(names)]
     else:
-        raise ValueError(f"{path}: expected 'names' as a list or {{id: name}}, got {names!r:.80}")
-    root = Path(doc.get("path") or ".")
+        raise ValueError(f"{path.name}: expected 'names' as a list or {{id: name}}, got {str(names)[:80]!r}")
+    root_value = doc.get("path") or "."
+    if not isinstance(root_value, str):
+        raise ValueError(f"{path.name}: expected 'path' as a folder path (a string), got "
+                         f"{type(root_value).__name__}; nothing was imported")
+    root = Path(root_value)
     if not root.is_absolute():
         root = (path.parent / root).resolve()
     splits: dict[str, list[Path]] = {}
     for split in ("train", "val", "test"):
         entry = doc.get(split)
-        if not entry:
+        if entry is None or entry == "" or entry == []:
             continue
         items = entry if isinstance(entry, list) else [entry]
+        if not all(isinstance(p, str) and p.strip() for p in items):
+            raise ValueError(
+                f"{path.name}: expected {split!r} as a folder or .txt path or a list of them, got "
+                f"{type(entry).__name__} {str(entry)[:60]!r}; nothing was imported")
         splits[split] = [p if Path(p).is_absolute() else root / p for p in map(Path, items)]
     if not splits:
-        raise ValueError(f"{path}: no 'train', 'val' or 'test' entry; nothing to import")
+        raise ValueError(f"{path.name}: no 'train', 'val' or 'test' entry; nothing to import")
     return {"root": root, "names": names, "splits": splits}
 
 

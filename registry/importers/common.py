@@ -9,12 +9,15 @@ overlapping an existing object of the same source and category (IoU > the regist
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
+
+import image_header
 
 log = logging.getLogger(__name__)
 
@@ -77,24 +80,28 @@ class ImportReport:
 
 
 def check_image(path: Path) -> tuple[int, int]:
-    """``(width, height)`` of a readable image file.
+    """``(width, height)`` of a readable image file, after EXIF orientation (orientations 5-8
+    swap them, as :func:`image_header.image_size` and the pipeline's loader do).
 
-    Runs Pillow's ``verify()`` (structure, checksums) and then decodes the pixels, which also
-    catches truncated files that ``verify()`` lets through.
+    Reads the header first (size, the pixel limit :data:`image_header.MAX_IMAGE_PIXELS`), then
+    runs Pillow's ``verify()`` (structure, checksums) and decodes the pixels, which also catches
+    truncated files that ``verify()`` lets through.
 
     Raises:
-        ValueError: missing, unreadable, truncated or not an image (the message says which).
+        ValueError: missing, unreadable, truncated, over the pixel limit or not an image (the
+            message says which, naming the file by its name).
     """
-    if not path.is_file():
-        raise ValueError(f"image file missing: {path}")
+    width, height = image_header.image_size(path)
     try:
-        with Image.open(path) as im:
-            im.verify()
-        with Image.open(path) as im:
-            im.load()
-            return im.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.verify()
+            with Image.open(path) as im:
+                im.load()
     except Exception as exc:  # Pillow raises many types for bad files
-        raise ValueError(f"corrupt or unreadable image {path.name}: {exc}") from exc
+        raise ValueError(f"corrupt or unreadable image {path.name!r}: {exc}") from exc
+    return width, height
 
 
 def check_box_xyxy(
@@ -124,7 +131,8 @@ def check_box_xyxy(
 
 @dataclass
 class PendingImage:
-    """One image ready to register: its file, size, objects (ObjectIn) and a label for errors."""
+    """One image ready to register: its file, size (after EXIF orientation), objects (ObjectIn)
+    and a label for errors."""
 
     item: str
     path: Path
@@ -141,24 +149,36 @@ def register_batches(
     project: str | None,
     batch_size: int,
     progress: Callable[[int], None] | None = None,
+    categories: dict[str, str | None] | None = None,
 ) -> None:
-    """Registers images and their objects, ``batch_size`` images per transaction."""
+    """Registers images and their objects, ``batch_size`` images per transaction.
+
+    ``categories`` (``{name: supercategory}``, already checked) are created when missing, in
+    order, inside the first batch's transaction: an import refused or killed before its first
+    batch commits leaves no category behind, and the dataset's class order is kept.
+    """
     batch: list[PendingImage] = []
+    pending_categories = dict(categories or {})
     for img in images:
         batch.append(img)
         if len(batch) >= batch_size:
-            _flush(reg, batch, report, project)
+            _flush(reg, batch, report, project, pending_categories)
+            pending_categories = {}
             if progress:
                 progress(report.images_registered)
             batch = []
     if batch:
-        _flush(reg, batch, report, project)
+        _flush(reg, batch, report, project, pending_categories)
         if progress:
             progress(report.images_registered)
 
 
-def _flush(reg: Any, batch: list[PendingImage], report: ImportReport, project: str | None) -> None:
+def _flush(reg: Any, batch: list[PendingImage], report: ImportReport, project: str | None,
+           categories: dict[str, str | None]) -> None:
     with reg.transaction():
+        for name, supercategory in categories.items():
+            if reg.get_category(name) is None:
+                reg.create_category(name, supercategory=supercategory)
         for img in batch:
             before = reg.count_sources()
             try:

@@ -7,7 +7,9 @@ or ``class x1 y1 x2 y2 ...`` (normalised polygon; it becomes the object's mask, 
 way ultralytics does, and its box is the polygon's extent). An image without a label file is
 registered with no objects. The split an image came from is kept in each object's metadata.
 
-A malformed ``data.yaml`` raises ``ValueError`` before anything is written; bad images
+A malformed ``data.yaml`` (see :func:`registry.formats.yolo.read_data_yaml`: size cap, no YAML
+aliases, plain names, split entries as paths) raises ``ValueError`` before anything is written;
+a class name the registry refuses skips that class's labels (reported); bad images
 (missing, corrupt), bad label lines (unknown class, wrong value count, box/polygon outside the
 image, degenerate polygons) are reported one by one and skipped.
 """
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from registry.facade import ObjectIn
+from registry.facade import ObjectIn, check_category_name
 from registry.formats import mask_geometry as geom
 from registry.formats.yolo import IMAGE_SUFFIXES, label_path_for, parse_label_file, read_data_yaml
 from registry.importers.common import (
@@ -80,9 +82,15 @@ def import_yolo(
     names: list[str] = spec["names"]
     report = ImportReport(format="yolo", path=str(data_yaml))
     status = "approved" if validated else "pending"
-    for name in names:
-        if name.strip() and reg.get_category(name) is None:
-            reg.create_category(name)
+    # A name the registry refuses skips only that class's label lines (reported once here);
+    # categories are created in the transaction of the first batch that uses them.
+    refused: dict[int, str] = {}
+    for k, name in enumerate(names):
+        try:
+            names[k] = check_category_name(name)
+        except ValueError as exc:
+            refused[k] = str(exc)
+            report.error(f"class {k} ({name[:60]!r})", f"{exc}; its labels are skipped")
 
     def pending() -> Iterator[PendingImage]:
         used: dict[str, None] = {}
@@ -108,6 +116,10 @@ def import_yolo(
                             report.error(item, err)
                         for lineno, (cls, values) in enumerate(parsed, 1):
                             report.annotations_seen += 1
+                            if cls in refused:
+                                report.error(f"{label.name} object {lineno}",
+                                             f"class {cls} has a refused name: {refused[cls]}")
+                                continue
                             try:
                                 obj = _to_object(cls, values, names, width, height)
                             except ValueError as exc:
@@ -121,7 +133,8 @@ def import_yolo(
                     yield PendingImage(item=item, path=image_path, width=width, height=height, objects=objects)
         report.categories = list(used)
 
-    register_batches(reg, pending(), report, project=project, batch_size=batch_size, progress=progress)
+    register_batches(reg, pending(), report, project=project, batch_size=batch_size, progress=progress,
+                     categories={n: None for k, n in enumerate(names) if k not in refused})
     return report
 
 

@@ -57,7 +57,7 @@ def test_unknown_source_and_frame(reg, image):
         reg.register_source(image, source_type="audio")
     not_image = image.parent / "x.png"
     not_image.write_bytes(b"definitely not a png")
-    with pytest.raises(ValueError, match="PIL cannot read"):
+    with pytest.raises(ValueError, match="not an image Pillow can read"):
         reg.register_source(not_image)
     assert reg.count_sources() == 0
     assert reg.connection.scalar("SELECT count(*) FROM objects") == 0
