@@ -174,6 +174,9 @@ def predict(ctx: Any, s: RefineSession, segmenter: str | None) -> float:
 def click(ctx: Any, s: RefineSession, x: float, y: float, mode: str, segmenter: str | None = None) -> RefineSession:
     """Applies one click: a positive/negative point, or a box corner (two clicks = a box).
 
+    A completed box replaces the prompt: earlier clicks and the previous mask are dropped (undo
+    brings them back), later clicks refine the box's mask.
+
     Args:
         x, y: absolute pixels (x = column), as ``gr.SelectData.index`` gives them.
         mode: "positive", "negative" or "box".
@@ -192,8 +195,10 @@ def click(ctx: Any, s: RefineSession, x: float, y: float, mode: str, segmenter: 
         if x1 - x0 < 2 or y1 - y0 < 2:
             s.history.pop()
             raise ValueError("box: expected two different corners at least 2 px apart; click the opposite corner")
+        # A new box is a new prompt: the clicks and mask made before it described the old
+        # outline, and feeding them with the box would pull the mask back towards it.
         s.box = (x0, y0, x1, y1)
-        s.low_res = None
+        s.points, s.labels, s.low_res, s.mask = [], [], None, None
     else:
         s.points.append((x, y))
         s.labels.append(1 if mode == "positive" else 0)
