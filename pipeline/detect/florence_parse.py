@@ -48,7 +48,11 @@ purpose:
    "ignore")``, so ``"사람"`` becomes ``""`` and ``"café"`` ``"caf"``); they are kept here, so
    class names need not be English;
 3. banned phrases (``"the image"``) are compared after ``normalize_phrase`` here (case and
-   spacing do not matter), exactly in transformers.
+   spacing do not matter), exactly in transformers;
+4. a group of fewer than 4 location tokens (a malformed or cut-off output) is dropped and the
+   next phrase starts clean; transformers' regex glues the group's tail to the next phrase
+   (``"cat<loc_4><loc_4><loc_8>dog<loc_..>x4"`` gives the label ``"loc_8>dog"`` there, ``"dog"``
+   here).
 
 Everything after that (mapping phrases to classes, dropping repeated boxes, clipping, dropping
 degenerate boxes) happens in ``boxes_to_detections``, a step transformers does not have.
