@@ -56,6 +56,10 @@ DEFAULT_BOX_BATCH = 16
 # A bool mask given as mask_input becomes logits of this magnitude (SAM2's own logits for a
 # confident mask are of this order; a sigmoid of 10 is 0.99995).
 _BOOL_MASK_LOGIT = 10.0
+# Mask logits passed back as the next prompt are clamped to +/- this, as SAM2's own
+# SAM2ImagePredictor does (``torch.clamp(low_res_masks, -32.0, 32.0)``): the prompt encoder was
+# trained on logits in that range, and an unbounded value would dominate its convolutions.
+MASK_LOGIT_LIMIT = 32.0
 # Upper bound of float32 elements interpolated at once when resizing masks to the original size.
 _POSTPROCESS_ELEMENTS = 64_000_000
 
@@ -285,6 +289,7 @@ class Sam2Segmenter:
             )
         if not np.all(np.isfinite(m)):
             raise ValueError("mask_input: expected finite logits, got NaN or inf")
+        m = np.clip(m, -MASK_LOGIT_LIMIT, MASK_LOGIT_LIMIT)  # as SAM2's predictor feeds them back
         return torch.from_numpy(m.reshape(1, 1, *m.shape[-2:]))
 
     def predict_boxes(self, xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -344,7 +349,8 @@ class Sam2Segmenter:
         Returns:
             PointPrediction: ``mask`` (H, W) bool at the original resolution, ``score`` the
             predicted IoU in [0, 1], ``low_res_logits`` (h, w) float32 (256 x 256 for the released
-            models) to pass back as ``mask_input`` on the next call.
+            models), clamped to [-32, 32] like SAM2's predictor, to pass back as ``mask_input``
+            on the next call (logits given as ``mask_input`` are clamped the same way).
 
         Raises:
             RuntimeError: no image set.
@@ -375,4 +381,6 @@ class Sam2Segmenter:
             low = logits[0, best:best + 1]
             mask = self._postprocess(low[None], hw)[0]
             score = float(np.clip(iou[0, best].item(), 0.0, 1.0))
-        return PointPrediction(mask=mask, score=score, low_res_logits=low[0].cpu().numpy().astype(np.float32))
+        # the mask comes from the raw logits; the logits handed back are clamped (SAM2's predictor)
+        low_res = low[0].clamp(-MASK_LOGIT_LIMIT, MASK_LOGIT_LIMIT).cpu().numpy().astype(np.float32)
+        return PointPrediction(mask=mask, score=score, low_res_logits=low_res)

@@ -233,3 +233,46 @@ def test_bfloat16_runs_and_returns_float32_scores(sam2_dir):
     assert scores.dtype == np.float32
     pred = seg.predict_points(np.array([[30.0, 30.0]]), np.array([1]))
     assert pred.low_res_logits.dtype == np.float32
+
+
+@pytest.fixture
+def loud_seg(seg) -> Sam2Segmenter:
+    """The same tiny SAM2 with its mask head scaled up, so its logits go far beyond +/-32
+    (the random model's logits are ~1e-5; released models' reach the tens)."""
+    import copy
+
+    model = copy.deepcopy(seg.model)
+    with torch.no_grad():
+        for mlp in model.mask_decoder.output_hypernetworks_mlps:
+            mlp.proj_out.weight.mul_(1e8)
+            mlp.proj_out.bias.mul_(1e8)
+    return Sam2Segmenter(model, device="cpu", dtype=torch.float32)
+
+
+def test_logits_handed_back_are_clamped_like_sam2s_predictor(loud_seg):
+    image = _image(40)
+    loud_seg.set_image(image)
+    pred = loud_seg.predict_points(np.array([[30.0, 30.0]]), np.array([1]), multimask=False)
+    raw, _ = loud_seg._decode(loud_seg._features, points=loud_seg._scale_xy(np.array([[30.0, 30.0]]), (90, 150)).reshape(1, 1, 1, 2),
+                              labels=torch.ones(1, 1, 1, dtype=torch.long), multimask=False)
+    raw = raw[0, 0].numpy()
+    assert np.abs(raw).max() > 100  # the precondition: logits far outside the range
+    np.testing.assert_allclose(pred.low_res_logits, np.clip(raw, -32, 32), rtol=1e-6)
+    assert pred.low_res_logits.min() == -32.0 and pred.low_res_logits.max() == 32.0
+    # the mask itself comes from the unclamped logits (clamping never flips a sign anyway)
+    up = F.interpolate(torch.from_numpy(raw)[None, None], size=(90, 150), mode="bilinear", align_corners=False)[0, 0]
+    np.testing.assert_array_equal(pred.mask, up.numpy() > 0)
+
+
+def test_mask_input_logits_are_clamped_before_the_prompt_encoder(seg):
+    seg.set_image(_image(41))
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 5, (TINY_SAM2_LOW_RES, TINY_SAM2_LOW_RES)).astype(np.float32)
+    logits[:8] = 1000.0  # what an unclamped, very confident previous mask looks like
+    points, labels = np.array([[30.0, 30.0]]), np.array([1])
+    huge = seg.predict_points(points, labels, mask_input=logits, multimask=False)
+    clamped = seg.predict_points(points, labels, mask_input=np.clip(logits, -32, 32), multimask=False)
+    np.testing.assert_array_equal(huge.low_res_logits, clamped.low_res_logits)
+    # the prompt encoder does see the difference when values are inside the range
+    halved = seg.predict_points(points, labels, mask_input=np.clip(logits, -16, 16), multimask=False)
+    assert not np.allclose(halved.low_res_logits, clamped.low_res_logits)
