@@ -19,6 +19,12 @@ filter and seed always give the same split. When there are at least as many grou
 with a non-zero ratio, every such split receives at least one group (a YOLO trainer needs a
 non-empty ``val``).
 
+Background images. Image sources with no objects (rejected ones aside) that match the filter's
+``project`` / ``sources`` are split with the rest (each its own group) and recorded under
+``split_config["background_sources"]`` (``{split: [source ids]}``); the exporters write them
+with an empty label file (YOLO) or an image entry without annotations (COCO), as trainers
+want some background images. ``include_background=False`` leaves them out of the build.
+
 Versions. Building a name that exists makes a new dataset row (``version`` = previous + 1); the
 membership of older versions is never touched, so each stays reproducible.
 """
@@ -46,6 +52,7 @@ __all__ = [
     "get_dataset",
     "list_datasets",
     "dataset_members",
+    "dataset_background",
     "parse_split",
     "select_objects_sql",
 ]
@@ -177,6 +184,26 @@ def select_objects_sql(reg: Any, flt: DatasetFilter) -> tuple[str, list]:
     return " AND ".join(where), params
 
 
+def _background_sources(reg: Any, flt: DatasetFilter) -> list[tuple[str, str | None, int]]:
+    """``(source_id, content_hash, 0)`` of image sources without any non-rejected object that
+    match the filter's ``project`` and ``sources`` (the object-level criteria do not apply)."""
+    where = ["s.source_type = 'image'",
+             "NOT EXISTS (SELECT 1 FROM objects o WHERE o.source_id = s.source_id"
+             " AND o.validation_status <> 'rejected')"]
+    params: list = []
+    if flt.project:
+        where.append("s.project_id = ?")
+        params.append(flt.project)
+    if flt.sources:
+        where.append(f"s.source_id IN ({','.join('?' * len(flt.sources))})")
+        params += list(flt.sources)
+    rows = reg.db.execute(
+        f"SELECT s.source_id, s.content_hash FROM sources s WHERE {' AND '.join(where)} ORDER BY s.source_id",
+        params,
+    ).fetchall()
+    return [(sid, h, 0) for sid, h in rows]
+
+
 def _order_key(seed: int, key: str) -> bytes:
     return hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=16).digest()
 
@@ -267,6 +294,7 @@ def build_dataset(
     near_duplicate_threshold: float | None = NEAR_DUPLICATE_THRESHOLD,
     fmt: str = "yolo",
     dry_run: bool = False,
+    include_background: bool = True,
 ) -> dict:
     """Builds (a new version of) a dataset: selects objects, splits them, stores the membership.
 
@@ -281,10 +309,13 @@ def build_dataset(
         dry_run: compute the split and its counts without storing anything (the Export tab's
             preview): ``dataset_id`` is then ``None`` and ``version`` is the number a real
             build would get.
+        include_background: also split the matching image sources that have no objects
+            (background images, see the module doc).
 
     Returns:
         ``{"dataset_id", "name", "version", "object_count", "image_count", "group_count",
-        "splits": {split: {"images", "objects", "classes": {name: n}}}, "ratios": {split:
+        "background_images", "splits": {split: {"images", "objects", "background", "classes":
+        {name: n}}}, "ratios": {split:
         achieved fraction of images}, "object_ratios": {split: fraction of objects},
         "target_ratios", "seed", "filter", "category_mapping"}``.
 
@@ -309,6 +340,8 @@ def build_dataset(
             f"no objects match the filter {flt.to_dict()}; loosen it (categories, "
             "min_confidence, validated_only, project, sources)"
         )
+    background = _background_sources(reg, flt) if include_background else []
+    rows = list(rows) + background
     uf = _Groups()
     by_hash: dict[str, str] = {}
     for source_id, content_hash, _n in rows:
@@ -341,6 +374,9 @@ def build_dataset(
     groups = [(_order_key(seed, key), key, n) for key, n in group_images.items()]
     group_split = _assign(groups, ratios)
     source_split = {source_id: group_split[uf.find(source_id)] for source_id, _h, _n in rows}
+    background_split: dict[str, list[str]] = {sp: [] for sp in SPLITS}
+    for source_id, _h, _n in background:
+        background_split[source_split[source_id]].append(source_id)
 
     # Versioning and membership, in one transaction (nothing is written on a dry run).
     categories = {int(c["category_id"]): c["name"] for c in reg.list_categories()}
@@ -362,7 +398,8 @@ def build_dataset(
                     fmt,
                     str(version),
                     json.dumps({**ratios, "seed": seed, "unit": "source",
-                                "near_duplicate_threshold": near_duplicate_threshold}),
+                                "near_duplicate_threshold": near_duplicate_threshold,
+                                "background_sources": {sp: ids for sp, ids in background_split.items() if ids}}),
                     json.dumps(flt.to_dict()),
                     "{}",
                     utc_now(),
@@ -377,6 +414,8 @@ def build_dataset(
     for sp in source_split.values():
         counts[sp]["images"] += 1
     total_images = len(source_split)
+    for sp, ids in background_split.items():
+        counts[sp]["background"] = len(ids)
     return {
         "dataset_id": dataset_id,
         "name": name,
@@ -384,7 +423,8 @@ def build_dataset(
         "object_count": total_objects,
         "image_count": total_images,
         "group_count": len(groups),
-        "splits": {s: {"images": c["images"], "objects": c["objects"],
+        "background_images": len(background),
+        "splits": {s: {"images": c["images"], "objects": c["objects"], "background": c.get("background", 0),
                        "classes": dict(sorted(c["classes"].items()))} for s, c in counts.items()},
         "ratios": {s: counts[s]["images"] / total_images for s in SPLITS},
         "object_ratios": {s: counts[s]["objects"] / max(total_objects, 1) for s in SPLITS},
@@ -518,3 +558,10 @@ def dataset_members(reg: Any, dataset_id: str) -> dict[str, str]:
             "SELECT object_id, split FROM dataset_objects WHERE dataset_id = ?", [dataset_id]
         ).fetchall()
     )
+
+
+def dataset_background(ds: dict) -> dict[str, list[str]]:
+    """``{split: [source ids]}`` of a dataset row's background images (none for versions built
+    before background images were recorded)."""
+    found = (ds.get("split_config") or {}).get("background_sources") or {}
+    return {sp: list(found.get(sp) or []) for sp in SPLITS}

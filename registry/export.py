@@ -12,9 +12,20 @@ Layouts written under ``out_dir``:
 * Both: ``manifest.json`` (counts per split and class, the filter, the seed, the registry state
   the export came from, what was skipped), and optionally ``<out_dir>.zip``.
 
+Background images (sources without objects, recorded by the dataset build) are exported by
+default: an empty label file (YOLO), an ``images`` entry without annotations (COCO);
+``background=False`` leaves them out.
+
 Image files are named by their registry id (``src_…`` or ``frm_…`` + the original suffix), never
-by a class or user file name, and hard-linked from the registry's media folder when on the
-same filesystem (copied otherwise).
+by a class or user file name, and copied from the registry's media folder (never hard-linked:
+editing an exported image must not change the registry's copy). The copy goes through
+``os.copy_file_range``, which shares extents (a reflink) where the filesystem can.
+
+Nothing incomplete ever sits at a final name: the export is written into a temporary sibling
+folder ``.<name>.part-<pid>-…`` that is renamed to ``out_dir`` once complete (an earlier export
+being replaced is moved aside first and removed afterwards); the zip is written as a
+temporary sibling and renamed too. A process killed mid-export leaves only the ``.part``
+folder, removed by the next export to the same place.
 
 Objects are read with one ordered SQL cursor and written as they come: memory does not grow
 with the number of objects. They are processed in chunks of ~512 objects (whole images): the
@@ -37,19 +48,19 @@ their box's rectangle (counted as ``box_as_polygon`` in the manifest).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import pickle
 import shutil
-import subprocess
-import sys
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import image_header
-from registry.datasets import SPLITS, get_dataset
+from registry.datasets import SPLITS, dataset_background, get_dataset
+from registry.export_output import check_out_dir, copy_file, publish_dir, remove_stale_parts
+from registry.export_workers import _auto_workers, _WorkerPool
 from registry.formats.annotations import chunk_results
 from registry.formats.coco import CocoWriter
 from registry.formats.yolo import IMAGE_SUFFIXES, write_data_yaml
@@ -59,11 +70,6 @@ __all__ = ["export_dataset", "FORMATS", "TASKS"]
 
 FORMATS = ("yolo", "coco")
 TASKS = ("detect", "segment")
-
-#: Exports with at least this many objects compute geometry in worker processes.
-_POOL_MIN_OBJECTS = 20_000
-#: At most this many worker processes (peak RSS: ~100 MB each on top of the parent).
-_POOL_MAX_WORKERS = 4
 
 #: Objects whose masks are decoded together (memory: their crops, plus a few bytes per RLE run).
 _CHUNK_OBJECTS = 512
@@ -82,29 +88,9 @@ ORDER BY d.split, o.source_id, o.frame_id, o.object_id
 
 
 def _place_image(src: Path, dst: Path, stats: Counter) -> None:
-    """Hard-links ``src`` to ``dst`` (same filesystem), else copies it."""
-    try:
-        os.link(src, dst)
-        stats["linked"] += 1
-    except OSError:
-        shutil.copyfile(src, dst)
-        stats["copied"] += 1
-
-
-def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise ValueError(
-                f"output folder {out_dir} is not empty; choose an empty or new folder "
-                "(or pass overwrite=True / --overwrite to replace an earlier export)"
-            )
-        if not (out_dir / "manifest.json").is_file():
-            raise ValueError(
-                f"refusing to overwrite {out_dir}: it holds no manifest.json, so it is not an "
-                "earlier export; choose an empty or new folder"
-            )
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Copies ``src`` to ``dst`` (see :func:`registry.export_output.copy_file`)."""
+    copy_file(src, dst)
+    stats["copied"] += 1
 
 
 class _Image:
@@ -146,6 +132,7 @@ def export_dataset(
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
+    background: bool = True,
 ) -> dict:
     """Exports one dataset version to a folder.
 
@@ -161,10 +148,13 @@ def export_dataset(
         workers: processes computing mask geometry (0 = in this process); None = automatic:
             none below 20,000 objects, else one per usable CPU, at most 4. The output is the
             same whatever the number.
+        background: also export the dataset's background images (no objects): an empty YOLO
+            label file, a COCO image entry without annotations.
 
     Returns:
         ``{"out_dir", "format", "task", "dataset_id", "name", "version", "files": {...},
-        "counts": {split: {"images", "objects", "classes"}}, "skipped": [...], "zip": path|None,
+        "counts": {split: {"images", "objects", "background", "classes"}}, "skipped": [...],
+        "zip": path|None,
         "manifest": path, "polygons": n, "rle": n, "box_as_polygon": n}``.
 
     Raises:
@@ -179,10 +169,31 @@ def export_dataset(
     mapping = (ds.get("category_mapping") or {}).get("categories") or []
     if not mapping:
         raise ValueError(f"dataset {ds['name']!r} has no categories (no objects); rebuild it")
+    out_dir = Path(out_dir).expanduser().resolve()
+    check_out_dir(out_dir, overwrite)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_parts(out_dir)
+    final_dir = out_dir
+    # Everything is written under a temporary sibling; renamed to final_dir once complete.
+    out_dir = final_dir.parent / f".{final_dir.name}.part-{os.getpid()}-{os.urandom(4).hex()}"
+    out_dir.mkdir()  # the umask's mode, as the final folder should have
+    try:
+        return _export_into(reg, ds, out_dir, final_dir, fmt, task, mapping, zip_=zip,
+                            progress=progress, workers=workers, background=background)
+    finally:
+        if out_dir.exists():
+            shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _export_into(reg: Any, ds: dict, out_dir: Path, final_dir: Path, fmt: str, task: str,
+                 mapping: list[dict], *, zip_: bool, progress: Callable[[int, int], None] | None,
+                 workers: int | None, background: bool) -> dict:
+    """Writes the export into ``out_dir`` (a temporary folder), then publishes it as
+    ``final_dir`` (and ``<final_dir>.zip``); see :func:`export_dataset`."""
+    dataset_id = ds["dataset_id"]
     yolo_id = {int(c["category_id"]): int(c["yolo_id"]) for c in mapping}
     name_of = {int(c["category_id"]): c["name"] for c in mapping}
-    out_dir = Path(out_dir).expanduser().resolve()
-    _prepare_out_dir(out_dir, overwrite)
+    bg_sources = dataset_background(ds) if background else {sp: [] for sp in SPLITS}
 
     total = int(reg.db.execute(
         "SELECT count(*) FROM dataset_objects WHERE dataset_id = ?", [dataset_id]).fetchone()[0])
@@ -190,7 +201,7 @@ def export_dataset(
     split_objects = dict(reg.db.execute(
         "SELECT split, count(*) FROM dataset_objects WHERE dataset_id = ? GROUP BY split",
         [dataset_id]).fetchall())
-    present = [s for s in SPLITS if split_objects.get(s)]
+    present = [s for s in SPLITS if split_objects.get(s) or bg_sources[s]]
     for split in present:
         (out_dir / "images" / split).mkdir(parents=True, exist_ok=True)
         if fmt == "yolo":
@@ -206,7 +217,7 @@ def export_dataset(
             coco_writers[split] = CocoWriter(
                 out_dir / "annotations" / f"instances_{split}.json", categories=cats, info=info)
 
-    counts = {s: {"images": 0, "objects": 0, "classes": Counter()} for s in SPLITS}
+    counts = {s: {"images": 0, "objects": 0, "background": 0, "classes": Counter()} for s in SPLITS}
     stats: Counter = Counter()
     skipped: list[dict] = []
     done = 0
@@ -271,6 +282,8 @@ def export_dataset(
             pool.submit(placed, fmt, task, items)
         while pool is not None and pool.pending:
             write_chunk(*pool.pop())
+        for split in SPLITS:
+            _write_background(reg, fmt, split, bg_sources[split], out_dir, coco_writers, counts, stats, skipped)
     except BaseException:
         for w in coco_writers.values():
             w.abort()
@@ -280,7 +293,8 @@ def export_dataset(
             pool.close()
     files = {}
     for split, w in coco_writers.items():
-        files[split] = w.close()["path"]
+        w.close()
+        files[split] = str(final_dir / "annotations" / f"instances_{split}.json")
     if fmt == "yolo":
         names = [c["name"] for c in sorted(mapping, key=lambda c: int(c["yolo_id"]))]
         splits = {s: f"images/{s}" for s in present}
@@ -289,42 +303,53 @@ def export_dataset(
             # on train rather than fail (recorded in the manifest).
             splits["val"] = "images/train"
             stats["val_is_train"] = 1
-        files["data.yaml"] = str(write_data_yaml(out_dir / "data.yaml", out_dir, names,
-                                                 {k: splits[k] for k in ("train", "val", "test") if k in splits}))
+        write_data_yaml(out_dir / "data.yaml", final_dir, names,
+                        {k: splits[k] for k in ("train", "val", "test") if k in splits})
+        files["data.yaml"] = str(final_dir / "data.yaml")
     if progress:
         progress(total, total)
 
-    result_counts = {s: {"images": c["images"], "objects": c["objects"],
+    result_counts = {s: {"images": c["images"], "objects": c["objects"], "background": c["background"],
                          "classes": dict(sorted(c["classes"].items()))} for s, c in counts.items()}
+    split_config = {k: v for k, v in (ds.get("split_config") or {}).items() if k != "background_sources"}
     manifest = {
         "format": fmt,
         "task": task,
         "dataset": {"dataset_id": dataset_id, "name": ds["name"], "version": ds["version"]},
         "filter": ds.get("filter_config"),
-        "split_config": ds.get("split_config"),
+        "split_config": split_config,
         "seed": (ds.get("split_config") or {}).get("seed"),
         "categories": mapping,
         "counts": result_counts,
         "registry_state": {"object_count": int(state[0]), "max_updated_at": state[1]},
         "exported_at": utc_now(),
-        "images": {"linked": stats["linked"], "copied": stats["copied"]},
+        "images": {"copied": stats["copied"], "background": sum(c["background"] for c in counts.values())},
         "segmentation": {"polygon": stats["polygon"], "rle": stats["rle"],
                          "box_as_polygon": stats["box_as_polygon"]},
         "val_is_train": bool(stats["val_is_train"]),
         "skipped": skipped,
     }
-    manifest_path = out_dir / "manifest.json"
-    manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+    manifest_path = final_dir / "manifest.json"
     zip_path = None
-    if zip:
-        zip_path = shutil.make_archive(str(out_dir), "zip", root_dir=out_dir)
+    if zip_:
+        # make_archive adds ".zip" to the base name; the part file is renamed when complete.
+        base = final_dir.parent / f".{final_dir.name}.zip-{os.getpid()}-{os.urandom(4).hex()}"
+        part = Path(shutil.make_archive(str(base), "zip", root_dir=out_dir))
+        try:
+            zip_path = str(final_dir.parent / f"{final_dir.name}.zip")
+            os.replace(part, zip_path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                part.unlink()
+    publish_dir(out_dir, final_dir)
     with reg.transaction():
         reg.db.execute(
             "UPDATE datasets SET format = ?, export_path = ?, exported_at = ? WHERE dataset_id = ?",
-            [fmt, str(zip_path or out_dir), manifest["exported_at"], dataset_id],
+            [fmt, str(zip_path or final_dir), manifest["exported_at"], dataset_id],
         )
     return {
-        "out_dir": str(out_dir),
+        "out_dir": str(final_dir),
         "format": fmt,
         "task": task,
         "dataset_id": dataset_id,
@@ -341,6 +366,41 @@ def export_dataset(
     }
 
 
+def _write_background(reg: Any, fmt: str, split: str, source_ids: list[str], out_dir: Path,
+                      coco_writers: dict, counts: dict, stats: Counter, skipped: list[dict]) -> None:
+    """Writes one split's background images: the file, plus an empty YOLO label file or a COCO
+    image entry without annotations."""
+    for start in range(0, len(source_ids), 500):
+        part = source_ids[start:start + 500]
+        rows = reg.db.execute(
+            f"SELECT source_id, file_path, width, height FROM sources WHERE source_id IN ({','.join('?' * len(part))})",
+            part,
+        ).fetchall()
+        found = {r[0]: r for r in rows}
+        for source_id in part:
+            row = found.get(source_id)
+            src = Path(row[1]) if row and row[1] else None
+            if src is not None and not src.is_absolute():
+                src = Path(reg.data_dir) / src
+            if src is None or not src.is_file():
+                skipped.append({"image": source_id, "objects": 0,
+                                "reason": "background image: " + ("source deleted" if row is None
+                                                                  else f"image file missing: {row[1]}")})
+                continue
+            width, height = row[2], row[3]
+            if not width or not height:
+                width, height = image_header.image_size(src)
+            suffix = src.suffix.lower() if src.suffix.lower() in IMAGE_SUFFIXES else ".jpg"
+            file_name = f"{source_id}{suffix}"
+            _place_image(src, out_dir / "images" / split / file_name, stats)
+            if fmt == "yolo":
+                (out_dir / "labels" / split / f"{source_id}.txt").write_text("", encoding="utf-8")
+            else:
+                coco_writers[split].add_image(file_name, width=width, height=height, extra={"agl_id": source_id})
+            counts[split]["images"] += 1
+            counts[split]["background"] += 1
+
+
 def _chunks(images, min_objects: int):
     """Groups consecutive images into lists of at least ``min_objects`` objects (the last may be smaller)."""
     chunk: list[_Image] = []
@@ -353,76 +413,3 @@ def _chunks(images, min_objects: int):
             chunk, n = [], 0
     if chunk:
         yield chunk
-
-
-def _auto_workers(total: int) -> int:
-    """Worker processes for an export of ``total`` objects: none below ``_POOL_MIN_OBJECTS``
-    (starting workers costs more than it saves), else one per CPU this process may use, at most
-    ``_POOL_MAX_WORKERS`` (each holds numpy/OpenCV/pycocotools, ~100 MB RSS)."""
-    if total < _POOL_MIN_OBJECTS:
-        return 0
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return min(_POOL_MAX_WORKERS, cpus) if cpus >= 2 else 0
-
-
-class _WorkerPool:
-    """Worker processes computing annotation text for chunks, results read back in order.
-
-    Plain ``subprocess`` workers (``python -c``, importing only :mod:`registry.formats`), not
-    ``multiprocessing``: that re-imports the caller's ``__main__`` (``launch.py`` pulls in the
-    whole app) in every worker and would deadlock on ``fork`` with the caller's threads.
-    Each worker has at most one chunk outstanding: the parent writes a request only to an idle
-    worker and reads results oldest first, so neither side can block the other on a full pipe,
-    and at most ``n`` chunks are in flight (bounded memory).
-    """
-
-    def __init__(self, n: int) -> None:
-        root = str(Path(__file__).resolve().parents[1])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-        code = "from registry.formats.annotations import serve; serve()"
-        self.procs = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, env=env) for _ in range(n)]
-        self.pending: deque = deque()  # (tag, worker index), oldest first
-        self.next = 0
-
-    def full(self) -> bool:
-        return len(self.pending) >= len(self.procs)
-
-    def submit(self, tag: Any, fmt: str, task: str, items: list[tuple]) -> None:
-        """Sends a chunk to the next worker, which must be idle (call :meth:`pop` while full)."""
-        i = self.next
-        self.next = (i + 1) % len(self.procs)
-        pickle.dump((fmt, task, items), self.procs[i].stdin, protocol=pickle.HIGHEST_PROTOCOL)
-        self.procs[i].stdin.flush()
-        self.pending.append((tag, i))
-
-    def pop(self) -> tuple[Any, list[tuple]]:
-        """The oldest chunk's tag and results (blocks until that worker is done)."""
-        tag, i = self.pending.popleft()
-        try:
-            ok, value = pickle.load(self.procs[i].stdout)
-        except EOFError:
-            code = self.procs[i].wait()
-            raise RuntimeError(f"export worker {i} exited with code {code} (see its error above)") from None
-        if not ok:
-            name, text = value
-            # A bad stored mask is the same ValueError as without workers; anything else is ours.
-            raise (ValueError if name == "ValueError" else RuntimeError)(f"export worker {i}: {name}: {text}")
-        return tag, value
-
-    def close(self) -> None:
-        for proc in self.procs:
-            try:
-                proc.stdin.close()  # EOF: the worker's loop ends
-            except OSError:
-                pass
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()

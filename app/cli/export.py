@@ -2,11 +2,17 @@
 
     python launch.py export --data DIR --format yolo|coco --task detect|segment --out DIR
         [--dataset NAME] [--split 0.8,0.1,0.1] [--seed N] [--min-confidence X]
-        [--validated-only] [--categories a,b] [--project NAME] [--zip] [--overwrite] [--json]
+        [--validated-only] [--categories a,b] [--project NAME] [--zip] [--overwrite]
+        [--no-background] [--json]
 
 With ``--dataset NAME`` naming an existing dataset and no filter/split option, its latest
 version (or ``--version N``) is exported as built, so an export can be reproduced exactly.
 Otherwise a new version of the dataset (default name ``export``) is built first.
+
+Images without objects (background images) are exported by default (an empty YOLO label file,
+a COCO image entry without annotations); ``--no-background`` leaves them out. The export is
+written under a temporary name beside OUT and renamed when complete (OUT.zip too), so a killed
+export never leaves a half-written file at a final name.
 """
 from __future__ import annotations
 
@@ -36,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rebuild", action="store_true", help="build a new version even for an existing --dataset")
     p.add_argument("--zip", action="store_true", help="also write OUT.zip")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
+    p.add_argument("--no-background", dest="background", action="store_false",
+                   help="leave out images that have no objects (exported by default)")
     p.set_defaults(func=run)
 
 
@@ -64,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             built = build_dataset(reg, args.dataset or "export", flt, args.split, args.seed or 0, fmt=args.fmt)
             dataset_id = built["dataset_id"]
         result = export_dataset(reg, dataset_id, args.out, args.fmt, args.task, zip=args.zip,
-                                overwrite=args.overwrite)
+                                overwrite=args.overwrite, background=args.background)
     if args.json:
         print(json.dumps({"build": built, "export": result}, indent=2, ensure_ascii=False, default=str))
         return 0
@@ -75,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
               f"val {r['val']:.3f} / test {r['test']:.3f}")
     for split, c in result["counts"].items():
         if c["images"]:
-            print(f"  {split:5s} {c['images']:6d} images {c['objects']:7d} objects")
+            print(f"  {split:5s} {c['images']:6d} images {c['objects']:7d} objects"
+                  + (f" ({c['background']} background images)" if c.get("background") else ""))
     if result["skipped"]:
         print(f"  skipped {len(result['skipped'])} images: " + "; ".join(s["reason"] for s in result["skipped"][:5]))
     print(f"exported {args.fmt} {args.task} to {result['out_dir']}" + (f" and {result['zip']}" if result["zip"] else ""))
