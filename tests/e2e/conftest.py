@@ -18,11 +18,32 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     ctx = make_context(root / "data")
-    demo, url = launch_test_app(ctx)
+    web, url = launch_test_app(ctx)
     uploads = [write_scene(root / "uploads" / f"photo_{i}.jpg", seed=i + 10, size=(360, 480)) for i in range(2)]
     yield {"ctx": ctx, "url": url, "uploads": uploads, "root": root}
-    demo.close()
+    web.close()
     ctx.registry.close()
+
+
+@pytest.fixture
+def seeded(server):
+    """Labeled objects in the registry (project "seed"), whatever ran before: each test that
+    needs objects to review, refine, search or export gets them without depending on file order.
+
+    Labeled by the same workflows the Auto-label tab calls (test-double detector, real GrabCut);
+    saving again adds nothing (sources by content hash, objects by IoU dedupe).
+    """
+    from app.workflows import autolabel_session as al
+
+    ctx = server["ctx"]
+    paths = [write_scene(server["root"] / "seed" / f"seed_{i}.jpg", seed=i + 40, size=(360, 480)) for i in range(2)]
+    images, bad = al.load_uploads([str(p) for p in paths])
+    assert not bad
+    assert not al.label_images(ctx.labeler(), images, ["red", "green", "blue"], confidence=0.0)
+    al.save(ctx, images, None, project="seed")
+    ctx.registry.sync_outbox()
+    assert ctx.registry.count_objects(project="seed") == 6
+    return server
 
 
 @pytest.fixture(scope="module")
