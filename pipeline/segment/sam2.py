@@ -15,6 +15,12 @@ Pipeline per image (preprocess -> forward -> postprocess, embedding computed onc
   model's square input (1024 x 1024 for the released checkpoints, aspect NOT preserved, exactly
   as SAM2's ``SAM2Transforms`` and transformers' ``Sam2ImageProcessor`` do) -> ImageNet
   normalisation (mean/std read from the folder's ``preprocessor_config.json`` when present).
+  transformers' ``Sam2ImageProcessor`` resizes the uint8 pixels and so rounds them to whole grey
+  levels; here floats are resized, as SAM2's own ``SAM2Transforms`` does: the two model inputs
+  are up to one grey level apart. ``tests/pipeline/test_parity_sam2.py`` checks the whole
+  transformers path (``Sam2Processor`` -> ``Sam2Model`` -> ``post_process_masks``) against this
+  class for box, click and previous-mask prompts: masks IoU >= 0.99 with every differing pixel
+  on a mask edge, scores within 1e-4.
 - forward: ``Sam2Model.get_image_embeddings`` once per image; the three feature maps are kept
   in a bounded LRU keyed by a hash of the pixels, so going back to an image costs nothing.
   Prompts only run the prompt encoder + mask decoder (``Sam2Model.forward(image_embeddings=...)``).
