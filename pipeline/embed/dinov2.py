@@ -10,6 +10,13 @@
   concatenated with the mean of the patch tokens (``pooling="cls+mean"``, 2 x hidden size),
   cast to float32 and L2-normalised, so cosine similarity is a dot product.
 
+Parity with transformers: given the same 224 x 224 crop, the vector is the L2-normalised
+``Dinov2Model`` ``pooler_output`` of that crop normalised by transformers' ``BitImageProcessor``
+(cosine >= 0.9999, ``tests/pipeline/test_parity_dinov2.py``). What differs from the hub
+checkpoints' processor, by design, is only the crop geometry: it resizes the shorter side to 256
+(bicubic) and centre-crops 224, which would cut off the ends of an elongated object's crop;
+here the crop is letterboxed (whole object, aspect kept) and resized to 224 directly.
+
 Coordinates: ``xyxy`` is (N, 4) absolute pixels of the image, x = column, y = row; masks are
 (N, H, W) bool on the image's pixel grid.
 """
