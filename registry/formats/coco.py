@@ -218,6 +218,7 @@ class CocoData:
         self.errors = errors or []
         self.ambiguous_images = ambiguous_images or set()
         self.ambiguous_categories = ambiguous_categories or set()
+        self.image_entries = len(images)
 
 
 def _index_entries(entries: list[dict], what: str, label: str, errors: list[tuple[str, str]]) -> tuple[dict, set]:
@@ -287,4 +288,6 @@ def read_coco(path: str | Path) -> CocoData:
     errors: list[tuple[str, str]] = []
     images, amb_images = _index_entries(data["images"], "image", "file_name", errors)
     categories, amb_cats = _index_entries(data["categories"], "category", "name", errors)
-    return CocoData(images, categories, list(data["annotations"]), errors, amb_images, amb_cats)
+    out = CocoData(images, categories, list(data["annotations"]), errors, amb_images, amb_cats)
+    out.image_entries = len(data["images"])
+    return out

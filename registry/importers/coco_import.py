@@ -154,7 +154,7 @@ def import_coco(
     data = read_coco(json_path)
     dirs = [Path(images_dir)] if images_dir else [json_path.parent, json_path.parent / "images"]
     report = ImportReport(format="coco", path=str(json_path))
-    report.images_seen = len(data.images) + len(data.errors)
+    report.images_seen = data.image_entries
     report.annotations_seen = len(data.annotations)
     for item, reason in data.errors:
         report.error(item, reason)
@@ -247,7 +247,8 @@ def import_coco(
                     if score is not None and not 0.0 <= float(score) <= 1.0:
                         raise ValueError(f"expected score in [0, 1], got {score}")
                 except (ValueError, TypeError) as exc:
-                    report.error(aitem, str(exc))
+                    report.error(aitem, str(exc) if isinstance(exc, ValueError) else
+                                 f"expected numbers in bbox, segmentation and score, got a bad value ({exc})")
                     continue
                 name = names[ann["category_id"]][0]
                 seen_names.setdefault(name, None)

@@ -167,6 +167,40 @@ def test_unhashable_ids_are_reported_per_item(data_dir, tmp_path):
     assert any("302" in i for i in reasons)
 
 
+_ODD_VALUES = [None, 1, -1, 0, 1.5, "x", "", [], [1], [1, 2, 3, 4], [[1, 2, 3]], {}, {"a": 1},
+               {"size": [H, W]}, {"size": [H, W], "counts": 5}, {"size": [H, W], "counts": "zz"},
+               {"size": "ab", "counts": [1]}, {"size": [H, W], "counts": [1, 2, "x"]}, True,
+               [[1, 1, 2, 2, 3, "a"]], ["a"], [None] * 4, 10**30]
+
+
+def test_odd_values_anywhere_never_escape_as_tracebacks(data_dir, tmp_path):
+    """Randomised: any field of an image, annotation or category replaced by an odd JSON value
+    gives per-item errors (or a one-line ValueError for the file), never another exception."""
+    import random
+
+    rng = random.Random(0)
+    root = tmp_path / "ds"
+    write_image(root / "images" / "a.png", seed=1)
+    with open_registry(data_dir) as reg:
+        for _trial in range(80):
+            img = {"id": 1, "file_name": "a.png", "width": W, "height": H}
+            ann = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}
+            cat = {"id": 1, "name": "cat"}
+            for entry, keys, p in ((img, ("id", "file_name", "width", "height"), 0.15),
+                                   (ann, ("id", "image_id", "category_id", "bbox", "segmentation", "score"), 0.3),
+                                   (cat, ("id", "name", "supercategory"), 0.15)):
+                for k in keys:
+                    if rng.random() < p:
+                        entry[k] = rng.choice(_ODD_VALUES)
+            path = _coco(root, [img], [ann], [cat])
+            try:
+                report = import_coco(reg, path)
+            except ValueError as exc:
+                assert "\n" not in str(exc)
+                continue
+            assert all(isinstance(r, str) and "\n" not in r for _i, r in report.errors)
+
+
 # -- #10 duplicates and bad category names ------------------------------------------------------
 def test_duplicate_image_ids_are_reported_not_dropped(data_dir, tmp_path):
     root = tmp_path / "ds"
@@ -179,6 +213,7 @@ def test_duplicate_image_ids_are_reported_not_dropped(data_dir, tmp_path):
         assert "g1.png" in reasons and "g2.png" in reasons and "used twice" in reasons
         assert "refers to image id 2, which is used twice" in reasons
         assert report.images_registered == 1 and report.objects_imported == 1
+        assert report.images_seen == 3
         assert "no errors" not in report.summary()
 
 
