@@ -32,19 +32,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from pipeline.detect.florence_parse import (
-    LOC_BINS,
-    TASK_GROUNDING,
-    boxes_to_detections,
-    parse_tokens,
-)
+from pipeline.detect.florence_decode import Generation, PieceScorer, returned_sequence
+from pipeline.detect.florence_parse import TASK_GROUNDING, boxes_to_detections, parse_tokens
 from pipeline.detect.florence_prompts import PromptPlan, dedupe_boxes, plan_prompts
 from pipeline.models.device import pick_device_dtype
 from pipeline.types import Detections
@@ -54,26 +49,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_NEW_TOKENS = 1024  # the reference examples' budget; capped by the decoder's positions
 DEFAULT_LOC_TOLERANCE = 3  # bins either side whose probability counts for a location token
 _GROUNDING_TEMPLATE = "Locate the phrases in the caption: {input}"  # Florence2Processor's
-
-
-@dataclass
-class Generation:
-    """One ``generate`` call's output, as pieces with probabilities.
-
-    Attributes:
-        pieces: each added token (``<s>``, ``</s>``, ``<loc_k>``, ...) alone; runs of ordinary text
-            tokens decoded together.
-        probs: one probability per piece (see ``FlorenceDetector.generate``).
-        token_ids: the generated ids of the returned sequence (after the decoder start token).
-        truncated: the output used its whole ``max_new_tokens`` budget (or stopped without EOS).
-        max_new_tokens: the budget it ran with.
-    """
-
-    pieces: list[str]
-    probs: list[float]
-    token_ids: list[int]
-    truncated: bool
-    max_new_tokens: int
 
 
 class FlorenceDetector:
@@ -108,18 +83,7 @@ class FlorenceDetector:
         self.loc_tolerance = int(loc_tolerance)
         self.num_beams = _check_beams(num_beams)
         self._lock = threading.Lock()
-        tokenizer = processor.tokenizer
-        loc_tokens = [f"<loc_{i}>" for i in range(LOC_BINS)]
-        loc_ids = tokenizer.convert_tokens_to_ids(loc_tokens)
-        if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in loc_ids:
-            raise ValueError(
-                "processor: expected a Florence-2 tokenizer with <loc_0>..<loc_999> tokens, got "
-                f"{type(tokenizer).__name__} without them; load the processor saved with the model"
-            )
-        self._loc_ids = torch.tensor(loc_ids, dtype=torch.long)
-        self._bin_of_id = {tid: i for i, tid in enumerate(loc_ids)}
-        # Added tokens (special, location, structural) are whole pieces; other ids are text.
-        self._added = {tid: tok.content for tid, tok in tokenizer.added_tokens_decoder.items()}
+        self._scorer = PieceScorer(processor.tokenizer)
         templates = getattr(processor, "task_prompts_with_input", None) or {}
         self._template = templates.get(TASK_GROUNDING, _GROUNDING_TEMPLATE)
         # phrases never used as labels, as in transformers' post-processing ("the image")
@@ -336,7 +300,7 @@ class FlorenceDetector:
         kwargs.update(generate_kwargs or {})
         with self._lock, torch.inference_mode():
             out = self.model.generate(**inputs, **kwargs)
-        ids, logits = _returned_sequence(out)
+        ids, logits = returned_sequence(out)
         eos = self.processor.tokenizer.eos_token_id
         truncated = len(ids) >= budget or (len(ids) > 0 and int(ids[-1]) != eos)
         pieces, probs = self._pieces(ids.cpu(), logits.cpu())
@@ -353,44 +317,7 @@ class FlorenceDetector:
         gen = self.generate(image, prompt, max_new_tokens, generate_kwargs)
         return gen.pieces, gen.probs
     def _pieces(self, ids: torch.Tensor, logits: torch.Tensor) -> tuple[list[str], list[float]]:
-        if len(ids) == 0:
-            return [], []
-        probs = torch.softmax(logits, dim=-1)
-        chosen = probs.gather(1, ids[:, None])[:, 0]
-        loc_probs = probs[:, self._loc_ids]  # (steps, 1000)
-        cumulative = torch.nn.functional.pad(loc_probs.cumsum(dim=1), (1, 0))
-        pieces: list[str] = []
-        piece_probs: list[float] = []
-        run: list[int] = []
-        run_prob = 1.0
-
-        def flush() -> None:
-            nonlocal run, run_prob
-            if run:
-                text = self.processor.tokenizer.decode(
-                    run, skip_special_tokens=False, clean_up_tokenization_spaces=False
-                )
-                pieces.append(text)
-                piece_probs.append(run_prob)
-                run, run_prob = [], 1.0
-
-        tol = self.loc_tolerance
-        for step, tid in enumerate(ids.tolist()):
-            if tid in self._bin_of_id:
-                flush()
-                k = self._bin_of_id[tid]
-                lo, hi = max(0, k - tol), min(LOC_BINS, k + tol + 1)
-                pieces.append(self._added[tid])
-                piece_probs.append(float((cumulative[step, hi] - cumulative[step, lo]).clamp(0, 1)))
-            elif tid in self._added:
-                flush()
-                pieces.append(self._added[tid])
-                piece_probs.append(float(chosen[step]))
-            else:
-                run.append(tid)
-                run_prob *= float(chosen[step])
-        flush()
-        return pieces, piece_probs
+        return self._scorer.pieces(ids, logits, self.loc_tolerance)
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -409,29 +336,3 @@ def _check_beams(num_beams: int) -> int:
     if int(num_beams) < 1:
         raise ValueError(f"num_beams: expected >= 1 (1 = greedy), got {num_beams}")
     return int(num_beams)
-
-
-def _returned_sequence(out: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids (n,) int64, raw logits (n, vocab) float32) of the first returned sequence.
-
-    Greedy search: step t's logits are row 0 of ``out.logits[t]``. Beam search:
-    ``out.logits[t]`` holds one row per running (batch x beam) hypothesis at step t, and
-    ``out.beam_indices[0, t]`` names the row the returned sequence was extended from at that
-    step (-1 after its end); that is the distribution its token was chosen from.
-    """
-    steps = len(out.logits)
-    sequences = out.sequences
-    beam_indices = getattr(out, "beam_indices", None)
-    if beam_indices is None:
-        n, rows = steps, [0] * steps
-        start = sequences.shape[-1] - steps
-    else:
-        lengths = (beam_indices >= 0).sum(dim=1)
-        n = int(lengths[0])
-        rows = beam_indices[0, :n].tolist()
-        start = sequences.shape[-1] - int(lengths.max())
-    if n == 0:
-        vocab = out.logits[0].shape[-1] if steps else 1
-        return sequences[0, :0], torch.zeros((0, vocab))
-    logits = torch.stack([out.logits[t][rows[t]] for t in range(n)]).float()
-    return sequences[0, start:start + n], logits

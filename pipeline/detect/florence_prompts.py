@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.detect.florence_parse import grounding_prompt, normalize_phrase
+from pipeline.detect.florence_parse import grounding_prompt
+from pipeline.detect.phrase_match import normalize_phrase
 
 
 @dataclass(frozen=True)

@@ -9,24 +9,23 @@ import numpy as np
 import pytest
 
 from pipeline.detect.florence_parse import (
-    LabelMatcher,
     ParsedBox,
     boxes_to_detections,
     dequantize,
     grounding_prompt,
-    normalize_phrase,
     parse_post_processed,
     parse_text,
     parse_tokens,
-    singularize,
     split_pieces,
 )
+from pipeline.detect.phrase_match import LabelMatcher, normalize_phrase, singularize
 
 SIZE = (1000, 500)  # (width, height)
 
 
 def test_module_does_not_import_torch():
-    code = "import sys, pipeline.detect.florence_parse; print('torch' in sys.modules)"
+    code = ("import sys, pipeline.detect.florence_parse, pipeline.detect.florence_prompts; "
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
