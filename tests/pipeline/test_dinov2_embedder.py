@@ -86,10 +86,12 @@ def test_cls_plus_mean_pooling_doubles_dim(emb):
 
 def test_bfloat16_returns_float32_unit_vectors(dino_dir):
     image, boxes, masks = _scene()
-    emb = Dinov2Embedder.from_pretrained(dino_dir, device="cpu", dtype=torch.bfloat16)
-    vectors = emb.embed(image, boxes, masks)
+    half = Dinov2Embedder.from_pretrained(dino_dir, device="cpu", dtype=torch.bfloat16)
+    vectors = half.embed(image, boxes, masks)
     assert vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    full = Dinov2Embedder.from_pretrained(dino_dir, device="cpu", dtype=torch.float32).embed(image, boxes, masks)
+    assert np.all(np.sum(vectors * full, axis=1) > 0.999)  # the same vectors up to bfloat16 rounding
 
 
 def test_bad_inputs_raise_value_error(emb):

@@ -52,6 +52,7 @@ def test_predict_boxes_masks_at_original_resolution(seg):
     seg.set_image(_image(0))
     masks, scores = seg.predict_boxes(BOXES)
     assert masks.shape == (3, 90, 150) and masks.dtype == bool
+    assert masks.reshape(3, -1).any(axis=1).all()  # every box got a non-empty mask
     assert scores.shape == (3,) and scores.dtype == np.float32
     assert np.all((scores >= 0) & (scores <= 1))
     empty_masks, empty_scores = seg.predict_boxes(np.zeros((0, 4)))
@@ -164,7 +165,9 @@ def test_refine_with_negative_click_box_and_previous_logits(seg):
     assert not np.allclose(refined.low_res_logits, without.low_res_logits)
     # a bool mask of the image is accepted as the previous mask too; a box alone is a prompt
     from_bool = seg.predict_points(None, None, box=np.array([10, 10, 60, 50]), mask_input=first.mask)
-    assert from_bool.mask.shape == (90, 150)
+    box_only = seg.predict_points(None, None, box=np.array([10, 10, 60, 50]))
+    assert from_bool.mask.shape == (90, 150) and from_bool.mask.any()
+    assert not np.allclose(from_bool.low_res_logits, box_only.low_res_logits)
 
 
 @pytest.mark.parametrize(
@@ -224,14 +227,18 @@ def test_concurrent_users_never_mix_images(seg):
     assert seg.encoder_calls == 2  # both embeddings stayed in the LRU
 
 
-def test_bfloat16_runs_and_returns_float32_scores(sam2_dir):
-    seg = Sam2Segmenter.from_pretrained(sam2_dir, device="cpu", dtype=torch.bfloat16)
-    assert next(seg.model.parameters()).dtype == torch.bfloat16
-    seg.set_image(_image(8))
-    masks, scores = seg.predict_boxes(BOXES[:2])
+def test_bfloat16_runs_and_returns_float32_scores(sam2_dir, seg):
+    half = Sam2Segmenter.from_pretrained(sam2_dir, device="cpu", dtype=torch.bfloat16)
+    assert next(half.model.parameters()).dtype == torch.bfloat16
+    half.set_image(_image(8))
+    masks, scores = half.predict_boxes(BOXES[:2])
     assert masks.dtype == bool and masks.shape == (2, 90, 150)
     assert scores.dtype == np.float32
-    pred = seg.predict_points(np.array([[30.0, 30.0]]), np.array([1]))
+    seg.set_image(_image(8))
+    full, _ = seg.predict_boxes(BOXES[:2])
+    iou = (masks & full).sum(axis=(1, 2)) / (masks | full).sum(axis=(1, 2))
+    assert np.all(iou > 0.95), iou  # same masks up to bfloat16 rounding at the edges (~0.99 here)
+    pred = half.predict_points(np.array([[30.0, 30.0]]), np.array([1]))
     assert pred.low_res_logits.dtype == np.float32
 
 
