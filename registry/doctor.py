@@ -6,22 +6,35 @@ Checks (each ``{"ok": bool, ...details}``):
 * ``foreign_keys``: ``PRAGMA foreign_key_check`` (rows pointing at nothing).
 * ``schema``: the schema version is the current one.
 * ``outbox``: no pending rows (backlog) and no failed ones (with their last error).
-* ``index``: the index opens, and holds exactly the objects that have an embedding of the
-  registry's version (missing and extra ids, sampled).
+* ``index``: the index opens (a Chroma folder is first probed in a child process, so damaged
+  HNSW files are a finding, not a crash of the doctor), holds exactly the objects that have an
+  embedding of the registry's version (missing and extra ids, sampled), and a random sample of
+  :data:`SELF_QUERY_SAMPLE` stored vectors is read back (``fetch``, where the backend can) and
+  queried: each must find its own id at rank 1 (``self_query``). Ids that are listed but whose
+  vectors cannot be read or found are what concurrent writers used to leave behind.
 * ``masks``: every stored mask is a well-formed RLE of its source image's size.
 * ``tracks``: every track's ``object_count`` matches its members.
+* ``litter``: orphan media files (no ``sources``/``frames`` row) and ``.tmp-*`` files older than
+  a minute (:mod:`registry.doctor_files`).
+* ``media`` (only with ``check_media=True``, CLI ``--check-media``: it reads every file): each
+  source's file exists and its sha256 equals the recorded content hash.
 
-``repair`` resets failed outbox rows, relays the outbox, rebuilds the index from SQLite when it
-is unreadable or disagrees, recounts tracks, and checks again. Broken masks and SQLite
-corruption cannot be repaired here: they are reported with what to do.
+``repair`` resets failed outbox rows, relays the outbox, moves a damaged Chroma folder aside
+(``chroma.corrupt-<time>``) and rebuilds the index from SQLite when it is unreadable or
+disagrees, recounts tracks, removes litter, and checks again. Only the index-writer process
+(:mod:`registry.index_lock`) touches the index; elsewhere the repair says which process to stop.
+Broken masks, changed media and SQLite corruption cannot be repaired here: they are reported
+with what to do.
 """
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from registry import doctor_files, outbox
 from registry import masks as rle_ops
-from registry import outbox
 from registry.schema import SCHEMA_VERSION, current_version
 
 if TYPE_CHECKING:
@@ -29,6 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 SAMPLE = 10
+SELF_QUERY_SAMPLE = 200
 
 
 def _check_sqlite(reg: Registry) -> dict[str, dict[str, Any]]:
@@ -60,7 +74,70 @@ def _check_outbox(reg: Registry) -> dict[str, Any]:
     return {"ok": pending == 0 and failed == 0, "pending": pending, "failed": failed, "failed_sample": errors}
 
 
-def _check_index(reg: Registry) -> dict[str, Any]:
+def _probe_error(reg: Registry) -> str | None:
+    """A Chroma folder not yet opened by ``reg`` is probed in a child process first."""
+    if reg._index_spec != "chroma" or reg._index is not None:
+        return None
+    from registry.vectors import chroma_dir
+    from registry.vectors.chroma_index import collection_name_for
+    from registry.vectors.probe import check_folder
+
+    return check_folder(chroma_dir(reg.data_dir), collection_name_for(reg.embedding_version), reg.embedding_dim)
+
+
+def _self_query(reg: Registry, index: Any, sample: int) -> dict[str, Any]:
+    """Reads back and queries a random sample of stored vectors (see the module docstring)."""
+    rows = reg.connection.execute(
+        "SELECT e.object_id, e.vector, e.dim FROM embeddings e JOIN objects o ON o.object_id = e.object_id "
+        "WHERE e.version_id = ? ORDER BY random() LIMIT ?",
+        (reg.embedding_version, int(sample)),
+    ).fetchall()
+    if not rows:
+        return {"ok": True, "checked": 0}
+    ids = [r[0] for r in rows]
+    try:
+        fetched: dict[str, np.ndarray] | None = index.fetch(ids)
+    except NotImplementedError:
+        fetched = None
+    except Exception as exc:  # noqa: BLE001 - reading back is the finding
+        return {"ok": False, "checked": len(ids), "error": f"fetching vectors: {type(exc).__name__}: {exc}"}
+    not_fetched: list[str] = []
+    wrong: list[str] = []
+    not_found: list[dict[str, Any]] = []
+    for oid, blob, dim in rows:
+        vec = outbox.vector_from_blob(blob, dim)
+        if fetched is not None:
+            got = fetched.get(oid)
+            if got is None or got.shape != vec.shape:
+                not_fetched.append(oid)
+            else:
+                cos = float(got @ vec) / (float(np.linalg.norm(got) * np.linalg.norm(vec)) or 1.0)
+                if cos < 0.999:
+                    wrong.append(oid)
+        try:
+            hits = list(index.query(vec, 3))
+        except Exception as exc:  # noqa: BLE001 - a failing query is the finding
+            not_found.append({"object_id": oid, "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        # rank 1, or tied with rank 1 (identical vectors of other objects)
+        top = hits[0][1] if hits else None
+        if not any(h == oid and s >= top - 1e-6 for h, s in hits):
+            not_found.append({"object_id": oid, "top": hits[0][0] if hits else None})
+    out: dict[str, Any] = {
+        "ok": not not_fetched and not wrong and not not_found,
+        "checked": len(ids),
+        "not_found": len(not_found),
+        "not_fetched": len(not_fetched) if fetched is not None else None,
+        "wrong_vector": len(wrong) if fetched is not None else None,
+    }
+    if not out["ok"]:
+        out["not_found_sample"] = not_found[:SAMPLE]
+        out["not_fetched_sample"] = not_fetched[:SAMPLE]
+        out["wrong_vector_sample"] = wrong[:SAMPLE]
+    return out
+
+
+def _check_index(reg: Registry, *, sample: int = SELF_QUERY_SAMPLE) -> dict[str, Any]:
     conn = reg.connection
     expected = {
         r[0]
@@ -70,6 +147,9 @@ def _check_index(reg: Registry) -> dict[str, Any]:
             (reg.embedding_version,),
         ).fetchall()
     }
+    error = _probe_error(reg)
+    if error is not None:
+        return {"ok": False, "error": error, "embeddings": len(expected), "indexed": None}
     try:
         index = reg.index
         check = getattr(index, "check", None)
@@ -80,14 +160,16 @@ def _check_index(reg: Registry) -> dict[str, Any]:
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "embeddings": len(expected), "indexed": None}
     missing = expected - present
     extra = present - expected
+    self_query = _self_query(reg, index, sample)
     return {
-        "ok": not missing and not extra,
+        "ok": not missing and not extra and self_query["ok"],
         "embeddings": len(expected),
         "indexed": len(present),
         "missing": len(missing),
         "extra": len(extra),
         "missing_sample": sorted(missing)[:SAMPLE],
         "extra_sample": sorted(extra)[:SAMPLE],
+        "self_query": self_query,
     }
 
 
@@ -129,26 +211,43 @@ def _check_tracks(reg: Registry) -> dict[str, Any]:
     return {"ok": not wrong, "mismatched": len(wrong), "sample": wrong[:SAMPLE]}
 
 
-def check(reg: Registry) -> dict[str, Any]:
+def check(reg: Registry, *, check_media: bool = False) -> dict[str, Any]:
     checks = _check_sqlite(reg)
     checks["outbox"] = _check_outbox(reg)
     checks["index"] = _check_index(reg)
     checks["masks"] = _check_masks(reg)
     checks["tracks"] = _check_tracks(reg)
+    with reg.connection.lock:
+        checks["litter"] = doctor_files.litter_report(
+            doctor_files.find_litter(reg.connection.conn, reg.data_dir), reg.data_dir)
+        if check_media:
+            checks["media"] = doctor_files.check_media(reg.connection.conn, reg.data_dir)
     return {"ok": all(c["ok"] for c in checks.values()), "checks": checks}
 
 
-def repair_registry(reg: Registry, report: dict[str, Any]) -> list[str]:
-    """Fixes what can be fixed from SQLite; returns what was done."""
-    done: list[str] = []
-    checks = report["checks"]
+def _repair_index(reg: Registry, checks: dict[str, Any], done: list[str]) -> None:
+    if not reg.is_index_writer:
+        from registry import index_lock
+
+        done.append(index_lock.not_writer_message(reg.data_dir, "repair the vector index"))
+        return
     n = outbox.reset_failed(reg.connection)
     if n:
         done.append(f"reset {n} failed outbox rows to pending")
     if not checks["index"]["ok"] and checks["index"].get("error"):
-        # Unreadable index (deleted or corrupt folder): open it afresh before rebuilding.
-        reg.reopen_index()
-        done.append("reopened the vector index")
+        # Unreadable index (deleted, damaged or read-only folder): open it afresh. A damaged
+        # Chroma folder is moved aside and rebuilt by the registry while opening.
+        try:
+            reg.reopen_index()
+        except Exception as exc:  # noqa: BLE001 - e.g. read-only: reported, nothing else to do
+            done.append(f"could not reopen the vector index: {exc}")
+            return
+        rec = reg.index_recovery
+        if rec:
+            done.append(f"vector index was damaged ({rec['error']}); moved it to {rec['moved_to']} and "
+                        f"rebuilt it from SQLite ({rec.get('rebuilt', 0)} vectors)")
+        else:
+            done.append("reopened the vector index")
     try:
         res = reg.sync_outbox()
         if res["synced"]:
@@ -159,22 +258,33 @@ def repair_registry(reg: Registry, report: dict[str, Any]) -> list[str]:
     if not index_now["ok"]:
         n = reg.rebuild_index()
         done.append(f"rebuilt the vector index from SQLite ({n} vectors)")
+
+
+def repair_registry(reg: Registry, report: dict[str, Any]) -> list[str]:
+    """Fixes what can be fixed from SQLite; returns what was done."""
+    done: list[str] = []
+    checks = report["checks"]
+    _repair_index(reg, checks, done)
     if not checks["tracks"]["ok"]:
         with reg.transaction() as tx:
             tx.execute(
                 "UPDATE tracks SET object_count = (SELECT count(*) FROM track_objects x WHERE x.track_id = tracks.track_id)"
             )
         done.append("recounted track objects")
+    if not checks["litter"]["ok"]:
+        with reg.connection.lock:
+            n = doctor_files.remove_litter(reg.connection.conn, reg.data_dir)
+        done.append(f"removed {n} litter files (orphan media, temporary files)")
     return done
 
 
-def run_doctor(reg: Registry, *, repair: bool = False) -> dict[str, Any]:
+def run_doctor(reg: Registry, *, repair: bool = False, check_media: bool = False) -> dict[str, Any]:
     """The report ``{"ok", "checks"}``; with ``repair`` also ``"repaired"`` (actions) and the
-    checks as they stand after the repair."""
-    report = check(reg)
+    checks as they stand after the repair. ``check_media`` adds the (slow) media hash check."""
+    report = check(reg, check_media=check_media)
     if repair and not report["ok"]:
         actions = repair_registry(reg, report)
-        report = check(reg)
+        report = check(reg, check_media=check_media)
         report["repaired"] = actions
     elif repair:
         report["repaired"] = []
@@ -189,13 +299,29 @@ def format_report(report: dict[str, Any]) -> str:
     """Human-readable text of a doctor report."""
     lines = []
     for name, c in report["checks"].items():
-        details = {k: v for k, v in c.items() if k != "ok" and not k.endswith("sample") and v not in (None, [], {})}
+        details = {k: v for k, v in c.items()
+                   if k not in ("ok", "fix") and not k.endswith("sample") and v not in (None, [], {})}
+        if isinstance(details.get("self_query"), dict):
+            details["self_query"] = {k: v for k, v in details["self_query"].items()
+                                     if not k.endswith("sample") and v is not None}
         lines.append(f"{'ok  ' if c['ok'] else 'FAIL'} {name:<13} " + ", ".join(f"{k}={v}" for k, v in details.items()))
         if not c["ok"]:
-            for key in ("missing_sample", "extra_sample", "failed_sample", "broken_sample", "sample"):
+            for key in ("missing_sample", "extra_sample", "failed_sample", "broken_sample", "sample",
+                        "orphan_sample", "temp_sample", "changed_sample"):
                 if c.get(key):
                     lines.append(f"       {key}: {c[key]}")
+            sq = c.get("self_query") or {}
+            for key in ("not_found_sample", "not_fetched_sample", "wrong_vector_sample"):
+                if sq.get(key):
+                    lines.append(f"       self_query {key}: {sq[key]}")
+            if c.get("fix"):
+                lines.append(f"       fix: {c['fix']}")
     for action in report.get("repaired", []):
         lines.append(f"repaired: {action}")
-    lines.append("consistent" if report["ok"] else "NOT consistent (run `doctor --repair`)")
+    if report["ok"]:
+        lines.append("consistent")
+    elif "repaired" in report:
+        lines.append("NOT consistent after the repair: see the FAIL lines (and their fix) above")
+    else:
+        lines.append("NOT consistent (run `doctor --repair`)")
     return "\n".join(lines)

@@ -34,8 +34,8 @@ import numpy as np
 
 import image_header
 from registry import dedupe as overlap
+from registry import index_lock, outbox
 from registry import masks as rle_ops
-from registry import outbox
 from registry.db import Connection
 from registry.ids import format_ts, new_id, new_ids, utc_now
 from registry.schema import ensure_schema
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 DB_FILE = "registry.db"
 MEDIA_DIR = "media"
+_SHARED_INDEX_KINDS = ("chroma", "hnsw")  # on disk, one writer process per data folder
 MAX_CATEGORY_NAME = 200
 STATUSES = ("pending", "approved", "rejected")
 ORDERS = {
@@ -239,7 +240,9 @@ class Registry:
         self._index_spec = index
         self._index: Any = None if isinstance(index, str) else index
         self._index_lock = threading.Lock()
-        self._sync_lock = threading.Lock()
+        self._sync_lock = threading.RLock()  # reentrant: opening a damaged index rebuilds it
+        self._writer = False  # holds the folder's index-writer lock (registry.index_lock)
+        self.index_recovery: dict | None = None  # set when a damaged index was moved aside and rebuilt
         self._conn = Connection(self.data_dir / DB_FILE)
         self.schema_version = ensure_schema(self._conn)
         if self.sync_on_write and outbox.pending_count(self._conn, self.embedding_version):
@@ -266,15 +269,31 @@ class Registry:
 
     @property
     def index(self) -> Any:
-        """The vector index, opened on first use."""
+        """The vector index, opened on first use.
+
+        A Chroma folder not known to be clean is probed in a child process first
+        (:mod:`registry.vectors.probe`), so damaged HNSW files cannot crash this process. When
+        the probe fails, the index writer moves the folder aside (``chroma.corrupt-<time>``),
+        rebuilds the index from SQLite and records what happened in ``index_recovery``; other
+        processes get a ``RuntimeError`` saying so.
+        """
+        recovered = None
         with self._index_lock:
             if self._index is None:
-                from registry.vectors import open_index
+                from registry.vectors.probe import open_index_checked
 
-                self._index = open_index(
-                    self._index_spec, self.data_dir, self.embedding_version, self.embedding_dim
+                may_repair = self.is_index_writer
+                self._index, recovered = open_index_checked(
+                    self._index_spec, self.data_dir, self.embedding_version, self.embedding_dim,
+                    may_repair=may_repair,
                 )
-            return self._index
+            index = self._index
+        if recovered is not None:
+            log.warning("vector index at %s was damaged (%s); moved it to %s, rebuilding from SQLite",
+                        self.data_dir / "chroma", recovered["error"], recovered["moved_to"])
+            self.index_recovery = recovered
+            recovered["rebuilt"] = self.rebuild_index()
+        return index
 
     def reopen_index(self) -> Any:
         """Drops the open index (e.g. after its folder was deleted) and opens it again."""
@@ -286,11 +305,32 @@ class Registry:
                 close()
         return self.index
 
+    @property
+    def is_index_writer(self) -> bool:
+        """Whether this registry may write the vector index (see :mod:`registry.index_lock`).
+
+        A persistent index named by kind ("chroma", "hnsw") has one writer process per data
+        folder: the first registry to ask takes the cross-process lock (non-blocking) and keeps
+        it until it closes; registries of other processes only fill the outbox. In-memory
+        indexes and index objects passed in are private to this process: always True.
+        """
+        if self._index_spec not in _SHARED_INDEX_KINDS:
+            return True
+        if not self._writer:
+            self._writer = index_lock.acquire(self.data_dir)
+            if self._writer and self._index is not None:
+                # Opened while another process wrote: load the files afresh before writing.
+                self.reopen_index()
+        return self._writer
+
     def close(self) -> None:
         close = getattr(self._index, "close", None)
         if callable(close):
             with contextlib.suppress(Exception):
                 close()
+        if self._writer:
+            self._writer = False
+            index_lock.release(self.data_dir)
         self._conn.close()
 
     def __enter__(self) -> Registry:
@@ -1280,8 +1320,15 @@ class Registry:
 
     # -- vectors -------------------------------------------------------------------------------
     def sync_outbox(self, batch_size: int = 512) -> dict:
-        """Relays pending outbox rows to the index: ``{"synced", "failed", "pending"}``."""
+        """Relays pending outbox rows to the index: ``{"synced", "failed", "pending"}``.
+
+        Only the index-writer process relays (:attr:`is_index_writer`); elsewhere nothing is
+        relayed and the result also holds ``"writer_pid"`` (the holder, when known).
+        """
         with self._sync_lock:
+            if not self.is_index_writer:
+                return {"synced": 0, "failed": 0, "pending": outbox.pending_count(self._conn, self.embedding_version),
+                        "writer_pid": index_lock.holder_pid(self.data_dir)}
             return outbox.sync(self._conn, self.index, self.embedding_version, batch_size=batch_size)
 
     def search(
@@ -1364,6 +1411,8 @@ class Registry:
         rows older than the snapshot are marked synced, newer ones are relayed afterwards.
         """
         with self._sync_lock:
+            if not self.is_index_writer:
+                raise RuntimeError(index_lock.not_writer_message(self.data_dir, "rebuild the vector index"))
             index = self.index
             index.reset()
             snap = sqlite3.connect(str(self.db_path), timeout=60)
@@ -1410,8 +1459,9 @@ class Registry:
 
         return compute_stats(self)
 
-    def doctor(self, repair: bool = False) -> dict:
-        """Integrity report ``{"ok": bool, "checks": {...}}``; ``repair`` syncs and rebuilds."""
+    def doctor(self, repair: bool = False, *, check_media: bool = False) -> dict:
+        """Integrity report ``{"ok": bool, "checks": {...}}`` (see :mod:`registry.doctor`);
+        ``repair`` syncs, rebuilds and removes litter; ``check_media`` hashes every media file."""
         from registry.doctor import run_doctor
 
-        return run_doctor(self, repair=repair)
+        return run_doctor(self, repair=repair, check_media=check_media)

@@ -1,6 +1,10 @@
 """``launch.py doctor --data DIR [--repair] [--json]``: registry integrity report.
 
-Exit code 0 only when everything is consistent (after the repair, with ``--repair``).
+Exit code 0 only when everything is consistent (after the repair, with ``--repair``). Checks and
+repairs: see :mod:`registry.doctor` (SQLite, outbox, vector index incl. a child-process probe and
+a self-query sample, masks, tracks, litter; ``--check-media`` adds each media file's sha256).
+A damaged or unreadable index is reported (never a crash); ``--repair`` moves it aside and
+rebuilds it from SQLite.
 """
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_arg(p)
     add_json_arg(p)
     p.add_argument("--repair", action="store_true", help="relay the outbox and rebuild the vector index from SQLite")
+    p.add_argument("--check-media", action="store_true",
+                   help="also check every source file exists with its recorded sha256 (reads all media)")
     p.add_argument("--index", default="chroma", choices=("chroma", "exact"), help="vector index kind (default chroma)")
     p.add_argument("--embedding-dim", type=int, default=768, help="embedding length (default 768)")
     p.add_argument("--embedding-version", default="dinov2-base", help="embedding version (default dinov2-base)")
@@ -34,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         embedding_version=args.embedding_version,
         sync_on_write=False,
     ) as reg:
-        report = reg.doctor(repair=args.repair)
+        report = reg.doctor(repair=args.repair, check_media=args.check_media)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:

@@ -73,8 +73,15 @@ def run(args: argparse.Namespace) -> int:
         log.warning("outbox sync failed at start-up (search may miss recent objects): %s", exc)
     if args.host not in ("127.0.0.1", "localhost") and auth is None:
         log.warning("listening on %s without --auth: anyone on the network can edit the registry", args.host)
+    from registry.outbox_relay import OutboxRelay
+
+    relay = OutboxRelay(ctx.registry, interval_s=2.0).start()  # other processes' vectors, too
     app, _demo = create_web_app(ctx, auth=auth)
     log.info("data folder %s; segmenters %s", data_dir, ctx.segmenter_names)
     print(f"AgenticLabeling on http://{args.host}:{args.port}/ (data folder {data_dir})", flush=True)
-    serve(app, host=args.host, port=args.port)
+    try:
+        serve(app, host=args.host, port=args.port)
+    finally:
+        relay.stop()
+        ctx.registry.close()
     return 0

@@ -313,6 +313,17 @@ class VectorIndex(ABC):
     def close(self) -> None:
         """Releases the backend's resources; the object is unusable afterwards."""
 
+    def fetch(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vectors of ``ids`` that the index can return, ``id -> (dim,) float32``.
+
+        For consistency checks (the doctor compares them with SQLite). Ids the index does not
+        hold, or cannot read back, are absent from the result.
+
+        Raises:
+            NotImplementedError: the backend cannot return stored vectors.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot return stored vectors")
+
     def flush(self) -> None:
         """Makes written vectors durable. No-op where every write already is (Chroma).
 

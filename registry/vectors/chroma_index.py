@@ -268,6 +268,18 @@ class ChromaIndex(VectorIndex):
         # Chroma's cosine distance is 1 - cos; clamp rounding (identical -> 1.0, not 1.0000001).
         return [(i, float(min(1.0, 1.0 - d))) for i, d in zip(ids, dists, strict=True)]
 
+    def fetch(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        id_list = check_ids(ids)
+        out: dict[str, np.ndarray] = {}
+        with self._guard("fetch vectors"):
+            for start in range(0, len(id_list), self._max_batch):
+                got = self._collection.get(ids=id_list[start:start + self._max_batch], include=["embeddings"])
+                embs = got.get("embeddings")
+                for i, oid in enumerate(got["ids"]):
+                    if embs is not None and len(embs) > i and embs[i] is not None:
+                        out[oid] = np.asarray(embs[i], dtype=np.float32)
+        return out
+
     def count(self) -> int:
         with self._guard("count vectors"):
             return int(self._collection.count())
