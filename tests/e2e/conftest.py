@@ -3,6 +3,7 @@ to the deterministic test-double detector and embedder plus the real GrabCut seg
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -46,16 +47,25 @@ def seeded(server):
     return server
 
 
-@pytest.fixture(scope="module")
-def browser():
+@contextmanager
+def chromium_browser():
+    """Debian's Chromium under Playwright (never ``playwright install``: no downloads here)."""
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's `chromium` package (./run.sh test does)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium_browser() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
