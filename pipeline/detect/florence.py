@@ -316,6 +316,7 @@ class FlorenceDetector:
         """``generate`` reduced to (pieces, probabilities)."""
         gen = self.generate(image, prompt, max_new_tokens, generate_kwargs)
         return gen.pieces, gen.probs
+
     def _pieces(self, ids: torch.Tensor, logits: torch.Tensor) -> tuple[list[str], list[float]]:
         return self._scorer.pieces(ids, logits, self.loc_tolerance)
 
