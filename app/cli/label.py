@@ -9,15 +9,10 @@ that of one image), failures are skipped and listed at the end ("3 of 120 failed
 second run skips files already labeled with the same settings (see app/workflows/labeling.py).
 Exit status: 0 when every file was labeled (or already was), 1 when some failed, 2 on a usage
 error or missing model weights (the message says how to get them).
-
-Test-only: the hidden ``--labeler MODULE:FACTORY`` option replaces the model stack with
-``FACTORY(segmenter_name)`` from an importable module (the tests use
-``tests.app.fake_labeler:make_labeler``; there are no model weights on the build machine).
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -42,7 +37,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--relabel", action="store_true", help="label files again even when labeled with these settings")
     p.add_argument("--weights-dir", type=Path, default=None,
                    help="where model folders live (default: $AGL_WEIGHTS, else <data>/models)")
-    p.add_argument("--labeler", default=None, help=argparse.SUPPRESS)  # test-only, see module doc
     p.set_defaults(func=run)
 
 
@@ -58,18 +52,8 @@ def parse_class_list(text: str) -> list[str]:
     return out
 
 
-def load_factory(spec: str) -> Any:
-    """'package.module:function' -> the function."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"--labeler: expected MODULE:FACTORY, got {spec!r}")
-    return getattr(importlib.import_module(module_name), attr)
-
-
 def build_labeler(args: argparse.Namespace) -> Any:
     """The labeler the arguments ask for (raises WeightsMissingError, a RuntimeError, when absent)."""
-    if args.labeler:
-        return load_factory(args.labeler)(args.segmenter)
     from app.cli.models import weights_dir_of
     from pipeline.models.manager import ModelManager
 

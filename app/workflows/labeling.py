@@ -158,7 +158,7 @@ def label_file(
 
     Args:
         reg: a ``registry.facade.Registry``.
-        labeler: anything with ``label(image, classes, *, confidence, synonyms) -> Detections``.
+        labeler: anything with ``label(image, classes, *, confidence, synonyms, image_key) -> Detections``.
         path: the image file.
         classes: class names to look for.
         confidence: detections below it are dropped (by the labeler).
@@ -287,7 +287,7 @@ def label_paths(
 
     Args:
         reg: a ``registry.facade.Registry``.
-        labeler: anything with ``label(image, classes, *, confidence, synonyms) -> Detections``.
+        labeler: anything with ``label(image, classes, *, confidence, synonyms, image_key) -> Detections``.
         paths: files and folders (searched recursively for image extensions).
         classes: class names to look for.
         confidence: detection threshold in [0, 1].

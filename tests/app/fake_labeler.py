@@ -4,9 +4,6 @@ Boxes come from the saturated shapes of ``tests.app.fakes.make_scene`` images (t
 always gives the same boxes, names and confidences); masks come from the real GrabCut
 segmenter. It stands in for Florence-2 (no weights here) and is never the only test of the real
 detector path (tests/pipeline). Images (H, W, 3) uint8 RGB; boxes xyxy absolute pixels.
-
-``make_labeler`` is the factory the CLI's hidden, test-only ``--labeler MODULE:FACTORY`` option
-loads: ``python launch.py label --labeler tests.app.fake_labeler:make_labeler ...``.
 """
 from __future__ import annotations
 
@@ -25,10 +22,3 @@ class FixedShapeLabeler(FakeLabeler):
     @property
     def model_names(self) -> dict[str, str | None]:
         return {"detector": "fake-shapes", "segmenter": getattr(self.segmenter, "version", None), "embedder": None}
-
-
-def make_labeler(segmenter: str = "grabcut") -> FixedShapeLabeler:
-    """Factory for the CLI's test-only ``--labeler`` option (the segmenter name is accepted
-    for the same signature as ``ModelManager.labeler``; masks are always GrabCut's)."""
-    del segmenter
-    return FixedShapeLabeler()

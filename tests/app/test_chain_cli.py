@@ -93,14 +93,26 @@ def test_models_import_then_label_then_export_with_the_real_chain(tmp_path, impo
     assert len(labels) == 3 and all(len(p.read_text().split("\n")) >= 2 for p in labels)
 
 
-def test_label_twice_is_resumable_and_adds_nothing(tmp_path, imported):
+def test_a_corrupt_file_is_reported_and_a_second_run_resumes(tmp_path, imported):
     images = tmp_path / "photos"
-    write_scene(images / "scene.png", seed=40)
-    args = ("label", "--data", str(imported), "--classes", "cat,dog", str(images), "--confidence", "0.2", "--json")
+    write_scene(images / "scene_a.png", seed=40)
+    write_scene(images / "scene_b.png", seed=41)
+    (images / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    args = ("label", "--data", str(imported), "--classes", "cat,dog", str(images), "--confidence", "0.2",
+            "--segmenter", "grabcut")
     first = _run(*args, tmp_path=tmp_path)
-    assert first.returncode == 0, first.stderr
-    assert json.loads(first.stdout)["objects"] == 2
-    second = _run(*args, tmp_path=tmp_path)
-    assert second.returncode == 0, second.stderr
-    again = json.loads(second.stdout)
-    assert again["objects"] == 0 and again["skipped"] == 1, again
+    assert first.returncode == 1, first.stderr  # one file failed, the rest labeled
+    assert "1 of 3 failed:" in first.stdout and "corrupt.jpg" in first.stdout
+    assert "2 labeled" in first.stdout
+    assert "Traceback" not in first.stdout + first.stderr
+    from registry.facade import Registry
+
+    with Registry(imported, embedding_dim=TINY_DINO_DIM, embedding_version="dinov2-base") as reg:
+        assert reg.count_sources() == 2 and reg.count_objects() == 4
+        assert all(o["has_mask"] and o["detection_model"] == "florence-2-base" for o in reg.list_objects(limit=None))
+        assert reg.doctor()["ok"]
+    (images / "corrupt.jpg").unlink()
+    again = _run(*args, "--json", tmp_path=tmp_path)
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout)
+    assert report["skipped"] == 2 and report["labeled"] == 0 and report["objects"] == 0, report

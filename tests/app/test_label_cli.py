@@ -1,7 +1,6 @@
 """``launch.py label`` and ``launch.py segment`` as a user runs them (subprocesses, offline)."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,8 +14,6 @@ from pipeline.mask_ops import mask_iou
 from registry.facade import ObjectIn, Registry
 from tests.app.fakes import colour_components, write_scene
 from tests.conftest import ROOT
-
-FAKE = "tests.app.fake_labeler:make_labeler"
 
 
 def _run(*args: str, tmp_path: Path, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -43,24 +40,7 @@ def test_label_without_weights_says_how_to_get_them(tmp_path, data_dir, images):
     assert empty.returncode == 2 and "--classes" in empty.stderr and "Traceback" not in empty.stderr
 
 
-def test_label_with_the_test_labeler_then_resume(tmp_path, data_dir, images):
-    (images / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    args = ("label", "--data", str(data_dir), "--classes", "red, green, blue", "--confidence", "0.5",
-            "--project", "demo", "--segmenter", "grabcut", "--labeler", FAKE, str(images))
-    first = _run(*args, tmp_path=tmp_path)
-    assert first.returncode == 1, first.stderr  # one file failed, the rest labeled
-    assert "1 of 4 failed:" in first.stdout and "corrupt.jpg" in first.stdout
-    assert "3 labeled" in first.stdout
-    with Registry(data_dir) as reg:
-        assert reg.count_sources() == 3 and reg.count_objects() == 6
-        assert reg.doctor()["ok"]
-        for obj in reg.list_objects(limit=None):
-            assert obj["has_mask"] and obj["detection_model"] == "fake-shapes"
-    (images / "corrupt.jpg").unlink()
-    again = _run(*args, "--json", tmp_path=tmp_path)
-    assert again.returncode == 0, again.stderr
-    report = json.loads(again.stdout)
-    assert report["skipped"] == 3 and report["labeled"] == 0 and report["objects"] == 0
+# Labeling with the real (tiny) model chain, failures and resuming: tests/app/test_chain_cli.py
 
 
 def test_segment_only_missing_adds_masks_to_box_only_objects(tmp_path, data_dir, images):

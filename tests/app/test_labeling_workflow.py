@@ -60,7 +60,7 @@ def test_label_file_registers_source_copy_and_masks(reg, tmp_path, data_dir):
     seen = {}
 
     class Spy(FixedShapeLabeler):
-        def label(self, image, classes, *, confidence=0.3, synonyms=None):
+        def label(self, image, classes, *, confidence=0.3, synonyms=None, image_key=None):
             seen["synonyms"] = synonyms
             return super().label(image, classes, confidence=confidence, synonyms=synonyms)
 
