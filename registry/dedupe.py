@@ -36,6 +36,8 @@ __all__ = ["Items", "find_duplicates", "PAIR_BUDGET"]
 
 #: Candidate pairs generated per chunk (each costs ~150 bytes of temporaries: ~40 MB).
 PAIR_BUDGET = 1 << 18
+#: Rows per block of the within-batch sweep (each block re-sorts the earlier alive items).
+LOWER_BLOCK = 1024
 
 
 @dataclass
@@ -111,7 +113,9 @@ def find_duplicates(new: Items, stored: Items, t: float) -> dict[int, tuple[str,
     kept = np.ones(len(new), dtype=bool)
     if dup:
         kept[list(dup)] = False
-    for pi, pj in _candidate_chunks(new.category, ext_new, new.category, ext_new, lower=True):
+    # Only kept items can be matched, and only kept rows need matching: ``kept`` is passed as a
+    # live filter (it only ever turns False, so filtering by it early is always safe).
+    for pi, pj in _candidate_chunks(new.category, ext_new, new.category, ext_new, lower=True, alive=kept):
         pi, pj, v = _over(new, new, pi, pj, t)
         if not pi.size:
             continue
@@ -132,10 +136,17 @@ def find_duplicates(new: Items, stored: Items, t: float) -> dict[int, tuple[str,
 
 
 def _candidate_chunks(cat_a: np.ndarray, ext_a: np.ndarray, cat_b: np.ndarray, ext_b: np.ndarray,
-                      *, lower: bool):
+                      *, lower: bool, alive: np.ndarray | None = None):
     """Yields ``(pi, pj)`` index arrays of same-category pairs whose extents overlap (positive
     width and height), rows of ``a`` in increasing order, at most ~``PAIR_BUDGET`` pairs
-    generated per chunk. ``lower`` keeps only ``pj < pi`` (``a`` and ``b`` the same items)."""
+    generated per chunk.
+
+    ``lower`` keeps only ``pj < pi`` (``a`` and ``b`` the same items): rows then go in blocks of
+    ``LOWER_BLOCK``, each swept against the columns before the block's end only. ``alive``
+    (read before each block and chunk) drops pairs whose row or column is False; the columns
+    of a block are the alive ones, so 20,000 copies of one box cost a few chunks, not 200
+    million pairs.
+    """
     cats = np.unique(np.concatenate([cat_a, cat_b]))
     rank_a, rank_b = np.searchsorted(cats, cat_a), np.searchsorted(cats, cat_b)
     lo_x = min(ext_a[:, 0].min(), ext_b[:, 0].min())
@@ -143,37 +154,46 @@ def _candidate_chunks(cat_a: np.ndarray, ext_a: np.ndarray, cat_b: np.ndarray, e
     span = max(ext_a[:, 2].max(), ext_b[:, 2].max()) - lo_x
     stride = span + wmax + 4.0  # the search window of a row never reaches another category
     key_b = rank_b * stride + (ext_b[:, 0] - lo_x)
-    order_b = np.argsort(key_b, kind="stable")
-    sorted_b = key_b[order_b]
     base = rank_a * stride - lo_x
     # b.x0 < a.x1 and b.x1 > a.x0 imply a.x0 - wmax < b.x0 < a.x1; margins keep a superset.
-    lo = np.searchsorted(sorted_b, base + ext_a[:, 0] - wmax - 1.0, side="left")
-    hi = np.searchsorted(sorted_b, base + ext_a[:, 2] + 1.0, side="right")
-    counts = np.maximum(hi - lo, 0)
-    cum = np.cumsum(counts)
-    row = 0
+    win_lo, win_hi = base + ext_a[:, 0] - wmax - 1.0, base + ext_a[:, 2] + 1.0
     n = len(cat_a)
-    while row < n:
-        done = cum[row - 1] if row else 0
-        end = int(np.searchsorted(cum, done + PAIR_BUDGET, side="right"))
-        end = min(max(end, row + 1), n)
-        c = counts[row:end]
-        total = int(c.sum())
-        if total:
-            pi = np.repeat(np.arange(row, end), c)
-            offs = np.arange(total) - np.repeat(np.cumsum(c) - c, c)
-            pj = order_b[np.repeat(lo[row:end], c) + offs]
-            a, b = ext_a[pi], ext_b[pj]
-            keep = ((np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]) > 0)
-                    & (np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]) > 0)
-                    & (cat_a[pi] == cat_b[pj]))
-            if lower:
-                keep &= pj < pi
-            pi, pj = pi[keep], pj[keep]
-            if pi.size:
-                order = np.lexsort((pj, pi))
-                yield pi[order], pj[order]
-        row = end
+    step = LOWER_BLOCK if lower else n
+    for row0 in range(0, n, step):
+        row1 = min(n, row0 + step)
+        cols = np.arange(row1 if lower else len(cat_b))
+        if alive is not None:
+            cols = cols[alive[cols]]
+        order_b = cols[np.argsort(key_b[cols], kind="stable")]
+        sorted_b = key_b[order_b]
+        lo = np.searchsorted(sorted_b, win_lo[row0:row1], side="left")
+        counts = np.maximum(np.searchsorted(sorted_b, win_hi[row0:row1], side="right") - lo, 0)
+        cum = np.cumsum(counts)
+        row = row0
+        while row < row1:
+            k0 = row - row0
+            done = cum[k0 - 1] if k0 else 0
+            end = int(np.searchsorted(cum, done + PAIR_BUDGET, side="right")) + row0
+            end = min(max(end, row + 1), row1)
+            c = counts[k0:end - row0]
+            total = int(c.sum())
+            if total:
+                pi = np.repeat(np.arange(row, end), c)
+                offs = np.arange(total) - np.repeat(np.cumsum(c) - c, c)
+                pj = order_b[np.repeat(lo[k0:end - row0], c) + offs]
+                a, b = ext_a[pi], ext_b[pj]
+                keep = ((np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]) > 0)
+                        & (np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]) > 0)
+                        & (cat_a[pi] == cat_b[pj]))
+                if lower:
+                    keep &= pj < pi
+                if alive is not None:
+                    keep &= alive[pi] & alive[pj]
+                pi, pj = pi[keep], pj[keep]
+                if pi.size:
+                    order = np.lexsort((pj, pi))
+                    yield pi[order], pj[order]
+            row = end
 
 
 def _over(a: Items, b: Items, pi: np.ndarray, pj: np.ndarray, t: float):

@@ -97,11 +97,12 @@ def _random_items(rng: np.random.Generator, n: int, h: int = 30, w: int = 40) ->
     return dedupe.Items.build(cats, boxes, rles, areas)
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(16))
 def test_same_duplicates_as_the_all_pairs_code(seed, monkeypatch):
     rng = np.random.default_rng(seed)
     # A tiny pair budget forces many chunks, so the chunk boundaries are exercised too.
     monkeypatch.setattr(dedupe, "PAIR_BUDGET", int(rng.choice([7, 50, 1 << 20])))
+    monkeypatch.setattr(dedupe, "LOWER_BLOCK", int(rng.choice([3, 16, 1024])))
     stored = _random_items(rng, int(rng.integers(0, 40)))
     new = _random_items(rng, int(rng.integers(1, 80)))
     if len(stored) and rng.random() < 0.7:  # some new items copy stored ones
