@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_NEW_TOKENS = 1024  # the reference examples' budget; capped by the decoder's positions
 DEFAULT_LOC_TOLERANCE = 3  # bins either side whose probability counts for a location token
 _GROUNDING_TEMPLATE = "Locate the phrases in the caption: {input}"  # Florence2Processor's
+_PLAN_CACHE = 32  # class lists whose prompt plans are kept
 
 
 class FlorenceDetector:
@@ -84,6 +85,7 @@ class FlorenceDetector:
         self.num_beams = _check_beams(num_beams)
         self._lock = threading.Lock()
         self._scorer = PieceScorer(processor.tokenizer)
+        self._plans: dict[tuple, list[PromptPlan]] = {}
         templates = getattr(processor, "task_prompts_with_input", None) or {}
         self._template = templates.get(TASK_GROUNDING, _GROUNDING_TEMPLATE)
         # phrases never used as labels, as in transformers' post-processing ("the image")
@@ -160,10 +162,20 @@ class FlorenceDetector:
     ) -> list[PromptPlan]:
         """The grounding prompts for ``classes`` (+ synonyms), each fitting the encoder.
 
+        Plans are cached per (classes, synonyms): a batch asks for the same classes on every
+        image, and planning tokenises each growing caption (~0.3 s for 1000 classes).
+
         Raises:
             ValueError: no class name, or one class with its synonyms is too long for a prompt.
         """
-        return plan_prompts(classes, synonyms, self.prompt_tokens, self.max_encoder_tokens)
+        key = (tuple(classes), tuple((k, tuple(v or ())) for k, v in sorted((synonyms or {}).items())))
+        plans = self._plans.get(key)
+        if plans is None:
+            plans = plan_prompts(classes, synonyms, self.prompt_tokens, self.max_encoder_tokens)
+            if len(self._plans) >= _PLAN_CACHE:
+                self._plans.pop(next(iter(self._plans)))
+            self._plans[key] = plans
+        return plans
 
     def budget(self, max_new_tokens: int | None = None) -> int:
         """Tokens one prompt may generate: ``max_new_tokens`` (default the detector's), capped

@@ -282,3 +282,17 @@ def test_synonyms_are_prompted_and_map_back_to_their_class(detector, image, monk
     assert det.labels == ["car", "person"]
     assert det.data["raw_label"].tolist() == ["automobile", "person"]
     np.testing.assert_allclose(det.xyxy[0], [100.5 * W / 1000, 200.5 * H / 1000, 300.5 * W / 1000, 400.5 * H / 1000], rtol=1e-5)
+
+
+def test_prompt_plans_are_cached_per_class_list(detector, monkeypatch):
+    detector._plans.clear()  # the detector is shared by this module's tests
+    calls = []
+    real = detector.prompt_tokens
+    monkeypatch.setattr(detector, "prompt_tokens", lambda caption: calls.append(caption) or real(caption))
+    classes = ["person", "cat", "dog", "bus"]
+    first = detector.plan_prompts(classes, {"cat": ["kitty"]})
+    n = len(calls)
+    assert n > 0
+    assert detector.plan_prompts(list(classes), {"cat": ["kitty"]}) is first and len(calls) == n
+    other = detector.plan_prompts(classes, {"cat": ["feline"]})  # other synonyms: planned anew
+    assert len(calls) > n and other[0].caption == "person. cat. feline. dog. bus."
