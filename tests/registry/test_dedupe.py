@@ -169,3 +169,51 @@ def test_20k_boxes_of_one_category_register_in_bounded_memory(tmp_path):
     assert res["peak_mb"] < 300, res
     assert res["duplicates"] >= res["planted"] and res["dup_of_first"], res
     assert res["stored"] + res["duplicates"] == 20000
+
+
+_COCO_SCRIPT = textwrap.dedent("""
+    import json, sys, tracemalloc
+    from pathlib import Path
+    import numpy as np
+    from PIL import Image
+    from registry.facade import Registry
+    from registry.importers.coco_import import import_coco
+
+    root, n = Path(sys.argv[1]), int(sys.argv[2])
+    (root / "images").mkdir()
+    Image.new("RGB", (4000, 3000), (10, 20, 30)).save(root / "images" / "crowd.png")
+    rng = np.random.default_rng(1)
+    size = rng.uniform(10, 200, size=(n, 2))
+    xy = rng.uniform(0, 1, size=(n, 2)) * (np.array([4000, 3000]) - size)
+    anns = [{"id": i + 1, "image_id": 1, "category_id": 1, "bbox": [*map(float, xy[i]), *map(float, size[i])]}
+            for i in range(n)]
+    anns += [{**a, "id": n + a["id"]} for a in anns[:300]]  # exact copies: duplicates
+    (root / "instances.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "crowd.png", "width": 4000, "height": 3000}],
+        "annotations": anns, "categories": [{"id": 1, "name": "cell"}]}))
+    with Registry(root / "data", embedding_dim=8, index="exact", sync_on_write=False) as reg:
+        tracemalloc.start()
+        report = import_coco(reg, root / "instances.json")
+        peak = tracemalloc.get_traced_memory()[1]
+    print(json.dumps({"peak_mb": peak / 2**20, "imported": report.objects_imported,
+                      "duplicates": report.objects_duplicate, "errors": len(report.errors)}))
+""")
+
+
+def test_20k_box_coco_import_in_bounded_memory(tmp_path):
+    """The issue's case: one image, 20,000 boxes of one category in a COCO file (~2 MB)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    script = tmp_path / "coco_mem.py"
+    script.write_text(_COCO_SCRIPT)
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+
+    out = subprocess.run([sys.executable, str(script), str(tmp_path), "20000"], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=600, preexec_fn=limit)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["peak_mb"] < 300, res
+    assert res["errors"] == 0 and res["duplicates"] >= 300
+    assert res["imported"] + res["duplicates"] == 20300
+
