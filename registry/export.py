@@ -258,7 +258,7 @@ def _export_into(reg: Any, ds: dict, out_dir: Path, final_dir: Path, fmt: str, t
                     src = Path(reg.data_dir) / src  # copied media are stored relative to the data dir
                 if src is None or not src.is_file():
                     skipped.append({"image": image.key, "objects": len(image.rows),
-                                    "reason": f"image file missing: {image.path}"})
+                                    "reason": f"image file missing: {Path(image.path).name if image.path else 'no path stored'}"})
                     continue
                 if not image.width or not image.height:
                     image.width, image.height = image_header.image_size(src)
@@ -385,7 +385,7 @@ def _write_background(reg: Any, fmt: str, split: str, source_ids: list[str], out
             if src is None or not src.is_file():
                 skipped.append({"image": source_id, "objects": 0,
                                 "reason": "background image: " + ("source deleted" if row is None
-                                                                  else f"image file missing: {row[1]}")})
+                                                                  else f"image file missing: {Path(row[1] or '').name}")})
                 continue
             width, height = row[2], row[3]
             if not width or not height:

@@ -47,12 +47,12 @@ def check_out_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
             raise ValueError(
-                f"output folder {out_dir} is not empty; choose an empty or new folder "
+                f"output folder {out_dir.name!r} is not empty; choose an empty or new folder "
                 "(or pass overwrite=True / --overwrite to replace an earlier export)"
             )
         if not (out_dir / "manifest.json").is_file():
             raise ValueError(
-                f"refusing to overwrite {out_dir}: it holds no manifest.json, so it is not an "
+                f"refusing to overwrite {out_dir.name!r}: it holds no manifest.json, so it is not an "
                 "earlier export; choose an empty or new folder"
             )
 

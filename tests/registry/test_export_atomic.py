@@ -130,3 +130,18 @@ def test_sigkill_during_export_zip_never_leaves_partial_files(tmp_path):
     assert done.returncode == 0, done.stderr
     assert _check_final_names(out) == "dir+zip"
     assert sorted(p.name for p in out.parent.iterdir()) == ["out", "out.zip"], outcomes
+
+
+def test_missing_media_is_skipped_and_named_without_server_paths(data_dir, tmp_path):
+    with open_registry(data_dir) as reg:
+        populate(reg, tmp_path / "raw", 3)
+        bg = reg.register_source(write_image(tmp_path / "raw" / "bg.png", seed=99))
+        built = build_dataset(reg, "m", split="1,0,0")
+        gone = [reg.list_sources()[0], reg.get_source(bg)]
+        for src in gone:
+            (data_dir / src["file_path"]).unlink()
+        res = export_dataset(reg, built["dataset_id"], tmp_path / "out", "coco", "detect")
+    reasons = [s["reason"] for s in res["skipped"]]
+    assert len(reasons) == 2 and all("image file missing" in r for r in reasons)
+    assert not any(str(data_dir) in r or "/" in r.split(": ", 1)[-1] for r in reasons), reasons
+    assert res["counts"]["train"]["images"] == 2  # the two images with objects whose files remain
