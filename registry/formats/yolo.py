@@ -121,12 +121,13 @@ def _load_plain_yaml(path: Path) -> object:
     Raises:
         ValueError: too large, not UTF-8, not YAML, anchors/aliases, or nested too deeply.
     """
-    size = path.stat().st_size
-    if size > MAX_DATA_YAML_BYTES:
-        raise ValueError(f"{path.name} is {size:,} bytes, more than a data.yaml needs (at most "
-                         f"{MAX_DATA_YAML_BYTES:,}); nothing was imported")
+    with open(path, "rb") as f:  # read at most one byte past the cap, whatever stat() says
+        raw = f.read(MAX_DATA_YAML_BYTES + 1)
+    if len(raw) > MAX_DATA_YAML_BYTES:
+        raise ValueError(f"{path.name} is larger than a data.yaml needs (at most "
+                         f"{MAX_DATA_YAML_BYTES:,} bytes); nothing was imported")
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path.name} is not UTF-8 text ({exc}); nothing was imported") from exc
     try:
