@@ -122,9 +122,12 @@ def test_sigkill_during_export_zip_never_leaves_partial_files(tmp_path):
         time.sleep(float(delay))
         proc.send_signal(signal.SIGKILL)
         code = proc.wait(timeout=60)
-        outcomes.append((round(float(delay), 2), code, _check_final_names(out)))
+        parts = sorted(p.name.split("-")[0] for p in out.parent.iterdir() if p.name.startswith(".out."))
+        outcomes.append((round(float(delay), 2), code, _check_final_names(out), parts))
+    print("kill outcomes (delay s, exit code, at final names, leftovers):", outcomes)
     killed = [o for o in outcomes if o[1] == -signal.SIGKILL]
     assert len(killed) >= 10, outcomes  # the kills landed while the export was running
+    assert sum(1 for o in killed if o[3]) >= 3, outcomes  # ... several of them mid-write
     # A run that completes afterwards publishes whole files and clears the killed runs' parts.
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
