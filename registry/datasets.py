@@ -20,7 +20,9 @@ with a non-zero ratio, every such split receives at least one group (a YOLO trai
 non-empty ``val``).
 
 Background images. Image sources with no objects (rejected ones aside) that match the filter's
-``project`` / ``sources`` are split with the rest (each its own group) and recorded under
+``project`` / ``sources`` are split by the same ratios after the sources with objects (whose
+split they never change; one sharing a content hash with a source with objects follows it) and
+recorded under
 ``split_config["background_sources"]`` (``{split: [source ids]}``); the exporters write them
 with an empty label file (YOLO) or an image entry without annotations (COCO), as trainers
 want some background images. ``include_background=False`` leaves them out of the build.
@@ -369,10 +371,18 @@ def build_dataset(
             uf.union(a, b)
 
     group_images: Counter = Counter()
-    for source_id, _h, _n in rows:
-        group_images[uf.find(source_id)] += 1
+    with_objects: set[str] = set()
+    for source_id, _h, n in rows:
+        root = uf.find(source_id)
+        group_images[root] += 1
+        if n:
+            with_objects.add(root)
     groups = [(_order_key(seed, key), key, n) for key, n in group_images.items()]
-    group_split = _assign(groups, ratios)
+    # Groups with objects are split first, exactly as without background images (adding
+    # background images never moves an object); background-only groups are split by the same
+    # ratios on their own.
+    group_split = _assign([g for g in groups if g[1] in with_objects], ratios)
+    group_split.update(_assign([g for g in groups if g[1] not in with_objects], ratios))
     source_split = {source_id: group_split[uf.find(source_id)] for source_id, _h, _n in rows}
     background_split: dict[str, list[str]] = {sp: [] for sp in SPLITS}
     for source_id, _h, _n in background:

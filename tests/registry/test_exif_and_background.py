@@ -153,3 +153,23 @@ def test_background_images_exported_to_coco_and_cli_flag(tmp_path, data_dir):
     assert all(len(coco.getAnnIds(imgIds=[by_agl[s]])) == 1 for s in with_objects)
     coco_no = export(tmp_path / "c2", "--no-background")
     assert {img["agl_id"] for img in coco_no.dataset["images"]} == set(with_objects)
+
+
+def test_background_images_never_move_objects_and_follow_the_ratios(tmp_path, data_dir):
+    from registry.datasets import dataset_background, dataset_members, get_dataset
+    from tests.registry.export_helpers import populate
+
+    with open_registry(data_dir) as reg:
+        populate(reg, tmp_path / "raw", 12)
+        before = dataset_members(reg, build_dataset(reg, "a", seed=3)["dataset_id"])
+        for i in range(20):
+            reg.register_source(write_image(tmp_path / "raw" / f"bg_{i}.png", seed=300 + i))
+        built = build_dataset(reg, "b", seed=3)
+        assert dataset_members(reg, built["dataset_id"]) == before
+        bg = dataset_background(get_dataset(reg, built["dataset_id"]))
+        assert sum(map(len, bg.values())) == 20 == built["background_images"]
+        assert len(bg["train"]) == 16 and len(bg["val"]) == 2 and len(bg["test"]) == 2
+        assert built["splits"]["val"]["background"] == 2
+        none = build_dataset(reg, "c", seed=3, include_background=False)
+        assert none["background_images"] == 0
+        assert not any(dataset_background(get_dataset(reg, none["dataset_id"])).values())
