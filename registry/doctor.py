@@ -150,6 +150,7 @@ def _check_index(reg: Registry, *, sample: int = SELF_QUERY_SAMPLE) -> dict[str,
     error = _probe_error(reg)
     if error is not None:
         return {"ok": False, "error": error, "embeddings": len(expected), "indexed": None}
+    heal, reg.repair_index_on_open = reg.repair_index_on_open, False  # a check changes nothing
     try:
         index = reg.index
         check = getattr(index, "check", None)
@@ -158,6 +159,8 @@ def _check_index(reg: Registry, *, sample: int = SELF_QUERY_SAMPLE) -> dict[str,
         present = set(index.ids())
     except Exception as exc:  # noqa: BLE001 - any failure to read the index is the finding
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "embeddings": len(expected), "indexed": None}
+    finally:
+        reg.repair_index_on_open = heal
     missing = expected - present
     extra = present - expected
     self_query = _self_query(reg, index, sample)

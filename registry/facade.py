@@ -191,6 +191,8 @@ def _image_size(path: Path) -> tuple[int, int]:
     try:
         return image_header.image_size(path)
     except ValueError as exc:
+        if "above the limit" in str(exc):
+            raise  # already says what to do (downscale)
         raise ValueError(
             f"expected an image file for source_type='image': {exc}; pass width/height or a "
             "different source_type"
@@ -243,6 +245,7 @@ class Registry:
         self._sync_lock = threading.RLock()  # reentrant: opening a damaged index rebuilds it
         self._writer = False  # holds the folder's index-writer lock (registry.index_lock)
         self.index_recovery: dict | None = None  # set when a damaged index was moved aside and rebuilt
+        self.repair_index_on_open = True  # False: a damaged index raises instead (doctor's checks)
         self._conn = Connection(self.data_dir / DB_FILE)
         self.schema_version = ensure_schema(self._conn)
         if self.sync_on_write and outbox.pending_count(self._conn, self.embedding_version):
@@ -282,7 +285,7 @@ class Registry:
             if self._index is None:
                 from registry.vectors.probe import open_index_checked
 
-                may_repair = self.is_index_writer
+                may_repair = self.repair_index_on_open and self.is_index_writer
                 self._index, recovered = open_index_checked(
                     self._index_spec, self.data_dir, self.embedding_version, self.embedding_dim,
                     may_repair=may_repair,
@@ -384,6 +387,8 @@ class Registry:
             w, h = _image_size(src)
             width = w if width is None else width
             height = h if height is None else height
+        if source_type == "image":  # sizes given by the caller meet the same pixel limit
+            image_header.check_pixels(int(width), int(height), repr(src.name))
         stored_path = str(src.resolve())
         if copy:
             rel = Path(MEDIA_DIR) / digest[:2] / f"{digest}{src.suffix.lower()}"

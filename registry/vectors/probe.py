@@ -44,9 +44,14 @@ def _timeout() -> float:
 
 
 def fingerprint(folder: Path) -> list[list[Any]]:
-    """``[[relative path, size, mtime_ns], ...]`` of every file under ``folder``, sorted."""
+    """``[[relative path, size, mtime_ns], ...]`` of the files in the segment folders, sorted.
+
+    Those are what chromadb's native code reads (and crashes on). ``chroma.sqlite3`` is left
+    out: every open writes to it, even a read-only one, and damage there raises an ordinary
+    exception, which :func:`open_index_checked` handles in-process.
+    """
     out = []
-    for p in sorted(folder.rglob("*")):
+    for p in sorted(folder.glob("*/**/*")):
         if p.is_file():
             st = p.stat()
             out.append([p.relative_to(folder).as_posix(), st.st_size, st.st_mtime_ns])
@@ -194,7 +199,9 @@ def open_index_checked(kind: str, data_dir: Path, version: str, dim: int, *, may
         except ValueError:
             raise  # a dimension mismatch is a usage error, not damage
         except RuntimeError as exc:
-            error = str(exc)
+            # chromadb often hides the first error behind a later one ("'RustBindingsAPI' object
+            # has no attribute 'bindings'"); a fresh child process reports the real one.
+            error = probe(folder, collection_name_for(version), dim) or str(exc)
     if not may_repair:
         raise RuntimeError(f"the vector index at {folder} is damaged: {error}; {REPAIR_HINT}")
     _forget_clean(folder)

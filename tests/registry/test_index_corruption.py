@@ -131,7 +131,11 @@ def test_the_first_search_heals_a_damaged_index_instead_of_crashing(data):
     assert [str(p) for p in _moved_aside(data)] == [got["recovery"]["moved_to"]]
 
 
-def test_a_truncated_chroma_sqlite_reports_the_real_error_and_is_rebuilt(data):
+@pytest.mark.parametrize("probed_before", [False, True], ids=["never-probed", "probed-before"])
+def test_a_truncated_chroma_sqlite_reports_the_real_error_and_is_rebuilt(data, probed_before):
+    if probed_before:  # the HNSW files are as the last probe saw them: the damage shows in-process
+        assert _doctor(data).returncode == 0
+        assert (data / "index.clean.json").is_file()
     db = data / "chroma" / "chroma.sqlite3"
     with db.open("r+b") as f:
         f.truncate(db.stat().st_size // 3)
@@ -140,6 +144,7 @@ def test_a_truncated_chroma_sqlite_reports_the_real_error_and_is_rebuilt(data):
     error = json.loads(res.stdout)["checks"]["index"]["error"]
     assert "bindings" not in error and "RustBindingsAPI" not in error, error
     assert "malformed" in error.lower() or "database" in error.lower(), error
+    assert not _moved_aside(data)  # a check changes nothing
     res = _doctor(data, "--repair")
     assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-2000:])
     assert "bindings" not in res.stdout + res.stderr
