@@ -280,8 +280,12 @@ def test_one_pixel_limit_for_import_register_and_the_loader(data_dir, tmp_path):
         msg = reasons["image 9 ('huge.png')"]
         assert "144,000,000 pixels, above the limit of 100,000,000" in msg and "downscale" in msg
         assert str(tmp_path) not in msg  # the file's name, never a server path
-        with pytest.raises(ValueError, match="above the limit of 100,000,000"):
+        with pytest.raises(ValueError, match="above the limit of 100,000,000") as err:
             reg.register_source(root / "images" / "huge.png")
+        assert "pass width/height" not in str(err.value)  # that would not help
+        with pytest.raises(ValueError, match="above the limit of 100,000,000"):
+            reg.register_source(write_image(tmp_path / "small.png", seed=5), width=12000, height=12000)
+        assert reg.count_sources() == 1
 
 
 def test_string_sizes_in_the_json_are_named_as_such(data_dir, tmp_path):
