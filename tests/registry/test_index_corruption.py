@@ -169,3 +169,58 @@ def test_a_read_only_index_folder_is_named_with_its_permission_and_left_alone(da
     finally:
         folder.chmod(stat.S_IMODE(mode))
     assert _doctor(data).returncode == 0
+
+
+def test_the_web_server_survives_a_damaged_index_and_search_answers(tmp_path):
+    """``launch.py serve`` on a folder whose HNSW file holds random bytes: before, the server
+    process died (SIGSEGV) on the first search, for every user."""
+    import socket
+    import time
+
+    from gradio_client import Client
+
+    data = tmp_path / "data"
+    rng = np.random.default_rng(3)
+    with Registry(data) as reg:  # what `serve` opens without weights: 768-d, dinov2-base
+        src = tmp_path / "src.bin"
+        src.write_bytes(b"one source")
+        sid = reg.register_source(src, width=640, height=480, copy=False)
+        # Pairs of near-identical vectors: search by object excludes the object itself, so the
+        # right answer for object 2i is object 2i+1.
+        base = rng.standard_normal((600, 768)).astype(np.float32)
+        vecs = np.repeat(base, 2, axis=0) + 0.01 * rng.standard_normal((1200, 768)).astype(np.float32)
+        objs = [ObjectIn("thing", (i % 600, (i // 600) * 10, i % 600 + 20, (i // 600) * 10 + 20),
+                         embedding=vecs[i]) for i in range(1200)]
+        ids = reg.register_objects(sid, objs, dedupe=False).registered
+    _scramble_hnsw(data)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = _env()
+    env["AGL_WEIGHTS"] = str(tmp_path / "no-weights")
+    server = subprocess.Popen([sys.executable, "launch.py", "serve", "--data", str(data), "--port", str(port)],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, server.stdout.read()[-3000:]
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not start within 180 s"
+                time.sleep(0.5)
+        client = Client(url, verbose=False)
+        for i in (0, 2, 598, 1198):
+            hits = client.predict(ids[i], 1, "", 0.0, False, api_name="/search")
+            assert [h["object_id"] for h in hits] == [ids[i + 1]]
+        assert server.poll() is None  # still serving
+        assert len(_moved_aside(data)) == 1
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=30)
