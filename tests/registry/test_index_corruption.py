@@ -131,6 +131,26 @@ def test_the_first_search_heals_a_damaged_index_instead_of_crashing(data):
     assert [str(p) for p in _moved_aside(data)] == [got["recovery"]["moved_to"]]
 
 
+def test_a_process_that_is_not_the_index_writer_gets_an_error_not_a_crash(data):
+    _scramble_hnsw(data)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys,time; from registry import index_lock as L; "
+         "assert L.acquire(sys.argv[1]); print('HELD', flush=True); time.sleep(120)", str(data)],
+        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "HELD"
+        code = SEARCH.replace('found = [', 'try:\n    found = [').replace(
+            'for oid in ids]\n', 'for oid in ids]\nexcept RuntimeError as exc:\n    found = str(exc)\n')
+        out = _run("-c", code, str(data), ",".join(_some_ids(data, 1)))
+        assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+        message = json.loads(out.stdout)["found"]
+        assert "is damaged" in message and "SIGSEGV" in message and "doctor" in message, message
+        assert not _moved_aside(data)  # only the writer may move it
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+
+
 @pytest.mark.parametrize("probed_before", [False, True], ids=["never-probed", "probed-before"])
 def test_a_truncated_chroma_sqlite_reports_the_real_error_and_is_rebuilt(data, probed_before):
     if probed_before:  # the HNSW files are as the last probe saw them: the damage shows in-process
