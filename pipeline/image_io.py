@@ -42,8 +42,10 @@ class ImageLoadError(ValueError):
 
 
 def _describe(src: ImageSource) -> str:
+    # The file's name, not its folder: messages reach browser users, for whom an upload's
+    # server-side temp path means nothing (callers that need the full path already have it).
     if isinstance(src, (str, Path)):
-        return f"'{src}'"
+        return f"'{Path(src).name}'"
     return f"<{len(src)} bytes>"
 
 
@@ -111,8 +113,8 @@ def _open(src: ImageSource, max_pixels: int) -> Image.Image:
         im.close()
         raise ImageLoadError(
             f"cannot load image {name}: {width}x{height} = {width * height:,} pixels exceeds the "
-            f"limit of {max_pixels:,} pixels (a possible decompression bomb); pass a larger "
-            "max_pixels if this image is genuine"
+            f"limit of {max_pixels:,} pixels (a possible decompression bomb); if the image is "
+            f"genuine, downscale it to at most {max_pixels // 1_000_000:,} megapixels first"
         )
     return im
 

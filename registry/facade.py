@@ -1004,7 +1004,7 @@ class Registry:
             (self.embedding_version, object_id),
         )
         if not rows:
-            raise ValueError(f"unknown object id {object_id!r}; list_objects() shows existing ones")
+            raise ValueError(f"unknown object id {object_id!r}: no such object (deleted, or from another data folder); find ids in Review or Search")
         return self._object_dict(rows[0])
 
     def get_objects(self, object_ids: Sequence[str]) -> list[dict]:

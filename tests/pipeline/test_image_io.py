@@ -282,3 +282,21 @@ def test_image_sha256_matches_hashlib(tmp_path):
     p.write_bytes(data)
     expected = hashlib.sha256(data).hexdigest()
     assert image_sha256(p) == expected == image_sha256(data) == image_sha256(str(p))
+
+
+def test_messages_name_the_file_not_the_server_folder(tmp_path):
+    """Upload paths are server temp folders: a browser user can act on the file name only."""
+    from pipeline.image_io import ImageLoadError, load_image
+
+    folder = tmp_path / "gradio-temp" / "3f9a0c"
+    folder.mkdir(parents=True)
+    bad = folder / "holiday.jpg"
+    bad.write_bytes(b"not an image at all")
+    with pytest.raises(ImageLoadError) as info:
+        load_image(bad)
+    assert "'holiday.jpg'" in str(info.value) and str(folder) not in str(info.value)
+    big = folder / "panorama.png"
+    Image.new("RGB", (40, 30)).save(big)
+    with pytest.raises(ImageLoadError, match="downscale it to at most") as info:
+        load_image(big, max_pixels=1000)
+    assert str(folder) not in str(info.value) and "max_pixels" not in str(info.value)
