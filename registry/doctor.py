@@ -115,7 +115,7 @@ def _self_query(reg: Registry, index: Any, sample: int) -> dict[str, Any]:
                 if cos < 0.999:
                     wrong.append(oid)
         try:
-            hits = list(index.query(vec, 3))
+            hits = list(index.query(vec, 10))
         except Exception as exc:  # noqa: BLE001 - a failing query is the finding
             not_found.append({"object_id": oid, "error": f"{type(exc).__name__}: {exc}"})
             continue

@@ -120,3 +120,16 @@ def test_litter_is_listed_and_repair_removes_only_old_litter_inside_the_data_fol
         assert not orphan.exists() and not old_tmp.exists() and not export_tmp.exists() and not link.is_symlink()
         assert fresh_tmp.exists() and kept.exists() and target.read_bytes() == b"not ours"
         assert reg.doctor()["checks"]["litter"]["ok"]
+
+
+def test_self_query_accepts_ties_between_identical_vectors(data_dir, tmp_path):
+    with _chroma(data_dir) as reg:
+        sid = reg.register_source(make_image(tmp_path / "same.png", 64, 48, seed=5))
+        same = np.random.default_rng(5).standard_normal(DIM).astype(np.float32)
+        ids = reg.register_objects(sid, [ObjectIn("cat", (i, 0, i + 5, 5), embedding=same) for i in range(0, 40, 8)],
+                                   dedupe=False).registered
+        assert len(ids) == 5
+        report = reg.doctor()
+        assert report["ok"], report
+        assert report["checks"]["index"]["self_query"] == {
+            "ok": True, "checked": 5, "not_found": 0, "not_fetched": 0, "wrong_vector": 0}
