@@ -62,25 +62,36 @@ def _stamp_path(folder: Path) -> Path:
     return folder.parent / STAMP_FILE
 
 
-def record_clean(folder: str | os.PathLike) -> None:
-    """Remembers ``folder``'s files as they are now, just probed (the next open skips the probe)."""
+def _read_stamp(folder: Path) -> dict:
+    try:
+        stamp = json.loads(_stamp_path(folder).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return stamp if isinstance(stamp, dict) and stamp.get("folder") == str(folder) else {}
+
+
+def record_clean(folder: str | os.PathLike, collection: str) -> None:
+    """Remembers that ``collection`` passed a probe with ``folder``'s files as they are now (the
+    next open of that collection skips the probe while the files stay the same)."""
     folder = Path(folder)
     if not (folder / "chroma.sqlite3").exists():
         return
+    files = fingerprint(folder)
+    stamp = _read_stamp(folder)
+    probed = set(stamp.get("collections", [])) if stamp.get("files") == files else set()
+    probed.add(collection)
     try:
         tmp = _stamp_path(folder).with_suffix(".tmp")
-        tmp.write_text(json.dumps({"folder": str(folder), "files": fingerprint(folder)}), encoding="utf-8")
+        tmp.write_text(json.dumps({"folder": str(folder), "files": files, "collections": sorted(probed)}),
+                       encoding="utf-8")
         os.replace(tmp, _stamp_path(folder))
     except OSError:
         pass  # the next open probes instead: slower, never wrong
 
 
-def _is_clean(folder: Path) -> bool:
-    try:
-        stamp = json.loads(_stamp_path(folder).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return stamp.get("folder") == str(folder) and stamp.get("files") == fingerprint(folder)
+def _is_clean(folder: Path, collection: str) -> bool:
+    stamp = _read_stamp(folder)
+    return collection in stamp.get("collections", []) and stamp.get("files") == fingerprint(folder)
 
 
 def _forget_clean(folder: Path) -> None:
@@ -152,11 +163,11 @@ def check_folder(folder: str | os.PathLike, collection: str, dim: int) -> str | 
         check_writable(folder)
     except RuntimeError as exc:
         return str(exc)
-    if _is_clean(folder):
+    if _is_clean(folder, collection):
         return None
     error = probe(folder, collection, dim)
     if error is None:
-        record_clean(folder)
+        record_clean(folder, collection)
     return error
 
 

@@ -244,3 +244,29 @@ def test_the_web_server_survives_a_damaged_index_and_search_answers(tmp_path):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait(timeout=30)
+
+
+def test_a_probe_is_skipped_only_for_the_same_files_and_collection(data, monkeypatch):
+    from registry.vectors import probe as probe_mod
+
+    folder = (data / "chroma").resolve()
+    calls: list[str] = []
+    real = probe_mod.probe
+
+    def counting(f, collection, dim, **kw):
+        calls.append(collection)
+        return real(f, collection, dim, **kw)
+
+    monkeypatch.setattr(probe_mod, "probe", counting)
+    name = "objects_" + VERSION
+    assert probe_mod.check_folder(folder, name, DIM) is None
+    assert probe_mod.check_folder(folder, name, DIM) is None  # same files, same collection: no probe
+    assert calls == [name]
+    assert probe_mod.check_folder(folder, "objects_other", DIM) is None  # another collection: probed
+    assert calls == [name, "objects_other"]
+    seg_file = next(p for p in folder.glob("*/data_level0.bin"))
+    os.utime(seg_file, ns=(seg_file.stat().st_atime_ns, seg_file.stat().st_mtime_ns + 1_000_000))
+    assert probe_mod.check_folder(folder, name, DIM) is None  # a segment file changed: probed again
+    assert calls == [name, "objects_other", name]
+    _scramble_hnsw(data)
+    assert "SIGSEGV" in probe_mod.check_folder(folder, name, DIM)
