@@ -56,12 +56,12 @@ def _seed(root: Path):
     }
 
 
-def _get(url: str, path: str, cookie: str | None = None) -> tuple[int, bytes]:
-    """GET ``/gradio_api/file=<path>`` with the path sent byte for byte (no client normalising)."""
+def _get(url: str, path: str, cookie: str | None = None, route: str = "/gradio_api/file=") -> tuple[int, bytes]:
+    """GET ``<route><path>`` with the path sent byte for byte (no client normalising)."""
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
     try:
-        conn.request("GET", "/gradio_api/file=" + path, headers={"Cookie": cookie} if cookie else {})
+        conn.request("GET", route + path, headers={"Cookie": cookie} if cookie else {})
         resp = conn.getresponse()
         return resp.status, resp.read()
     finally:
@@ -132,6 +132,17 @@ def test_database_index_and_outside_files_are_refused(served, what):
     status, body = _get(url, targets[what], cookie)
     assert status in (403, 404), (what, status, body[:200])
     assert b"SQLite format" not in body
+
+
+@pytest.mark.parametrize("route", ["/gradio_api/file/", "/file=", "/gradio_api/file=/", "/gradio_api/proxy="])
+def test_other_file_routes_refuse_the_database_too(served, route):
+    url, paths, cookie = served
+    for target in (str(paths["db"]), str(paths["wal"]), str(paths["chroma_sqlite"])):
+        status, body = _get(url, target, cookie, route=route)
+        assert status != 200 and b"SQLite format" not in body, (route, target, status)
+    if route == "/gradio_api/file/":  # the deprecated spelling of the same route serves media
+        status, body = _get(url, str(paths["media"]), cookie, route=route)
+        assert status == 200 and body == paths["media"].read_bytes()
 
 
 @pytest.mark.parametrize("key", ["media", "thumb", "zip"])
