@@ -29,13 +29,16 @@ _LAUNCH_ONLY = ("share",)
 
 
 def create_web_app(ctx: Any, *, auth: tuple[str, str] | None = None,
-                   throttle: dict | None = None) -> tuple[FastAPI, gr.Blocks]:
-    """Builds the FastAPI app with the workbench mounted at ``/``.
+                   throttle: dict | None = None, api_token: str | None = None,
+                   api: bool = True) -> tuple[FastAPI, gr.Blocks]:
+    """Builds the FastAPI app with the workbench mounted at ``/`` and the REST API at ``/api``.
 
     Args:
         ctx: the :class:`app.context.AppContext`.
-        auth: ``(user, password)`` to require a login, or None.
+        auth: ``(user, password)`` to require a login, or None (the API accepts it as HTTP Basic).
         throttle: keyword arguments for :class:`LoginThrottle` (defaults otherwise).
+        api_token: a bearer token the REST API accepts too (:mod:`app.api.auth`), or None.
+        api: mount the REST API (``/api/v1``, docs at ``/api/docs``; see docs/api.md).
 
     Returns:
         ``(app, demo)``: the ASGI app to run, and the Gradio Blocks mounted in it.
@@ -46,6 +49,10 @@ def create_web_app(ctx: Any, *, auth: tuple[str, str] | None = None,
     kwargs = {k: v for k, v in launch_kwargs(ctx, auth=auth).items() if k not in _LAUNCH_ONLY}
     app = FastAPI(title="AgenticLabeling", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(LoginThrottle, **(throttle or {}))
+    if api:  # before Gradio's "/" mount, which would otherwise catch /api/...
+        from app.api import API_PREFIX, create_api
+
+        app.mount(API_PREFIX, create_api(ctx, auth=auth, api_token=api_token, throttle=throttle))
     app = gr.mount_gradio_app(app, demo, path="/", ssr_mode=False, **kwargs)
     return app, demo
 

@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--auth", default=None, help="USER:PASS to require a login (default: $AGL_AUTH, else none)")
+    p.add_argument("--api-token", default=None,
+                   help="bearer token the REST API (/api/v1) accepts besides --auth (default: $AGL_API_TOKEN)")
     p.add_argument("--profile", choices=["cpu", "gpu"], default="cpu", help="model sizes (default cpu)")
     p.add_argument("--segmenter", choices=["grabcut", "sam2"], default="sam2",
                    help="default segmenter for Refine (SAM2 when its weights exist, else GrabCut)")
@@ -76,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     from registry.outbox_relay import OutboxRelay
 
     relay = OutboxRelay(ctx.registry, interval_s=2.0).start()  # other processes' vectors, too
-    app, _demo = create_web_app(ctx, auth=auth)
+    api_token = args.api_token if args.api_token is not None else os.environ.get("AGL_API_TOKEN")
+    app, _demo = create_web_app(ctx, auth=auth, api_token=api_token or None)
     log.info("data folder %s; segmenters %s", data_dir, ctx.segmenter_names)
     print(f"AgenticLabeling on http://{args.host}:{args.port}/ (data folder {data_dir})", flush=True)
     try:

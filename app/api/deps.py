@@ -1,0 +1,135 @@
+"""Shared pieces of the routers: the AppContext, the API user, uploaded images, lookups.
+
+Uploads meet the UI's rules: at most ``app.ui.app.MAX_FILE_SIZE`` bytes (413 otherwise) and
+decodable by ``pipeline.image_io.load_image`` (which refuses decompression bombs, non-images and
+truncated files with a message naming the file: 400).
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import numpy as np
+from fastapi import Depends, Request, UploadFile
+
+from app.api.errors import ApiError, not_found
+
+T = TypeVar("T")
+_UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}
+_CHUNK = 1 << 20
+
+
+def parse_size(size: str | int) -> int:
+    """"50mb" -> 52428800 (binary units, as Gradio reads ``max_file_size``)."""
+    if isinstance(size, int):
+        return size
+    m = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", str(size))
+    unit = (m.group(2).upper() if m else "") or "B"
+    if not m or unit not in _UNITS:
+        raise ValueError(f"file size: expected e.g. '50mb', got {size!r}")
+    return int(m.group(1)) * _UNITS[unit]
+
+
+def max_upload_bytes() -> int:
+    from app.ui.app import MAX_FILE_SIZE
+
+    return parse_size(MAX_FILE_SIZE)
+
+
+def get_ctx(request: Request) -> Any:
+    """The :class:`app.context.AppContext` the API was created with."""
+    return request.app.state.ctx
+
+
+Ctx = Annotated[Any, Depends(get_ctx)]
+"""A route parameter receiving the AppContext."""
+
+
+def api_user(request: Request) -> str | None:
+    """The authenticated user (None when the API is open)."""
+    return getattr(request.state, "api_user", None)
+
+
+def lookup(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Calls a registry getter; its ValueError for an unknown id becomes a 404."""
+    try:
+        return fn(*args, **kwargs)
+    except ValueError as exc:
+        raise not_found(exc) from exc
+
+
+def check_length(request: Request) -> None:
+    """413 early when the declared request body is over the upload limit (+1 MiB for the form)."""
+    limit = max_upload_bytes()
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + _CHUNK:
+        raise ApiError(413, f"upload too large: {int(declared)} bytes, the limit is {limit} bytes; "
+                            "downscale or split the upload")
+
+
+def _safe_name(name: str | None) -> str:
+    base = Path(name or "upload").name
+    base = re.sub(r"[^\w.\- ]+", "_", base).strip(" .") or "upload"
+    return base[:120]
+
+
+@dataclass
+class Upload:
+    """An uploaded image saved to a temporary file and decoded."""
+
+    path: Path
+    name: str
+    image: np.ndarray  # (H, W, 3) uint8 RGB, EXIF orientation applied
+
+
+@contextmanager
+def saved_upload(upload: UploadFile | None, what: str = "image") -> Iterator[Upload]:
+    """Saves ``upload`` under its own (sanitised) name in a temporary folder and decodes it.
+
+    The folder is removed afterwards (``Registry.register_source`` copies what it keeps).
+
+    Raises:
+        ApiError: 400 without a file, 413 over the size limit.
+        ValueError: not a decodable image (``ImageLoadError``: names the file and the reason).
+    """
+    from pipeline.image_io import load_image
+
+    if upload is None or not upload.filename:
+        raise ApiError(400, f"{what}: expected an image file in the multipart field {what!r}, got none")
+    limit = max_upload_bytes()
+    name = _safe_name(upload.filename)
+    tmp = Path(tempfile.mkdtemp(prefix="agl-api-"))
+    try:
+        path = tmp / name
+        size = 0
+        with path.open("wb") as out:
+            while chunk := upload.file.read(_CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, f"{name}: upload too large (over {limit} bytes, the UI's limit too); "
+                                        "downscale it")
+                out.write(chunk)
+        if size == 0:
+            raise ApiError(400, f"{name}: the file is empty; upload an image")
+        image = load_image(path)
+        yield Upload(path, name, image)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def embedder(ctx: Any) -> Any:
+    """The context's embedder; 503 when there is none (weights missing: see errors.py)."""
+    try:
+        return ctx.embedder()
+    except RuntimeError as exc:
+        from app.context import is_weights_missing
+
+        if is_weights_missing(exc):
+            raise
+        raise ApiError(503, str(exc), error="no embedder") from exc
