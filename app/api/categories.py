@@ -16,7 +16,7 @@ def _require(reg: Any, name: str) -> dict:
     cat = reg.get_category(name)
     if cat is None:
         raise not_found(f"unknown category {name!r}; GET /api/v1/categories lists them")
-    return cat
+    return {**cat, "object_count": reg.count_objects(category=cat["name"])}
 
 
 @router.get("", response_model=list[CategoryOut])
