@@ -29,24 +29,22 @@ with what to do.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from registry import doctor_files, outbox
 from registry import masks as rle_ops
+from registry.db import Connection
+from registry.index_handle import IndexHandle
 from registry.schema import SCHEMA_VERSION, current_version
-
-if TYPE_CHECKING:
-    from registry.facade import Registry
 
 log = logging.getLogger(__name__)
 SAMPLE = 10
 SELF_QUERY_SAMPLE = 200
 
 
-def _check_sqlite(reg: Registry) -> dict[str, dict[str, Any]]:
-    conn = reg.connection
+def _check_sqlite(conn: Connection) -> dict[str, dict[str, Any]]:
     rows = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
     fk = conn.execute("PRAGMA foreign_key_check").fetchall()
     with conn.lock:
@@ -62,8 +60,7 @@ def _check_sqlite(reg: Registry) -> dict[str, dict[str, Any]]:
     }
 
 
-def _check_outbox(reg: Registry) -> dict[str, Any]:
-    conn = reg.connection
+def _check_outbox(conn: Connection) -> dict[str, Any]:
     pending = outbox.pending_count(conn)
     failed = outbox.failed_count(conn)
     errors = conn.query(
@@ -74,23 +71,23 @@ def _check_outbox(reg: Registry) -> dict[str, Any]:
     return {"ok": pending == 0 and failed == 0, "pending": pending, "failed": failed, "failed_sample": errors}
 
 
-def _probe_error(reg: Registry) -> str | None:
-    """A Chroma folder not yet opened by ``reg`` is probed in a child process first."""
-    if reg._index_spec != "chroma" or reg._index is not None:
+def _probe_error(vectors: IndexHandle) -> str | None:
+    """A Chroma folder not yet opened by ``vectors`` is probed in a child process first."""
+    if vectors.spec != "chroma" or vectors.is_open:
         return None
     from registry.vectors import chroma_dir
     from registry.vectors.chroma_index import collection_name_for
     from registry.vectors.probe import check_folder
 
-    return check_folder(chroma_dir(reg.data_dir), collection_name_for(reg.embedding_version), reg.embedding_dim)
+    return check_folder(chroma_dir(vectors.data_dir), collection_name_for(vectors.embedding_version), vectors.embedding_dim)
 
 
-def _self_query(reg: Registry, index: Any, sample: int) -> dict[str, Any]:
+def _self_query(conn: Connection, vectors: IndexHandle, index: Any, sample: int) -> dict[str, Any]:
     """Reads back and queries a random sample of stored vectors (see the module docstring)."""
-    rows = reg.connection.execute(
+    rows = conn.execute(
         "SELECT e.object_id, e.vector, e.dim FROM embeddings e JOIN objects o ON o.object_id = e.object_id "
         "WHERE e.version_id = ? ORDER BY random() LIMIT ?",
-        (reg.embedding_version, int(sample)),
+        (vectors.embedding_version, int(sample)),
     ).fetchall()
     if not rows:
         return {"ok": True, "checked": 0}
@@ -137,22 +134,21 @@ def _self_query(reg: Registry, index: Any, sample: int) -> dict[str, Any]:
     return out
 
 
-def _check_index(reg: Registry, *, sample: int = SELF_QUERY_SAMPLE) -> dict[str, Any]:
-    conn = reg.connection
+def _check_index(conn: Connection, vectors: IndexHandle, *, sample: int = SELF_QUERY_SAMPLE) -> dict[str, Any]:
     expected = {
         r[0]
         for r in conn.execute(
             "SELECT e.object_id FROM embeddings e JOIN objects o ON o.object_id = e.object_id "
             "WHERE e.version_id = ?",
-            (reg.embedding_version,),
+            (vectors.embedding_version,),
         ).fetchall()
     }
-    error = _probe_error(reg)
+    error = _probe_error(vectors)
     if error is not None:
         return {"ok": False, "error": error, "embeddings": len(expected), "indexed": None}
-    heal, reg.repair_index_on_open = reg.repair_index_on_open, False  # a check changes nothing
+    heal, vectors.repair_on_open = vectors.repair_on_open, False  # a check changes nothing
     try:
-        index = reg.index
+        index = vectors.index
         check = getattr(index, "check", None)
         if callable(check):
             check()
@@ -160,10 +156,10 @@ def _check_index(reg: Registry, *, sample: int = SELF_QUERY_SAMPLE) -> dict[str,
     except Exception as exc:  # noqa: BLE001 - any failure to read the index is the finding
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "embeddings": len(expected), "indexed": None}
     finally:
-        reg.repair_index_on_open = heal
+        vectors.repair_on_open = heal
     missing = expected - present
     extra = present - expected
-    self_query = _self_query(reg, index, sample)
+    self_query = _self_query(conn, vectors, index, sample)
     return {
         "ok": not missing and not extra and self_query["ok"],
         "embeddings": len(expected),
@@ -176,8 +172,7 @@ def _check_index(reg: Registry, *, sample: int = SELF_QUERY_SAMPLE) -> dict[str,
     }
 
 
-def _check_masks(reg: Registry, batch: int = 5000) -> dict[str, Any]:
-    conn = reg.connection
+def _check_masks(conn: Connection, batch: int = 5000) -> dict[str, Any]:
     bad: list[dict[str, str]] = []
     n_bad = checked = 0
     last = 0
@@ -206,88 +201,88 @@ def _check_masks(reg: Registry, batch: int = 5000) -> dict[str, Any]:
     return {"ok": n_bad == 0, "checked": checked, "broken": n_bad, "broken_sample": bad}
 
 
-def _check_tracks(reg: Registry) -> dict[str, Any]:
-    wrong = reg.connection.query(
+def _check_tracks(conn: Connection) -> dict[str, Any]:
+    wrong = conn.query(
         "SELECT t.track_id, t.object_count, (SELECT count(*) FROM track_objects x WHERE x.track_id = t.track_id) AS n "
         "FROM tracks t WHERE t.object_count <> (SELECT count(*) FROM track_objects x WHERE x.track_id = t.track_id)"
     )
     return {"ok": not wrong, "mismatched": len(wrong), "sample": wrong[:SAMPLE]}
 
 
-def check(reg: Registry, *, check_media: bool = False) -> dict[str, Any]:
-    checks = _check_sqlite(reg)
-    checks["outbox"] = _check_outbox(reg)
-    checks["index"] = _check_index(reg)
-    checks["masks"] = _check_masks(reg)
-    checks["tracks"] = _check_tracks(reg)
-    with reg.connection.lock:
+def check(conn: Connection, vectors: IndexHandle, *, check_media: bool = False) -> dict[str, Any]:
+    checks = _check_sqlite(conn)
+    checks["outbox"] = _check_outbox(conn)
+    checks["index"] = _check_index(conn, vectors)
+    checks["masks"] = _check_masks(conn)
+    checks["tracks"] = _check_tracks(conn)
+    with conn.lock:
         checks["litter"] = doctor_files.litter_report(
-            doctor_files.find_litter(reg.connection.conn, reg.data_dir), reg.data_dir)
+            doctor_files.find_litter(conn.conn, vectors.data_dir), vectors.data_dir)
         if check_media:
-            checks["media"] = doctor_files.check_media(reg.connection.conn, reg.data_dir)
+            checks["media"] = doctor_files.check_media(conn.conn, vectors.data_dir)
     return {"ok": all(c["ok"] for c in checks.values()), "checks": checks}
 
 
-def _repair_index(reg: Registry, checks: dict[str, Any], done: list[str]) -> None:
-    if not reg.is_index_writer:
+def _repair_index(conn: Connection, vectors: IndexHandle, checks: dict[str, Any], done: list[str]) -> None:
+    if not vectors.is_writer:
         from registry import index_lock
 
-        done.append(index_lock.not_writer_message(reg.data_dir, "repair the vector index"))
+        done.append(index_lock.not_writer_message(vectors.data_dir, "repair the vector index"))
         return
-    n = outbox.reset_failed(reg.connection)
+    n = outbox.reset_failed(conn)
     if n:
         done.append(f"reset {n} failed outbox rows to pending")
     if not checks["index"]["ok"] and checks["index"].get("error"):
         # Unreadable index (deleted, damaged or read-only folder): open it afresh. A damaged
         # Chroma folder is moved aside and rebuilt by the registry while opening.
         try:
-            reg.reopen_index()
+            vectors.reopen()
         except Exception as exc:  # noqa: BLE001 - e.g. read-only: reported, nothing else to do
             done.append(f"could not reopen the vector index: {exc}")
             return
-        rec = reg.index_recovery
+        rec = vectors.recovery
         if rec:
             done.append(f"vector index was damaged ({rec['error']}); moved it to {rec['moved_to']} and "
                         f"rebuilt it from SQLite ({rec.get('rebuilt', 0)} vectors)")
         else:
             done.append("reopened the vector index")
     try:
-        res = reg.sync_outbox()
+        res = vectors.sync_outbox()
         if res["synced"]:
             done.append(f"relayed {res['synced']} outbox rows")
     except Exception as exc:  # noqa: BLE001 - the rebuild below is the fallback
         done.append(f"outbox relay failed ({exc}); rebuilding")
-    index_now = _check_index(reg)
+    index_now = _check_index(conn, vectors)
     if not index_now["ok"]:
-        n = reg.rebuild_index()
+        n = vectors.rebuild()
         done.append(f"rebuilt the vector index from SQLite ({n} vectors)")
 
 
-def repair_registry(reg: Registry, report: dict[str, Any]) -> list[str]:
+def repair_registry(conn: Connection, vectors: IndexHandle, report: dict[str, Any]) -> list[str]:
     """Fixes what can be fixed from SQLite; returns what was done."""
     done: list[str] = []
     checks = report["checks"]
-    _repair_index(reg, checks, done)
+    _repair_index(conn, vectors, checks, done)
     if not checks["tracks"]["ok"]:
-        with reg.transaction() as tx:
+        with conn.transaction() as tx:
             tx.execute(
                 "UPDATE tracks SET object_count = (SELECT count(*) FROM track_objects x WHERE x.track_id = tracks.track_id)"
             )
         done.append("recounted track objects")
     if not checks["litter"]["ok"]:
-        with reg.connection.lock:
-            n = doctor_files.remove_litter(reg.connection.conn, reg.data_dir)
+        with conn.lock:
+            n = doctor_files.remove_litter(conn.conn, vectors.data_dir)
         done.append(f"removed {n} litter files (orphan media, temporary files)")
     return done
 
 
-def run_doctor(reg: Registry, *, repair: bool = False, check_media: bool = False) -> dict[str, Any]:
+def run_doctor(conn: Connection, vectors: IndexHandle, *, repair: bool = False, check_media: bool = False) -> dict[str, Any]:
     """The report ``{"ok", "checks"}``; with ``repair`` also ``"repaired"`` (actions) and the
     checks as they stand after the repair. ``check_media`` adds the (slow) media hash check."""
-    report = check(reg, check_media=check_media)
+    report = check(conn, vectors, check_media=check_media)
     if repair and not report["ok"]:
-        actions = repair_registry(reg, report)
-        report = check(reg, check_media=check_media)
+        actions = repair_registry(conn, vectors, report)
+        report = check(conn, vectors, check_media=check_media)
         report["repaired"] = actions
     elif repair:
         report["repaired"] = []

@@ -12,6 +12,8 @@ incremented and ``error_message`` set; after :data:`MAX_RETRIES` failures they b
 from __future__ import annotations
 
 import logging
+import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -94,6 +96,16 @@ def fetch_batch(
         raise ValueError(f"expected stored embeddings of one length, got lengths {sorted(dims)}")
     vectors = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(ids), dims.pop())
     return ids, vectors, metas
+
+
+def enqueue_tx(tx: sqlite3.Connection, object_ids: Sequence[str], version: str, operation: str) -> None:
+    """Queues ``operation`` ("upsert" | "delete") of ``object_ids`` inside the caller's write
+    transaction, so the index hears of a change exactly when the change commits."""
+    if object_ids:
+        tx.executemany(
+            "INSERT INTO embedding_outbox (object_id, version_id, operation) VALUES (?, ?, ?)",
+            [(oid, version, operation) for oid in object_ids],
+        )
 
 
 def pending_count(conn: Connection, version: str | None = None) -> int:

@@ -1,24 +1,22 @@
 """Registry statistics: counts per category and split, validation rate, confidence histogram."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from registry.facade import Registry
+from registry.db import Connection
 
 HIST_BINS = 10  # confidence histogram: 10 bins of width 0.1 over [0, 1]; 1.0 falls in the last
 
 
-def compute_stats(reg: Registry) -> dict[str, Any]:
+def compute_stats(conn: Connection, embedding_version: str) -> dict[str, Any]:
     """Returns a JSON-ready dict.
 
     Keys: ``sources``, ``objects``, ``categories`` (name -> {objects, pending, approved,
     rejected}), ``splits`` (split -> objects over all datasets) and ``datasets`` (name ->
     split -> objects), ``validation`` (counts per status and ``rate`` = validated / all),
     ``confidence_histogram`` (``edges`` of 11 values, ``counts`` of 10, ``unknown``),
-    ``embeddings`` and ``outbox`` (pending / failed / synced).
+    ``embeddings`` (of ``embedding_version``) and ``outbox`` (pending / failed / synced).
     """
-    conn = reg.connection
     total = int(conn.scalar("SELECT count(*) FROM objects"))
     cats: dict[str, dict[str, int]] = {}
     for r in conn.query(
@@ -70,7 +68,7 @@ def compute_stats(reg: Registry) -> dict[str, Any]:
             "unknown": unknown,
         },
         "embeddings": int(
-            conn.scalar("SELECT count(*) FROM embeddings WHERE version_id = ?", (reg.embedding_version,))
+            conn.scalar("SELECT count(*) FROM embeddings WHERE version_id = ?", (embedding_version,))
         ),
         "outbox": outbox,
     }

@@ -1,0 +1,215 @@
+"""The object write path: validate a batch, resolve categories, skip duplicates, write rows,
+embeddings and outbox entries in one transaction.
+
+Coordinate conventions: input boxes are ``xyxy`` in absolute pixels of the source image and are
+stored as ``bbox_x/y/w/h``; masks are ``(H, W)`` bool arrays (or compressed COCO RLE) of the
+source image's size, stored as compressed RLE in the object's row; embeddings are
+``(dim,)`` float32 vectors stored as little-endian bytes.
+"""
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from registry import dedupe as overlap
+from registry import masks as rle_ops
+from registry.categories import check_category_name, name_key, resolve_category_tx
+from registry.db import Connection
+from registry.ids import new_ids, utc_now
+from registry.records import ObjectIn, RegisterResult
+from registry.validation import (
+    STATUSES,
+    check_box,
+    check_embeddings,
+    check_mask,
+    finite_unit,
+    json_or_none,
+)
+
+
+def prepare(source: dict, objects: Sequence[ObjectIn], project: str | None, dim: int, version: str) -> list[dict]:
+    """Validates and converts every input (no writes); raises on the first bad one.
+
+    Per-object work is kept to plain Python checks; category names are checked once per
+    distinct name, and embeddings and caller-given RLEs are checked in one vectorised pass
+    per batch (which re-runs the per-object check to word the error when one fails).
+    """
+    width, height = source["width"], source["height"]
+    prepared = []
+    given_rle: list[int] = []
+    with_emb: list[int] = []
+    names: dict[Any, str] = {}
+    for i, obj in enumerate(objects):
+        where = f"object {i}"
+        if not isinstance(obj, ObjectIn):
+            raise ValueError(f"{where}: expected an ObjectIn, got {type(obj).__name__}")
+        raw_name = obj.category
+        name = names.get(raw_name) if type(raw_name) is str else None
+        if name is None:
+            name = check_category_name(raw_name)
+            names[raw_name] = name
+        x0, y0, x1, y1 = check_box(obj.xyxy, width, height, where)
+        if obj.validation_status not in STATUSES:
+            raise ValueError(f"{where}: expected validation_status in {STATUSES}, got {obj.validation_status!r}")
+        # RLEs given by the caller are validated below in one vectorised pass.
+        rle = check_mask(obj, width, height, where, validate=False)
+        if obj.mask_rle is not None:
+            given_rle.append(i)
+        if obj.embedding is not None:
+            with_emb.append(i)
+        prepared.append({
+            "category": name,
+            "box": (x0, y0, x1 - x0, y1 - y0),
+            "rle": rle,
+            "area": (x1 - x0) * (y1 - y0),
+            "confidence": finite_unit(obj.confidence, f"{where} confidence"),
+            "classification_confidence": finite_unit(obj.classification_confidence, f"{where} classification_confidence"),
+            "quality_score": finite_unit(obj.quality_score, f"{where} quality_score"),
+            "embedding": None,
+            "detection_model": obj.detection_model,
+            "classification_model": obj.classification_model,
+            "frame_id": obj.frame_id,
+            "flags": (int(bool(obj.is_occluded)), int(bool(obj.is_truncated)), int(bool(obj.is_difficult))),
+            "status": obj.validation_status,
+            "validated_by": obj.validated_by,
+            "metadata": json_or_none(obj.metadata, f"{where} metadata"),
+            "project": project,
+        })
+    for i, blob in zip(with_emb, check_embeddings([objects[i].embedding for i in with_emb], with_emb, dim, version), strict=True):
+        prepared[i]["embedding"] = blob
+    given_area: dict[int, int] = {}
+    if given_rle:
+        try:
+            areas = rle_ops.validate_many([prepared[i]["rle"] for i in given_rle])
+        except ValueError as exc:
+            pos = str(exc).split(":", 1)
+            k = int(pos[0].split()[1]) if pos[0].startswith("RLE ") else 0
+            raise ValueError(f"object {given_rle[k]} mask_rle: {pos[-1].strip()}") from exc
+        given_area = dict(zip(given_rle, areas.tolist(), strict=True))
+    encoded = [i for i, it in enumerate(prepared) if it["rle"] is not None and i not in given_area]
+    for i, a in zip(encoded, rle_ops.areas([prepared[i]["rle"] for i in encoded]).tolist(), strict=True):
+        given_area[i] = a
+    for i, a in given_area.items():
+        prepared[i]["area"] = float(a)
+    return prepared
+
+
+def duplicates_tx(tx: sqlite3.Connection, source_id: str, items: list[dict], iou: float) -> dict[int, str]:
+    """``input index -> id it duplicates`` for items overlapping an existing or earlier item
+    of the same category (see :mod:`registry.dedupe`: only overlapping pairs are compared).
+
+    The stored objects are read with one indexed query; their mask areas are recomputed
+    from the RLEs rather than trusting the ``area`` column, so the pruning bounds stay exact.
+    """
+    cat_set = sorted({it["category_id"] for it in items})
+    rows = tx.execute(
+        "SELECT object_id, bbox_x, bbox_y, bbox_w, bbox_h, mask_counts, mask_h, mask_w, category_id "
+        f"FROM objects WHERE source_id = ? AND category_id IN ({','.join('?' * len(cat_set))})",
+        (source_id, *cat_set),
+    ).fetchall()
+    rles = [{"size": [r[6], r[7]], "counts": r[5]} if r[5] is not None else None for r in rows]
+    with_mask = [k for k, r in enumerate(rles) if r is not None]
+    areas = dict(zip(with_mask, rle_ops.areas([rles[k] for k in with_mask]).tolist(), strict=True))
+    stored = overlap.Items.build([r[8] for r in rows], [r[1:5] for r in rows], rles,
+                                [areas.get(k) for k in range(len(rows))])
+    new = overlap.Items.build([it["category_id"] for it in items], [it["box"] for it in items],
+                             [it["rle"] for it in items], [it["area"] for it in items])
+    found = overlap.find_duplicates(new, stored, iou)
+    return {i: rows[j][0] if kind == "stored" else items[j]["object_id"] for i, (kind, j) in found.items()}
+
+
+def register_objects(
+    conn: Connection,
+    source: dict,
+    objects: list[ObjectIn],
+    *,
+    project: str | None,
+    dedupe: bool,
+    dedupe_iou: float,
+    dim: int,
+    version: str,
+) -> tuple[RegisterResult, bool]:
+    """Registers a batch of objects of one source in ONE transaction (all or nothing).
+
+    Each object's row (with its mask as compressed RLE), its embedding and its outbox entry
+    are written together. Categories are resolved by name or synonym and created on demand.
+    With ``dedupe`` an object whose IoU (mask IoU when both have masks, else box IoU) with an
+    existing object of the same source and category, or an earlier one of this batch,
+    exceeds ``dedupe_iou`` is skipped.
+
+    Returns:
+        The result, and whether vectors were queued for the index (the caller then relays).
+
+    Raises:
+        ValueError: unknown source, bad box/mask/embedding/category/confidence; nothing is
+            written.
+    """
+    source_id = source["source_id"]
+    items = prepare(source, objects, project, dim, version)
+    result = RegisterResult(object_ids=[None] * len(items))
+    if not items:
+        return result, False
+    ids = new_ids("obj", len(items))
+    for it, oid in zip(items, ids, strict=False):
+        it["object_id"] = oid
+    now = utc_now()
+    with conn.transaction() as tx:
+        frames = {it["frame_id"] for it in items if it["frame_id"] is not None}
+        for fid in frames:
+            row = tx.execute("SELECT source_id FROM frames WHERE frame_id = ?", (fid,)).fetchone()
+            if row is None or row[0] != source_id:
+                raise ValueError(f"expected frame_id of a frame of {source_id}, got {fid!r}; use add_frame() first")
+        # One lookup for all the batch's names; only unknown ones are created one by one.
+        keys = {it["category"]: name_key(it["category"]) for it in items}
+        wanted = sorted(set(keys.values()))
+        cat_ids: dict[str, int] = {}
+        for start in range(0, len(wanted), 10_000):  # below SQLite's bound-parameter limit
+            part = wanted[start:start + 10_000]
+            cat_ids.update(tx.execute(
+                f"SELECT name_key, category_id FROM category_names WHERE name_key IN ({','.join('?' * len(part))})",
+                part,
+            ).fetchall())
+        for it in items:
+            key = keys[it["category"]]
+            if key not in cat_ids:
+                cat_ids[key] = resolve_category_tx(tx, it["category"])
+            it["category_id"] = cat_ids[key]
+        dup = duplicates_tx(tx, source_id, items, dedupe_iou) if dedupe else {}
+        rows, emb_rows = [], []
+        for i, it in enumerate(items):
+            if i in dup:
+                result.duplicates.append((i, dup[i]))
+                continue
+            result.object_ids[i] = it["object_id"]
+            rle = it["rle"]
+            validated = it["status"] != "pending"
+            rows.append((
+                it["object_id"], source_id, it["category_id"], it["frame_id"], it["project"],
+                *it["box"],
+                None if rle is None else rle["counts"], None if rle is None else rle["size"][0],
+                None if rle is None else rle["size"][1], it["area"], it["confidence"],
+                it["detection_model"], it["classification_model"], it["classification_confidence"],
+                int(validated), it["status"], it["validated_by"] if validated else None, now if validated else None,
+                it["quality_score"], *it["flags"], it["metadata"], now, now,
+            ))
+            if it["embedding"] is not None:
+                emb_rows.append((it["object_id"], version, dim, it["embedding"]))
+        tx.executemany(
+            """INSERT INTO objects (object_id, source_id, category_id, frame_id, project_id,
+                   bbox_x, bbox_y, bbox_w, bbox_h, mask_counts, mask_h, mask_w, area, confidence,
+                   detection_model, classification_model, classification_confidence,
+                   is_validated, validation_status, validated_by, validated_at, quality_score,
+                   is_occluded, is_truncated, is_difficult, metadata, created_at, updated_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            rows,
+        )
+        if emb_rows:
+            tx.executemany(
+                "INSERT INTO embeddings (object_id, version_id, dim, vector) VALUES (?, ?, ?, ?)", emb_rows
+            )
+            tx.executemany(
+                "INSERT INTO embedding_outbox (object_id, version_id, operation) VALUES (?, ?, 'upsert')",
+                [(r[0], r[1]) for r in emb_rows],
+            )
+    return result, bool(emb_rows)
