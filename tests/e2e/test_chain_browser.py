@@ -16,7 +16,12 @@ from playwright.sync_api import expect
 
 from tests.chain_models import SCENE_CLASSES, build_chain_models, write_scene
 from tests.e2e.conftest import chromium_browser
-from tests.e2e.test_workbench import click_image_at, open_tab, shot
+from tests.e2e.test_workbench import (
+    click_image_at,
+    open_tab,
+    search_by_upload_and_select_first,
+    shot,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -131,18 +136,7 @@ def test_chain_review_approves(chain_page, labeled, artifacts_dir):
 
 
 def test_chain_search_by_uploaded_image(chain_page, labeled, artifacts_dir):
-    page = chain_page
-    open_tab(page, "Search")
-    page.locator("#search-query input[type=file]").set_input_files(str(labeled["uploads"][0]))
-    expect(page.locator("#search-query img")).to_be_visible()
-    page.locator("#search-run").click()
-    expect(page.locator("#search-status")).to_contain_text("result(s) similar to the image")
-    thumbs = page.locator("#search-gallery img")
-    expect(thumbs.first).to_be_visible()
-    shot(page, artifacts_dir, "chain_search")
-    thumbs.first.click()
-    expect(page.locator("#search-selected")).to_contain_text("Selected")
-    oid = re.search(r"obj_[0-9A-Za-z_-]+", page.locator("#search-selected").inner_text()).group(0)
+    oid = search_by_upload_and_select_first(chain_page, labeled["uploads"][0], artifacts_dir, "chain_search")
     assert labeled["ctx"].registry.get_object(oid)["category"] in SCENE_CLASSES
 
 

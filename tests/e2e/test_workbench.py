@@ -116,18 +116,23 @@ def test_review_approve_and_reject_with_keyboard(page, seeded, artifacts_dir):
     assert a["confidence"] <= r["confidence"]  # least confident first
 
 
-def test_search_with_uploaded_image_and_open_result(page, seeded, artifacts_dir):
+def search_by_upload_and_select_first(page, image: Path, artifacts_dir: Path, name: str) -> str:
+    """Uploads ``image`` in the Search tab, runs the search, clicks the first result; its id."""
     open_tab(page, "Search")
-    page.locator("#search-query input[type=file]").set_input_files(str(seeded["uploads"][0]))
+    page.locator("#search-query input[type=file]").set_input_files(str(image))
     expect(page.locator("#search-query img")).to_be_visible()
     page.locator("#search-run").click()
     expect(page.locator("#search-status")).to_contain_text("result(s) similar to the image")
     thumbs = page.locator("#search-gallery img")
     expect(thumbs.first).to_be_visible()
-    shot(page, artifacts_dir, "search")
+    shot(page, artifacts_dir, name)
     thumbs.first.click()
     expect(page.locator("#search-selected")).to_contain_text("Selected")
-    oid = re.search(r"obj_[0-9A-Za-z_-]+", page.locator("#search-selected").inner_text()).group(0)
+    return re.search(r"obj_[0-9A-Za-z_-]+", page.locator("#search-selected").inner_text()).group(0)
+
+
+def test_search_with_uploaded_image_and_open_result(page, seeded, artifacts_dir):
+    oid = search_by_upload_and_select_first(page, seeded["uploads"][0], artifacts_dir, "search")
     page.locator("#search-to-refine").click()
     expect(page.get_by_role("tab", name="Refine")).to_have_attribute("aria-selected", "true")
     expect(page.locator("#refine-info")).to_contain_text(oid)
