@@ -32,19 +32,31 @@ membership of older versions is never touched, so each stays reproducible.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from registry.dataset_reads import (
+    _version_number,
+    dataset_background,
+    dataset_members,
+    get_dataset,
+    list_datasets,
+)
+from registry.dataset_split import (
+    SPLITS,
+    _assign,
+    _Groups,
+    _near_duplicate_pairs,
+    _order_key,
+    parse_split,
+)
 from registry.ids import new_id, utc_now
 
-SPLITS = ("train", "val", "test")
-DEFAULT_SPLIT = (0.8, 0.1, 0.1)
 NEAR_DUPLICATE_THRESHOLD = 0.95
 
 __all__ = [
@@ -93,61 +105,6 @@ class DatasetFilter:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass
-class _Groups:
-    """Union-find over source ids."""
-
-    parent: dict[str, str] = field(default_factory=dict)
-
-    def add(self, item: str) -> None:
-        self.parent.setdefault(item, item)
-
-    def find(self, item: str) -> str:
-        root = item
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[item] != root:  # path compression
-            self.parent[item], item = root, self.parent[item]
-        return root
-
-    def union(self, a: str, b: str) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            # The smaller id is the root: the group key is then independent of merge order.
-            if rb < ra:
-                ra, rb = rb, ra
-            self.parent[rb] = ra
-
-
-def parse_split(split: str | Sequence[float] | dict | None) -> dict[str, float]:
-    """Split ratios as ``{"train": a, "val": b, "test": c}`` summing to 1.
-
-    Accepts ``"0.8,0.1,0.1"``, a 2- or 3-sequence (missing test = 0), or a dict. Ratios are
-    normalised when they sum to something else (e.g. ``"8,1,1"``).
-    """
-    if split is None:
-        split = DEFAULT_SPLIT
-    if isinstance(split, dict):
-        values = [float(split.get(name, 0.0)) for name in SPLITS]
-    else:
-        if isinstance(split, str):
-            try:
-                values = [float(v) for v in split.split(",") if v.strip()]
-            except ValueError as exc:
-                raise ValueError(f"expected split ratios like '0.8,0.1,0.1', got {split!r}") from exc
-        else:
-            values = [float(v) for v in split]
-        if len(values) not in (2, 3):
-            raise ValueError(f"expected 2 or 3 split ratios (train,val[,test]), got {len(values)}: {split!r}")
-        values = (values + [0.0])[:3]
-    if any(v < 0 for v in values) or sum(values) <= 0 or values[0] <= 0:
-        raise ValueError(
-            f"expected non-negative split ratios with train > 0, got {values}; e.g. '0.8,0.1,0.1'"
-        )
-    total = sum(values)
-    return {name: v / total for name, v in zip(SPLITS, values, strict=True)}
 
 
 def _resolve_categories(reg: Any, names: Iterable[str]) -> list[int]:
@@ -206,25 +163,6 @@ def _background_sources(reg: Any, flt: DatasetFilter) -> list[tuple[str, str | N
     return [(sid, h, 0) for sid, h in rows]
 
 
-def _order_key(seed: int, key: str) -> bytes:
-    return hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=16).digest()
-
-
-def _near_duplicate_pairs(
-    source_ids: list[str], means: np.ndarray, threshold: float, chunk: int = 1024
-) -> Iterable[tuple[str, str]]:
-    """Pairs of sources whose mean embeddings have cosine ≥ threshold (upper triangle only)."""
-    norms = np.linalg.norm(means, axis=1, keepdims=True)
-    unit = (means / np.maximum(norms, 1e-12)).astype(np.float32)
-    for start in range(0, len(unit), chunk):
-        block = unit[start : start + chunk] @ unit.T  # (chunk, n): bounded memory
-        rows, cols = np.nonzero(block >= threshold)
-        for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
-            i = start + r
-            if c > i:
-                yield source_ids[i], source_ids[c]
-
-
 def _source_mean_embeddings(reg: Any, where: str, params: list) -> tuple[list[str], np.ndarray]:
     """Mean embedding per source over the selected objects (one embedding version: the most common)."""
     row = reg.db.execute(
@@ -253,37 +191,6 @@ def _source_mean_embeddings(reg: Any, where: str, params: list) -> tuple[list[st
     if not ids:
         return [], np.zeros((0, 0), np.float32)
     return ids, np.stack([sums[s] / counts[s] for s in ids]).astype(np.float32)
-
-
-def _assign(groups: list[tuple[bytes, str, int]], ratios: dict[str, float]) -> dict[str, str]:
-    """Greedy deterministic assignment of (order key, group key, image count) to splits."""
-    active = [s for s in SPLITS if ratios[s] > 0]
-    counts = dict.fromkeys(SPLITS, 0)
-    members: dict[str, list[tuple[bytes, str, int]]] = {s: [] for s in SPLITS}
-    assigned = 0
-    for item in sorted(groups):
-        size = item[2]
-        total = assigned + size
-        # The split furthest below its target after adding this group; ties: SPLITS order.
-        best = max(active, key=lambda s: (ratios[s] * total - counts[s], -SPLITS.index(s)))
-        counts[best] += size
-        members[best].append(item)
-        assigned = total
-    # Every non-zero split gets at least one group when there are enough groups.
-    if len(groups) >= len(active):
-        for split in active:
-            if not members[split]:
-                donor = max(
-                    (s for s in active if len(members[s]) > 1), key=lambda s: counts[s], default=None
-                )
-                if donor is None:
-                    continue
-                item = min(members[donor], key=lambda g: (g[2], g[0]))  # the smallest group
-                members[donor].remove(item)
-                counts[donor] -= item[2]
-                members[split].append(item)
-                counts[split] += item[2]
-    return {g[1]: split for split in SPLITS for g in members[split]}
 
 
 def build_dataset(
@@ -484,13 +391,6 @@ def _count_members(
         _insert_members(reg, batch)
     return counts, _category_mapping(used_categories, categories)
 
-def _version_number(value: Any) -> int:
-    try:
-        return int(float(value))
-    except (TypeError, ValueError):
-        return 0
-
-
 def _insert_members(reg: Any, batch: list[tuple]) -> None:
     if batch:
         conn = getattr(reg.db, "conn", None)
@@ -516,62 +416,3 @@ def _category_mapping(used: set[int], names: dict[int, str]) -> dict:
             for i, cid in enumerate(ordered)
         ]
     }
-
-
-def _row_to_dict(row: Sequence, columns: Sequence[str]) -> dict:
-    out = dict(zip(columns, row, strict=True))
-    for key in ("split_config", "filter_config", "category_mapping"):
-        if isinstance(out.get(key), str):
-            out[key] = json.loads(out[key])
-    return out
-
-
-_DATASET_COLUMNS = (
-    "dataset_id", "name", "format", "version", "split_config", "filter_config",
-    "category_mapping", "object_count", "export_path", "created_at", "exported_at",
-)
-
-
-def get_dataset(reg: Any, name_or_id: str, version: int | None = None) -> dict:
-    """A dataset row (JSON columns decoded) by id, or by name (latest version unless given).
-
-    Raises:
-        ValueError: no such dataset.
-    """
-    cols = ", ".join(_DATASET_COLUMNS)
-    row = reg.db.execute(f"SELECT {cols} FROM datasets WHERE dataset_id = ?", [name_or_id]).fetchone()
-    if row is None:
-        rows = reg.db.execute(f"SELECT {cols} FROM datasets WHERE name = ?", [name_or_id]).fetchall()
-        if version is not None:
-            rows = [r for r in rows if _version_number(r[3]) == int(version)]
-        if not rows:
-            known = sorted({r[0] for r in reg.db.execute("SELECT name FROM datasets").fetchall()})
-            raise ValueError(
-                f"no dataset {name_or_id!r}" + (f" version {version}" if version else "")
-                + f"; known datasets: {known}"
-            )
-        row = max(rows, key=lambda r: _version_number(r[3]))
-    return _row_to_dict(row, _DATASET_COLUMNS)
-
-
-def list_datasets(reg: Any) -> list[dict]:
-    """All dataset rows, newest first."""
-    cols = ", ".join(_DATASET_COLUMNS)
-    rows = reg.db.execute(f"SELECT {cols} FROM datasets ORDER BY created_at DESC, name").fetchall()
-    return [_row_to_dict(r, _DATASET_COLUMNS) for r in rows]
-
-
-def dataset_members(reg: Any, dataset_id: str) -> dict[str, str]:
-    """``{object_id: split}`` of one dataset version."""
-    return dict(
-        reg.db.execute(
-            "SELECT object_id, split FROM dataset_objects WHERE dataset_id = ?", [dataset_id]
-        ).fetchall()
-    )
-
-
-def dataset_background(ds: dict) -> dict[str, list[str]]:
-    """``{split: [source ids]}`` of a dataset row's background images (none for versions built
-    before background images were recorded)."""
-    found = (ds.get("split_config") or {}).get("background_sources") or {}
-    return {sp: list(found.get(sp) or []) for sp in SPLITS}
