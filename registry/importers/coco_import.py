@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from registry.facade import ObjectIn, check_category_name
+from registry.categories import check_category_name
 from registry.formats import mask_geometry as geom
 from registry.formats.coco import is_coco_id, read_coco
 from registry.importers.common import (
@@ -36,6 +36,7 @@ from registry.importers.common import (
     check_image,
     register_batches,
 )
+from registry.records import ObjectIn
 
 __all__ = ["import_coco"]
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from registry.facade import ObjectIn, check_category_name
+from registry.categories import check_category_name
 from registry.formats import mask_geometry as geom
 from registry.formats.yolo import IMAGE_SUFFIXES, label_path_for, parse_label_file, read_data_yaml
 from registry.importers.common import (
@@ -32,6 +32,7 @@ from registry.importers.common import (
     check_image,
     register_batches,
 )
+from registry.records import ObjectIn
 
 __all__ = ["import_yolo"]
 
