@@ -78,7 +78,10 @@ class RunningServer:
 
     def close(self) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=15)
+        self.thread.join(timeout=2)
+        if self.thread.is_alive():  # clients holding keep-alive/SSE connections: stop waiting for them
+            self.server.force_exit = True
+            self.thread.join(timeout=10)
         queue = getattr(self.demo, "_queue", None)
         if queue is not None:
             try:
