@@ -14,7 +14,18 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from app.api import categories, datasets, errors, health, models, objects, sources, stats, tracks
+from app.api import (
+    categories,
+    datasets,
+    errors,
+    health,
+    index,
+    models,
+    objects,
+    sources,
+    stats,
+    tracks,
+)
 from app.api.auth import ApiAuth
 
 API_PREFIX = "/api"
@@ -27,6 +38,7 @@ ROUTERS = [
     tracks.router,
     datasets.router,
     stats.router,
+    index.router,
     models.router,
     # video.router, classify.router, train.router: later issues add theirs here.
 ]

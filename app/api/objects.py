@@ -16,6 +16,8 @@ from app.api.schemas import (
     DeletedOut,
     EmbeddingSearchIn,
     ImageSearchOut,
+    ObjectBatchIn,
+    ObjectBatchOut,
     ObjectOut,
     ObjectPage,
     ObjectPatch,
@@ -51,6 +53,47 @@ def list_objects(
     reg = ctx.registry
     return {"items": reg.list_objects(order=order, limit=limit, offset=offset, **filters),
             "total": reg.count_objects(**filters), "limit": limit, "offset": offset}
+
+
+def _mask_from_png(data: str, k: int) -> np.ndarray:
+    import base64
+    import binascii
+
+    from pipeline.image_io import load_image
+
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ApiError(400, f"objects[{k}].mask_base64: expected base64 of a PNG, got invalid base64") from exc
+    return load_image(raw).max(axis=2) > 0  # bombs and non-images are refused like uploads
+
+
+@router.post("/batch", response_model=ObjectBatchOut, status_code=201)
+def register_objects(ctx: Ctx, body: ObjectBatchIn) -> dict:
+    """Registers objects of one source in one transaction (all or nothing; 400 names the bad one)."""
+    from registry.facade import ObjectIn as RegistryObject
+
+    reg = ctx.registry
+    lookup(reg.get_source, body.source_id)
+    items = []
+    for k, o in enumerate(body.objects):
+        if (o.bbox is None) == (o.bbox_xyxy is None):
+            raise ApiError(400, f"objects[{k}]: expected bbox [x, y, w, h] or bbox_xyxy [x0, y0, x1, y1], got "
+                                + ("both" if o.bbox is not None else "neither"))
+        if o.mask is not None and o.mask_base64 is not None:
+            raise ApiError(400, f"objects[{k}]: send mask (RLE) or mask_base64 (PNG), not both")
+        x0, y0, a, b = o.bbox if o.bbox is not None else o.bbox_xyxy
+        xyxy = (x0, y0, x0 + a, y0 + b) if o.bbox is not None else (x0, y0, a, b)
+        items.append(RegistryObject(
+            category=o.category, xyxy=tuple(float(v) for v in xyxy), confidence=o.confidence,
+            detection_model=o.detection_model, mask_rle=o.mask,
+            mask=None if o.mask_base64 is None else _mask_from_png(o.mask_base64, k),
+            embedding=None if o.embedding is None else np.asarray(o.embedding, np.float32),
+            quality_score=o.quality_score, is_occluded=o.is_occluded, is_truncated=o.is_truncated,
+            is_difficult=o.is_difficult, metadata=o.metadata))
+    res = reg.register_objects(body.source_id, items, project=body.project_id, dedupe=body.dedupe)
+    return {"object_ids": list(res.object_ids), "count": sum(1 for i in res.object_ids if i),
+            "duplicates": [(int(i), str(e)) for i, e in res.duplicates]}
 
 
 @router.get("/{object_id}", response_model=ObjectOut)

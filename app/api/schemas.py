@@ -90,6 +90,50 @@ class ObjectPage(BaseModel):
     offset: int
 
 
+class ObjectIn(BaseModel):
+    """One object to register (``POST /objects/batch``); give ``bbox`` or ``bbox_xyxy``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    category: str
+    bbox: list[float] | None = Field(None, min_length=4, max_length=4,
+                                     description="[x, y, w, h] absolute pixels (the specification's shape)")
+    bbox_xyxy: list[float] | None = Field(None, min_length=4, max_length=4, description="[x0, y0, x1, y1]")
+    confidence: float | None = Field(None, ge=0.0, le=1.0)
+    detection_model: str | None = None
+    mask: dict | None = Field(None, description="compressed COCO RLE {'size': [H, W], 'counts': str}")
+    mask_base64: str | None = Field(None, description="a PNG of the source's size, non-zero = object")
+    embedding: list[float] | None = None
+    quality_score: float | None = Field(None, ge=0.0, le=1.0)
+    is_occluded: bool = False
+    is_truncated: bool = False
+    is_difficult: bool = False
+    metadata: dict | None = None
+
+
+class ObjectBatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source_id: str
+    project_id: str | None = None
+    dedupe: bool = Field(True, description="skip objects overlapping an existing one of the same class")
+    objects: list[ObjectIn] = Field(min_length=1, max_length=10_000)
+
+
+class ObjectBatchOut(BaseModel):
+    object_ids: list[str | None] = Field(description="aligned with the input; null = skipped as a duplicate")
+    count: int = Field(description="objects stored")
+    duplicates: list[tuple[int, str]] = Field(description="[input index, id of the existing object]")
+
+
+class SyncOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    synced: int
+    failed: int
+    pending: int
+
+
 class ObjectPatch(BaseModel):
     """Fields to change; those left out (or null) stay as they are."""
 

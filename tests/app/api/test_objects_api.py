@@ -144,3 +144,55 @@ def test_search_by_upload_refuses_non_images(ctx, client):
     assert r.status_code == 400 and "notes.png" in r.json()["detail"]
     r = client.post("/api/v1/objects/search/image", data={"top_k": "3"})
     assert r.status_code == 422
+
+
+def test_register_batch_then_sync_and_search(ctx, client, tmp_path):
+    import base64
+
+    from tests.app.api.conftest import box_mask, unit
+
+    path = write_scene(tmp_path / "up" / "b.png", seed=9)
+    sid = ctx.registry.register_source(path)
+    png = io.BytesIO()
+    Image.fromarray(box_mask((240, 320), (100, 50, 150, 120)).astype(np.uint8) * 255).save(png, format="PNG")
+    body = {"source_id": sid, "project_id": "batch", "objects": [
+        {"category": "cat", "bbox": [10, 20, 40, 30], "confidence": 0.8, "embedding": unit(48, 3).tolist()},
+        {"category": "dog", "bbox_xyxy": [100, 50, 150, 120], "mask_base64": base64.b64encode(png.getvalue()).decode()},
+    ]}
+    r = client.post("/api/v1/objects/batch", json=body)
+    assert r.status_code == 201, r.text
+    out = r.json()
+    assert out["count"] == 2 and out["duplicates"] == []
+    cat = ctx.registry.get_object(out["object_ids"][0])
+    dog = ctx.registry.get_object(out["object_ids"][1])
+    assert cat["bbox_xywh"] == [10.0, 20.0, 40.0, 30.0] and cat["project_id"] == "batch" and cat["has_embedding"]
+    assert dog["has_mask"] and dog["area"] == 50 * 70
+    mask_rle = ctx.registry.get_mask_rle(dog["object_id"])  # the registry's RLE goes back in as is
+    again = client.post("/api/v1/objects/batch", json={"source_id": sid, "objects": [
+        {"category": "dog", "bbox_xyxy": [100, 50, 150, 120], "mask": mask_rle}]}).json()
+    assert again["count"] == 0 and again["duplicates"] == [[0, dog["object_id"]]]
+    r = client.post("/api/v1/sync/embeddings")
+    assert r.status_code == 200 and r.json()["pending"] == 0
+    hits = client.post("/api/v1/objects/search/embedding", json={"embedding": unit(48, 3).tolist(), "top_k": 1}).json()
+    assert hits["items"][0]["object_id"] == cat["object_id"]
+
+
+def test_register_batch_refuses_bad_objects(ctx, client, tmp_path):
+    path = write_scene(tmp_path / "up" / "b.png", seed=9)
+    sid = ctx.registry.register_source(path)
+    bad = [
+        {"category": "cat"},  # no box
+        {"category": "cat", "bbox": [0, 0, 5, 5], "bbox_xyxy": [0, 0, 5, 5]},
+        {"category": "cat", "bbox": [0, 0, 5000, 5]},  # outside the image
+        {"category": "cat", "bbox": [0, 0, 5, 5], "embedding": [1.0, 2.0]},  # wrong dimension
+        {"category": "cat", "bbox": [0, 0, 5, 5], "mask_base64": "not base64!"},
+        {"category": "cat", "bbox": [0, 0, 5, 5], "mask": {"size": [2, 2], "counts": "zz"}},
+    ]
+    for obj in bad:
+        r = client.post("/api/v1/objects/batch", json={"source_id": sid, "objects": [obj]})
+        assert r.status_code == 400, (obj, r.text)
+        assert r.json()["detail"]
+    assert ctx.registry.count_objects() == 0
+    r = client.post("/api/v1/objects/batch", json={"source_id": "src_nope", "objects": [{"category": "a", "bbox": [0, 0, 1, 1]}]})
+    assert r.status_code == 404
+    assert client.post("/api/v1/objects/batch", json={"source_id": sid, "objects": []}).status_code == 422
