@@ -153,7 +153,7 @@ def build(ctx: AppContext, shared: Shared) -> None:
     keep.input(on_keep, [keep, state], [overlay], api_visibility="private")
 
     @ui_errors
-    def on_click(keep_v, cls_v, seg_v, st, evt: gr.SelectData):
+    def on_click(keep_v, cls_v, seg_v, st, evt: gr.SelectData, request: gr.Request = None):
         if not st["images"]:
             raise gr.Error("Upload an image first.")
         x, y = float(evt.index[0]), float(evt.index[1])
@@ -169,7 +169,7 @@ def build(ctx: AppContext, shared: Shared) -> None:
             raise gr.Error("The two corners are too close: click two opposite corners of the object.")
         cur = st["images"][st["current"]]
         before = set(al.keys(st["images"]))
-        al.add_manual(ctx, cur, (x0, y0, x1, y1), cls_v, seg_v)
+        al.add_manual(ctx, cur, (x0, y0, x1, y1), cls_v, seg_v, user=ctx.user_name(request))
         added = [k for k in al.keys(st["images"]) if k not in before]
         keep_now = (list(keep_v) if keep_v is not None else list(before)) + added
         return (*_view(st, keep_now), f"Added a **{cls_v.strip()}** box ({len(cur.det)} objects on this image).", st)

@@ -96,9 +96,11 @@ def append_object(det: Detections, xyxy: Sequence[float], mask: np.ndarray | Non
                   extra: dict[str, Any] | None = None) -> Detections:
     """A new Detections with one more object (class names extended when new).
 
-    ``extra`` holds the new object's values for ``det.data`` keys (e.g. ``"embedding"``: (D,)).
-    Missing float columns get NaN, except ``"embedding"``: without a value for the new row
-    the column is dropped rather than registering a made-up vector.
+    ``extra`` holds the new object's values for ``det.data`` keys (e.g. ``"embedding"``: (D,),
+    ``"detection_model"``: ``"manual"``). Missing float columns get NaN and missing object
+    columns None, except ``"embedding"``: without a value for the new row the column is dropped
+    rather than registering a made-up vector. A scalar for a column the other rows lack starts
+    that column (None for them).
     """
     extra = extra or {}
     names = list(det.class_names)
@@ -119,6 +121,11 @@ def append_object(det: Detections, xyxy: Sequence[float], mask: np.ndarray | Non
             data[k] = np.concatenate([v, np.asarray(extra[k], v.dtype).reshape(1, *v.shape[1:])])
         elif k != "embedding" and v.dtype.kind == "f":
             data[k] = np.concatenate([v, np.full((1, *v.shape[1:]), np.nan, v.dtype)])
+        elif v.dtype == object and v.ndim == 1:  # e.g. "detection_model", "created_by"
+            data[k] = np.concatenate([v, np.asarray([None], object)])
+    for k, value in extra.items():  # a column the existing rows do not have yet
+        if k not in data and k != "embedding" and not isinstance(value, np.ndarray):
+            data[k] = np.asarray([None] * n + [value], object)
     return Detections(
         xyxy=np.concatenate([det.xyxy, np.asarray([xyxy], np.float32)]),
         confidence=np.concatenate([det.confidence, [confidence]]),
@@ -127,8 +134,17 @@ def append_object(det: Detections, xyxy: Sequence[float], mask: np.ndarray | Non
     )
 
 
-def add_manual(ctx: Any, r: ImageResult, xyxy: Sequence[float], class_name: str, segmenter: str | None = None) -> ImageResult:
-    """Adds a hand-drawn box; the segmenter turns it into a mask (embedded when possible)."""
+MANUAL = "manual"  # detection_model of objects a person drew
+
+
+def add_manual(ctx: Any, r: ImageResult, xyxy: Sequence[float], class_name: str, segmenter: str | None = None,
+               *, user: str | None = None) -> ImageResult:
+    """Adds a hand-drawn box; the segmenter turns it into a mask (embedded when possible).
+
+    The object says it is manual (``detection_model = "manual"``, ``created_by = user``) and its
+    confidence is the segmenter's own estimate of the mask (SAM2's predicted IoU, GrabCut's
+    colour separation), not 1.0: a poor mask of a hand-drawn box still comes first in Review.
+    """
     class_name = (class_name or "").strip()
     if not class_name:
         raise ValueError("class: expected a class name for the box, got nothing; type one")
@@ -136,9 +152,10 @@ def add_manual(ctx: Any, r: ImageResult, xyxy: Sequence[float], class_name: str,
 
     image = IMAGES.get(r.path)
     with ctx.segment(segmenter, image, image_sha256(r.path)) as seg:
-        masks, _ = seg.predict_boxes(np.asarray([xyxy], np.float32))
+        masks, scores = seg.predict_boxes(np.asarray([xyxy], np.float32))
     mask = np.asarray(masks[0], bool)
-    extra = {}
+    quality = float(np.clip(np.asarray(scores, np.float64).reshape(-1)[0], 0.0, 1.0)) if mask.any() else 0.0
+    extra: dict[str, Any] = {"detection_model": MANUAL, "created_by": user}
     if "embedding" in r.det.data or len(r.det) == 0:
         try:
             extra["embedding"] = np.asarray(ctx.embedder().embed(np.asarray(image), np.asarray([xyxy], np.float32),
@@ -147,7 +164,7 @@ def add_manual(ctx: Any, r: ImageResult, xyxy: Sequence[float], class_name: str,
             log.info("manual object not embedded: %s", exc)
     if "embedding" not in r.det.data and len(r.det) == 0 and "embedding" in extra:
         r.det.data["embedding"] = np.zeros((0, len(extra["embedding"])), np.float32)
-    r.det = append_object(r.det, xyxy, mask, class_name, 1.0, (r.height, r.width), extra)
+    r.det = append_object(r.det, xyxy, mask, class_name, quality, (r.height, r.width), extra)
     return r
 
 

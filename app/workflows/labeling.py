@@ -56,7 +56,9 @@ def register_detections(
         det: boxes ``xyxy`` absolute pixels, confidences, class names, optional (N, H, W) bool
             masks and ``data["embedding"]`` (N, D) float32.
         project: project name stored with each object.
-        detection_model: model name stored with each object.
+        detection_model: model name stored with each object, unless the row has its own in
+            ``det.data["detection_model"]`` (hand-drawn boxes: ``"manual"``, with
+            ``det.data["created_by"]`` stored as ``metadata["created_by"]``).
         keep: (N,) bools; False rows (e.g. toggled off in the UI) are not registered.
 
     Returns:
@@ -77,6 +79,9 @@ def register_detections(
         if len(flags) != n:
             raise ValueError(f"keep: expected one flag per detection ({n}), got {len(flags)}")
     emb = det.data.get("embedding") if det.data else None
+    # per-row provenance (hand-drawn boxes: "manual" and who drew them) overrides the default
+    row_models = det.data.get("detection_model") if det.data else None
+    row_users = det.data.get("created_by") if det.data else None
     labels = det.labels
     rows: list[int] = []
     objects: list[Any] = []
@@ -91,7 +96,8 @@ def register_detections(
                 mask=None if det.mask is None else np.asarray(det.mask[i], bool),
                 confidence=float(np.clip(det.confidence[i], 0.0, 1.0)),
                 embedding=None if emb is None else np.asarray(emb[i], np.float32),
-                detection_model=detection_model,
+                detection_model=(row_models[i] if row_models is not None and row_models[i] else detection_model),
+                metadata=({"created_by": str(row_users[i])} if row_users is not None and row_users[i] else None),
             )
         )
     out = RegisterResult(object_ids=[None] * n)

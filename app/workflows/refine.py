@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from app.workflows.autolabel_session import MANUAL
 from app.workflows.render import IMAGES, render_overlay
 
 MODES = ("positive", "negative", "box")
@@ -35,7 +36,9 @@ class RefineSession:
         points: clicks (x, y) absolute pixels; labels: 1 / 0 per click.
         box: optional xyxy prompt; box_corner: first corner while a box is being drawn.
         mask: the current mask (H, W) bool or None; low_res: the model's previous logits (SAM2).
-        history: stack of (points, labels, box, mask, low_res) for undo.
+        quality: the segmenter's own estimate for the current mask in [0, 1] (SAM2's predicted
+            IoU, GrabCut's colour separation), None for the stored mask.
+        history: stack of (points, labels, box, box_corner, mask, low_res, quality) for undo.
         timings: seconds each prediction took, in click order.
     """
 
@@ -54,6 +57,7 @@ class RefineSession:
     initial_mask: np.ndarray | None = None
     initial_box: tuple[float, float, float, float] | None = None
     low_res: np.ndarray | None = None
+    quality: float | None = None
     history: list[tuple] = field(default_factory=list)
     timings: list[float] = field(default_factory=list)
 
@@ -131,7 +135,7 @@ def open_image(path: str | Path, *, category: str | None = None, source_id: str 
 
 
 def _push(s: RefineSession) -> None:
-    s.history.append((list(s.points), list(s.labels), s.box, s.box_corner, s.mask, s.low_res))
+    s.history.append((list(s.points), list(s.labels), s.box, s.box_corner, s.mask, s.low_res, s.quality))
 
 
 def _clip(s: RefineSession, x: float, y: float) -> tuple[float, float]:
@@ -161,11 +165,13 @@ def predict(ctx: Any, s: RefineSession, segmenter: str | None) -> float:
                 multimask=len(s.points) == 1 and box is None,
             )
             s.mask, s.low_res = np.asarray(pred.mask, bool), pred.low_res_logits
+            s.quality = float(np.clip(pred.score, 0.0, 1.0))
         elif s.box is not None:
-            masks, _ = seg.predict_boxes(np.asarray([s.box], np.float32))
+            masks, scores = seg.predict_boxes(np.asarray([s.box], np.float32))
             s.mask, s.low_res = np.asarray(masks[0], bool), None
+            s.quality = float(np.clip(np.asarray(scores, np.float64).reshape(-1)[0], 0.0, 1.0))
         else:
-            s.mask, s.low_res = s.initial_mask, None
+            s.mask, s.low_res, s.quality = s.initial_mask, None, None
     dt = time.perf_counter() - t0
     s.timings.append(dt)
     return dt
@@ -214,14 +220,14 @@ def undo_state(s: RefineSession) -> bool:
     """Restores the state before the last click; False when there is nothing to undo."""
     if not s.history:
         return False
-    s.points, s.labels, s.box, s.box_corner, s.mask, s.low_res = s.history.pop()
+    s.points, s.labels, s.box, s.box_corner, s.mask, s.low_res, s.quality = s.history.pop()
     return True
 
 
 def reset(s: RefineSession) -> RefineSession:
     """Drops every click and box and restores the stored mask."""
     s.points, s.labels, s.box, s.box_corner = [], [], None, None
-    s.mask, s.low_res, s.history = s.initial_mask, None, []
+    s.mask, s.low_res, s.quality, s.history = s.initial_mask, None, None, []
     return s
 
 
@@ -230,7 +236,9 @@ def accept(reg: Any, s: RefineSession, *, category: str | None = None, project: 
     """Writes the mask (and its bounding box) to the registry; returns the object id.
 
     For a session with no object yet, registers the source (if needed) and a new object with
-    ``category`` (required). The refined object keeps its validation state.
+    ``category`` (required), ``detection_model = "manual"`` and as confidence the segmenter's
+    own estimate of the mask (so Review still brings a poor hand-made mask first). The refined
+    object keeps its validation state.
     """
     if s.mask is None or not s.mask.any():
         raise ValueError("mask: expected a non-empty mask, got none; click on the object first")
@@ -248,8 +256,9 @@ def accept(reg: Any, s: RefineSession, *, category: str | None = None, project: 
             s.source_id = reg.register_source(s.image_path, width=s.width, height=s.height, project=project)
         res = reg.register_objects(
             s.source_id,
-            [ObjectIn(category=category, xyxy=xyxy, mask=s.mask, confidence=1.0,
-                      detection_model="manual", validated_by=validated_by)],
+            [ObjectIn(category=category, xyxy=xyxy, mask=s.mask, confidence=s.quality,
+                      detection_model=MANUAL, validated_by=validated_by,
+                      metadata={"created_by": validated_by} if validated_by else None)],
             project=project, dedupe=False,
         )
         s.object_id = res.object_ids[0]
