@@ -1,6 +1,7 @@
 """Every named endpoint, called with gradio_client against the app served on 127.0.0.1."""
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -73,7 +74,10 @@ def test_refine_search_review_stats_export(served):
     zip_file, folder, counts, summary = client.predict(
         "api-ds", [], 0.0, False, "", 0.5, 0.5, 0.0, 0, "COCO detect", api_name="/export")
     assert Path(zip_file).is_file()
-    assert any(n.startswith("annotations/") for n in zipfile.ZipFile(zip_file).namelist())
+    with zipfile.ZipFile(zip_file) as zf:
+        docs = [json.loads(zf.read(n)) for n in zf.namelist() if n.startswith("annotations/") and n.endswith(".json")]
+    assert sum(len(d["annotations"]) for d in docs) == 6  # every object, once
+    assert {c["name"] for d in docs for c in d["categories"]} == {"red", "green", "blue"}
 
 
 def test_errors_come_back_as_messages(served):

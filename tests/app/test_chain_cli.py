@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from tests.chain_models import SCENE_SIZE, build_chain_models, scene_boxes, write_scene
 from tests.conftest import ROOT
@@ -90,7 +91,17 @@ def test_models_import_then_label_then_export_with_the_real_chain(tmp_path, impo
                 "--split", "1,0,0", tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr
     labels = sorted((yolo_out / "labels").rglob("*.txt"))
-    assert len(labels) == 3 and all(len(p.read_text().split("\n")) >= 2 for p in labels)
+    assert len(labels) == 3
+    names = yaml.safe_load((yolo_out / "data.yaml").read_text())["names"]
+    names = names if isinstance(names, list) else [names[k] for k in sorted(names)]
+    h, w = SCENE_SIZE
+    for label in labels:  # one cat and one dog per image, at the scripted boxes
+        rows = [line.split() for line in label.read_text().splitlines() if line.strip()]
+        assert sorted(names[int(r[0])] for r in rows) == ["cat", "dog"], (label, rows)
+        for r in rows:
+            x0, y0, x1, y1 = boxes[names[int(r[0])]]
+            expected = [(x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h]
+            np.testing.assert_allclose([float(v) for v in r[1:]], expected, atol=2 / w)
 
 
 def test_a_corrupt_file_is_reported_and_a_second_run_resumes(tmp_path, imported):

@@ -2,6 +2,7 @@
 fed the values the browser would send, including ``gr.SelectData`` clicks."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import gradio as gr
@@ -10,7 +11,7 @@ import pytest
 
 from app.ui.app import build_app
 from app.workflows import render, review
-from tests.app.fakes import FakeLabeler, make_context
+from tests.app.fakes import make_context
 
 
 def handler(demo: gr.Blocks, name: str, elem_id: str | None = None):
@@ -208,8 +209,13 @@ def test_review_keyboard_actions_queue_order_and_bulk(ctx, scenes):
     out = relabel(out[8], False, False, False, "sphere", "ann", gr.Request())
     assert ctx.registry.get_object(third)["category"] == "sphere"
     assert "Validated 3 / 9" in out[7]
+    confident = {o["object_id"] for o in ctx.registry.list_objects(status="pending", limit=None) if o["confidence"] >= 0.9}
+    assert len(confident) == 3  # the largest shape of each scene (FakeLabeler's 0.95)
     n = review.bulk_approve(ctx.registry, review.ReviewQuery(), 0.9, validated_by="bot")
-    assert n == 3 - sum(1 for i in (first,) if ctx.registry.get_object(i)["confidence"] >= 0.9)
+    assert n == 3
+    assert {i for i in confident if ctx.registry.get_object(i)["validated_by"] == "bot"} == confident
+    assert all(ctx.registry.get_object(i)["validation_status"] == "approved" for i in confident)
+    assert ctx.registry.count_objects(status="pending") == 9 - 3 - 3  # the less confident stay pending
 
 
 def test_review_validated_by_is_login_user_when_auth_on(data_dir):
@@ -265,11 +271,18 @@ def test_export_preview_and_zip(ctx, scenes):
     counts, summary = on_preview(*args)
     assert set(counts["split"]) <= {"train", "val", "test"} and counts["objects"].sum() == 9
     zip_path, folder, counts, summary = on_export(*args, "COCO segment")
-    names = zipfile.ZipFile(zip_path).namelist()
-    assert any(n.endswith(".json") and "annotations" in n for n in names)
+    with zipfile.ZipFile(zip_path) as zf:
+        docs = [json.loads(zf.read(n)) for n in zf.namelist() if n.startswith("annotations/") and n.endswith(".json")]
+    anns = [a for d in docs for a in d["annotations"]]
+    assert len(anns) == 9 and all(a["segmentation"] and a["area"] > 0 for a in anns)  # every object, with its mask
+    assert sorted({c["name"] for d in docs for c in d["categories"]}) == ["blue", "green", "red"]
     zip_path, folder, counts, summary = on_export(*args, "YOLO detect")
-    names = zipfile.ZipFile(zip_path).namelist()
-    assert any(n.endswith("data.yaml") for n in names) and any(n.startswith("labels/") for n in names)
+    with zipfile.ZipFile(zip_path) as zf:
+        names = zf.namelist()
+        rows = [line.split() for n in names if n.startswith("labels/") and n.endswith(".txt")
+                for line in zf.read(n).decode().splitlines() if line.strip()]
+    assert any(n.endswith("data.yaml") for n in names)
+    assert len(rows) == 9 and all(len(r) == 5 and all(0 < float(v) <= 1 for v in r[1:]) for r in rows)
 
 
 def test_stats_and_errors_are_short_text(ctx, scenes):
@@ -282,11 +295,3 @@ def test_stats_and_errors_are_short_text(ctx, scenes):
     with pytest.raises(gr.Error) as err:
         on_open("obj_does_not_exist")
     assert "Traceback" not in str(err.value)
-
-
-def test_fake_labeler_is_deterministic():
-    from tests.app.fakes import make_scene
-
-    a = FakeLabeler().label(make_scene(3), ["red", "green", "blue"])
-    b = FakeLabeler().label(make_scene(3), ["red", "green", "blue"])
-    assert np.array_equal(a.xyxy, b.xyxy) and a.labels == b.labels and len(a) == 3

@@ -161,7 +161,11 @@ def test_accepts_a_file_path_and_validates_arguments(tmp_path):
     path = tmp_path / "shapes.png"
     cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     labeler = AutoLabeler(FixedBoxDetector(boxes, [0.9, 0.8], [0, 1]), GrabCutSegmenter())
-    assert labeler.label(path, ["box", "disc"], confidence=0.0).mask.shape[1:] == (160, 240)
+    from_file = labeler.label(path, ["box", "disc"], confidence=0.0)
+    from_array = labeler.label(image, ["box", "disc"], confidence=0.0)
+    assert from_file.labels == ["box", "disc"] and from_file.mask.shape == (2, 160, 240)
+    np.testing.assert_array_equal(from_file.mask, from_array.mask)  # PNG is lossless: the same pixels
+    assert np.all(from_file.mask.reshape(2, -1).sum(axis=1) > 0)
     with pytest.raises(ValueError, match="class"):
         labeler.label(image, [" ", ""])
     with pytest.raises(ValueError, match="confidence"):
