@@ -129,11 +129,15 @@ def test_models_status_and_unload(chain, tmp_path):
 
 
 def test_without_weights_the_gateway_answers_503_with_the_command(data_dir, tmp_path, monkeypatch):
+    from huggingface_hub import constants as hf_constants
+
     from app.cli.serve import build_context
 
-    monkeypatch.delenv("AGL_WEIGHTS", raising=False)
+    cache = tmp_path / "empty-hf-cache"
+    cache.mkdir()
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))  # a machine with cached weights too
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
+    monkeypatch.delenv("AGL_WEIGHTS", raising=False)
     ctx = build_context(data_dir, profile="cpu", segmenter="sam2")
     try:
         with mount(ctx) as c:
