@@ -52,7 +52,9 @@ def create_web_app(ctx: Any, *, auth: tuple[str, str] | None = None,
     if api:  # before Gradio's "/" mount, which would otherwise catch /api/...
         from app.api import API_PREFIX, create_api
 
-        app.mount(API_PREFIX, create_api(ctx, auth=auth, api_token=api_token, throttle=throttle))
+        rest = create_api(ctx, auth=auth, api_token=api_token, throttle=throttle)
+        rest.state.auth.root_app = app  # failed API credentials count in the login throttle
+        app.mount(API_PREFIX, rest)
     app = gr.mount_gradio_app(app, demo, path="/", ssr_mode=False, **kwargs)
     return app, demo
 

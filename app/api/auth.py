@@ -5,12 +5,14 @@ every API route except ``GET /api/v1/health`` requires ``Authorization: Basic â€
 credentials or ``Authorization: Bearer <token>``. Without either, the API is open, like the UI
 (the server then binds 127.0.0.1 unless told otherwise).
 
-Wrong credentials are throttled per client address with the same policy as the UI's login
+Wrong credentials are throttled per client address by the UI login's own counter
 (:class:`app.web_security.LoginThrottle`: after ``max_failures`` failures, 429 + ``Retry-After``
-with a doubling delay). The counter is the API's own (an instance of the same class): the
-middleware's instance is built lazily by Starlette and is not reachable from here, so failures
-at the UI login and at the API are counted separately. A request with no credentials at all is
-refused (401) without counting as a failure.
+with a doubling delay): :func:`app.server.create_web_app` hands the root app to the API
+(``api.state.root_app``), and the first request finds the throttle middleware in the root's
+middleware stack, so failures at the UI login and at the API add up. Without a root app (the
+API mounted on its own, as in unit tests) an instance of the same class with the same
+parameters counts the API's failures alone. A request with no credentials at all is refused
+(401) without counting as a failure.
 """
 from __future__ import annotations
 
@@ -32,6 +34,17 @@ async def _no_app(scope: Any, receive: Any, send: Any) -> None:  # the throttle 
     raise RuntimeError("not an ASGI app")
 
 
+def find_throttle(root: Any) -> LoginThrottle | None:
+    """The :class:`LoginThrottle` in a Starlette app's built middleware stack (None before the
+    first request builds it, or when there is none)."""
+    node = getattr(root, "middleware_stack", None)
+    for _ in range(32):  # ServerErrorMiddleware -> user middleware -> ExceptionMiddleware -> router
+        if node is None or isinstance(node, LoginThrottle):
+            return node
+        node = getattr(node, "app", None)
+    return None
+
+
 class ApiAuth:
     """The FastAPI dependency checking credentials; returns the user name (None when open).
 
@@ -47,7 +60,16 @@ class ApiAuth:
             api_token = None
         self.auth = auth
         self.api_token = api_token
-        self.throttle = LoginThrottle(_no_app, **(throttle or {}))
+        self._own = LoginThrottle(_no_app, **(throttle or {}))
+        self._shared: LoginThrottle | None = None
+        self.root_app: Any = None  # set by app.server.create_web_app
+
+    @property
+    def throttle(self) -> LoginThrottle:
+        """The UI login's throttle when it can be found in the root app, else the API's own."""
+        if self._shared is None and self.root_app is not None:
+            self._shared = find_throttle(self.root_app)
+        return self._shared or self._own
 
     @property
     def enabled(self) -> bool:

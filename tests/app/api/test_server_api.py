@@ -103,3 +103,23 @@ def test_in_process_server_with_auth_and_token(tmp_path):
     finally:
         server.close()
         ctx.registry.close()
+
+
+def test_failed_api_credentials_count_in_the_login_throttle(tmp_path):
+    from app.server import create_web_app, start_in_thread
+
+    ctx = make_context(tmp_path / "data", auth_enabled=True)
+    app, demo = create_web_app(ctx, auth=AUTH, api_token=TOKEN, throttle={"max_failures": 2, "base_delay_s": 60})
+    server = start_in_thread(app, demo, host="127.0.0.1", port=free_port())
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            assert c.get("/api/v1/stats", headers=_basic("alice", "guess-1")).status_code == 401
+            assert c.get("/api/v1/stats", headers={"Authorization": "Bearer guess-2"}).status_code == 401
+            # Two API failures: the UI login now refuses this address, the right password included ...
+            r = c.post("/login", data={"username": AUTH[0], "password": AUTH[1]})
+            assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+            # ... and so does the API.
+            assert c.get("/api/v1/stats", headers=_basic(*AUTH)).status_code == 429
+    finally:
+        server.close()
+        ctx.registry.close()
