@@ -27,6 +27,7 @@ from app.api import (
     tracks,
 )
 from app.api.auth import ApiAuth
+from app.api.deps import UploadLimit
 
 API_PREFIX = "/api"
 VERSION_PREFIX = "/v1"
@@ -75,6 +76,7 @@ def create_api(ctx: Any, *, auth: tuple[str, str] | None = None, api_token: str 
     api.state.ctx = ctx
     api.state.auth = checker
     errors.install(api)
+    api.add_middleware(UploadLimit)
     responses = {400: {"model": errors_model()}, 404: {"model": errors_model()}}
     for router in OPEN_ROUTERS:
         api.include_router(router, prefix=VERSION_PREFIX)

@@ -64,13 +64,26 @@ def lookup(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise not_found(exc) from exc
 
 
-def check_length(request: Request) -> None:
-    """413 early when the declared request body is over the upload limit (+1 MiB for the form)."""
-    limit = max_upload_bytes()
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + _CHUNK:
-        raise ApiError(413, f"upload too large: {int(declared)} bytes, the limit is {limit} bytes; "
-                            "downscale or split the upload")
+class UploadLimit:
+    """ASGI middleware: a request whose declared ``Content-Length`` exceeds the upload limit
+    (+1 MiB for the form around the file) gets 413 before its body is read. A body without a
+    length (chunked) is counted by :func:`saved_upload` instead."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") == "http":
+            declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+            limit = max_upload_bytes()
+            if declared.isdigit() and int(declared) > limit + _CHUNK:
+                from app.api.errors import body
+
+                response = body(413, f"upload too large: {int(declared)} bytes, the limit is {limit} bytes; "
+                                     "downscale or split the upload")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _safe_name(name: str | None) -> str:

@@ -12,9 +12,9 @@ import json
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, UploadFile
 
-from app.api.deps import Ctx, check_length, saved_upload
+from app.api.deps import Ctx, saved_upload
 from app.api.errors import ApiError
 from app.api.schemas_models import AutoLabelOut, DetectOut, SegmentOut, UnloadIn, UnloadOut
 
@@ -84,7 +84,7 @@ def _label(ctx: Any, up: Any, classes: list[str], confidence: float) -> Any:
                                   image_key=image_sha256(up.path))
 
 
-@router.post("/auto_label", response_model=AutoLabelOut, dependencies=[Depends(check_length)])
+@router.post("/auto_label", response_model=AutoLabelOut)
 def auto_label(ctx: Ctx, image: Annotated[UploadFile, File()], classes: str = Form(..., description=CLASSES_HELP),
                confidence: float = Form(0.3, description="keep objects at or above this final confidence"),
                project: str | None = Form(None, description="project id of the source and objects"),
@@ -110,7 +110,7 @@ def auto_label(ctx: Ctx, image: Annotated[UploadFile, File()], classes: str = Fo
             "masks_count": 0 if det.mask is None else int(len(det)), "registered": ref is not None, "registry": ref}
 
 
-@router.post("/detect_and_segment", response_model=DetectOut, dependencies=[Depends(check_length)])
+@router.post("/detect_and_segment", response_model=DetectOut)
 def detect_and_segment(ctx: Ctx, image: Annotated[UploadFile, File()], classes: str = Form(..., description=CLASSES_HELP),
                        confidence: float = Form(0.3)) -> dict:
     """Boxes and masks for the classes; nothing is stored."""
@@ -122,7 +122,7 @@ def detect_and_segment(ctx: Ctx, image: Annotated[UploadFile, File()], classes: 
     return {"image_size": size, "detections": dets, "count": len(dets)}
 
 
-@router.post("/detect", response_model=DetectOut, dependencies=[Depends(check_length)])
+@router.post("/detect", response_model=DetectOut)
 def detect(ctx: Ctx, image: Annotated[UploadFile, File()], classes: str = Form(..., description=CLASSES_HELP),
            confidence: float = Form(0.3, description="minimum detector score")) -> dict:
     """Boxes only (the detector alone when the labeler exposes it; masks are never returned)."""
@@ -144,7 +144,7 @@ def detect(ctx: Ctx, image: Annotated[UploadFile, File()], classes: str = Form(.
     return {"image_size": size, "detections": dets, "count": len(dets)}
 
 
-@router.post("/segment", response_model=SegmentOut, dependencies=[Depends(check_length)])
+@router.post("/segment", response_model=SegmentOut)
 def segment(ctx: Ctx, image: Annotated[UploadFile, File()],
             boxes: str | None = Form(None, description="JSON [[x0, y0, x1, y1], ...]: one mask per box"),
             points: str | None = Form(None, description="JSON [[x, y], ...]: one mask for all clicks"),

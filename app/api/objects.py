@@ -6,11 +6,11 @@ import io
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
 
 from app.api import similarity
-from app.api.deps import Ctx, api_user, check_length, embedder, lookup, saved_upload
+from app.api.deps import Ctx, api_user, embedder, lookup, saved_upload
 from app.api.errors import ApiError
 from app.api.schemas import (
     DeletedOut,
@@ -150,7 +150,7 @@ def search_embedding(ctx: Ctx, q: EmbeddingSearchIn) -> dict:
     return {"items": hits, "count": len(hits)}
 
 
-@router.post("/search/image", response_model=ImageSearchOut, dependencies=[Depends(check_length)])
+@router.post("/search/image", response_model=ImageSearchOut)
 def search_image(
     ctx: Ctx,
     file: Annotated[UploadFile, File(description="the query image")],

@@ -3,15 +3,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, Query, UploadFile
 
-from app.api.deps import Ctx, check_length, lookup, saved_upload
+from app.api.deps import Ctx, lookup, saved_upload
 from app.api.schemas import SourceOut, SourcePage
 
 router = APIRouter(prefix="/sources", tags=["sources"])
 
 
-@router.post("", response_model=SourceOut, status_code=201, dependencies=[Depends(check_length)])
+@router.post("", response_model=SourceOut, status_code=201)
 def register_source(ctx: Ctx, file: Annotated[UploadFile, File(description="an image file")],
                     project: str | None = Form(None, description="project id stored with the source")) -> dict:
     """Registers an uploaded image (copied into ``<data>/media``); the same bytes give the same id."""

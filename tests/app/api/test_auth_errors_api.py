@@ -89,3 +89,31 @@ def test_unknown_route_and_method_are_json(client):
     assert r.status_code == 404 and r.json()["error"] == "not found"
     r = client.put("/api/v1/stats")
     assert r.status_code == 405 and r.json()["error"] == "method not allowed"
+
+
+def test_declared_oversize_is_refused_before_the_body_is_read(monkeypatch):
+    import asyncio
+    import json
+
+    from app.api.deps import UploadLimit
+
+    monkeypatch.setattr("app.ui.app.MAX_FILE_SIZE", "1kb")
+    reached, sent = [], []
+
+    async def app(scope, receive, send):
+        reached.append(scope["path"])
+
+    async def receive():
+        raise AssertionError("the body was read")
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/sources",
+             "headers": [(b"content-length", str(5 << 20).encode())]}
+    asyncio.run(UploadLimit(app)(scope, receive, send))
+    assert not reached and sent[0]["status"] == 413
+    assert "limit is 1024 bytes" in json.loads(sent[1]["body"])["detail"]
+    small = {**scope, "headers": [(b"content-length", b"500")]}
+    asyncio.run(UploadLimit(app)(small, receive, send))
+    assert reached == ["/v1/sources"]
