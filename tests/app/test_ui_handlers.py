@@ -8,6 +8,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
+import yaml
 
 from app.ui.app import build_app
 from app.workflows import render, review
@@ -281,8 +282,18 @@ def test_export_preview_and_zip(ctx, scenes):
         names = zf.namelist()
         rows = [line.split() for n in names if n.startswith("labels/") and n.endswith(".txt")
                 for line in zf.read(n).decode().splitlines() if line.strip()]
-    assert any(n.endswith("data.yaml") for n in names)
-    assert len(rows) == 9 and all(len(r) == 5 and all(0 < float(v) <= 1 for v in r[1:]) for r in rows)
+        yaml_names = yaml.safe_load(zf.read(next(n for n in names if n.endswith("data.yaml"))))["names"]
+    classes = yaml_names if isinstance(yaml_names, list) else [yaml_names[k] for k in sorted(yaml_names)]
+    got = sorted((classes[int(r[0])], *(round(float(v), 3) for v in r[1:])) for r in rows)
+    expected = []
+    for o in ctx.registry.list_objects(limit=None):  # every object, at its box, normalised by its image
+        x, y, w, h = o["bbox_xywh"]
+        src = ctx.registry.get_source(o["source_id"])
+        iw, ih = src["width"], src["height"]
+        expected.append((o["category"], *(round(v, 3) for v in ((x + w / 2) / iw, (y + h / 2) / ih, w / iw, h / ih))))
+    assert len(rows) == 9
+    np.testing.assert_allclose([g[1:] for g in got], [e[1:] for e in sorted(expected)], atol=2e-3)
+    assert [g[0] for g in got] == [e[0] for e in sorted(expected)]
 
 
 def test_stats_and_errors_are_short_text(ctx, scenes):
