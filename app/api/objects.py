@@ -9,7 +9,6 @@ import numpy as np
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
 
-from app.api import similarity
 from app.api.deps import Ctx, api_user, embedder, lookup, saved_upload
 from app.api.errors import ApiError
 from app.api.schemas import (
@@ -24,6 +23,7 @@ from app.api.schemas import (
     SearchOut,
     Status,
 )
+from app.api.similarity import TAU1, TAU2, verdict
 
 router = APIRouter(prefix="/objects", tags=["objects"])
 
@@ -160,8 +160,8 @@ def search_image(
     min_confidence: float | None = Form(None, ge=0.0, le=1.0),
     validated_only: bool = Form(False),
     project: str | None = Form(None),
-    tau1: float = Form(similarity.TAU1, description="s1 below this: unknown"),
-    tau2: float = Form(similarity.TAU2, description="margin below this: unknown"),
+    tau1: float = Form(TAU1, description="s1 below this: unknown"),
+    tau2: float = Form(TAU2, description="margin below this: unknown"),
 ) -> dict:
     """Find-by-upload: embeds the image like stored objects and returns the verdict + neighbours."""
     from app.workflows.search import SearchFilters, context_segment, search_by_image
@@ -171,6 +171,6 @@ def search_image(
                         project=project or None)
     with saved_upload(file, "file") as up:
         hits = search_by_image(ctx.registry, emb, up.image, k=neighbors, filters=flt, segment=context_segment(ctx))
-    out = similarity.verdict(hits, top_k=top_k, tau1=tau1, tau2=tau2)
+    out = verdict(hits, top_k=top_k, tau1=tau1, tau2=tau2)
     out["objects"] = hits
     return out
