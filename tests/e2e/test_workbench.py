@@ -155,13 +155,19 @@ def test_export_downloads_zip(page, seeded, artifacts_dir, fmt, expect_file):
     assert expect_file in names, names[:20]
     out = server["root"] / "unzipped" / target.stem
     zipfile.ZipFile(target).extractall(out)
+    reg = server["ctx"].registry
+    expected = reg.count_objects() - reg.count_objects(status="rejected")  # every object but the rejected ones
+    assert expected > 0  # the seeded objects (the Review test may have rejected one of them)
     if fmt.startswith("COCO"):
         from pycocotools.coco import COCO
 
-        assert len(COCO(str(out / expect_file)).getAnnIds()) > 0
+        anns = [a for f in (out / "annotations").glob("instances_*.json") for a in COCO(str(f)).dataset["annotations"]]
+        assert len(anns) == expected and all(a["area"] > 0 and a["bbox"][2] > 0 and a["bbox"][3] > 0 for a in anns)
     else:
-        labels = list((out / "labels").rglob("*.txt"))
-        assert labels and any(p.read_text().strip() for p in labels)
+        rows = [line.split() for p in (out / "labels").rglob("*.txt") for line in p.read_text().splitlines() if line.strip()]
+        # segment lines: class id, then a polygon of at least 3 normalised (x, y) points
+        assert len(rows) == expected and all(len(r) >= 7 and len(r) % 2 == 1 for r in rows), rows[:3]
+        assert all(0 <= float(v) <= 1 for r in rows for v in r[1:])
     expect(page.locator("#export-counts")).to_contain_text("train")
     shot(page, artifacts_dir, f"export_{fmt.split()[0].lower()}")
 
