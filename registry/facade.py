@@ -166,17 +166,9 @@ class Registry:
 
     # -- sources (registry.sources) ------------------------------------------------------------
     def register_source(
-        self,
-        path: str | os.PathLike,
-        *,
-        source_type: str = "image",
-        width: int | None = None,
-        height: int | None = None,
-        fps: float | None = None,
-        frame_count: int | None = None,
-        metadata: dict | None = None,
-        copy: bool = True,
-        project: str | None = None,
+        self, path: str | os.PathLike, *, source_type: str = "image", width: int | None = None,
+        height: int | None = None, fps: float | None = None, frame_count: int | None = None,
+        metadata: dict | None = None, copy: bool = True, project: str | None = None,
     ) -> str:
         """Registers an image/video file; the same bytes always give the same ``src_…`` id
         (see :func:`registry.sources.register_source`)."""
@@ -215,13 +207,8 @@ class Registry:
         return categories.get_category(self._conn, name_or_synonym)
 
     def create_category(
-        self,
-        name: str,
-        *,
-        supercategory: str | None = None,
-        synonyms: Sequence[str] = (),
-        color: str | None = None,
-        description: str | None = None,
+        self, name: str, *, supercategory: str | None = None, synonyms: Sequence[str] = (),
+        color: str | None = None, description: str | None = None,
     ) -> dict:
         """Creates a category; ValueError if the name or a synonym already names one."""
         return categories.create_category(self._conn, name, supercategory=supercategory, synonyms=synonyms,
@@ -304,21 +291,11 @@ class Registry:
                                     **filters)
 
     def update_object(
-        self,
-        object_id: str,
-        *,
-        status: str | None = None,
-        validated_by: str | None = None,
-        category: str | None = None,
-        quality_score: float | None = None,
-        is_occluded: bool | None = None,
-        is_truncated: bool | None = None,
-        is_difficult: bool | None = None,
-        mask: np.ndarray | None = None,
-        xyxy: Sequence[float] | None = None,
-        confidence: float | None = None,
-        embedding: np.ndarray | None = None,
-        metadata: dict | None = None,
+        self, object_id: str, *, status: str | None = None, validated_by: str | None = None,
+        category: str | None = None, quality_score: float | None = None, is_occluded: bool | None = None,
+        is_truncated: bool | None = None, is_difficult: bool | None = None, mask: np.ndarray | None = None,
+        xyxy: Sequence[float] | None = None, confidence: float | None = None,
+        embedding: np.ndarray | None = None, metadata: dict | None = None,
     ) -> dict:
         """Patches an object and returns it; arguments left None are unchanged (see
         :func:`registry.patches.update_object`)."""
@@ -355,14 +332,8 @@ class Registry:
         return self._vectors.sync_outbox(batch_size)
 
     def search(
-        self,
-        vector: np.ndarray,
-        *,
-        k: int = 10,
-        category: str | Sequence[str] | None = None,
-        project: str | None = None,
-        min_confidence: float | None = None,
-        status: str | None = None,
+        self, vector: np.ndarray, *, k: int = 10, category: str | Sequence[str] | None = None,
+        project: str | None = None, min_confidence: float | None = None, status: str | None = None,
     ) -> list[dict]:
         """Objects nearest to ``vector`` (cosine), best first, each with ``similarity`` (1.0 =
         identical), restricted by the filters (applied to the SQLite rows, so always current).
