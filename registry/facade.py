@@ -104,6 +104,7 @@ class Registry:
 
     @property
     def db_path(self) -> Path:
+        """``<data>/registry.db``."""
         return self.data_dir / DB_FILE
 
     def transaction(self):
@@ -152,6 +153,7 @@ class Registry:
         return self._vectors.is_writer
 
     def close(self) -> None:
+        """Closes the index (giving the writer lock back) and the connection."""
         self._vectors.close()
         self._conn.close()
 
@@ -186,12 +188,15 @@ class Registry:
         return sources.update_source_metadata(self._conn, self.data_dir, source_id, patch)
 
     def find_source_by_hash(self, sha256_hex: str) -> dict | None:
+        """The source whose content has this sha256 (hex), or None."""
         return sources.find_source_by_hash(self._conn, self.data_dir, sha256_hex)
 
     def list_sources(self, *, limit: int | None = None, offset: int = 0) -> list[dict]:
+        """Sources in registration order, paginated."""
         return sources.list_sources(self._conn, self.data_dir, limit=limit, offset=offset)
 
     def count_sources(self) -> int:
+        """The number of registered sources."""
         return sources.count_sources(self._conn)
 
     def add_frame(
@@ -283,6 +288,7 @@ class Registry:
                                     **filters)
 
     def count_objects(self, **filters: Any) -> int:
+        """The number of objects matching the filters of :meth:`list_objects`."""
         return queries.count_objects(self._conn, **filters)
 
     def iter_objects(self, *, batch_size: int = 1000, order: str | None = None, **filters: Any) -> Iterator[dict]:

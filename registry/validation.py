@@ -20,6 +20,7 @@ STATUSES = ("pending", "approved", "rejected")
 
 
 def finite_unit(value: Any, what: str) -> float | None:
+    """``value`` as a float in [0, 1] (None stays None); ValueError naming ``what`` otherwise."""
     if value is None:
         return None
     try:
@@ -32,6 +33,7 @@ def finite_unit(value: Any, what: str) -> float | None:
 
 
 def json_or_none(value: Any, what: str) -> str | None:
+    """A dict as JSON text (None stays None); ValueError naming ``what`` for anything else or NaN."""
     if value is None:
         return None
     if not isinstance(value, dict):
