@@ -131,8 +131,27 @@ def search_by_upload_and_select_first(page, image: Path, artifacts_dir: Path, na
     return re.search(r"obj_[0-9A-Za-z_-]+", page.locator("#search-selected").inner_text()).group(0)
 
 
+def write_object_crop(reg, obj: dict, path: Path) -> Path:
+    """Writes the box of a stored object, cut out of its source image, as a PNG to upload."""
+    import cv2
+    import numpy as np
+
+    from pipeline.image_io import load_image
+
+    image = load_image(reg.get_source(obj["source_id"])["file_path"])
+    x, y, w, h = obj["bbox_xywh"]
+    crop = image[int(y):int(np.ceil(y + h)), int(x):int(np.ceil(x + w))]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2BGR))
+    return path
+
+
 def test_search_with_uploaded_image_and_open_result(page, seeded, artifacts_dir):
-    oid = search_by_upload_and_select_first(page, seeded["uploads"][0], artifacts_dir, "search")
+    reg = seeded["ctx"].registry
+    green = reg.list_objects(category="green", project="seed", limit=1)[0]
+    query = write_object_crop(reg, green, seeded["root"] / "queries" / "green.png")
+    oid = search_by_upload_and_select_first(page, query, artifacts_dir, "search")
+    assert reg.get_object(oid)["category"] == "green"  # a crop of a green square finds a green square
     page.locator("#search-to-refine").click()
     expect(page.get_by_role("tab", name="Refine")).to_have_attribute("aria-selected", "true")
     expect(page.locator("#refine-info")).to_contain_text(oid)
