@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app.api import (
     categories,
@@ -64,12 +65,15 @@ def create_api(ctx: Any, *, auth: tuple[str, str] | None = None, api_token: str 
     Returns:
         The sub-application (``app.state.ctx`` holds ``ctx``, ``app.state.auth`` the checker).
     """
-    api = FastAPI(
+    # Swagger UI's script and CSS come from the fastapi-offline package, not a CDN: the docs
+    # page works on an air-gapped machine like the rest of the app.
+    api = FastAPIOffline(
         title="AgenticLabeling API",
         version="1",
         summary="The registry, the model gateway and find-by-upload over HTTP (see docs/api.md).",
         docs_url="/docs",
         redoc_url=None,
+        static_url="/docs-assets",
         openapi_url="/openapi.json",
     )
     checker = ApiAuth(auth, api_token, throttle)

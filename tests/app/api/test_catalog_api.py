@@ -1,6 +1,8 @@
 """/api/v1 sources, categories, tracks, stats and health."""
 from __future__ import annotations
 
+import re
+
 from tests.app.api.conftest import seed
 from tests.app.fakes import write_scene
 
@@ -98,3 +100,13 @@ def test_docs_list_every_route(ctx, client):
     served = {(method.upper(), re.sub(r"\{[^}]+\}", "{}", path))
               for path, ops in client.get("/api/openapi.json").json()["paths"].items() for method in ops}
     assert served and documented == served
+
+
+def test_swagger_docs_page_and_its_assets_are_served_locally(client):
+    """/api/docs works on an air-gapped machine: no CDN address, the script comes from the app."""
+    page = client.get("/api/docs")
+    assert page.status_code == 200 and "swagger-ui-bundle.js" in page.text
+    assert "cdn." not in page.text and "jsdelivr" not in page.text
+    script = re.search(r'src="([^"]*swagger-ui-bundle\.js)"', page.text).group(1)
+    got = client.get(script)
+    assert got.status_code == 200 and len(got.content) > 100_000
