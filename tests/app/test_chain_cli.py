@@ -38,7 +38,9 @@ def imported(tmp_path: Path, data_dir: Path) -> Path:
         assert f"{role}: imported" in proc.stdout
     status = _run("models", "status", "--data", str(data_dir), "--json", tmp_path=tmp_path)
     assert status.returncode == 0, status.stderr
-    assert all(m["present"] for m in json.loads(status.stdout)["models"]), status.stdout
+    models = json.loads(status.stdout)["models"]
+    assert [m["role"] for m in models] == ["detector", "segmenter", "embedder"], status.stdout
+    assert all(m["present"] for m in models), status.stdout
     return data_dir
 
 

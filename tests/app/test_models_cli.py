@@ -74,6 +74,7 @@ def test_import_a_folder_of_model_folders_then_status(tmp_path, data_dir, capsys
 
     assert main(["models", "import", str(src), "--data", str(data_dir)]) == 0
     report = _status(data_dir, capsys)
+    assert [m["role"] for m in report["models"]] == ["detector", "segmenter", "embedder"]
     assert all(m["present"] and m["source"] == "weights-dir" for m in report["models"])
     dino = next(m for m in report["models"] if m["role"] == "embedder")
     assert Path(dino["path"]).name == "facebook--dinov2-base"

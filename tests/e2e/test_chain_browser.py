@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import zipfile
 
+import numpy as np
 import pytest
 from playwright.sync_api import expect
 
@@ -96,11 +97,14 @@ def test_chain_autolabel_and_save(chain_page, chain_server, artifacts_dir):
     assert all(reg.get_embedding(o["object_id"]) is not None for o in objs)
 
 
-def test_chain_refine_with_sam2_clicks(chain_page, labeled, artifacts_dir):
+def test_chain_refine_with_sam2_clicks(chain_page, labeled, artifacts_dir, monkeypatch):
     page, ctx = chain_page, labeled["ctx"]
     reg = ctx.registry
     obj = reg.list_objects(category="cat", project="chain", limit=1)[0]
     seg = ctx.segmenter("sam2")
+    predictions = []  # what SAM2 returned for each click (the server runs in this process)
+    real_predict = seg.predict_points
+    monkeypatch.setattr(seg, "predict_points", lambda *a, **k: predictions.append(real_predict(*a, **k)) or predictions[-1])
     open_tab(page, "Refine")
     expect(page.locator("#refine-segmenter").get_by_role("combobox")).to_have_value("SAM2")
     page.locator("#refine-object-id").get_by_role("textbox").fill(obj["object_id"])
@@ -114,11 +118,12 @@ def test_chain_refine_with_sam2_clicks(chain_page, labeled, artifacts_dir):
         expect(page.locator("#refine-info")).to_contain_text(f"{i} clicks")
     shot(page, artifacts_dir, "chain_refine")
     # both clicks ran SAM2's decoder on the embedding auto-label (or seeding) computed
-    assert seg.encoder_calls == calls
+    assert len(predictions) == 2 and seg.encoder_calls == calls
     page.locator("#refine-accept").click()
     expect(page.locator("#refine-info")).to_contain_text("Saved the mask")
     after = reg.get_object(obj["object_id"])
-    assert after["updated_at"] != obj["updated_at"] and after["area"] > 0
+    assert after["updated_at"] != obj["updated_at"] and after["area"] == int(predictions[-1].mask.sum()) > 0
+    assert np.array_equal(reg.get_mask(obj["object_id"]), predictions[-1].mask)  # the mask SAM2 made is stored
 
 
 def test_chain_review_approves(chain_page, labeled, artifacts_dir):
