@@ -11,6 +11,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from playwright.sync_api import expect
 
@@ -65,10 +66,14 @@ def test_autolabel_upload_run_and_save(page, server, artifacts_dir):
     assert server["ctx"].registry.count_objects(project="e2e") == 6
 
 
-def test_refine_two_clicks_and_accept(page, seeded, artifacts_dir):
+def test_refine_two_clicks_and_accept(page, seeded, artifacts_dir, monkeypatch):
     reg = seeded["ctx"].registry
     obj = reg.list_objects(category="green", project="seed", limit=1)[0]
     area_before = obj["area"]
+    seg = seeded["ctx"].segmenter("grabcut")
+    predictions = []  # what GrabCut returned for each click (the server runs in this process)
+    real_predict = seg.predict_points
+    monkeypatch.setattr(seg, "predict_points", lambda *a, **k: predictions.append(real_predict(*a, **k)) or predictions[-1])
     open_tab(page, "Refine")
     page.locator("#refine-object-id").get_by_role("textbox").fill(obj["object_id"])
     page.locator("#refine-open").click()
@@ -87,6 +92,8 @@ def test_refine_two_clicks_and_accept(page, seeded, artifacts_dir):
     page.locator("#refine-accept").click()
     expect(page.locator("#refine-info")).to_contain_text("Saved the mask")
     after = reg.get_object(obj["object_id"])
+    assert len(predictions) == 2  # one segmenter run per click
+    assert np.array_equal(reg.get_mask(obj["object_id"]), predictions[-1].mask)  # the clicked mask is stored
     assert 0.8 * area_before < after["area"] < 1.2 * area_before
     assert after["updated_at"] != obj["updated_at"]
 
@@ -134,7 +141,6 @@ def search_by_upload_and_select_first(page, image: Path, artifacts_dir: Path, na
 def write_object_crop(reg, obj: dict, path: Path) -> Path:
     """Writes the box of a stored object, cut out of its source image, as a PNG to upload."""
     import cv2
-    import numpy as np
 
     from pipeline.image_io import load_image
 
