@@ -219,6 +219,10 @@ def test_flat_and_degenerate_inputs_do_not_crash():
     assert masks.shape == (4, 50, 60)
     assert not masks[1].any() and scores[1] == 0.0
     assert np.all((scores >= 0) & (scores <= 1))
+    # a box over a uniform region (nothing to separate) comes back as the box, not as nothing
+    box = np.zeros((50, 60), bool)
+    box[10:40, 10:40] = True
+    np.testing.assert_array_equal(masks[0], box)
 
 
 def _jpeg(img: np.ndarray, quality: int = 75) -> np.ndarray:

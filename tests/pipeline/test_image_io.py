@@ -131,7 +131,9 @@ def test_palette_with_transparency_composited_on_white(tmp_path):
 def test_palette_gif_without_transparency(tmp_path):
     im = Image.fromarray(_gradient_rgb()).convert("P")
     out = load_image(_save(im, tmp_path / "p.gif"))
-    assert out.shape == (30, 40, 3)
+    assert out.shape == (30, 40, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, np.asarray(im.convert("RGB")))  # the palette colours, exactly
+    assert len(np.unique(out.reshape(-1, 3), axis=0)) > 10  # a gradient, not one colour
 
 
 def test_la_composited_on_white(tmp_path):
