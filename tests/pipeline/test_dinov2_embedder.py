@@ -75,13 +75,28 @@ def test_crops_are_padded_masked_and_letterboxed(emb):
     np.testing.assert_array_equal(wide[112, 112], (7, 7, 7))
 
 
-def test_cls_plus_mean_pooling_doubles_dim(emb):
+def test_cls_plus_mean_pooling_doubles_dim(emb, dino_dir):
+    from transformers import BitImageProcessor, Dinov2Model
+
+    from pipeline.embed.dinov2 import IMAGENET_MEAN, IMAGENET_STD
+
     image, boxes, masks = _scene()
     both = Dinov2Embedder(emb.model, pooling="cls+mean")
     vectors = both.embed(image, boxes, masks)
     assert both.dim == 2 * TINY_DINO_DIM and vectors.shape == (5, 2 * TINY_DINO_DIM)
     assert both.version.endswith("+mean")
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # reference: transformers' own model on the same crops, CLS token then the patch tokens' mean
+    crops = both.preprocess(image, boxes, masks)
+    processor = BitImageProcessor(do_resize=False, do_center_crop=False, do_rescale=True, rescale_factor=1 / 255,
+                                  do_normalize=True, image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD))
+    with torch.no_grad():
+        hidden = Dinov2Model.from_pretrained(dino_dir).eval()(
+            pixel_values=processor(images=list(crops), return_tensors="pt")["pixel_values"]).last_hidden_state.numpy()
+    reference = np.concatenate([hidden[:, 0], hidden[:, 1:].mean(axis=1)], axis=1)
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    np.testing.assert_allclose(vectors, reference, atol=1e-4)
+    assert not np.allclose(vectors[:, TINY_DINO_DIM:], vectors[:, :TINY_DINO_DIM], atol=1e-2)  # two different halves
 
 
 def test_bfloat16_returns_float32_unit_vectors(dino_dir):
