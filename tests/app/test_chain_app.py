@@ -69,5 +69,11 @@ def test_search_by_uploaded_crop_through_the_production_context(ctx, tmp_path):
     al.save(ctx, images, None)
     ctx.registry.sync_outbox()
     image = load_image(path)
-    hits = sw.search_by_image(ctx.registry, ctx.embedder(), image, k=2, segment=sw.context_segment(ctx))
-    assert len(hits) == 2 and {h["category"] for h in hits} == {"cat", "dog"}
+    objs = {o["category"]: o for o in ctx.registry.list_objects(limit=None)}
+    assert sorted(objs) == ["cat", "dog"]
+    for category, obj in objs.items():  # each object's own crop, uploaded, finds that object first
+        x, y, w, h = obj["bbox_xywh"]
+        crop = image[int(y):int(np.ceil(y + h)), int(x):int(np.ceil(x + w))]
+        hits = sw.search_by_image(ctx.registry, ctx.embedder(), crop, k=2, segment=sw.context_segment(ctx))
+        assert [h["object_id"] for h in hits][:1] == [obj["object_id"]], (category, hits)
+        assert hits[0]["similarity"] > hits[1]["similarity"]
