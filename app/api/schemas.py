@@ -33,7 +33,7 @@ class HealthOut(BaseModel):
 class SourceOut(BaseModel):
     source_id: str
     source_type: str
-    file_path: str | None = Field(None, description="absolute path on the server")
+    file_path: str | None = Field(None, description="path relative to the data folder, e.g. media/<hash>.jpg")
     file_name: str | None = None
     width: int | None = None
     height: int | None = None

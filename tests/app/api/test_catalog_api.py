@@ -23,8 +23,12 @@ def test_register_list_and_get_sources(ctx, client, tmp_path):
     assert (src["file_name"], src["width"], src["height"], src["project_id"]) == ("street.png", 320, 240, "city")
     again = client.post("/api/v1/sources", files={"file": ("copy.png", path.read_bytes(), "image/png")}).json()
     assert again["source_id"] == src["source_id"]  # same bytes, same id
+    # the file's place inside the data folder, never the server's absolute layout
+    assert src["file_path"].startswith("media/") and str(ctx.data_dir) not in r.text
+    assert (ctx.data_dir / src["file_path"]).is_file()
     page = client.get("/api/v1/sources", params={"limit": 10}).json()
     assert page["total"] == 1 and page["items"][0]["source_id"] == src["source_id"]
+    assert page["items"][0]["file_path"] == src["file_path"]
     assert client.get(f"/api/v1/sources/{src['source_id']}").json()["content_hash"] == src["content_hash"]
     assert client.get("/api/v1/sources/src_nope").status_code == 404
 
