@@ -64,12 +64,16 @@ def test_yolo_layout_and_data_yaml(reg, tmp_path):
     for _stem, objs in labels.items():
         for _cls, values in objs:
             assert values.size == 4 and np.all((values >= 0) & (values <= 1))
-    # boxes are the registry's boxes, normalised
-    obj = reg.list_objects(limit=1)[0]
-    w, h = reg.get_source(obj["source_id"])["width"], reg.get_source(obj["source_id"])["height"]
-    x, y, bw, bh = obj["bbox_xywh"]
-    expected = np.array([(x + bw / 2) / w, (y + bh / 2) / h, bw / w, bh / h])
-    assert any(np.allclose(v, expected, atol=1e-5) for _, v in labels[obj["source_id"]])
+    # every object's box is the registry's box, normalised, with its class (one line each)
+    objs = reg.list_objects(limit=None)
+    assert sum(len(v) for v in labels.values()) == len(objs) > 0
+    for obj in objs:
+        src = reg.get_source(obj["source_id"])
+        w, h = src["width"], src["height"]
+        x, y, bw, bh = obj["bbox_xywh"]
+        expected = np.array([(x + bw / 2) / w, (y + bh / 2) / h, bw / w, bh / h])
+        cls = CLASSES.index(obj["category"])
+        assert any(c == cls and np.allclose(v, expected, atol=1e-5) for c, v in labels[obj["source_id"]]), obj
     assert res["counts"]["train"]["objects"] == built["splits"]["train"]["objects"]
 
 

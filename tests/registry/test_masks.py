@@ -68,7 +68,13 @@ def test_batch_helpers_on_many_masks():
     rles = masks.encode_many(ms)
     masks.validate_many(rles)
     assert masks.areas(rles).tolist() == [int(m.sum()) for m in ms]
-    assert masks.bboxes(rles).shape == (600, 4)
+    boxes = masks.bboxes(rles)
+    assert boxes.shape == (600, 4)
+    expected = []
+    for m in ms:  # COCO xywh of each mask's pixels
+        ys, xs = np.nonzero(m)
+        expected.append([xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1])
+    np.testing.assert_array_equal(boxes, np.asarray(expected, boxes.dtype))
 
 
 def _reference(m):
