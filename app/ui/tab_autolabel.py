@@ -8,7 +8,7 @@ from typing import Any
 import gradio as gr
 
 from app.context import AppContext, is_weights_missing
-from app.ui.common import Shared, ui_errors
+from app.ui.common import Shared, errors_in_status, ui_errors
 from app.workflows import autolabel_session as al
 
 HEADERS = ["key", "image", "class", "confidence", "area px"]
@@ -87,7 +87,7 @@ def build(ctx: AppContext, shared: Shared) -> None:
         msg = f"{len(images)} image(s) ready." if images else ("" if not bad else "No readable image uploaded.")
         return (*_view(st, None), msg, st)
 
-    files.change(on_upload, [files, state], [*view_out, status, state], api_visibility="private")
+    files.change(on_upload, [files, state], errors_in_status(on_upload, [*view_out, status, state], status), api_visibility="private")
 
     @ui_errors
     def on_run(files_v, classes_v, conf_v, project_v, auto_v, st, progress=gr.Progress()):  # noqa: B008 - Gradio injects progress via this default
@@ -134,7 +134,7 @@ def build(ctx: AppContext, shared: Shared) -> None:
         return (*_view(st, None), msg, st, gr.update(), gr.update(value=class_list[0]))
 
     run.click(on_run, [files, classes, confidence, project, auto_register, state],
-              [*view_out, status, state, manual, manual_class], api_name="auto_label", concurrency_id="models")
+              errors_in_status(on_run, [*view_out, status, state, manual, manual_class], status), api_name="auto_label", concurrency_id="models")
 
     @ui_errors
     def on_which(name, keep_v, st):
@@ -174,7 +174,8 @@ def build(ctx: AppContext, shared: Shared) -> None:
         keep_now = (list(keep_v) if keep_v is not None else list(before)) + added
         return (*_view(st, keep_now), f"Added a **{cls_v.strip()}** box ({len(cur.det)} objects on this image).", st)
 
-    overlay.select(on_click, [keep, manual_class, segmenter, state], [*view_out, status, state],
+    overlay.select(on_click, [keep, manual_class, segmenter, state],
+                   errors_in_status(on_click, [*view_out, status, state], status),
                    api_visibility="private", concurrency_id="segment")
 
     @ui_errors

@@ -1,0 +1,43 @@
+"""Errors in the browser show as a toast and in the status line, never as Gradio's red "Error"
+badge on the outputs (which covers the image, the table and the Keep list and blocks clicks
+until each is dismissed). Screenshots land in test-artifacts/calm_*.png."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.e2e.test_workbench import click_image_at, open_tab
+
+pytestmark = pytest.mark.e2e
+
+OUTPUTS = ["#autolabel-overlay", "#autolabel-table", "#autolabel-keep", "#autolabel-which"]
+# Gradio 6's status tracker marks a failed output with <span class="error">Error</span> (+ a clear button)
+ERROR_BADGE = "span.error"
+
+
+def test_second_corner_without_class_warns_without_covering_outputs(page, server, artifacts_dir: Path):
+    open_tab(page, "Auto-label")
+    page.locator("#autolabel-files input[type=file]").set_input_files([str(server["uploads"][0])])
+    expect(page.locator("#autolabel-status")).to_contain_text("1 image(s) ready")
+    page.locator("#autolabel-manual").get_by_text("Label by hand").click()
+    page.locator("#autolabel-manual-class").get_by_role("textbox").fill("")
+    click_image_at(page, "#autolabel-overlay", 40, 40)
+    expect(page.locator("#autolabel-status")).to_contain_text("First corner set")
+    click_image_at(page, "#autolabel-overlay", 160, 140)
+
+    expect(page.locator("#autolabel-status")).to_contain_text("Type the class of the box")
+    toast = page.locator(".toast-body", has_text="Type the class of the box")
+    expect(toast.first).to_be_visible()
+    page.screenshot(path=str(artifacts_dir / "calm_error.png"), full_page=True)
+    for sel in OUTPUTS:
+        expect(page.locator(f"{sel} {ERROR_BADGE}")).to_have_count(0)
+        expect(page.locator(sel).get_by_text("Error", exact=True)).to_have_count(0)
+
+    # the next click still works: with a class typed, it is the second corner of the box
+    page.locator("#autolabel-manual-class").get_by_role("textbox").fill("thing")
+    click_image_at(page, "#autolabel-overlay", 160, 140)
+    expect(page.locator("#autolabel-status")).to_contain_text("Added a thing box", timeout=60_000)
+    expect(page.locator("#autolabel-table")).to_contain_text("thing")
+    page.screenshot(path=str(artifacts_dir / "calm_after.png"), full_page=True)
