@@ -58,6 +58,7 @@ import numpy as np
 
 from pipeline.mask_ops import expand_box, fill_small_holes, mask_to_xyxy, resize_mask
 from pipeline.segment.base import NOT_SET_MESSAGE, PointPrediction, check_image, check_points
+from pipeline.segment.grabcut_clicks import apply_clicks, mask_score
 
 _GC_BGD, _GC_FGD, _GC_PR_BGD, _GC_PR_FGD = cv2.GC_BGD, cv2.GC_FGD, cv2.GC_PR_BGD, cv2.GC_PR_FGD
 _NO_POINTS = np.zeros((0, 2), np.float32)
@@ -270,6 +271,13 @@ class GrabCutSegmenter:
         if not len(pts) and box is None and (prior is None or not prior.any()):
             raise ValueError("predict_points: expected at least one point, a box or a previous mask, got none")
         mask, score = self._segment(image, box=box, points=pts, labels=lab, prior=prior)
+        if prior is not None and prior.any() and len(pts):
+            # Refine clicks on a previous mask: add / remove the clicked regions (grabcut_clicks).
+            if box is not None:
+                h, w = image.shape[:2]
+                box = np.clip(box, [0, 0, 0, 0], [w, h, w, h]).astype(np.float32)
+            mask = apply_clicks(self, image, prior, mask, pts, lab, box)
+            score = mask_score(self, image, mask)
         return PointPrediction(mask=mask, score=float(score), low_res_logits=None)
 
     @staticmethod
