@@ -35,6 +35,10 @@ How a prompt becomes a GrabCut run:
    a negative click means, even when its colour matches the object); holes under 1 % of the
    object area are filled (noise punches pin-holes into solid objects; big holes, like a ring's,
    are kept); pixels outside the box and carved regions are cleared.
+5. **Refine clicks on a previous mask** (``predict_points`` with ``mask_input`` and clicks): the
+   GrabCut run only proposes; the answer is the previous mask plus each positive click's region,
+   minus each negative click's region, in click order (``pipeline.segment.grabcut_clicks``), so a
+   positive click never removes pixels and a negative click never adds any.
 
 **Cost** (2 busy CPU cores, 768 x 1024 image, defaults): a box or a click is one GrabCut run at
 <= 224 px, about 50-90 ms; a box whose first cut holds several colours costs three runs.
