@@ -7,11 +7,53 @@ import gradio as gr
 import numpy as np
 
 from app.context import AppContext, is_weights_missing
-from app.ui.common import Shared, ui_errors
+from app.ui.common import Shared, errors_in_status, ui_errors
 from app.workflows import review as rv
 from app.workflows import search as sw
 
 PAGE = 24
+GET_WEIGHTS = "`python launch.py models download` (or `models import DIR` offline)"
+
+
+def embedder_available(ctx: AppContext) -> bool:
+    """Whether image-embedder weights are there, from the context's model status.
+
+    Production contexts report ``status["embedder"]["weights_present"]`` (nothing is loaded);
+    a context without that status (tests, scripts) asks its provider, which raises
+    WeightsMissingError / RuntimeError when there is no embedder.
+    """
+    if ctx.embedder_provider is None:
+        return False
+    status = ctx.model_status()
+    if isinstance(status.get("embedder"), dict) and "weights_present" in status["embedder"]:
+        return bool(status["embedder"]["weights_present"])
+    try:
+        ctx.embedder()
+    except Exception:
+        return False
+    return True
+
+
+def search_notice(available: bool) -> str:
+    """The note at the top of the tab: what works with the weights that are installed."""
+    if available:
+        return ("Search **by image** (upload, or click two corners for a crop) or **by object id** "
+                "(its stored embedding). A typed object id is used first: clear it to search by the image.")
+    return ("**No image-embedder weights are installed.** Search **by object id** works: it uses the "
+            "embeddings stored when objects were saved. Search **by image** needs the weights: get them with "
+            f"{GET_WEIGHTS}.")
+
+
+def pick_query(img, oid: str) -> str:
+    """Which query a search runs on: "object" (a typed id), "image" or "none".
+
+    A typed object id wins over a loaded image: typing an id is a deliberate, recent act,
+    while a query image often stays loaded from an earlier search. The status line then says
+    the image was not used.
+    """
+    if (oid or "").strip():
+        return "object"
+    return "image" if img is not None else "none"
 
 
 def _new_state() -> dict:
@@ -20,6 +62,7 @@ def _new_state() -> dict:
 
 def build(ctx: AppContext, shared: Shared) -> None:
     state = gr.State(_new_state())  # deep-copied per browser session
+    notice = gr.Markdown(search_notice(embedder_available(ctx)), elem_id="search-notice")
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
             query = gr.Image(label="Query image (click two corners to search a crop)", type="numpy",
@@ -65,31 +108,42 @@ def build(ctx: AppContext, shared: Shared) -> None:
         st = {**_new_state(), "crop": st.get("crop")}
         f = filters(cat, mc, val)
         oid = (oid or "").strip()
-        if img is not None:
+        which = pick_query(img, oid)
+        if which == "image":
             try:
                 emb = ctx.embedder()
             except Exception as exc:
                 if is_weights_missing(exc) or isinstance(exc, RuntimeError):
-                    raise gr.Error("No image embedder weights are installed, so an uploaded image cannot be "
-                                   "searched. Type an object id instead (its stored embedding is used), or get "
-                                   "weights with `python launch.py models download`.") from exc
+                    raise gr.Error("Searching by image needs image-embedder weights, which are not installed. "
+                                   "Search by object id instead: it uses the embeddings stored with each object. "
+                                   f"Get the weights with {GET_WEIGHTS}.") from exc
                 raise
             st["hits"] = sw.search_by_image(ctx.registry, emb, np.asarray(img), xyxy=st["crop"], k=kk, filters=f,
                                             segment=sw.context_segment(ctx))
             what = "the crop" if st["crop"] else "the image"
-        elif oid:
-            st["hits"] = sw.search_by_object(ctx.registry, oid, k=kk, filters=f)
+        elif which == "object":
+            try:
+                st["hits"] = sw.search_by_object(ctx.registry, oid, k=kk, filters=f)
+            except ValueError as exc:
+                if "no stored embedding" in str(exc) and not embedder_available(ctx):
+                    raise gr.Error(f"Object {oid} has no stored embedding (it was saved without embedder "
+                                   "weights), and searching by image needs those weights too: get them with "
+                                   f"{GET_WEIGHTS}; objects saved from then on can be searched.") from exc
+                raise
             what = f"`{oid}`"
         else:
             raise gr.Error("Upload a query image or type an object id first.")
         items, pg, choices = render_page(st)
         msg = f"{len(st['hits'])} result(s) similar to {what}." if st["hits"] else f"Nothing similar to {what} (check the filters)."
+        if which == "object" and img is not None:
+            msg += " Searched by the object id; the query image was not used (clear the id to search by the image)."
         return items, pg, choices, msg, "Click a result to select it.", st
 
+    search_outs = errors_in_status(on_search, [gallery, page_md, pick, status, selected_md, state], status)
     go.click(on_search, [query, object_id, f_category, f_min_conf, f_validated, k, state],
-             [gallery, page_md, pick, status, selected_md, state], api_name="search_image")
+             search_outs, api_name="search_image")
     object_id.submit(on_search, [query, object_id, f_category, f_min_conf, f_validated, k, state],
-                     [gallery, page_md, pick, status, selected_md, state], api_visibility="private")
+                     search_outs, api_visibility="private")
 
     @ui_errors
     def on_query_click(img, st, evt: gr.SelectData):
@@ -189,6 +243,7 @@ def build(ctx: AppContext, shared: Shared) -> None:
                         api_visibility="private")
 
     def refresh_categories():
-        return gr.update(choices=[""] + [c["name"] for c in ctx.registry.list_categories()])
+        return (gr.update(choices=[""] + [c["name"] for c in ctx.registry.list_categories()]),
+                search_notice(embedder_available(ctx)))
 
-    shared.parts["search"] = {"refresh": (refresh_categories, f_category)}
+    shared.parts["search"] = {"refresh": (refresh_categories, [f_category, notice])}

@@ -41,3 +41,36 @@ def test_second_corner_without_class_warns_without_covering_outputs(page, server
     expect(page.locator("#autolabel-status")).to_contain_text("Added a thing box", timeout=60_000)
     expect(page.locator("#autolabel-table")).to_contain_text("thing")
     page.screenshot(path=str(artifacts_dir / "calm_after.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def no_embedder_server(tmp_path_factory):
+    from tests.app.fakes import launch_test_app, make_context, write_scene
+
+    root = tmp_path_factory.mktemp("e2e_noemb")
+    ctx = make_context(root / "data", with_embedder=False)
+    web, url = launch_test_app(ctx)
+    query = write_scene(root / "uploads" / "query.jpg", seed=3, size=(200, 240))
+    yield {"ctx": ctx, "url": url, "query": query}
+    web.close()
+    ctx.registry.close()
+
+
+def test_search_tab_says_up_front_what_works_without_embedder(browser, no_embedder_server, artifacts_dir: Path):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(30_000)
+    pg = context.new_page()
+    try:
+        pg.goto(no_embedder_server["url"])
+        open_tab(pg, "Search")
+        notice = pg.locator("#search-notice")
+        expect(notice).to_contain_text("No image-embedder weights are installed")
+        expect(notice).to_contain_text("by object id works")
+        pg.locator("#search-query input[type=file]").set_input_files(str(no_embedder_server["query"]))
+        expect(pg.locator("#search-query img").first).to_be_visible()
+        pg.locator("#search-run").click()
+        expect(pg.locator("#search-status")).to_contain_text("Search by object id instead")
+        expect(pg.locator(f"#search-gallery {ERROR_BADGE}")).to_have_count(0)
+        pg.screenshot(path=str(artifacts_dir / "calm_search_notice.png"), full_page=True)
+    finally:
+        context.close()
