@@ -7,8 +7,12 @@ Label files: one ``.txt`` per image, same stem, under ``labels/`` where the imag
 * segment: ``class x1 y1 x2 y2 ...``, one polygon of (x, y) points normalised by (W, H).
 
 An image without objects gets an empty file (a "background" image for the trainer).
-``data.yaml`` holds ``path`` (dataset root), ``train``/``val``/``test`` (image folders relative
-to ``path``) and ``names`` (``{id: name}``, ids 0..n-1).
+``data.yaml`` as written here holds ``train``/``val``/``test`` (image folders relative to the
+yaml's own folder) and ``names`` (``{id: name}``, ids 0..n-1), and **no** ``path``: without one,
+ultralytics (``check_det_dataset``) takes the yaml's folder as the dataset root, so an unpacked
+export works wherever it lies. (``path: .`` would not do: ultralytics resolves a relative
+``path`` that exists against the working directory, else against its ``DATASETS_DIR``.)
+The reader accepts files with a ``path`` (absolute, or relative to the yaml's folder).
 """
 from __future__ import annotations
 
@@ -90,16 +94,16 @@ def _normalised(n: int) -> list[str] | None:
     return table
 
 
-def write_data_yaml(path: str | Path, root: str | Path, names: Sequence[str], splits: dict[str, str]) -> Path:
-    """Writes ``data.yaml``.
+def write_data_yaml(path: str | Path, names: Sequence[str], splits: dict[str, str]) -> Path:
+    """Writes ``data.yaml`` without a ``path`` key (the root is the yaml's folder; see the module doc).
 
     Args:
-        path: the file to write.
-        root: dataset root (absolute), written as ``path``.
+        path: the file to write, in the dataset root.
         names: class names, index = class id.
-        splits: ``{"train": "images/train", ...}`` relative to root; only the given keys are written.
+        splits: ``{"train": "images/train", ...}`` relative to the yaml's folder; only the
+            given keys are written.
     """
-    doc = {"path": str(root), **splits, "nc": len(names), "names": {i: n for i, n in enumerate(names)}}
+    doc = {**splits, "nc": len(names), "names": {i: n for i, n in enumerate(names)}}
     path = Path(path)
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump(doc, f, sort_keys=False, allow_unicode=True)

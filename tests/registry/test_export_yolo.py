@@ -8,6 +8,7 @@ yolo11n.pt); the model is built from a yaml, so no weights are fetched.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -38,11 +39,14 @@ def _ultralytics_env(tmp_path, monkeypatch):
 
 def _labels(root: Path) -> dict[str, list]:
     n = len(yaml.safe_load((root / "data.yaml").read_text())["names"])
+    # exported images keep their own names; the manifest maps each one to its registry id
+    files = json.loads((root / "manifest.json").read_text())["image_files"]
+    id_of = {(Path(f).parent.name, Path(f).stem): i for f, i in files.items()}
     out = {}
     for f in sorted((root / "labels").rglob("*.txt")):
         objs, errors = parse_label_file(f, n)
         assert not errors
-        out[f.stem] = objs
+        out[id_of[f.parent.name, f.stem]] = objs
     return out
 
 
@@ -51,7 +55,7 @@ def test_yolo_layout_and_data_yaml(reg, tmp_path):
     res = export_dataset(reg, built["dataset_id"], tmp_path / "y", "yolo", "detect")
     root = tmp_path / "y"
     doc = yaml.safe_load((root / "data.yaml").read_text())
-    assert doc["path"] == str(root.resolve())
+    assert "path" not in doc  # the root is the yaml's folder, wherever the export is unpacked
     assert doc["names"] == {i: n for i, n in enumerate(CLASSES)}  # registry category order
     for split in ("train", "val", "test"):
         images = sorted(p.stem for p in (root / "images" / split).iterdir())
