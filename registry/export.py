@@ -4,7 +4,8 @@ Layouts written under ``out_dir``:
 
 * YOLO: ``images/{train,val,test}/<id>.<ext>``, ``labels/{train,val,test}/<id>.txt`` (one per
   image; normalised ``class cx cy w h``, or ``class x1 y1 ...`` polygons for segment),
-  ``data.yaml`` (``path``, splits, ``names`` in the dataset's class order).
+  ``data.yaml`` (splits relative to its own folder, no ``path``: valid wherever the export
+  or its zip is unpacked; ``names`` in the dataset's class order).
 * COCO: ``images/{split}/<id>.<ext>``, ``annotations/instances_{split}.json`` (one per split;
   ``bbox`` = ``[x, y, w, h]`` absolute pixels, category ids = the registry's category ids, ≥ 1
   and stable across exports of the same registry; segmentation polygons when exact, else RLE;
@@ -16,10 +17,14 @@ Background images (sources without objects, recorded by the dataset build) are e
 default: an empty label file (YOLO), an ``images`` entry without annotations (COCO);
 ``background=False`` leaves them out.
 
-Image files are named by their registry id (``src_…`` or ``frm_…`` + the original suffix), never
-by a class or user file name, and copied from the registry's media folder (never hard-linked:
-editing an exported image must not change the registry's copy). The copy goes through
-``os.copy_file_range``, which shares extents (a reflink) where the filesystem can.
+Image files keep their source's own file name, made safe and unique
+(:class:`registry.export_output.ExportNames`: ``street_0042.jpg``, a second ``street_0042`` as
+``street_0042__<8 id characters>.jpg``; never a class name), YOLO label files the same stem;
+``manifest.json`` maps each exported image (``images/<split>/<name>``) to its registry id
+(``image_files``), COCO image entries carry it as ``agl_id``. Images are copied from the
+registry's media folder (never hard-linked: editing an exported image must not change the
+registry's copy). The copy goes through ``os.copy_file_range``, which shares extents (a
+reflink) where the filesystem can.
 
 Nothing incomplete ever sits at a final name: the export is written into a temporary sibling
 folder ``.<name>.part-<pid>-…`` that is renamed to ``out_dir`` once complete (an earlier export
@@ -59,7 +64,13 @@ from typing import Any
 
 import image_header
 from registry.datasets import SPLITS, dataset_background, get_dataset
-from registry.export_output import check_out_dir, copy_file, publish_dir, remove_stale_parts
+from registry.export_output import (
+    ExportNames,
+    check_out_dir,
+    copy_file,
+    publish_dir,
+    remove_stale_parts,
+)
 from registry.export_workers import _auto_workers, _WorkerPool
 from registry.formats.annotations import chunk_results
 from registry.formats.coco import CocoWriter
@@ -77,7 +88,7 @@ _CHUNK_OBJECTS = 512
 _QUERY = """
 SELECT d.split, o.source_id, o.frame_id, o.object_id, o.category_id,
        o.bbox_x, o.bbox_y, o.bbox_w, o.bbox_h, o.mask_counts, o.mask_h, o.mask_w, o.area,
-       s.file_path, s.width, s.height, f.file_path
+       s.file_path, s.width, s.height, f.file_path, s.file_name, f.frame_idx
 FROM dataset_objects d
 JOIN objects o ON o.object_id = d.object_id
 JOIN sources s ON s.source_id = o.source_id
@@ -96,11 +107,13 @@ def _place_image(src: Path, dst: Path, stats: Counter) -> None:
 class _Image:
     """The rows of one exported image (consecutive in the cursor)."""
 
-    __slots__ = ("split", "key", "path", "width", "height", "rows")
+    __slots__ = ("split", "key", "path", "width", "height", "rows", "original", "frame_idx")
 
-    def __init__(self, split: str, key: str, path: str | None, width: int | None, height: int | None):
+    def __init__(self, split: str, key: str, path: str | None, width: int | None, height: int | None,
+                 original: str | None = None, frame_idx: int | None = None):
         self.split, self.key, self.path = split, key, path
         self.width, self.height = width, height
+        self.original, self.frame_idx = original, frame_idx  # the source's file name; frame index
         self.rows: list[tuple] = []
 
 
@@ -115,7 +128,7 @@ def _iter_images(cursor) -> Any:
             src_path, sw, sh, frame_path = row[13], row[14], row[15], row[16]
             path = frame_path if frame_id else src_path
             mh, mw = row[10], row[11]
-            current = _Image(split, key, path, sw or mw, sh or mh)
+            current = _Image(split, key, path, sw or mw, sh or mh, row[17], row[18] if frame_id else None)
         current.rows.append(row)
     if current is not None:
         yield current
@@ -224,6 +237,8 @@ def _export_into(reg: Any, ds: dict, out_dir: Path, final_dir: Path, fmt: str, t
     cursor = reg.db.execute(_QUERY, [dataset_id])
     n_workers = _auto_workers(total) if workers is None else max(0, int(workers))
     pool = _WorkerPool(n_workers) if n_workers > 0 else None
+    namer = ExportNames()
+    image_files: dict[str, str] = {}  # "images/<split>/<name>" -> registry id (manifest)
 
     def write_chunk(placed: list[tuple[_Image, str]], results: list[tuple]) -> None:
         k = 0
@@ -231,7 +246,7 @@ def _export_into(reg: Any, ds: dict, out_dir: Path, final_dir: Path, fmt: str, t
             n = len(image.rows)
             if fmt == "yolo":
                 lines = [line for line, _kind in results[k:k + n]]
-                label = out_dir / "labels" / image.split / f"{image.key}.txt"
+                label = out_dir / "labels" / image.split / f"{Path(file_name).stem}.txt"
                 label.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
             else:
                 writer = coco_writers[image.split]
@@ -263,8 +278,9 @@ def _export_into(reg: Any, ds: dict, out_dir: Path, final_dir: Path, fmt: str, t
                 if not image.width or not image.height:
                     image.width, image.height = image_header.image_size(src)
                 suffix = src.suffix.lower() if src.suffix.lower() in IMAGE_SUFFIXES else ".jpg"
-                file_name = f"{image.key}{suffix}"
+                file_name = namer.name(image.key, image.original, suffix, image.frame_idx)
                 _place_image(src, out_dir / "images" / image.split / file_name, stats)
+                image_files[f"images/{image.split}/{file_name}"] = image.key
                 c = counts[image.split]
                 c["images"] += 1
                 c["objects"] += len(image.rows)
@@ -283,7 +299,8 @@ def _export_into(reg: Any, ds: dict, out_dir: Path, final_dir: Path, fmt: str, t
         while pool is not None and pool.pending:
             write_chunk(*pool.pop())
         for split in SPLITS:
-            _write_background(reg, fmt, split, bg_sources[split], out_dir, coco_writers, counts, stats, skipped)
+            _write_background(reg, fmt, split, bg_sources[split], out_dir, coco_writers, counts, stats, skipped,
+                              namer, image_files)
     except BaseException:
         for w in coco_writers.values():
             w.abort()
@@ -303,7 +320,7 @@ def _export_into(reg: Any, ds: dict, out_dir: Path, final_dir: Path, fmt: str, t
             # on train rather than fail (recorded in the manifest).
             splits["val"] = "images/train"
             stats["val_is_train"] = 1
-        write_data_yaml(out_dir / "data.yaml", final_dir, names,
+        write_data_yaml(out_dir / "data.yaml", names,
                         {k: splits[k] for k in ("train", "val", "test") if k in splits})
         files["data.yaml"] = str(final_dir / "data.yaml")
     if progress:
@@ -328,6 +345,7 @@ def _export_into(reg: Any, ds: dict, out_dir: Path, final_dir: Path, fmt: str, t
                          "box_as_polygon": stats["box_as_polygon"]},
         "val_is_train": bool(stats["val_is_train"]),
         "skipped": skipped,
+        "image_files": image_files,
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
     manifest_path = final_dir / "manifest.json"
@@ -367,13 +385,14 @@ def _export_into(reg: Any, ds: dict, out_dir: Path, final_dir: Path, fmt: str, t
 
 
 def _write_background(reg: Any, fmt: str, split: str, source_ids: list[str], out_dir: Path,
-                      coco_writers: dict, counts: dict, stats: Counter, skipped: list[dict]) -> None:
+                      coco_writers: dict, counts: dict, stats: Counter, skipped: list[dict],
+                      namer: ExportNames, image_files: dict[str, str]) -> None:
     """Writes one split's background images: the file, plus an empty YOLO label file or a COCO
     image entry without annotations."""
     for start in range(0, len(source_ids), 500):
         part = source_ids[start:start + 500]
         rows = reg.db.execute(
-            f"SELECT source_id, file_path, width, height FROM sources WHERE source_id IN ({','.join('?' * len(part))})",
+            f"SELECT source_id, file_path, width, height, file_name FROM sources WHERE source_id IN ({','.join('?' * len(part))})",
             part,
         ).fetchall()
         found = {r[0]: r for r in rows}
@@ -391,10 +410,11 @@ def _write_background(reg: Any, fmt: str, split: str, source_ids: list[str], out
             if not width or not height:
                 width, height = image_header.image_size(src)
             suffix = src.suffix.lower() if src.suffix.lower() in IMAGE_SUFFIXES else ".jpg"
-            file_name = f"{source_id}{suffix}"
+            file_name = namer.name(source_id, row[4], suffix)
             _place_image(src, out_dir / "images" / split / file_name, stats)
+            image_files[f"images/{split}/{file_name}"] = source_id
             if fmt == "yolo":
-                (out_dir / "labels" / split / f"{source_id}.txt").write_text("", encoding="utf-8")
+                (out_dir / "labels" / split / f"{Path(file_name).stem}.txt").write_text("", encoding="utf-8")
             else:
                 coco_writers[split].add_image(file_name, width=width, height=height, extra={"agl_id": source_id})
             counts[split]["images"] += 1

@@ -112,20 +112,23 @@ def test_background_images_exported_to_yolo_by_default(tmp_path, data_dir, _ultr
         assert res["counts"]["train"]["images"] == 8 and res["counts"]["train"]["background"] == 4
         no_bg = export_dataset(reg, built["dataset_id"], tmp_path / "n", "yolo", "detect", background=False)
         assert no_bg["counts"]["train"]["images"] == 4
-    labels = {p.stem: p.read_text() for p in (tmp_path / "y" / "labels" / "train").iterdir()}
+    files = json.loads((tmp_path / "y" / "manifest.json").read_text())["image_files"]
+    id_of = {Path(f).stem: i for f, i in files.items()}  # exported names are the sources' own
+    labels = {id_of[p.stem]: p.read_text() for p in (tmp_path / "y" / "labels" / "train").iterdir()}
     assert set(labels) == set(with_objects) | set(background)
     assert all(labels[s] == "" for s in background) and all(labels[s].strip() for s in with_objects)
     data = check_det_dataset(str(tmp_path / "y" / "data.yaml"))
     assert data["nc"] == 1
     empty = 0
     for sid in background:
-        image = next((tmp_path / "y" / "images" / "train").glob(f"{sid}.*"))
-        out = verify_image_label((str(image), str(tmp_path / "y" / "labels" / "train" / f"{sid}.txt"),
+        image = tmp_path / "y" / next(f for f, i in files.items() if i == sid)
+        out = verify_image_label((str(image), str(tmp_path / "y" / "labels" / "train" / f"{image.stem}.txt"),
                                   "", False, 1, 0, 0, False))
         assert out[1].shape == (0, 5)
         empty += out[7]  # ultralytics counts it as an empty (background) label
     assert empty == 4
-    assert {p.stem for p in (tmp_path / "n" / "images" / "train").iterdir()} == set(with_objects)
+    files_n = json.loads((tmp_path / "n" / "manifest.json").read_text())["image_files"]
+    assert {files_n[f"images/train/{p.name}"] for p in (tmp_path / "n" / "images" / "train").iterdir()} == set(with_objects)
 
 
 def test_background_images_exported_to_coco_and_cli_flag(tmp_path, data_dir):

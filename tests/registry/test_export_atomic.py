@@ -30,7 +30,8 @@ def test_exported_images_are_copies_not_links(data_dir, tmp_path):
         src = reg.list_sources()[0]
         media = data_dir / src["file_path"]
         before = media.read_bytes()
-    exported = next((tmp_path / "out" / "images").rglob(f"{src['source_id']}.*"))
+    files = json.loads(Path(res["manifest"]).read_text())["image_files"]
+    exported = tmp_path / "out" / next(f for f, i in files.items() if i == src["source_id"])
     assert exported.read_bytes() == before
     assert os.stat(exported).st_ino != os.stat(media).st_ino
     with open(exported, "r+b") as f:  # edit in place, as an image editor saving over it would

@@ -35,7 +35,9 @@ def test_coco_segment_loads_in_pycocotools_and_masks_match_registry(reg, tmp_pat
         }
         for img in coco.loadImgs(coco.getImgIds()):
             assert (tmp_path / "out" / "images" / split / img["file_name"]).is_file()
-            assert "/" not in img["file_name"] and img["file_name"].startswith("src_")
+            # the source's own name (populate's img_<i>.png), never a path
+            src = reg.get_source(img["agl_id"])
+            assert "/" not in img["file_name"] and img["file_name"] == src["file_name"]
         for ann in coco.loadAnns(coco.getAnnIds()):
             obj = reg.get_object(ann["agl_object_id"])
             truth = reg.get_mask(obj["object_id"])

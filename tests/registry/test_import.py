@@ -110,8 +110,11 @@ def test_yolo_round_trip_boxes(data_dir, tmp_path):
             for cls, v in objs:
                 original.setdefault(f.stem, []).append((cls, v))
         exported = {}
+        files = json.loads((tmp_path / "out" / "manifest.json").read_text())["image_files"]
+        id_of = {Path(f).stem: i for f, i in files.items()}
         for f in (tmp_path / "out" / "labels").rglob("*.txt"):
-            src = reg.get_source(f.stem)
+            src = reg.get_source(id_of[f.stem])
+            assert f.stem == Path(src["file_name"]).stem  # the export keeps the image's own name
             objs, _ = parse_label_file(f, 2)
             exported[Path(src["file_name"]).stem] = objs
     assert sum(len(v) for v in original.values()) == n
