@@ -6,14 +6,15 @@ on a good cat mask the first click *shrank* it (the re-run drew a slightly diffe
 So with a previous mask the clicks are applied as set operations, in the order they were made:
 
 - a **positive** click adds the region it lands in: the colour-coherent region connected to the
-  click (flood fill on a median-filtered copy, :meth:`GrabCutSegmenter._flood`), plus the pixels
-  the GrabCut re-run newly assigns to the object in the component touching the click. It never
-  removes anything.
+  click (flood fill on a median-filtered copy, :meth:`GrabCutSegmenter._flood`), plus (newest
+  click only) the pixels the GrabCut re-run newly assigns to the object in the component
+  touching the click. It never removes anything.
 - a **negative** click removes the region it lands in (the previous mask's part around the
   click, :meth:`GrabCutSegmenter._negative_carve`) and never adds anything.
 
 Re-applying the earlier clicks on each call is harmless: the same sequence of unions and
-differences applied to its own result gives that result again. A box, when given, still clips
+differences applied to its own result gives that result again (the colour regions depend on
+the image only). A box, when given, still clips
 what a positive click adds (the object lies inside its box).
 
 Coordinates: image (H, W, 3) uint8 RGB indexed [row, col]; points (x, y) absolute pixels;
@@ -41,13 +42,13 @@ def _clip_to_box(mask: np.ndarray, box: np.ndarray | None) -> np.ndarray:
 
 
 def positive_region(
-    seg: GrabCutSegmenter, image: np.ndarray, x: float, y: float, prior: np.ndarray, cut: np.ndarray
+    seg: GrabCutSegmenter, image: np.ndarray, x: float, y: float, prior: np.ndarray, cut: np.ndarray | None
 ) -> np.ndarray:
     """(H, W) bool: the region a positive click at (x, y) adds to ``prior``.
 
     The colour-coherent region connected to the click (within ``seed_reach`` of it), united with
     the component of ``cut & ~prior`` (what the GrabCut re-run newly calls object) that touches
-    the click's neighbourhood.
+    the click's neighbourhood (``cut`` None: the colour region only).
     """
     h, w = prior.shape
     xi, yi = int(np.clip(round(float(x)), 0, w - 1)), int(np.clip(round(float(y)), 0, h - 1))
@@ -60,8 +61,8 @@ def positive_region(
     region[yi, xi] = True
     n, comp = cv2.connectedComponents(region.astype(np.uint8), connectivity=8)
     region = comp == comp[yi, xi]
-    new = cut & ~prior
-    if new.any():
+    new = None if cut is None else cut & ~prior
+    if new is not None and new.any():
         r = max(seg.click_radius, int(0.01 * max(h, w)))
         n, comp = cv2.connectedComponents(new.astype(np.uint8), connectivity=8)
         near = comp[max(yi - r, 0) : yi + r + 1, max(xi - r, 0) : xi + r + 1]
@@ -96,9 +97,13 @@ def apply_clicks(
     """
     mask = prior.copy()
     pos = points[labels == 1]
-    for (x, y), lab in zip(points, labels, strict=True):
+    last = len(points) - 1
+    for i, ((x, y), lab) in enumerate(zip(points, labels, strict=True)):
         if lab == 1:
-            mask |= _clip_to_box(positive_region(seg, image, x, y, prior, cut), box)
+            # GrabCut's proposal counts for the newest click only: re-applied for the earlier
+            # ones on every call, it would let the mask creep along GrabCut's leaks.
+            region = positive_region(seg, image, x, y, prior, cut if i == last else None)
+            mask |= _clip_to_box(region, box)
         elif mask.any():
             mask &= ~seg._negative_carve(image, mask, pos, np.array([[x, y]], np.float32), box)
     return mask

@@ -59,6 +59,11 @@ def test_positive_clicks_on_the_cup_body_add_it_and_keep_the_mask():
     assert masks[-1].sum() < 1.6 * stored.sum(), "the clicks flooded the background"
     # The table far left of the cup stays out.
     assert not masks[-1][:, :160].any()
+    # Sending the same clicks again (e.g. after a segmenter switch) does not creep: the earlier
+    # clicks' regions are already in the mask.
+    again = seg.predict_points(np.array(body, np.float32), np.ones(len(body), int), box=CUP_BOX, mask_input=masks[-1]).mask
+    assert (again ^ masks[-1]).sum() < 0.01 * masks[-1].sum()
+    assert not (masks[-1] & ~again).any()
 
 
 def test_negative_click_on_the_spoon_removes_it_and_nothing_far_away():
