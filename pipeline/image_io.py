@@ -5,6 +5,13 @@ EXIF orientation, CMYK, palette images with transparency, grey + alpha, RGBA, 16
 32-bit integer / float grey images, 1-bit images, decompression bombs, truncated files and
 files that are not images at all.
 
+High bit depth (16-bit grey or colour, e.g. a 12-bit camera image stored in 16 bits) is
+rendered to 8 bits once, here, by :func:`render_high_bit_depth`; the display and every model
+(the segmenter included) see that same rendering. A dark image that uses a small part of the
+16-bit range is auto-contrasted (plain v * 255 / 65535 would leave it a few grey levels, on which
+GrabCut finds no object). 16-bit colour PNG/TIFF are decoded at full depth with OpenCV (Pillow
+would keep only the high byte of each channel).
+
 Conventions: images are numpy arrays of shape (H, W, 3), dtype uint8, RGB channel order,
 indexed [row, col] (= [y, x]); sizes are reported as (width, height) like Pillow does.
 """
@@ -17,6 +24,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+try:  # OpenCV decodes 16-bit colour PNG/TIFF at full depth; without it Pillow's 8 bits are used
+    import cv2
+except ImportError:  # pragma: no cover - opencv is a runtime dependency
+    cv2 = None
 
 import image_header
 
@@ -141,11 +153,48 @@ def read_image_size(src: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -
         im.close()
 
 
+#: Auto-contrast percentiles: 0.5 % of the pixels may saturate at each end (hot pixels, specks).
+_STRETCH_PERCENTILES = (0.5, 99.5)
+#: A 16-bit image whose percentile range spans at least this fraction of 0..65535 is scaled
+#: plainly (v * 255 / 65535); a narrower one is auto-contrasted.
+_STRETCH_BELOW = 0.5
+#: Pixels sampled (strided) for the percentiles: cheap on a 100 MP image, exact on small ones.
+_STRETCH_SAMPLE = 1 << 20
+
+
+def render_high_bit_depth(data: np.ndarray, full_scale: float = 65535.0) -> np.ndarray:
+    """The 8-bit rendering of a 16-bit (grey or colour) image: the one the user and models see.
+
+    Let ``lo``, ``hi`` be the 0.5th and 99.5th percentiles of all values (all channels together,
+    so colours keep their balance). When ``hi - lo`` is at least half of ``full_scale``, or the
+    image is flat (``hi <= lo``), values are scaled plainly: ``v * 255 / full_scale`` (a full-range
+    image keeps its tones; a flat dark image stays dark). Otherwise [lo, hi] is stretched to
+    [0, 255] and clipped (auto-contrast): a 12-bit camera image in 16 bits, or an underexposed
+    one, then shows and segments like its 8-bit version.
+
+    Args:
+        data: (H, W) or (H, W, C) numeric array, finite values in [0, full_scale].
+        full_scale: the value shown as white by plain scaling.
+
+    Returns:
+        uint8 array of the same shape.
+    """
+    data = np.asarray(data, dtype=np.float64)
+    flat = data.reshape(-1)
+    step = max(1, flat.size // _STRETCH_SAMPLE)
+    lo, hi = (float(v) for v in np.percentile(flat[::step], _STRETCH_PERCENTILES)) if flat.size else (0.0, 0.0)
+    if hi <= lo or hi - lo >= _STRETCH_BELOW * full_scale:
+        scaled = data * (255.0 / full_scale)
+    else:
+        scaled = (data - lo) * (255.0 / (hi - lo))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
 def _to_uint8_grey(arr: np.ndarray, mode: str) -> np.ndarray:
     """Scales a single-channel high bit depth array to uint8 (never clips the range away).
 
-    - 16-bit (``I;16*``, and ``I`` whose values fit 0..65535): v * 255 / 65535, rounded, so a
-      full-range 16-bit image keeps its full tonal range.
+    - 16-bit (``I;16*``, and ``I`` whose values fit 0..65535): :func:`render_high_bit_depth`
+      (plain v * 255 / 65535 for an image using most of the range, else auto-contrast).
     - ``F`` with values inside [0, 1]: v * 255.
     - anything else (``I`` with negatives or > 65535, ``F`` outside [0, 1]): min-max stretched.
     """
@@ -155,14 +204,55 @@ def _to_uint8_grey(arr: np.ndarray, mode: str) -> np.ndarray:
         data = np.where(finite, data, 0.0)
     lo, hi = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
     if mode.startswith("I;16") or (mode == "I" and lo >= 0 and hi <= 65535):
-        scaled = data * (255.0 / 65535.0)
-    elif mode == "F" and lo >= 0.0 and hi <= 1.0:
+        return render_high_bit_depth(data)
+    if mode == "F" and lo >= 0.0 and hi <= 1.0:
         scaled = data * 255.0
     elif hi > lo:
         scaled = (data - lo) * (255.0 / (hi - lo))
     else:
         scaled = np.zeros_like(data)
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+# EXIF orientation -> the Pillow transpose that undoes it (as ImageOps.exif_transpose does).
+_EXIF_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                   4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+                   6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+
+
+def _is_16bit_colour(im: Image.Image) -> bool:
+    """True for a 16-bit-per-channel RGB(A) file, which Pillow would decode to 8 bits."""
+    if im.mode not in ("RGB", "RGBA") or not im.tile:
+        return False
+    args = im.tile[0][3]
+    rawmode = args if isinstance(args, str) else (args[0] if args and isinstance(args[0], str) else "")
+    return ";16" in rawmode
+
+
+def _load_16bit_colour(src: ImageSource, im: Image.Image) -> np.ndarray | None:
+    """A 16-bit colour PNG/TIFF decoded at full depth (OpenCV), alpha composited onto white,
+    rendered by :func:`render_high_bit_depth`, EXIF orientation applied; None when OpenCV
+    cannot decode it (the caller falls back to Pillow's 8 bits)."""
+    if cv2 is None:
+        return None
+    raw = np.fromfile(src, np.uint8) if isinstance(src, (str, Path)) else np.frombuffer(bytes(src), np.uint8)
+    arr = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        return None
+    if arr.shape[:2] != (im.size[1], im.size[0]):
+        return None
+    data = arr[..., 2::-1].astype(np.float64)  # BGR(A) -> RGB
+    if arr.shape[2] == 4:
+        alpha = arr[..., 3:4].astype(np.float64) / 65535.0
+        data = data * alpha + 65535.0 * (1.0 - alpha)
+    rgb = Image.fromarray(np.ascontiguousarray(render_high_bit_depth(data)))
+    try:
+        orientation = im.getexif().get(_EXIF_ORIENTATION_TAG)
+    except Exception:  # noqa: BLE001 - a broken EXIF block means "no rotation"
+        orientation = None
+    if orientation in _EXIF_TRANSPOSE:
+        rgb = rgb.transpose(_EXIF_TRANSPOSE[orientation])
+    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
 
 
 def _composite_on_white(rgba: Image.Image) -> Image.Image:
@@ -201,7 +291,9 @@ def load_image(src: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
 
     Conversions: CMYK/YCbCr/LAB -> RGB; palette (with transparency) and grey(+alpha) -> RGB;
     alpha is composited onto white; 16-bit / 32-bit integer and float grey images are scaled
-    (not clipped) to 0..255, see :func:`_to_uint8_grey`; 1-bit -> black/white. Multi-frame
+    (not clipped) to 0..255, see :func:`_to_uint8_grey`; 16-bit colour PNG/TIFF are read at
+    full depth; high bit depth is rendered by :func:`render_high_bit_depth` (auto-contrast
+    when the image uses under half the 16-bit range); 1-bit -> black/white. Multi-frame
     files (GIF, TIFF) give their first frame.
 
     Args:
@@ -219,6 +311,10 @@ def load_image(src: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
     name = _describe(src)
     im = _open(src, max_pixels)
     try:
+        if _is_16bit_colour(im):
+            deep = _load_16bit_colour(src, im)
+            if deep is not None:
+                return deep
         try:
             # Decoding happens here. ImageFile.LOAD_TRUNCATED_IMAGES is deliberately left False:
             # a truncated file raises instead of silently producing grey rows.
