@@ -40,6 +40,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         # Lists that depend on what other tabs wrote are refreshed when their tab opens.
         stats_tab.select(stats_refresh, None, stats_outs, api_visibility="private")
         export_tab.select(export_refresh, None, export_cats, api_visibility="private")
+        for wire in shared.after:  # cross-tab events of tabs built before their targets
+            wire()
         refresh_search, search_cats = shared.parts["search"]["refresh"]
         search_tab.select(refresh_search, None, search_cats, api_visibility="private")
     demo.queue(default_concurrency_limit=4)

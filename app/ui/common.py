@@ -133,3 +133,6 @@ class Shared:
 
     tabs: Any = None
     parts: dict[str, Any] = field(default_factory=dict)
+    # wiring that needs tabs built later (Auto-label -> Refine/Review); build_app runs these
+    # inside the Blocks once every tab exists
+    after: list[Any] = field(default_factory=list)

@@ -29,6 +29,14 @@ def _files(files: Any) -> list[str]:
     return [f if isinstance(f, str) else getattr(f, "name", None) or f["path"] for f in files]
 
 
+def _saved_note(ids: list[str]) -> str:
+    """The status line's list of the ids one save stored (first 8)."""
+    if not ids:
+        return ""
+    more = f" and {len(ids) - 8} more" if len(ids) > 8 else ""
+    return f" Saved ids: {', '.join(f'`{o}`' for o in ids[:8])}{more}. Open them in Review or Refine below."
+
+
 def _view(st: dict, keep: list[str] | None):
     """(overlay, table rows, keep choices+value, image choices) for the state."""
     images = st["images"]
@@ -74,12 +82,17 @@ def build(ctx: AppContext, shared: Shared) -> None:
                                  wrap=True)
             keep = gr.CheckboxGroup(label="Keep (untick to drop before saving)", choices=[], elem_id="autolabel-keep")
             save = gr.Button("Save to registry", variant="primary", elem_id="autolabel-save")
+            with gr.Row(visible=False, elem_id="autolabel-saved-row") as saved_row:
+                saved = gr.Dropdown(label="Just saved", choices=[], interactive=True, elem_id="autolabel-saved",
+                                    scale=2)
+                to_review = gr.Button("Open in Review", elem_id="autolabel-to-review", scale=1)
+                to_refine = gr.Button("Open in Refine", elem_id="autolabel-to-refine", scale=1)
 
     view_out = [overlay, table, keep, which]
 
     @ui_errors
     def on_upload(files_v, st):
-        st = _new_state()
+        st = {**_new_state(), "saved": (st or {}).get("saved", [])}  # "Just saved" stays valid
         images, bad = al.load_uploads(_files(files_v))
         for b in bad:
             gr.Warning(f"Not an image we can read, skipped: {b}")
@@ -96,7 +109,7 @@ def build(ctx: AppContext, shared: Shared) -> None:
             raise gr.Error("No image uploaded: drop one or more images in the Images box first.")
         loaded = [r.path for r in st["images"]]
         if loaded != paths:  # API calls (and races with the upload event) start from the files
-            st = _new_state()
+            st = {**_new_state(), "saved": st.get("saved", [])}
             st["images"], bad = al.load_uploads(paths)
             for b in bad:
                 gr.Warning(f"Not an image we can read, skipped: {b}")
@@ -127,13 +140,17 @@ def build(ctx: AppContext, shared: Shared) -> None:
         if failed:
             msg += f" {len(failed)} of {len(st['images'])} failed: " + "; ".join(failed[:3])
         if auto_v:
+            for r in st["images"]:
+                r.saved_ids = []
             res = al.save(ctx, st["images"], None, project=project_v)
+            st["saved"] = [o for r in st["images"] for o in r.saved_ids if o]
             msg += f" Saved {res['objects']} object(s)" + (f", {res['duplicates']} duplicate(s) skipped." if res["duplicates"] else ".")
+            msg += _saved_note(st["saved"])
         else:
             msg += " Untick what is wrong, then **Save**."
         return (*_view(st, None), msg, st, gr.update(), gr.update(value=class_list[0]))
 
-    run.click(on_run, [files, classes, confidence, project, auto_register, state],
+    run_event = run.click(on_run, [files, classes, confidence, project, auto_register, state],
               errors_in_status(on_run, [*view_out, status, state, manual, manual_class], status), api_name="auto_label", concurrency_id="models")
 
     @ui_errors
@@ -189,13 +206,54 @@ def build(ctx: AppContext, shared: Shared) -> None:
     def on_save(keep_v, project_v, st):
         if not st["images"]:
             raise gr.Error("Nothing to save: upload and label images first.")
+        for r in st["images"]:
+            r.saved_ids = []  # what *this* save registered
         res = al.save(ctx, st["images"], set(keep_v or []), project=project_v)
+        st["saved"] = [o for r in st["images"] for o in r.saved_ids if o]
         msg = f"Saved **{res['objects']}** object(s) from {res['sources']} image(s)."
         if res["duplicates"]:
             msg += f" {res['duplicates']} duplicate(s) of stored objects skipped."
         gr.Info(msg.replace("**", ""))
-        return msg
+        msg += _saved_note(st["saved"])
+        return msg  # st["saved"] persists: Gradio hands handlers the session's own State object
 
-    save.click(on_save, [keep, project, state], [status], api_name="save_labels")
+    def saved_view(st):
+        """The "Just saved" row: the ids of the last save, first selected; hidden when none."""
+        ids = list(st.get("saved") or [])
+        return gr.update(choices=ids, value=ids[0] if ids else None), gr.update(visible=bool(ids))
+
+    # the API result stays the status text; the "Just saved" row follows from the state
+    save.click(on_save, [keep, project, state], errors_in_status(on_save, [status], status),
+               api_name="save_labels").then(saved_view, [state], [saved, saved_row], api_visibility="private")
+    run_event.then(saved_view, [state], [saved, saved_row], api_visibility="private")
+
+    def wire_open() -> None:
+        """Open in Review (a queue of just the saved objects) / Refine (the one picked)."""
+        review, refine = shared.parts.get("review"), shared.parts.get("refine")
+
+        def just_saved(st) -> list[str]:
+            ids = list(st.get("saved") or [])
+            if not ids:
+                raise gr.Error("Nothing saved yet in this session: press Save to registry first.")
+            return ids
+
+        if review and "open_many" in review:
+            @ui_errors
+            def on_saved_to_review(st):
+                ids = just_saved(st)
+                return (*review["open_many"](ids, f"The {len(ids)} object(s) just saved."), gr.Tabs(selected="review"))
+
+            to_review.click(on_saved_to_review, [state], [*review["view"], shared.tabs], api_visibility="private")
+        if refine:
+            @ui_errors
+            def on_saved_to_refine(oid, st):
+                ids = just_saved(st)
+                oid = oid if oid in ids else ids[0]
+                return (oid, *refine["open"](oid), gr.Tabs(selected="refine"))
+
+            to_refine.click(on_saved_to_refine, [saved, state], [refine["object_id"], *refine["outs"], shared.tabs],
+                            api_visibility="private")
+
+    shared.after.append(wire_open)
 
     shared.parts["autolabel"] = {"status": status, "overlay": overlay, "table": table}

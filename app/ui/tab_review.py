@@ -179,4 +179,9 @@ def build(ctx: AppContext, shared: Shared) -> None:
         to_refine.click(on_to_refine, [state], [refine["object_id"], *refine["outs"], shared.tabs],
                         api_visibility="private")
 
-    shared.parts["review"] = {"open": open_object, "view": view}
+    def open_objects(ids: list[str], note: str = ""):
+        """A queue of exactly ``ids`` (e.g. what Auto-label just saved), first one shown."""
+        q = rv.ReviewQueue(query=rv.ReviewQuery(), ids=list(ids), total=len(ids), page_size=max(1, len(ids)))
+        return show(q, note)
+
+    shared.parts["review"] = {"open": open_object, "open_many": open_objects, "view": view}

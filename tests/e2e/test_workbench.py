@@ -205,3 +205,44 @@ def test_stats_tab(page, seeded, artifacts_dir):
     shot(page, artifacts_dir, "stats")
     (artifacts_dir / "e2e_timings.json").write_text(json.dumps(TIMINGS, indent=2))
     print("click-to-updated-mask (browser, s):", TIMINGS.get("click_to_mask_s"), "server ms:", TIMINGS.get("server_ms"))
+
+
+def test_after_save_open_the_saved_objects_in_refine_and_review(page, server, artifacts_dir):
+    """Save shows the ids it stored, with buttons to open them: Refine (the picked one) and
+    Review (a queue of exactly those)."""
+    from tests.app.fakes import write_scene
+
+    reg = server["ctx"].registry
+    fresh = write_scene(server["root"] / "jump" / "jump_0.jpg", seed=77, size=(360, 480))
+    open_tab(page, "Auto-label")
+    clear = page.locator("#autolabel-files").get_by_role("button", name="Clear")
+    if clear.count():  # an earlier test's uploads: the File box adds to them, so clear first
+        clear.first.click()
+        expect(page.locator("#autolabel-files").get_by_text(".jpg")).to_have_count(0)
+    page.locator("#autolabel-files input[type=file]").set_input_files([str(fresh)])
+    expect(page.locator("#autolabel-status")).to_contain_text("1 image(s) ready")
+    page.locator("#autolabel-classes").get_by_role("textbox").fill("red, green, blue")
+    page.locator("#autolabel-project").get_by_role("textbox").fill("jump")
+    page.locator("#autolabel-run").click()
+    expect(page.locator("#autolabel-status")).to_contain_text("Found 3", timeout=60_000)
+    page.locator("#autolabel-save").click()
+    expect(page.locator("#autolabel-status")).to_contain_text("Saved ids")
+    ids = [o["object_id"] for o in reg.list_objects(project="jump", limit=10)]
+    assert len(ids) == 3
+    for oid in ids:
+        expect(page.locator("#autolabel-status")).to_contain_text(oid)
+    expect(page.locator("#autolabel-saved-row")).to_be_visible()
+    picked = page.locator("#autolabel-saved input").input_value()
+    assert picked in ids
+    shot(page, artifacts_dir, "autolabel_saved")
+    page.locator("#autolabel-to-refine").click()
+    expect(page.get_by_role("tab", name="Refine")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#refine-info")).to_contain_text(picked)
+    expect(page.locator("#refine-object-id").get_by_role("textbox")).to_have_value(picked)
+    shot(page, artifacts_dir, "refine_from_save")
+    open_tab(page, "Auto-label")
+    page.locator("#autolabel-to-review").click()
+    expect(page.get_by_role("tab", name="Review")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#review-info")).to_contain_text("of 3 in queue")
+    shown = page.locator("#review-info").inner_text()
+    assert sum(oid in shown for oid in ids) == 1
