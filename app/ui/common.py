@@ -33,8 +33,9 @@ def friendly(exc: BaseException) -> str:
 def from_api_client(request: Any = None) -> bool:
     """True when the running event was called by a program, not by the browser page.
 
-    ``gradio_client`` sends ``x-gradio-user: api`` with every call; the page never does. A
-    handler called directly (tests, scripts: no request at all) also counts as a program.
+    A program: ``gradio_client`` (it sends ``x-gradio-user: api`` with every call), a raw HTTP
+    caller (curl, scripts: no ``Referer``/``Origin``, which a page's fetch always sends), or a
+    direct call (tests, scripts: no request at all). Only the page gets the calm path.
     """
     if request is None:
         try:
@@ -47,7 +48,9 @@ def from_api_client(request: Any = None) -> bool:
         return True
     headers = getattr(request, "headers", None) or {}
     try:
-        return str(headers.get("x-gradio-user", "")).lower() == "api"
+        if str(headers.get("x-gradio-user", "")).lower() == "api":
+            return True
+        return not (headers.get("referer") or headers.get("origin"))
     except Exception:  # pragma: no cover - odd header containers
         return False
 
@@ -80,9 +83,10 @@ def ui_errors(fn):
     * **the browser page**: a warning toast (``gr.Warning``), plus the tab's status line when
       the handler was wired with :func:`errors_in_status`; every other output is skipped
       (``gr.skip()``), so no output shows Gradio's red "Error" badge or blocks clicks.
-    * **API clients** (``gradio_client``, which sends ``x-gradio-user: api``) and direct calls
-      (no request): ``gr.Error`` is raised, so the client gets an exception with the message
-      (``AppError``) for a failed call, as before.
+    * **API clients** (``gradio_client``, which sends ``x-gradio-user: api``; raw HTTP callers
+      without ``Referer``/``Origin``) and direct calls (no request): ``gr.Error`` is raised, so
+      the client gets an exception with the message (``AppError``) for a failed call, as before
+      (see :func:`from_api_client`).
 
     Without this, Gradio (``show_error=False``) would show nothing at all.
     """

@@ -94,9 +94,11 @@ def test_browser_errors_skip_the_outputs_and_fill_the_status(data_dir):
         LocalContext.request.set(Req(headers))
         return on_search(None, "", "", 0.0, False, 5, _st())
 
-    out = copy_context().run(call, {"user-agent": "Chromium"})
+    out = copy_context().run(call, {"user-agent": "Chromium", "referer": "http://127.0.0.1:7860/"})
     assert len(out) == 6 and out[3].startswith("⚠") and "object id first" in out[3]
     assert all(o == gr.skip() for i, o in enumerate(out) if i != 3)
     with pytest.raises(gr.Error, match="object id first"):
-        copy_context().run(call, {"x-gradio-user": "api"})
+        copy_context().run(call, {"x-gradio-user": "api", "referer": "http://127.0.0.1:7860/"})
+    with pytest.raises(gr.Error, match="object id first"):  # curl & co: no Referer / Origin
+        copy_context().run(call, {"user-agent": "curl/8"})
     ctx.registry.close()
