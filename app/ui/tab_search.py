@@ -162,7 +162,8 @@ def build(ctx: AppContext, shared: Shared) -> None:
         gr.Info(f"Searching the crop {int(x1 - x0)}×{int(y1 - y0)} px: press Search.")
         return gr.update(), st
 
-    query.select(on_query_click, [query, state], [status, state], api_visibility="private")
+    query.select(on_query_click, [query, state], errors_in_status(on_query_click, [status, state], status),
+                 api_visibility="private")
 
     @ui_errors
     def on_clear(st):
@@ -202,7 +203,8 @@ def build(ctx: AppContext, shared: Shared) -> None:
         items, pg, choices = render_page(st)
         return items, pg, choices, f"Assigned **{cls.strip()}** to {n} object(s).", st
 
-    assign.click(on_assign, [pick, assign_cls, state], [gallery, page_md, pick, status, state], api_name="assign_class")
+    assign.click(on_assign, [pick, assign_cls, state],
+                 errors_in_status(on_assign, [gallery, page_md, pick, status, state], status), api_name="assign_class")
 
     @ui_errors
     def api_search(object_id: str, k: int = 10, category: str = "", min_confidence: float = 0.0,
