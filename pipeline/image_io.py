@@ -110,7 +110,9 @@ def _open(src: ImageSource, max_pixels: int) -> Image.Image:
         raise ImageLoadError(
             f"cannot load image {name}: refused as a possible decompression bomb ({exc})"
         ) from exc
-    except UnidentifiedImageError as exc:
+    except (UnidentifiedImageError, ImportError) as exc:
+        # ImportError: importing ultralytics patches Image.open to load an optional HEIF plugin
+        # (pi_heif) on an unidentified file; without it, the file is still "not an image".
         raise ImageLoadError(
             f"cannot load image {name}: not an image file Pillow can read "
             "(expected JPEG, PNG, TIFF, BMP, WebP, GIF, ...)"

@@ -146,3 +146,24 @@ def test_safe_stem_and_unique_names():
            names.name("src_cccccccccccc", "x__bbbbbbbb.png", ".png"), names.name("src_dddd", None, ".jpg"),
            names.name("frm_eeee", "clip.mp4", ".jpg", frame_idx=7)]
     assert got == ["x.jpg", "X__bbbbbbbb.png", "x__bbbbbbbb__cccccccc.png", "src_dddd.jpg", "clip_f000007.jpg"]
+
+
+def test_video_frames_are_named_after_the_video_and_frame_index(data_dir, tmp_path):
+    with open_registry(data_dir) as reg:
+        video = tmp_path / "raw" / "street clip.mp4"
+        video.parent.mkdir(parents=True)
+        video.write_bytes(b"not really a video, but unique bytes")
+        vid = reg.register_source(video, source_type="video", width=64, height=48, frame_count=3, fps=5.0)
+        frames = {}
+        for i in (0, 7, 12):
+            fid = reg.add_frame(vid, i, file_path=str(write_image(tmp_path / "raw" / f"f{i}.png", seed=900 + i)))
+            reg.register_objects(vid, [ObjectIn(category=CLASSES[0], xyxy=(2 + i, 2, 20 + i, 20), frame_id=fid)])
+            frames[fid] = i
+        built = build_dataset(reg, "frames", split="1,0,0")
+        export_dataset(reg, built["dataset_id"], tmp_path / "y", "yolo", "detect")
+    files = json.loads((tmp_path / "y" / "manifest.json").read_text())["image_files"]
+    assert {i: f for f, i in files.items()} == {
+        fid: f"images/train/street_clip_f{i:06d}.png" for fid, i in frames.items()}
+    for i in frames.values():
+        line = (tmp_path / "y" / "labels" / "train" / f"street_clip_f{i:06d}.txt").read_text().split()
+        assert line[0] == "0" and float(line[1]) == pytest.approx((11 + i) / 64, abs=1e-5)
