@@ -59,7 +59,7 @@ class AppContext:
     Attributes:
         registry: the ``registry.facade.Registry``.
         data_dir: the data folder (thumbnails go to ``<data>/thumbs``, exports to ``<data>/exports``).
-        labeler_provider: returns an object with ``.label(image, classes, *, confidence, synonyms)``
+        labeler_provider: returns an object with ``.label(image, classes, *, confidence, synonyms, image_key)``
             -> ``Detections``; raises WeightsMissingError without detector weights.
         segmenter_provider: ``name -> Segmenter`` for "grabcut" / "sam2".
         embedder_provider: returns an object with ``.embed(image, xyxy, masks=None) -> (N, D)``
