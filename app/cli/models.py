@@ -78,13 +78,19 @@ def _weights_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def weights_dir_of(args: argparse.Namespace) -> Path:
-    """``--weights-dir``, else ``$AGL_WEIGHTS``, else ``<--data>/models``."""
-    if args.weights_dir is not None:
-        return Path(args.weights_dir).expanduser().resolve()
+def weights_dir_for(data: str | os.PathLike, weights_dir: str | os.PathLike | None = None) -> Path:
+    """Where model folders live: ``weights_dir``, else ``$AGL_WEIGHTS``, else ``<data>/models``
+    (where ``models import --data DIR`` puts them). Every command resolves it this way."""
+    if weights_dir is not None:
+        return Path(weights_dir).expanduser().resolve()
     if os.environ.get("AGL_WEIGHTS"):
         return Path(os.environ["AGL_WEIGHTS"]).expanduser().resolve()
-    return (Path(args.data).expanduser() / "models").resolve()
+    return (Path(data).expanduser() / "models").resolve()
+
+
+def weights_dir_of(args: argparse.Namespace) -> Path:
+    """``--weights-dir``, else ``$AGL_WEIGHTS``, else ``<--data>/models``."""
+    return weights_dir_for(args.data, args.weights_dir)
 
 
 def human_size(num_bytes: int) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from pathlib import Path
 
 from app.cli.common import add_data_arg, ensure_data_dir
 
@@ -48,13 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def build_context(data_dir, *, profile: str = "cpu", segmenter: str = "sam2", weights_dir=None, auth_enabled=False):
     """The production AppContext: the registry in ``data_dir`` plus a lazy ModelManager."""
+    from app.cli.models import weights_dir_for
     from app.context import AppContext
     from pipeline.models.manager import ModelManager
     from registry.facade import Registry
 
-    if weights_dir is None and not os.environ.get("AGL_WEIGHTS"):
-        weights_dir = Path(data_dir) / "models"  # where `models import --data DIR` puts them
-    manager = ModelManager(profile=profile, weights_dir=weights_dir)
+    manager = ModelManager(profile=profile, weights_dir=weights_dir_for(data_dir, weights_dir))
     reg = Registry(data_dir, **(manager.embedding_identity() or {}))  # the embedder's size and version
     return AppContext.from_manager(reg, data_dir, manager, auth_enabled=auth_enabled, default_segmenter=segmenter)
 
