@@ -68,6 +68,8 @@ class AppContext:
         detection_model: name stored with auto-labelled objects.
         auth_enabled: True when the server runs with --auth (user name = validated_by).
         status_provider: optional ``() -> dict`` describing loaded models (shown in Stats).
+        unload_provider: optional ``(role or None) -> None`` freeing a model's memory (the
+            ModelManager's ``unload``; the REST API's ``/models/unload``).
     """
 
     registry: Any
@@ -79,6 +81,7 @@ class AppContext:
     detection_model: str | None = None
     auth_enabled: bool = False
     status_provider: Callable[[], dict] | None = None
+    unload_provider: Callable[[str | None], None] | None = None
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -176,4 +179,5 @@ class AppContext:
             detection_model=det if isinstance(det, str) else None,
             auth_enabled=auth_enabled,
             status_provider=getattr(manager, "status", None),
+            unload_provider=getattr(manager, "unload", None),
         )

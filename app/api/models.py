@@ -196,21 +196,13 @@ def models_status(ctx: Ctx) -> dict:
             "detection_model": ctx.detection_model}
 
 
-def _manager(ctx: Any) -> Any:
-    """The ModelManager behind the context (its ``status_provider`` is the manager's bound
-    ``status``); AppContext has no field for it, so this is API-side glue."""
-    owner = getattr(getattr(ctx, "status_provider", None), "__self__", None)
-    return owner if callable(getattr(owner, "unload", None)) else None
-
-
 @router.post("/models/unload", response_model=UnloadOut)
 def models_unload(ctx: Ctx, body: UnloadIn | None = None) -> dict:
     """Frees a model's memory (or all); the next request loads it again."""
-    manager = _manager(ctx)
-    if manager is None:
+    if ctx.unload_provider is None:
         raise ApiError(501, "this server's models are not managed by a ModelManager; nothing to unload")
     role = (body or UnloadIn()).role
     before = ctx.model_status()
-    manager.unload(role)
+    ctx.unload_provider(role)
     unloaded = [r for r, s in before.items() if isinstance(s, dict) and s.get("loaded") and (role is None or r == role)]
     return {"unloaded": unloaded, "status": ctx.model_status()}
