@@ -154,3 +154,9 @@ def test_without_weights_the_gateway_answers_503_with_the_command(data_dir, tmp_
             assert ctx.registry.count_sources() == 0
     finally:
         ctx.registry.close()
+
+
+def test_unload_without_a_model_manager_is_501(client):
+    """A context wired with test doubles has no ModelManager: nothing to unload, said so."""
+    r = client.post("/api/v1/models/unload", json={"role": "detector"})
+    assert r.status_code == 501 and "ModelManager" in r.json()["detail"]
