@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from registry.facade import ObjectIn, Registry
+from tests.serve_process import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 DIM, VERSION, N = 32, "corrupt-test", 1500  # enough vectors for Chroma to write its HNSW files
@@ -194,8 +195,6 @@ def test_a_read_only_index_folder_is_named_with_its_permission_and_left_alone(da
 def test_the_web_server_survives_a_damaged_index_and_search_answers(tmp_path):
     """``launch.py serve`` on a folder whose HNSW file holds random bytes: before, the server
     process died (SIGSEGV) on the first search, for every user."""
-    import socket
-    import time
 
     from gradio_client import Client
 
@@ -213,37 +212,15 @@ def test_the_web_server_survives_a_damaged_index_and_search_answers(tmp_path):
                          embedding=vecs[i]) for i in range(1200)]
         ids = reg.register_objects(sid, objs, dedupe=False).registered
     _scramble_hnsw(data)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = _env()
     env["AGL_WEIGHTS"] = str(tmp_path / "no-weights")
-    server = subprocess.Popen([sys.executable, "launch.py", "serve", "--data", str(data), "--port", str(port)],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, server.stdout.read()[-3000:]
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "the server did not start within 180 s"
-                time.sleep(0.5)
-        client = Client(url, verbose=False)
+    with serving(data, env) as (base, server):
+        client = Client(base + "/", verbose=False)
         for i in (0, 2, 598, 1198):
             hits = client.predict(ids[i], 1, "", 0.0, False, api_name="/search")
             assert [h["object_id"] for h in hits] == [ids[i + 1]]
         assert server.poll() is None  # still serving
         assert len(_moved_aside(data)) == 1
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=30)
 
 
 def test_a_probe_is_skipped_only_for_the_same_files_and_collection(data, monkeypatch):

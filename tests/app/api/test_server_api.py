@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import base64
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -15,43 +12,17 @@ import pytest
 
 from tests.app.api.conftest import AUTH, TOKEN
 from tests.app.fakes import free_port, make_context, write_scene
+from tests.serve_process import serving
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen, limit_s: float = 120.0) -> dict:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"the server exited with {proc.returncode}: {proc.stdout.read()[-2000:]!r}")
-        try:
-            r = httpx.get(url, timeout=2)
-            if r.status_code == 200:
-                return r.json()
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise AssertionError(f"{url} did not answer within {limit_s:.0f} s")
-
-
 @pytest.fixture
 def served(tmp_path):
-    port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "AGL_API_TOKEN": ""}
     env.pop("AGL_AUTH", None)
-    proc = subprocess.Popen([sys.executable, "launch.py", "serve", "--data", str(tmp_path / "data"), "--port", str(port)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        _wait_healthy(f"{base}/api/v1/health", proc)
+    with serving(tmp_path / "data", env) as (base, _proc):
         yield base, tmp_path / "data"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_launch_serve_answers_the_api_beside_the_ui(served, tmp_path):
