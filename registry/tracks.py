@@ -78,3 +78,140 @@ def get_track(conn: Connection, version: str, track_id: str) -> dict:
         o["sequence_idx"] = m["sequence_idx"]
         track["objects"].append(o)
     return track
+
+
+def _track_row(conn: Connection, track_id: str) -> dict:
+    rows = conn.query("SELECT track_id, source_id, category_id FROM tracks WHERE track_id = ?", (track_id,))
+    if not rows:
+        raise ValueError(f"unknown track id {track_id!r}: no such track (deleted, or re-made by the tracker); "
+                         "list a source's tracks with Registry.list_tracks")
+    return rows[0]
+
+
+def _resequence_tx(tx, track_id: str) -> None:
+    """Renumbers ``sequence_idx`` 0..n-1 in frame order (objects without a frame last)."""
+    rows = tx.execute(
+        "SELECT t.object_id FROM track_objects t JOIN objects o USING (object_id) "
+        "LEFT JOIN frames f ON f.frame_id = o.frame_id WHERE t.track_id = ? "
+        "ORDER BY f.frame_idx IS NULL, f.frame_idx, t.sequence_idx, t.object_id", (track_id,)).fetchall()
+    tx.executemany("UPDATE track_objects SET sequence_idx = ? WHERE track_id = ? AND object_id = ?",
+                   [(seq, track_id, oid) for seq, (oid,) in enumerate(rows)])
+
+
+def add_objects_to_track(conn: Connection, version: str, track_id: str, object_ids: Sequence[str]) -> int:
+    """Adds objects to an existing track; ``sequence_idx`` is renumbered in frame order.
+
+    Rules (checked before anything is written; a ValueError names the offending object):
+    the objects exist, belong to the track's source, have the track's category (when it has
+    one), are in no other track, and no two objects of the track lie on the same frame (a
+    track follows one object: at most one object per frame). Objects already in this track
+    are skipped. The track's ``object_count``/``start/end_frame_idx``/``avg_confidence`` are
+    kept by triggers.
+
+    Returns:
+        The number of objects newly added.
+    """
+    track = _track_row(conn, track_id)
+    ids = list(dict.fromkeys(object_ids))
+    if not ids:
+        return 0
+    objs = {o["object_id"]: o for o in get_objects(conn, version, ids)}
+    missing = [i for i in ids if i not in objs]
+    if missing:
+        raise ValueError(f"unknown object ids {missing[:5]}; nothing added to track {track_id}")
+    for oid in ids:
+        o = objs[oid]
+        if o["source_id"] != track["source_id"]:
+            raise ValueError(f"object {oid} is on source {o['source_id']}, expected the track's source "
+                             f"{track['source_id']}; nothing added to track {track_id}")
+        if track["category_id"] is not None and o["category_id"] != track["category_id"]:
+            raise ValueError(f"object {oid} has category {o['category']!r}, expected the track's category "
+                             f"(id {track['category_id']}); relabel the object first; nothing added to track {track_id}")
+    marks = ",".join("?" * len(ids))
+    with conn.transaction() as tx:
+        other = tx.execute(
+            f"SELECT object_id, track_id FROM track_objects WHERE object_id IN ({marks}) AND track_id <> ?",
+            (*ids, track_id)).fetchall()
+        if other:
+            raise ValueError(f"object {other[0][0]} is already in track {other[0][1]}; remove it from that track "
+                             f"(or delete that track) first; nothing added to track {track_id}")
+        present = {r[0] for r in tx.execute("SELECT object_id FROM track_objects WHERE track_id = ?", (track_id,))}
+        new = [i for i in ids if i not in present]
+        if not new:
+            return 0
+        taken = dict(tx.execute(
+            "SELECT o.frame_id, o.object_id FROM track_objects t JOIN objects o USING (object_id) "
+            "WHERE t.track_id = ? AND o.frame_id IS NOT NULL", (track_id,)).fetchall())
+        for oid in new:
+            fid = objs[oid]["frame_id"]
+            if fid is None:
+                continue
+            if fid in taken:
+                raise ValueError(f"object {oid} lies on frame {fid}, where track {track_id} already has object "
+                                 f"{taken[fid]} (one object per frame); delete that object or split the track first")
+            taken[fid] = oid
+        start = tx.execute("SELECT coalesce(max(sequence_idx) + 1, 0) FROM track_objects WHERE track_id = ?",
+                           (track_id,)).fetchone()[0]
+        tx.executemany("INSERT INTO track_objects (track_id, object_id, sequence_idx) VALUES (?, ?, ?)",
+                       [(track_id, oid, start + k) for k, oid in enumerate(new)])
+        _resequence_tx(tx, track_id)
+    return len(new)
+
+
+TRACK_COLUMNS = """
+    t.track_id, t.source_id, t.category_id, c.name AS category, t.start_frame_idx, t.end_frame_idx,
+    t.object_count, t.avg_confidence, t.metadata, t.created_at
+"""
+
+
+def list_tracks(conn: Connection, source_id: str) -> list[dict]:
+    """The tracks of a source, ordered by first frame (then creation), as dicts.
+
+    Each dict: ``track_id``, ``source_id``, ``category_id``, ``category`` (name, None when the
+    track has none), ``start_frame_idx``/``end_frame_idx`` (original 0-based frame indices,
+    None for a track without framed objects), ``object_count``, ``avg_confidence`` (mean of the
+    objects' confidences, None when none has one), ``metadata`` (decoded dict or None),
+    ``created_at``. Raises ValueError for an unknown source.
+    """
+    if conn.scalar("SELECT 1 FROM sources WHERE source_id = ?", (source_id,)) is None:
+        raise ValueError(f"unknown source id {source_id!r}; list sources with `launch.py stats` or the Video tab")
+    rows = conn.query(
+        f"SELECT {TRACK_COLUMNS} FROM tracks t LEFT JOIN categories c ON c.category_id = t.category_id "
+        "WHERE t.source_id = ? ORDER BY t.start_frame_idx IS NULL, t.start_frame_idx, t.created_at, t.rowid",
+        (source_id,))
+    for r in rows:
+        r["metadata"] = json.loads(r["metadata"]) if r["metadata"] else None
+    return rows
+
+
+TRACKER_MADE = ("json_extract(t.metadata, '$.created_by') = 'tracker' "
+                "AND json_extract(t.metadata, '$.edited_by') IS NULL")
+
+
+def delete_tracker_tracks(conn: Connection, source_id: str, *, delete_interpolated: bool = True) -> dict:
+    """Deletes the source's tracks the tracker made that no person edited, in one transaction.
+
+    A track is tracker-made when ``metadata.created_by == "tracker"``; edited when
+    ``metadata.edited_by`` is set (any value). Edited and person-made tracks are never touched.
+    With ``delete_interpolated`` the interpolated objects (``metadata.interpolated`` true) of
+    the deleted tracks go too, since the tracker made them; detections stay (only unlinked).
+
+    Returns:
+        ``{"tracks": n_deleted_tracks, "objects": n_deleted_interpolated_objects}``.
+    """
+    if conn.scalar("SELECT 1 FROM sources WHERE source_id = ?", (source_id,)) is None:
+        raise ValueError(f"unknown source id {source_id!r}; nothing deleted")
+    with conn.transaction() as tx:
+        tids = [r[0] for r in tx.execute(
+            f"SELECT t.track_id FROM tracks t WHERE t.source_id = ? AND {TRACKER_MADE}", (source_id,))]
+        n_objects = 0
+        if tids and delete_interpolated:
+            marks = ",".join("?" * len(tids))
+            n_objects = tx.execute(
+                f"DELETE FROM objects WHERE object_id IN (SELECT x.object_id FROM track_objects x "
+                f"JOIN objects o USING (object_id) WHERE x.track_id IN ({marks}) "
+                "AND json_extract(o.metadata, '$.interpolated') = 1 "
+                "AND NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.object_id = o.object_id))", tids).rowcount
+        if tids:
+            tx.execute(f"DELETE FROM tracks WHERE track_id IN ({','.join('?' * len(tids))})", tids)
+    return {"tracks": len(tids), "objects": n_objects}

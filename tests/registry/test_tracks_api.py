@@ -1,0 +1,84 @@
+"""registry.tracks: add objects to a track, list a source's tracks, delete tracker-made tracks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from registry.facade import ObjectIn
+from tests.video_fixtures import seed_video_source
+
+
+@pytest.fixture
+def video(reg, tmp_path):
+    """A 6-frame video source (32x24) with one 'cat' box and one 'dog' box per frame."""
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(b"stand-in bytes for a video file")
+    frames = [np.full((24, 32, 3), 10 * i, np.uint8) for i in range(6)]
+    sid, fids = seed_video_source(reg, path, frames)
+    cats = reg.register_objects(sid, [
+        ObjectIn("cat", (i, 0, i + 8, 8), confidence=0.5 + 0.05 * i, frame_id=f) for i, f in enumerate(fids)
+    ], dedupe=False).object_ids
+    dogs = reg.register_objects(sid, [
+        ObjectIn("dog", (i, 12, i + 8, 20), confidence=0.9, frame_id=f) for i, f in enumerate(fids)
+    ], dedupe=False).object_ids
+    return sid, fids, cats, dogs
+
+
+def test_add_objects_to_track_keeps_frame_order_and_summary(reg, video):
+    sid, _, cats, _ = video
+    tid = reg.create_track([cats[2], cats[3]], metadata={"created_by": "sam2-video"})
+    assert reg.add_objects_to_track(tid, [cats[5], cats[0], cats[2]]) == 2  # cats[2] already there
+    t = reg.get_track(tid)
+    assert [o["object_id"] for o in t["objects"]] == [cats[0], cats[2], cats[3], cats[5]]
+    assert [o["sequence_idx"] for o in t["objects"]] == [0, 1, 2, 3]
+    assert (t["start_frame_idx"], t["end_frame_idx"], t["object_count"]) == (0, 5, 4)
+    assert t["avg_confidence"] == pytest.approx(np.mean([0.5, 0.6, 0.65, 0.75]))
+    assert reg.add_objects_to_track(tid, []) == 0
+
+
+def test_add_objects_to_track_refuses_bad_members_and_writes_nothing(reg, video):
+    sid, _, cats, dogs = video
+    tid = reg.create_track([cats[0]])
+    other = reg.create_track([cats[1]])
+    with pytest.raises(ValueError, match="category 'dog'"):
+        reg.add_objects_to_track(tid, [cats[2], dogs[3]])
+    with pytest.raises(ValueError, match=f"already in track {other}"):
+        reg.add_objects_to_track(tid, [cats[2], cats[1]])
+    dup = reg.register_objects(sid, [ObjectIn("cat", (20, 10, 30, 20), frame_id=video[1][0])], dedupe=False).object_ids[0]
+    with pytest.raises(ValueError, match="one object per frame"):
+        reg.add_objects_to_track(tid, [cats[3], dup])
+    with pytest.raises(ValueError, match="unknown object ids"):
+        reg.add_objects_to_track(tid, ["obj_nope"])
+    with pytest.raises(ValueError, match="unknown track id 'trk_nope'"):
+        reg.add_objects_to_track("trk_nope", [cats[2]])
+    assert reg.get_track(tid)["object_count"] == 1  # nothing half-written
+
+
+def test_list_tracks_by_first_frame_with_category_and_metadata(reg, video):
+    sid, _, cats, dogs = video
+    late = reg.create_track(cats[3:], metadata={"created_by": "tracker", "max_gap": 3})
+    early = reg.create_track(dogs[:2])
+    rows = reg.list_tracks(sid)
+    assert [r["track_id"] for r in rows] == [early, late]
+    assert rows[0]["category"] == "dog" and rows[0]["metadata"] is None
+    assert (rows[1]["category"], rows[1]["start_frame_idx"], rows[1]["end_frame_idx"]) == ("cat", 3, 5)
+    assert rows[1]["object_count"] == 3 and rows[1]["avg_confidence"] == pytest.approx(0.7)
+    assert rows[1]["metadata"] == {"created_by": "tracker", "max_gap": 3}
+    with pytest.raises(ValueError, match="unknown source id 'src_nope'"):
+        reg.list_tracks("src_nope")
+
+
+def test_delete_tracker_tracks_spares_edited_and_person_made(reg, video):
+    sid, fids, cats, dogs = video
+    interp = reg.register_objects(sid, [ObjectIn("cat", (9, 0, 17, 8), frame_id=fids[1], detection_model="interpolated",
+                                                 metadata={"interpolated": True})], dedupe=False).object_ids[0]
+    gone = reg.create_track([cats[0], interp, cats[2]], metadata={"created_by": "tracker"})
+    edited = reg.create_track(dogs[:3], metadata={"created_by": "tracker", "edited_by": "ann"})
+    person = reg.create_track(dogs[3:])
+    assert reg.delete_tracker_tracks(sid) == {"tracks": 1, "objects": 1}
+    assert {r["track_id"] for r in reg.list_tracks(sid)} == {edited, person}
+    assert reg.get_objects([interp]) == []  # the tracker's interpolated object went with its track
+    assert len(reg.get_objects([cats[0], cats[2]])) == 2  # detections stay
+    with pytest.raises(ValueError, match="unknown track id"):
+        reg.get_track(gone)
+    assert reg.delete_tracker_tracks(sid) == {"tracks": 0, "objects": 0}
