@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from registry import categories, doctor, outbox, patches, queries, search, sources, stats, track_edits, tracks
+from registry import runs as run_records
 from registry.categories import MAX_CATEGORY_NAME, check_category_name, name_key, stable_color
 from registry.db import Connection
 from registry.index_handle import IndexHandle
@@ -373,6 +374,31 @@ class Registry:
         if out["queued"]:
             self._after_write()
         return out
+
+    # -- training runs (registry.runs) ---------------------------------------------------------
+    def create_run(self, **fields: Any) -> str:
+        """Records a training run (status ``queued``); see :func:`registry.runs.create_run`."""
+        return run_records.create_run(self._conn, **fields)
+
+    def get_run(self, run_id: str) -> dict:
+        """The run row (JSON decoded). Raises ValueError for unknown ids."""
+        return run_records.get_run(self._conn, run_id)
+
+    def list_runs(self, *, limit: int | None = None) -> list[dict]:
+        """Training runs, newest first."""
+        return run_records.list_runs(self._conn, limit=limit)
+
+    def update_run(self, run_id: str, **fields: Any) -> dict:
+        """Status / best weights / metrics / error of a run (see :func:`registry.runs.update_run`)."""
+        return run_records.update_run(self._conn, run_id, **fields)
+
+    def record_epoch(self, run_id: str, epoch: int, metrics: dict) -> dict:
+        """Stores one epoch's losses and metrics (see :func:`registry.runs.record_epoch`)."""
+        return run_records.record_epoch(self._conn, run_id, epoch, metrics)
+
+    def run_epochs(self, run_id: str) -> list[dict]:
+        """The run's per-epoch rows, in epoch order."""
+        return run_records.run_epochs(self._conn, run_id)
 
     # -- vectors (registry.index_handle, registry.search) --------------------------------------
     def sync_outbox(self, batch_size: int = 512) -> dict:

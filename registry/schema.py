@@ -16,7 +16,9 @@ Versions:
 
 * 1: the layout of the original spec: no ``validation_status`` (only ``is_validated``), no
   ``embeddings`` table (vectors only as outbox BLOBs), no name lookup table.
-* 2: the current layout (this file's ``SCHEMA``).
+* 2: ``validation_status``, ``embeddings``, ``category_names``.
+* 3: the current layout (this file's ``SCHEMA``): ``runs`` (training runs) and ``run_epochs``
+  (their per-epoch losses and metrics), see :mod:`registry.runs`.
 
 :func:`ensure_schema` creates a fresh database at the current version or upgrades an older one in
 place, inside one write transaction.
@@ -28,11 +30,11 @@ import sqlite3
 
 from registry.db import Connection
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 NOW = "(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
 
-# Tables of version 2 (current). Kept as plain DDL so `sqlite3 registry.db .schema` reads the same.
+# Tables of version 3 (current). Kept as plain DDL so `sqlite3 registry.db .schema` reads the same.
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS schema_version (
     version     INTEGER NOT NULL,
@@ -181,6 +183,40 @@ CREATE TABLE IF NOT EXISTS embedding_outbox (
     created_at    TEXT NOT NULL DEFAULT {NOW},
     synced_at     TEXT
 );
+
+-- Training runs (version 3). dataset_id has no foreign key: a run outlives a deleted dataset.
+CREATE TABLE IF NOT EXISTS runs (
+    run_id          TEXT PRIMARY KEY CHECK (run_id LIKE 'run\\_%' ESCAPE '\\'),
+    dataset_id      TEXT,
+    dataset_name    TEXT,
+    dataset_version TEXT,
+    export_path     TEXT,
+    model           TEXT NOT NULL,
+    task            TEXT NOT NULL CHECK (task IN ('detect', 'segment')),
+    params          TEXT NOT NULL DEFAULT '{{}}' CHECK (json_valid(params)),
+    status          TEXT NOT NULL DEFAULT 'queued'
+                    CHECK (status IN ('queued', 'running', 'stopped', 'finished', 'failed')),
+    best_weights    TEXT,
+    best_metrics    TEXT CHECK (best_metrics IS NULL OR json_valid(best_metrics)),
+    error           TEXT,
+    metadata        TEXT CHECK (metadata IS NULL OR json_valid(metadata)),
+    created_at      TEXT NOT NULL DEFAULT {NOW},
+    started_at      TEXT,
+    finished_at     TEXT
+);
+
+-- One row per finished epoch (1-based); metrics are NULL where the task has none (mask_* for detect).
+CREATE TABLE IF NOT EXISTS run_epochs (
+    run_id          TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    epoch           INTEGER NOT NULL CHECK (epoch >= 1),
+    box_loss REAL, cls_loss REAL, dfl_loss REAL, seg_loss REAL,
+    box_precision REAL, box_recall REAL, box_map50 REAL, box_map50_95 REAL,
+    mask_precision REAL, mask_recall REAL, mask_map50 REAL, mask_map50_95 REAL,
+    fitness         REAL,
+    extras          TEXT NOT NULL DEFAULT '{{}}' CHECK (json_valid(extras)),
+    created_at      TEXT NOT NULL DEFAULT {NOW},
+    PRIMARY KEY (run_id, epoch)
+);
 """
 
 # Indexes the spec names, plus the composite ones the listing/dedupe queries use.
@@ -201,6 +237,7 @@ CREATE INDEX IF NOT EXISTS idx_embeddings_version ON embeddings(version_id);
 CREATE INDEX IF NOT EXISTS idx_outbox_status ON embedding_outbox(status, id);
 CREATE INDEX IF NOT EXISTS idx_outbox_object ON embedding_outbox(object_id);
 CREATE INDEX IF NOT EXISTS idx_category_names_category ON category_names(category_id);
+CREATE INDEX IF NOT EXISTS idx_runs_created ON runs(created_at);
 """
 
 def _track_refresh(row: str) -> str:
@@ -365,7 +402,12 @@ def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS = {1: _migrate_1_to_2}
+def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
+    """v2 -> v3: the ``runs`` and ``run_epochs`` tables (nothing existing changes)."""
+    _executescript_in_tx(conn, SCHEMA)  # IF NOT EXISTS: creates only the new tables
+
+
+MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 
 def ensure_schema(connection: Connection) -> int:
