@@ -1,0 +1,230 @@
+"""Multi-object tracking by detection: link per-frame detections into tracks.
+
+Per processed frame: predict every live track's box (constant velocity in xyxy per frame
+index), build the cost of :func:`pipeline.track.association.association_cost` between tracks
+and detections, forbid pairs that fail the gates (different category, too little overlap with
+the predicted box — widened the longer a track has been lost —, too low appearance cosine),
+solve with the Hungarian method, update matched tracks, start a track for every unmatched
+detection (birth), and end tracks unmatched for more than ``max_gap`` processed frames
+(death). Tracks shorter than ``min_length`` detections are dropped at the end.
+
+Conventions: boxes are ``xyxy`` float, absolute pixels of the frame (x = column, y = row);
+frames are the video's original 0-based frame indices (velocity is per frame index, so
+sparsely sampled videos predict correctly); embeddings are (N, D) floats, a NaN row = none.
+"""
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from pipeline.track.association import (
+    association_cost,
+    expand_boxes,
+    normalize_rows,
+    solve_assignment,
+)
+
+
+@dataclass
+class TrackerConfig:
+    """The tracker's parameters.
+
+    Attributes:
+        iou_weight: ``w`` in the cost ``w·(1 − IoU) + (1 − w)·(1 − cos)``; 1 = boxes only.
+        max_gap: the most consecutive processed frames a track may go undetected and still
+            continue (the lost-track buffer).
+        min_length: tracks with fewer detections are dropped (their detections stay unlinked).
+        min_iou: gate: least IoU between a detection and the track's predicted box (the box
+            widened by ``gap_growth`` per lost frame while the track is lost).
+        min_cosine: gate: least appearance cosine, where both sides have embeddings.
+        gap_growth: how much a lost track's gating box widens per missed frame (0.25 = +25 %).
+        velocity_smoothing: weight of the old velocity in its running average (0 = last step only).
+        appearance_smoothing: weight of the old appearance in the track's running embedding.
+    """
+
+    iou_weight: float = 0.5
+    max_gap: int = 10
+    min_length: int = 2
+    min_iou: float = 0.1
+    min_cosine: float = 0.5
+    gap_growth: float = 0.25
+    velocity_smoothing: float = 0.5
+    appearance_smoothing: float = 0.7
+
+    def __post_init__(self) -> None:
+        for name in ("iou_weight", "min_iou", "velocity_smoothing", "appearance_smoothing"):
+            v = float(getattr(self, name))
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name}: expected a value in [0, 1], got {v}")
+        if not -1.0 <= float(self.min_cosine) <= 1.0:
+            raise ValueError(f"min_cosine: expected a value in [-1, 1], got {self.min_cosine}")
+        if int(self.max_gap) < 0 or int(self.max_gap) != self.max_gap:
+            raise ValueError(f"max_gap: expected a whole number of frames >= 0, got {self.max_gap}")
+        if int(self.min_length) < 1 or int(self.min_length) != self.min_length:
+            raise ValueError(f"min_length: expected a whole number >= 1, got {self.min_length}")
+        if float(self.gap_growth) < 0:
+            raise ValueError(f"gap_growth: expected a value >= 0, got {self.gap_growth}")
+
+    def as_dict(self) -> dict:
+        """The parameters as a plain dict (stored with the tracks it made)."""
+        return asdict(self)
+
+
+@dataclass
+class FrameDetections:
+    """The detections of one frame.
+
+    Attributes:
+        frame_idx: the frame's original 0-based index.
+        xyxy: (N, 4) boxes, absolute pixels.
+        class_ids: (N,) category keys (ints or strings); tracks never mix two.
+        embeddings: (N, D) float or None; NaN rows = no embedding for that detection.
+        keys: N opaque ids handed back in the tracks (e.g. registry object ids); default 0..N-1.
+    """
+
+    frame_idx: int
+    xyxy: np.ndarray
+    class_ids: Sequence[Hashable]
+    embeddings: np.ndarray | None = None
+    keys: Sequence[Hashable] | None = None
+
+    def __post_init__(self) -> None:
+        self.xyxy = np.asarray(self.xyxy, dtype=np.float64).reshape(-1, 4)
+        n = len(self.xyxy)
+        self.class_ids = list(self.class_ids)
+        self.keys = list(range(n)) if self.keys is None else list(self.keys)
+        where = f"frame {self.frame_idx}"
+        if len(self.class_ids) != n or len(self.keys) != n:
+            raise ValueError(f"{where}: expected {n} class ids and keys (one per box), got "
+                             f"{len(self.class_ids)} and {len(self.keys)}")
+        if n and (not np.isfinite(self.xyxy).all() or (self.xyxy[:, 2:] < self.xyxy[:, :2]).any()):
+            raise ValueError(f"{where}: expected finite xyxy boxes with x0 <= x1 and y0 <= y1, got {self.xyxy.tolist()}")
+        if self.embeddings is not None:
+            self.embeddings = np.asarray(self.embeddings, dtype=np.float64)
+            if self.embeddings.ndim != 2 or len(self.embeddings) != n:
+                raise ValueError(f"{where}: expected embeddings of shape ({n}, D), got {self.embeddings.shape}")
+
+
+@dataclass
+class Track:
+    """One tracked object: its detections in frame order.
+
+    Attributes:
+        track_id: 1-based, in order of first frame (then birth order).
+        class_id: the category key shared by all its detections.
+        frames: original frame indices of its detections, increasing.
+        keys: the detections' keys, aligned with ``frames``.
+        boxes: (n, 4) xyxy of the detections, aligned with ``frames``.
+    """
+
+    track_id: int
+    class_id: Hashable
+    frames: list[int] = field(default_factory=list)
+    keys: list[Hashable] = field(default_factory=list)
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+
+
+class _Live:
+    """A track being built: its last box, velocity (px per frame index), appearance, misses."""
+
+    def __init__(self, birth: int, class_id: Hashable, frame: int, box: np.ndarray, emb: np.ndarray | None) -> None:
+        self.birth = birth
+        self.class_id = class_id
+        self.frames = [frame]
+        self.keys: list[Hashable] = []
+        self.boxes = [box]
+        self.velocity = np.zeros(4)
+        self.emb = emb
+        self.missed = 0
+
+    def predict(self, frame: int) -> np.ndarray:
+        return self.boxes[-1] + self.velocity * (frame - self.frames[-1])
+
+    def update(self, frame: int, box: np.ndarray, emb: np.ndarray | None, cfg: TrackerConfig) -> None:
+        step = (box - self.boxes[-1]) / max(frame - self.frames[-1], 1)
+        a = cfg.velocity_smoothing if len(self.frames) > 1 else 0.0
+        self.velocity = a * self.velocity + (1 - a) * step
+        if emb is not None:
+            if self.emb is None:
+                self.emb = emb
+            else:
+                mixed = cfg.appearance_smoothing * self.emb + (1 - cfg.appearance_smoothing) * emb
+                self.emb = normalize_rows(mixed[None])[0]
+        self.frames.append(frame)
+        self.boxes.append(box)
+        self.missed = 0
+
+
+def _embedding(frame: FrameDetections, j: int) -> np.ndarray | None:
+    if frame.embeddings is None or np.isnan(frame.embeddings[j]).any():
+        return None
+    return normalize_rows(frame.embeddings[j][None])[0]
+
+
+def track(frames: Iterable[FrameDetections], config: TrackerConfig | None = None) -> list[Track]:
+    """Links detections across frames into tracks (see the module docstring).
+
+    Args:
+        frames: every processed frame in increasing ``frame_idx`` order, including frames with
+            no detections (they count towards a lost track's gap).
+        config: the parameters (defaults of :class:`TrackerConfig` when None).
+
+    Returns:
+        Tracks with at least ``config.min_length`` detections, ``track_id`` 1.. in order of
+        first frame; each detection is in at most one track.
+    """
+    cfg = config or TrackerConfig()
+    live: list[_Live] = []
+    done: list[_Live] = []
+    births = 0
+    last_frame: int | None = None
+    for fr in frames:
+        if last_frame is not None and fr.frame_idx <= last_frame:
+            raise ValueError(f"expected frames in increasing frame_idx order, got {fr.frame_idx} after {last_frame}")
+        last_frame = fr.frame_idx
+        n = len(fr.xyxy)
+        matched_dets: set[int] = set()
+        if live and n:
+            pred = np.stack([t.predict(fr.frame_idx) for t in live])
+            t_emb = _stack([t.emb for t in live])
+            d_emb = _stack([_embedding(fr, j) for j in range(n)])
+            cost, _, cos = association_cost(pred, fr.xyxy, t_emb, d_emb, iou_weight=cfg.iou_weight)
+            gate_boxes = expand_boxes(pred, 1 + cfg.gap_growth * np.array([t.missed for t in live]))
+            _, gate_iou, _ = association_cost(gate_boxes, fr.xyxy, None, None, iou_weight=1.0)
+            same = np.array([[t.class_id == c for c in fr.class_ids] for t in live], dtype=bool)
+            allowed = same & (gate_iou >= cfg.min_iou) & (np.isnan(cos) | (cos >= cfg.min_cosine))
+            for r, c in solve_assignment(cost, allowed):
+                live[r].update(fr.frame_idx, fr.xyxy[c], _embedding(fr, c), cfg)
+                live[r].keys.append(fr.keys[c])
+                matched_dets.add(c)
+        still: list[_Live] = []
+        for t in live:
+            if t.frames[-1] != fr.frame_idx:
+                t.missed += 1
+            (done if t.missed > cfg.max_gap else still).append(t)
+        live = still
+        for j in range(n):
+            if j not in matched_dets:
+                t = _Live(births, fr.class_ids[j], fr.frame_idx, fr.xyxy[j].copy(), _embedding(fr, j))
+                t.keys.append(fr.keys[j])
+                births += 1
+                live.append(t)
+    kept = [t for t in done + live if len(t.frames) >= cfg.min_length]
+    kept.sort(key=lambda t: (t.frames[0], t.birth))
+    return [Track(i + 1, t.class_id, list(t.frames), list(t.keys), np.stack(t.boxes)) for i, t in enumerate(kept)]
+
+
+def _stack(vectors: list[np.ndarray | None]) -> np.ndarray | None:
+    """(K, D) rows of the vectors, NaN rows for None; None when none has a vector."""
+    dim = next((len(v) for v in vectors if v is not None), None)
+    if dim is None:
+        return None
+    out = np.full((len(vectors), dim), np.nan)
+    for i, v in enumerate(vectors):
+        if v is not None:
+            if len(v) != dim:
+                raise ValueError(f"expected embeddings of one length, got {len(v)} and {dim}")
+            out[i] = v
+    return out
