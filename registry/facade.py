@@ -281,6 +281,14 @@ class Registry:
         """The ``(embedding_dim,)`` float32 vector of this registry's embedding version, or None."""
         return queries.get_embedding(self._conn, self.embedding_version, object_id)
 
+    def get_embeddings(self, object_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+        """(ids that have one, ``(n, embedding_dim)`` float32 vectors) in the given order."""
+        return queries.get_embeddings(self._conn, self.embedding_version, object_ids)
+
+    def embedding_versions(self) -> list[dict]:
+        """``[{"version", "dim", "count"}]`` of the stored embeddings, most vectors first."""
+        return queries.embedding_versions(self._conn)
+
     def list_objects(
         self, *, order: str = "confidence_asc", limit: int | None = 50, offset: int = 0, **filters: Any
     ) -> list[dict]:

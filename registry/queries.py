@@ -26,6 +26,7 @@ ORDERS = {
     "confidence_desc": "o.confidence DESC, o.rowid DESC",
     "created_desc": "o.created_at DESC, o.rowid DESC",
     "created_asc": "o.created_at ASC, o.rowid ASC",
+    "quality_score_asc": "o.quality_score IS NULL, o.quality_score ASC, o.rowid ASC",  # unscored last
 }
 OBJECT_COLUMNS = """
     o.object_id, o.source_id, o.frame_id, o.project_id, o.category_id, c.name AS category,
@@ -127,6 +128,21 @@ def get_embedding(conn: Connection, version: str, object_id: str) -> np.ndarray 
     return outbox.vector_from_blob(row[0]["vector"], row[0]["dim"]).copy()
 
 
+def get_embeddings(conn: Connection, version: str, object_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """The ids (in the given order) that have an embedding of ``version`` and their ``(n, dim)``
+    float32 vectors; ids without one are left out (one query per 30,000 ids)."""
+    ids, vectors, _ = outbox.fetch_batch(conn, list(object_ids), version)
+    pos = {oid: k for k, oid in enumerate(ids)}
+    keep = [oid for oid in dict.fromkeys(object_ids) if oid in pos]
+    return keep, vectors[[pos[o] for o in keep]] if keep else vectors
+
+
+def embedding_versions(conn: Connection) -> list[dict]:
+    """``[{"version", "dim", "count"}]`` of the stored embeddings, most vectors first."""
+    return conn.query("SELECT version_id AS version, dim, count(*) AS count FROM embeddings "
+                      "GROUP BY version_id, dim ORDER BY count(*) DESC")
+
+
 def where_clause(
     conn: Connection,
     *,
@@ -186,7 +202,7 @@ def list_objects(
     Filters: ``category`` (name/synonym or list), ``project``, ``source_id``,
     ``min_confidence``/``max_confidence`` (inclusive), ``status`` ("pending" | "approved" |
     "rejected" or a list), ``created_after`` (inclusive)/``created_before`` (exclusive).
-    ``order``: confidence_asc | confidence_desc | created_desc | created_asc.
+    ``order``: confidence_asc | confidence_desc | created_desc | created_asc | quality_score_asc.
     """
     if order not in ORDERS:
         raise ValueError(f"expected order in {sorted(ORDERS)}, got {order!r}")
