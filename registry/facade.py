@@ -285,10 +285,6 @@ class Registry:
         """(ids that have one, ``(n, embedding_dim)`` float32 vectors) in the given order."""
         return queries.get_embeddings(self._conn, self.embedding_version, object_ids)
 
-    def embedding_versions(self) -> list[dict]:
-        """``[{"version", "dim", "count"}]`` of the stored embeddings, most vectors first."""
-        return queries.embedding_versions(self._conn)
-
     def list_objects(
         self, *, order: str = "confidence_asc", limit: int | None = 50, offset: int = 0, **filters: Any
     ) -> list[dict]:

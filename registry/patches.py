@@ -101,6 +101,9 @@ def update_object(
         if category is not None:
             sets["category_id"] = resolve_category_tx(tx, category)
             reindex = True
+        first = _keep_proposal(current, metadata, sets)
+        if first is not None:
+            sets["metadata"] = json_or_none(first, "metadata")
         if sets:
             cols = ", ".join(f"{k} = ?" for k in sets)
             tx.execute(f"UPDATE objects SET {cols} WHERE object_id = ?", (*sets.values(), object_id))
@@ -115,6 +118,26 @@ def update_object(
         else:
             queued = False
     return queued
+
+
+def _keep_proposal(current: dict, metadata: dict | None, sets: dict) -> dict | None:
+    """The metadata plus what the object was before its first relabel (``proposed_category``)
+    and first box change (``proposed_bbox_xywh``, pixels), recorded once so the auto-label
+    evaluation can compare proposal and outcome; None when nothing new is recorded."""
+    meta = metadata if metadata is not None else (current.get("metadata") or {})
+    if not isinstance(meta, dict):
+        return None
+    meta = dict(meta)
+    added = False
+    if "category_id" in sets and sets["category_id"] != current["category_id"] and "proposed_category" not in meta:
+        meta["proposed_category"] = current["category"]
+        added = True
+    if "bbox_x" in sets and "proposed_bbox_xywh" not in meta:
+        box = [sets["bbox_x"], sets["bbox_y"], sets["bbox_w"], sets["bbox_h"]]
+        if any(abs(float(a) - float(b)) > 1e-6 for a, b in zip(box, current["bbox_xywh"], strict=True)):
+            meta["proposed_bbox_xywh"] = list(current["bbox_xywh"])
+            added = True
+    return meta if added else None
 
 
 def delete_object(conn: Connection, object_id: str, version: str) -> bool:

@@ -42,8 +42,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_auto_labels(args: argparse.Namespace) -> int:
-    """``--auto-labels`` (engineer T2 replaces this)."""
-    raise RuntimeError("evaluate --auto-labels: not yet available in this build; use evaluate --run RUN_ID")
+    """``--auto-labels``: P/R/F1 per class at IoU 0.5 and confidence AUROC (app/workflows/autolabel_eval.py)."""
+    from app.workflows.autolabel_eval import evaluate_auto_labels, summary_lines
+    from registry.facade import Registry
+
+    with Registry(ensure_data_dir(args.data), sync_on_write=False) as reg:
+        result = evaluate_auto_labels(reg, detection_model=args.detection_model)
+    print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else "\n".join(summary_lines(result)))
+    return 0
 
 
 def run_run(args: argparse.Namespace) -> int:

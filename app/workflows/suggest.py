@@ -59,9 +59,10 @@ def open_registry(data_dir: str | Path, version: str | None = None) -> Any:
         ValueError: ``version`` given but no embeddings of it are stored (names those that are).
     """
     from registry.facade import Registry
+    from registry.queries import embedding_versions
 
     reg = Registry(data_dir, sync_on_write=False)
-    versions = reg.embedding_versions()
+    versions = embedding_versions(reg.connection)
     if version is not None and not any(v["version"] == version for v in versions):
         reg.close()
         have = ", ".join(f"{v['version']} ({v['dim']}-d, {v['count']})" for v in versions) or "none"
