@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from registry.categories import check_category_name, resolve_category_tx
 from registry.db import Connection
 from registry.ids import new_id
+from registry.outbox import vector_from_blob
 from registry.queries import get_objects
 from registry.validation import json_or_none
 
@@ -215,3 +216,64 @@ def delete_tracker_tracks(conn: Connection, source_id: str, *, delete_interpolat
         if tids:
             tx.execute(f"DELETE FROM tracks WHERE track_id IN ({','.join('?' * len(tids))})", tids)
     return {"tracks": len(tids), "objects": n_objects}
+
+
+def tracking_inputs(conn: Connection, source_id: str, *, version: str | None = None) -> dict:
+    """What the tracker reads for one video source, in a few queries (no per-object lookups).
+
+    Args:
+        source_id: the video source.
+        version: the embedding version to read; None picks the version most of the source's
+            objects have (so the CLI needs no model to know it).
+
+    Returns:
+        ``{"frames": [(frame_id, frame_idx)] in frame order, "objects": [dict], "embeddings":
+        {object_id: (dim,) float32}, "version": str | None}``. Each object dict has
+        ``object_id, frame_id, frame_idx, category_id, category, xyxy`` (absolute pixels),
+        ``confidence, validation_status, detection_model, interpolated`` (bool) and
+        ``kept_track``: the id of a track that re-running the tracker keeps (edited or not
+        tracker-made) when the object is in one, else None. Objects without a frame are left out.
+    """
+    source = conn.query("SELECT source_type FROM sources WHERE source_id = ?", (source_id,))
+    if not source:
+        raise ValueError(f"unknown source id {source_id!r}; add the video with `launch.py video add`")
+    frame_rows = conn.query("SELECT frame_id, frame_idx FROM frames WHERE source_id = ? ORDER BY frame_idx",
+                            (source_id,))
+    objects = conn.query(
+        "SELECT o.object_id, o.frame_id, f.frame_idx, o.category_id, c.name AS category, o.bbox_x, o.bbox_y, "
+        "o.bbox_w, o.bbox_h, o.confidence, o.validation_status, o.detection_model, "
+        "coalesce(json_extract(o.metadata, '$.interpolated'), 0) AS interpolated, "
+        "(SELECT t.track_id FROM track_objects x JOIN tracks t USING (track_id) WHERE x.object_id = o.object_id "
+        f"AND NOT coalesce({TRACKER_MADE}, 0) ORDER BY t.created_at LIMIT 1) AS kept_track "
+        "FROM objects o JOIN frames f ON f.frame_id = o.frame_id JOIN categories c ON c.category_id = o.category_id "
+        "WHERE o.source_id = ? ORDER BY f.frame_idx, o.rowid", (source_id,))
+    for o in objects:
+        x, y, w, h = (o.pop(k) for k in ("bbox_x", "bbox_y", "bbox_w", "bbox_h"))
+        o["xyxy"] = (x, y, x + w, y + h)
+        o["interpolated"] = bool(o["interpolated"])
+    if version is None:
+        version = conn.scalar(
+            "SELECT e.version_id FROM embeddings e JOIN objects o USING (object_id) WHERE o.source_id = ? "
+            "GROUP BY e.version_id ORDER BY count(*) DESC, e.version_id LIMIT 1", (source_id,))
+    embeddings = {}
+    if version is not None:
+        for r in conn.query("SELECT e.object_id, e.dim, e.vector FROM embeddings e JOIN objects o USING (object_id) "
+                            "WHERE o.source_id = ? AND e.version_id = ?", (source_id, version)):
+            embeddings[r["object_id"]] = vector_from_blob(r["vector"], r["dim"])
+    return {"frames": [(r["frame_id"], r["frame_idx"]) for r in frame_rows], "objects": objects,
+            "embeddings": embeddings, "version": version}
+
+
+def track_members(conn: Connection, source_id: str) -> list[dict]:
+    """Every framed object of the source's tracks: ``track_id, object_id, frame_idx, category,
+    bbox_xywh`` (absolute pixels), ``is_occluded``, ``confidence``; by track then frame."""
+    rows = conn.query(
+        "SELECT x.track_id, o.object_id, f.frame_idx, c.name AS category, o.bbox_x, o.bbox_y, o.bbox_w, o.bbox_h, "
+        "o.is_occluded, o.confidence FROM tracks t JOIN track_objects x USING (track_id) "
+        "JOIN objects o USING (object_id) JOIN frames f ON f.frame_id = o.frame_id "
+        "JOIN categories c ON c.category_id = o.category_id WHERE t.source_id = ? ORDER BY x.track_id, f.frame_idx",
+        (source_id,))
+    for r in rows:
+        r["bbox_xywh"] = [r.pop("bbox_x"), r.pop("bbox_y"), r.pop("bbox_w"), r.pop("bbox_h")]
+        r["is_occluded"] = bool(r["is_occluded"])
+    return rows

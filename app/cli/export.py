@@ -28,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="build a dataset and export it as YOLO or COCO")
     add_data_arg(p)
     add_json_arg(p)
-    p.add_argument("--format", dest="fmt", choices=("yolo", "coco"), required=True)
+    p.add_argument("--format", dest="fmt", choices=("yolo", "coco", "mot"), required=True,
+                   help="yolo | coco (a dataset) | mot (a video source's tracks as MOTChallenge gt; needs --source)")
+    p.add_argument("--source", default=None, metavar="SRC_ID", help="the video source (with --format mot)")
     p.add_argument("--task", choices=("detect", "segment"), default="detect")
     p.add_argument("--out", required=True, help="output folder (new or empty)")
     p.add_argument("--dataset", default=None, help="dataset name (default: 'export'; an existing name is re-exported)")
@@ -53,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     from registry.facade import Registry
 
     data = ensure_data_dir(args.data)
+    if args.fmt == "mot":
+        return _run_mot(args, data)
     with Registry(data, sync_on_write=False) as reg:
         build_requested = args.rebuild or any(getattr(args, f) not in (None, False) for f in _BUILD_FLAGS)
         built = None
@@ -88,4 +92,21 @@ def run(args: argparse.Namespace) -> int:
     if result["skipped"]:
         print(f"  skipped {len(result['skipped'])} images: " + "; ".join(s["reason"] for s in result["skipped"][:5]))
     print(f"exported {args.fmt} {args.task} to {result['out_dir']}" + (f" and {result['zip']}" if result["zip"] else ""))
+    return 0
+
+
+def _run_mot(args: argparse.Namespace, data) -> int:
+    """``--format mot --source SRC_ID``: the source's tracks as ``<out>/<seq>/gt/gt.txt`` + ``seqinfo.ini``."""
+    from app.workflows.tracking import export_mot
+    from registry.facade import Registry
+
+    if not args.source:
+        raise ValueError("--format mot: expected --source SRC_ID (the video source whose tracks to export), got none")
+    with Registry(data, sync_on_write=False) as reg:
+        result = export_mot(reg, args.source, args.out, overwrite=args.overwrite)
+    if args.json:
+        print(json.dumps({"export": result}, indent=2, ensure_ascii=False))
+    else:
+        print(f"exported {result['tracks']} track(s), {result['boxes']} box(es) of {args.source} as MOT to "
+              f"{result['out_dir']}/{result['sequence']}/gt/gt.txt")
     return 0

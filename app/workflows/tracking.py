@@ -1,0 +1,194 @@
+"""Tracking workflow: a video source's per-frame objects -> tracks in the registry.
+
+Reads the source's frames and objects (with their stored embeddings) from the registry, links
+them with :func:`pipeline.track.track`, and replaces the tracks the tracker made before
+(``metadata.created_by == "tracker"`` and no ``metadata.edited_by``) in ONE transaction: a
+person-edited or person-made track is never touched, and its objects are left out of
+association. Rejected objects and interpolated objects are left out too.
+
+With ``interpolate``, each new track's gaps (frames of the source between two of its
+detections where it has none) get an interpolated object: box linear in xyxy between the
+neighbouring detections (:func:`pipeline.track.interpolate_boxes`), ``detection_model =
+"interpolated"``, ``metadata.interpolated = true``, no mask, no confidence.
+
+Boxes are xyxy, absolute pixels of the frame (x = column, y = row); frames are the video's
+original 0-based frame indices.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.track import FrameDetections, TrackerConfig, interpolate_boxes, track
+from registry.export_output import check_out_dir, publish_dir, remove_stale_parts, safe_stem
+from registry.facade import ObjectIn, Registry
+from registry.formats.mot import MotBox, write_sequence
+from registry.ids import utc_now
+from registry.tracks import track_members, tracking_inputs
+
+INTERPOLATED = "interpolated"
+
+
+def track_source(
+    registry: Registry,
+    source_id: str,
+    *,
+    iou_weight: float = 0.5,
+    max_gap: int = 10,
+    min_length: int = 2,
+    interpolate: bool = False,
+    min_iou: float = 0.1,
+    min_cosine: float = 0.5,
+    embedding_version: str | None = None,
+) -> dict[str, Any]:
+    """Tracks one video source's objects and stores the tracks (see the module docstring).
+
+    Args:
+        registry: the open registry.
+        source_id: the video source (``source_type='video'``).
+        iou_weight, max_gap, min_length, min_iou, min_cosine: see :class:`pipeline.track.TrackerConfig`
+            (``max_gap`` counts the source's frames a track may miss in a row).
+        interpolate: fill each new track's gaps with interpolated objects.
+        embedding_version: which stored embeddings to compare; None = the version most of the
+            source's objects have (no embeddings: IoU only).
+
+    Returns:
+        ``{"source_id", "tracks", "objects_linked", "interpolated", "replaced_tracks",
+        "kept_tracks", "objects_considered", "embedding_version", "params"}``.
+
+    Raises:
+        ValueError: unknown or non-video source, or bad parameters (nothing written).
+    """
+    cfg = TrackerConfig(iou_weight=iou_weight, max_gap=max_gap, min_length=min_length, min_iou=min_iou,
+                        min_cosine=min_cosine)
+    source = registry.get_source(source_id)
+    if source["source_type"] != "video":
+        raise ValueError(f"source {source_id}: expected a video source, got source_type {source['source_type']!r}; "
+                         "tracks link objects across a video's frames (add one with `launch.py video add`)")
+    data = tracking_inputs(registry.connection, source_id, version=embedding_version)
+    free = [o for o in data["objects"] if o["kept_track"] is None and not o["interpolated"]
+            and o["detection_model"] != INTERPOLATED and o["validation_status"] != "rejected"]
+    kept = {o["kept_track"] for o in data["objects"] if o["kept_track"] is not None}
+    tracks = track(_frames(data["frames"], free, data["embeddings"]), cfg)
+    by_id = {o["object_id"]: o for o in free}
+    params = {**cfg.as_dict(), "interpolate": bool(interpolate), "embedding_version": data["version"]}
+    meta = {"created_by": "tracker", "params": params, "tracked_at": utc_now()}
+    frame_ids = dict((idx, fid) for fid, idx in data["frames"])
+    n_interp = 0
+    with registry.transaction():
+        replaced = registry.delete_tracker_tracks(source_id)
+        for t in tracks:
+            members = list(t.keys)
+            if interpolate:
+                new = _interpolated_objects(t, by_id, frame_ids, (source["width"], source["height"]))
+                if new:
+                    members += registry.register_objects(source_id, new, dedupe=False).registered
+                    n_interp += len(new)
+            registry.create_track(members, metadata=meta)
+    return {
+        "source_id": source_id,
+        "tracks": len(tracks),
+        "objects_linked": sum(len(t.keys) for t in tracks),
+        "interpolated": n_interp,
+        "replaced_tracks": replaced["tracks"],
+        "kept_tracks": len(kept),
+        "objects_considered": len(free),
+        "embedding_version": data["version"],
+        "params": params,
+    }
+
+
+def _frames(frames: list[tuple[str, int]], objects: list[dict], embeddings: dict[str, np.ndarray]) -> list[FrameDetections]:
+    """One FrameDetections per frame of the source (empty frames too: they count as misses)."""
+    per_frame: dict[int, list[dict]] = defaultdict(list)
+    for o in objects:
+        per_frame[o["frame_idx"]].append(o)
+    dim = next((len(v) for v in embeddings.values()), 0)
+    out = []
+    for _, idx in frames:
+        objs = per_frame.get(idx, [])
+        embs = None
+        if dim and any(o["object_id"] in embeddings for o in objs):
+            embs = np.full((len(objs), dim), np.nan)
+            for k, o in enumerate(objs):
+                if o["object_id"] in embeddings:
+                    embs[k] = embeddings[o["object_id"]]
+        out.append(FrameDetections(idx, np.array([o["xyxy"] for o in objs], float).reshape(-1, 4),
+                                   [o["category_id"] for o in objs], embs, [o["object_id"] for o in objs]))
+    return out
+
+
+def _interpolated_objects(t, by_id: dict[str, dict], frame_ids: dict[int, str],
+                          size: tuple[int | None, int | None]) -> list[ObjectIn]:
+    """Interpolated objects on the source's frames inside the track's gaps (``size`` = (width, height))."""
+    gaps, boxes = interpolate_boxes(t.frames, t.boxes, frame_ids.keys())
+    if size[0] and size[1]:  # interpolation stays inside its keyframes' boxes; clip rounding only
+        boxes = np.clip(boxes, 0, [size[0], size[1], size[0], size[1]])
+    if not gaps:
+        return []
+    category = by_id[t.keys[0]]["category"]
+    out = []
+    for f, b in zip(gaps, boxes, strict=True):
+        prev = max(k for k, fr in enumerate(t.frames) if fr < f)
+        out.append(ObjectIn(
+            category, tuple(float(v) for v in b), frame_id=frame_ids[f], detection_model=INTERPOLATED,
+            metadata={"interpolated": True, "between": [t.keys[prev], t.keys[prev + 1]]},
+        ))
+    return out
+
+
+def export_mot(registry: Registry, source_id: str, out_dir, *, overwrite: bool = False) -> dict[str, Any]:
+    """Writes the source's tracks as a MOTChallenge sequence under ``out_dir``.
+
+    Layout: ``<out>/<seq>/gt/gt.txt``, ``<out>/<seq>/seqinfo.ini`` (see
+    :mod:`registry.formats.mot`) and ``<out>/manifest.json`` (source, track numbers -> track
+    ids, class numbers -> names). ``<seq>`` is the video's safe file stem (else the source id).
+    Track numbers are 1.. in :meth:`Registry.list_tracks` order (by first frame); class numbers
+    1.. over the sorted category names of the exported tracks. Written into a temporary folder
+    and renamed when complete; an existing non-empty ``out_dir`` needs ``overwrite`` and must
+    be an earlier export.
+
+    Returns:
+        ``{"out_dir", "sequence", "tracks", "boxes", "classes"}``.
+    """
+    source = registry.get_source(source_id)
+    if source["source_type"] != "video":
+        raise ValueError(f"source {source_id}: expected a video source for MOT export, got {source['source_type']!r}")
+    tracks = registry.list_tracks(source_id)
+    if not tracks:
+        raise ValueError(f"source {source_id} has no tracks; run `launch.py track --source {source_id}` first")
+    members = track_members(registry.connection, source_id)
+    if not members:
+        raise ValueError(f"the tracks of source {source_id} hold no objects on frames; nothing to export")
+    number = {t["track_id"]: k for k, t in enumerate(tracks, 1)}
+    names = sorted({m["category"] for m in members})
+    cls = {n: k for k, n in enumerate(names, 1)}
+    boxes = [MotBox(m["frame_idx"], number[m["track_id"]], m["bbox_xywh"], cls[m["category"]], m["is_occluded"])
+             for m in members]
+    seq = safe_stem(source.get("file_name")) or source_id
+    out = Path(out_dir).expanduser().resolve()
+    check_out_dir(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_parts(out)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.part-{os.getpid()}-", dir=out.parent))
+    try:
+        frame_count = source.get("frame_count") or (max(m["frame_idx"] for m in members) + 1)
+        write_sequence(work, seq, boxes, frame_rate=source.get("fps") or 1.0, seq_length=frame_count,
+                       width=source["width"], height=source["height"])
+        manifest = {"format": "mot", "source_id": source_id, "sequence": seq,
+                    "tracks": {str(k): tid for tid, k in number.items()},
+                    "classes": {str(k): n for n, k in cls.items()}}
+        (work / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+        publish_dir(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return {"out_dir": str(out), "sequence": seq, "tracks": len(tracks), "boxes": len(boxes),
+            "classes": {str(k): n for n, k in cls.items()}}
