@@ -1,0 +1,164 @@
+"""``launch.py domains ...`` and ``launch.py classify ...`` as a user runs them (in process,
+offline), on a registry seeded with synthetic class clusters as stored embeddings."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.cli.main import main
+from registry.facade import Registry
+from tests.pipeline.classify.seed import CLASSES, seed_clusters
+
+DIM, VERSION = 32, "test-emb"
+
+
+@pytest.fixture
+def seeded(tmp_path: Path) -> tuple[Path, dict]:
+    data = tmp_path / "data"
+    with Registry(data, embedding_dim=DIM, embedding_version=VERSION, index="exact", sync_on_write=False) as reg:
+        info = seed_clusters(reg, tmp_path / "img")
+    return data, info
+
+
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
+    rc = main(list(args))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def _objects(data: Path) -> dict[str, dict]:
+    with Registry(data, embedding_dim=DIM, embedding_version=VERSION, index="exact", sync_on_write=False) as reg:
+        return {o["object_id"]: o for o in reg.iter_objects()}
+
+
+def test_build_list_classify_apply_and_resume(seeded, capsys):
+    data, info = seeded
+    rc, out, err = _cli(capsys, "domains", "build", "--data", str(data), "--name", "bugs", "--from-validated")
+    assert rc == 0, err
+    assert "domain bugs@" in out and "3 classes (ant 4, bee 4, cat 4)" in out and f"{VERSION} {DIM}-d" in out
+    assert "calibration (leave-one-out on 12 support items)" in out
+    rc, out, _ = _cli(capsys, "domains", "list", "--data", str(data), "--json")
+    listed = json.loads(out)
+    assert [d["domain"] for d in listed] == ["bugs"] and listed[0]["classes"] == CLASSES
+
+    rc, out, err = _cli(capsys, "classify", "--data", str(data), "--domain", "bugs", "--only-pending", "--json")
+    assert rc == 0, err
+    s = json.loads(out)
+    assert s["classified"] == len(info["pending"]) == 8 and s["skipped"] == 0 and s["applied"] == 0
+    objs = _objects(data)
+    for oid, truth in info["pending"].items():
+        o = objs[oid]
+        cls = o["metadata"]["classification"]
+        assert o["classification_model"] == s["model"] and s["model"].startswith("domain:bugs@")
+        assert cls["verdict"] == truth, (oid, cls)
+        assert o["classification_confidence"] == pytest.approx(cls["confidence"])
+        assert len(cls["top_k"]) == 3 and cls["s1"] == cls["top_k"][0]["score"]
+        assert o["category"] == "thing"  # not applied
+    assert s["verdicts"] == {"unknown": 2, "ant": 2, "bee": 2, "cat": 2}
+    for oid in info["approved"]:
+        assert objs[oid]["classification_model"] is None  # --only-pending
+
+    # resumable: the same pack version skips what it did; --apply still applies the stored verdicts
+    rc, out, err = _cli(capsys, "classify", "--data", str(data), "--domain", "bugs", "--only-pending", "--apply")
+    assert rc == 0, err
+    assert "0 classified, 8 already done (skipped)" in out and "6 verdict(s) applied" in out
+    objs = _objects(data)
+    for oid, truth in info["pending"].items():
+        assert objs[oid]["category"] == ("thing" if truth == "unknown" else truth)
+        assert objs[oid]["validation_status"] == "pending"
+
+    # all objects, forced: validated objects are scored but never relabelled
+    rc, out, err = _cli(capsys, "classify", "--data", str(data), "--domain", "bugs", "--force", "--apply", "--json")
+    s = json.loads(out)
+    assert s["classified"] == 20 and s["skipped"] == 0 and s["applied"] == 0
+    objs = _objects(data)
+    assert all(objs[i]["classification_model"] == s["model"] for i in info["approved"])
+
+
+def test_round_trip_export_import_elsewhere_gives_the_same_verdicts(seeded, tmp_path, capsys):
+    data, info = seeded
+    assert _cli(capsys, "domains", "build", "--data", str(data), "--name", "bugs", "--from-validated")[0] == 0
+    assert _cli(capsys, "classify", "--data", str(data), "--domain", "bugs")[0] == 0
+    zipped = tmp_path / "bugs.zip"
+    rc, out, _ = _cli(capsys, "domains", "export", "--data", str(data), "bugs", str(zipped))
+    assert rc == 0 and zipped.is_file()
+    other = tmp_path / "other"
+    with Registry(other, embedding_dim=DIM, embedding_version=VERSION, index="exact", sync_on_write=False) as reg:
+        info2 = seed_clusters(reg, tmp_path / "img2")  # same seed: the same vectors, new ids
+    rc, out, err = _cli(capsys, "domains", "import", "--data", str(other), str(zipped))
+    assert rc == 0 and "imported domain bugs@" in out, err
+    assert _cli(capsys, "classify", "--data", str(other), "--domain", "bugs")[0] == 0
+    a, b = _objects(data), _objects(other)
+    by_vec = {np.asarray(info["vectors"][i]).tobytes(): a[i]["metadata"]["classification"] for i in a}
+    assert len(b) == len(a) == 20
+    for oid, o in b.items():
+        mine = o["metadata"]["classification"]
+        theirs = by_vec[np.asarray(info2["vectors"][oid]).tobytes()]
+        assert (mine["verdict"], mine["top_k"], mine["version"]) == (theirs["verdict"], theirs["top_k"], theirs["version"])
+        assert o["classification_model"] == a[next(iter(a))]["classification_model"]
+    assert _cli(capsys, "domains", "delete", "--data", str(other), "bugs")[0] == 0
+    rc, _, err = _cli(capsys, "classify", "--data", str(other), "--domain", "bugs")
+    assert rc == 2 and "unknown domain 'bugs'" in err
+
+
+def test_a_domain_of_another_embedding_model_is_refused(seeded, tmp_path, capsys):
+    data, _ = seeded
+    assert _cli(capsys, "domains", "build", "--data", str(data), "--name", "bugs", "--from-validated")[0] == 0
+    other = tmp_path / "other"
+    with Registry(other, embedding_dim=16, embedding_version="other-emb", index="exact", sync_on_write=False) as reg:
+        seed_clusters(reg, tmp_path / "img3")
+    exported = tmp_path / "exp"
+    assert _cli(capsys, "domains", "export", "--data", str(data), "bugs", str(exported))[0] == 0
+    assert _cli(capsys, "domains", "import", "--data", str(other), str(exported / "bugs"))[0] == 0
+    rc, _, err = _cli(capsys, "classify", "--data", str(other), "--domain", "bugs")
+    assert rc == 2
+    assert f"'{VERSION}' ({DIM}-d)" in err and "'other-emb' (16-d)" in err and "rebuild the domain" in err
+
+
+def test_bad_input_gets_one_clear_line(seeded, tmp_path, capsys):
+    data, _ = seeded
+    rc, _, err = _cli(capsys, "domains", "build", "--data", str(data), "--name", "../x", "--from-validated")
+    assert rc == 2 and "domain name" in err and not (data / "x").exists()
+    rc, _, err = _cli(capsys, "domains", "build", "--data", str(data), "--name", "none", "--from-validated",
+                      "--categories", "zebra")
+    assert rc == 2 and "no approved objects of categories ['zebra']" in err
+    rc, _, err = _cli(capsys, "domains", "import", "--data", str(data), str(tmp_path / "missing.zip"))
+    assert rc == 2 and "no such file or folder" in err
+
+
+def test_folders_without_weights_fail_fast_saying_how_to_get_them(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("AGL_WEIGHTS", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    (tmp_path / "classes" / "red").mkdir(parents=True)
+    rc, _, err = _cli(capsys, "domains", "build", "--data", str(tmp_path / "data"), "--name", "colours",
+                      "--folders", str(tmp_path / "classes"))
+    assert rc == 2 and "models download" in err and "Traceback" not in err
+    assert not (tmp_path / "data" / "domains" / "colours").exists()
+
+
+def test_folders_with_the_tiny_dinov2_build_a_domain(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    from tests.chain_models import FOLDERS
+    from tests.pipeline.tiny_models_sam2_dino import TINY_DINO_DIM, build_tiny_dinov2
+
+    monkeypatch.delenv("AGL_WEIGHTS", raising=False)
+    data = tmp_path / "data"
+    build_tiny_dinov2(data / "models" / FOLDERS["embedder"])
+    rng = np.random.default_rng(0)
+    for cls, colour in (("red", (220, 30, 30)), ("blue", (30, 40, 220))):
+        for i in range(3):
+            img = np.clip(np.array(colour) + rng.normal(0, 10, (40, 40, 3)), 0, 255).astype(np.uint8)
+            (tmp_path / "classes" / cls).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(tmp_path / "classes" / cls / f"{i}.png")
+    (tmp_path / "classes" / "blue" / "notes.txt").write_text("not an image")
+    rc, out, err = _cli(capsys, "domains", "build", "--data", str(data), "--name", "colours",
+                        "--folders", str(tmp_path / "classes"), "--json")
+    assert rc == 0, err
+    meta = json.loads(out)
+    assert meta["classes"] == ["blue", "red"] and meta["counts"] == {"blue": 3, "red": 3}
+    assert meta["embedding_dim"] == TINY_DINO_DIM and meta["source"]["kind"] == "folders"
+    assert meta["embedding_model"].startswith("dinov2")
