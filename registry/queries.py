@@ -27,6 +27,9 @@ ORDERS = {
     "created_desc": "o.created_at DESC, o.rowid DESC",
     "created_asc": "o.created_at ASC, o.rowid ASC",
     "quality_score_asc": "o.quality_score IS NULL, o.quality_score ASC, o.rowid ASC",  # unscored last
+    # least sure few-shot classification first (issue 12); unclassified last
+    "classification_confidence_asc": ("o.classification_confidence IS NULL, o.classification_confidence ASC, "
+                                      "o.rowid ASC"),
 }
 OBJECT_COLUMNS = """
     o.object_id, o.source_id, o.frame_id, o.project_id, o.category_id, c.name AS category,

@@ -19,6 +19,7 @@ ORDERS = {
     "most confident first": "confidence_desc",
     "newest first": "created_desc",
     "oldest first": "created_asc",
+    "least sure classification first": "classification_confidence_asc",
 }
 STATES = ("pending", "approved", "rejected", "all")
 ACTIONS = ("approve", "reject", "relabel", "flags")

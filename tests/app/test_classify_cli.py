@@ -162,3 +162,19 @@ def test_folders_with_the_tiny_dinov2_build_a_domain(tmp_path, capsys, monkeypat
     assert meta["classes"] == ["blue", "red"] and meta["counts"] == {"blue": 3, "red": 3}
     assert meta["embedding_dim"] == TINY_DINO_DIM and meta["source"]["kind"] == "folders"
     assert meta["embedding_model"].startswith("dinov2")
+
+
+def test_review_queue_orders_by_classification_confidence(seeded, capsys):
+    from app.workflows import review as rv
+
+    data, info = seeded
+    assert _cli(capsys, "domains", "build", "--data", str(data), "--name", "bugs", "--from-validated")[0] == 0
+    assert _cli(capsys, "classify", "--data", str(data), "--domain", "bugs", "--only-pending")[0] == 0
+    with Registry(data, embedding_dim=DIM, embedding_version=VERSION, index="exact", sync_on_write=False) as reg:
+        order = rv.ORDERS["least sure classification first"]
+        queue = rv.load_queue(reg, rv.ReviewQuery(status="all", order=order), page_size=50)
+        objs = reg.get_objects(queue.ids)
+    confs = [o["classification_confidence"] for o in objs]
+    assert len(confs) == 20 and confs[8:] == [None] * 12  # the 12 approved support objects were not classified
+    assert confs[:8] == sorted(confs[:8]) and confs[0] < confs[7]
+    assert set(queue.ids[:8]) == set(info["pending"])
