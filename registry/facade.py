@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from registry import categories, doctor, outbox, patches, queries, search, sources, stats, track_edits, tracks
+from registry import frames as frame_store
 from registry import runs as run_records
 from registry.categories import MAX_CATEGORY_NAME, check_category_name, name_key, stable_color
 from registry.db import Connection
@@ -206,6 +207,14 @@ class Registry:
         """A ``frm_…`` id for frame ``frame_idx`` of a source (the existing one if already added)."""
         return sources.add_frame(self._conn, self.data_dir, source_id, frame_idx, timestamp=timestamp,
                                  file_path=file_path)
+
+    def list_frames(self, source_id: str, *, limit: int | None = None, offset: int = 0) -> list[dict]:
+        """A source's frames in frame order, ``file_path`` absolute (see :mod:`registry.frames`)."""
+        return frame_store.list_frames(self._conn, self.data_dir, source_id, limit=limit, offset=offset)
+
+    def image_path(self, obj_or_frame: dict | str) -> Path:
+        """The image an object/frame/source lies on: its frame's PNG, else the source file."""
+        return frame_store.frame_file(self._conn, self.data_dir, obj_or_frame)
 
     # -- categories (registry.categories) ------------------------------------------------------
     def get_category(self, name_or_synonym: str) -> dict | None:

@@ -101,12 +101,23 @@ def duplicates_tx(tx: sqlite3.Connection, source_id: str, items: list[dict], iou
 
     The stored objects are read with one indexed query; their mask areas are recomputed
     from the RLEs rather than trusting the ``area`` column, so the pruning bounds stay exact.
+    Objects on different frames of a video never duplicate each other: items are compared
+    within their own frame (``frame_id``; None = the source's image) only.
     """
+    by_frame: dict[str | None, list[int]] = {}
+    for k, it in enumerate(items):
+        by_frame.setdefault(it["frame_id"], []).append(k)
+    if len(by_frame) > 1:
+        out: dict[int, str] = {}
+        for ks in by_frame.values():
+            sub = duplicates_tx(tx, source_id, [items[k] for k in ks], iou)
+            out.update({ks[i]: oid for i, oid in sub.items()})
+        return out
     cat_set = sorted({it["category_id"] for it in items})
     rows = tx.execute(
         "SELECT object_id, bbox_x, bbox_y, bbox_w, bbox_h, mask_counts, mask_h, mask_w, category_id "
-        f"FROM objects WHERE source_id = ? AND category_id IN ({','.join('?' * len(cat_set))})",
-        (source_id, *cat_set),
+        f"FROM objects WHERE source_id = ? AND frame_id IS ? AND category_id IN ({','.join('?' * len(cat_set))})",
+        (source_id, items[0]["frame_id"], *cat_set),
     ).fetchall()
     rles = [{"size": [r[6], r[7]], "counts": r[5]} if r[5] is not None else None for r in rows]
     with_mask = [k for k, r in enumerate(rles) if r is not None]

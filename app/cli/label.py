@@ -1,12 +1,14 @@
 """``launch.py label``: batch auto-labeling of files and folders into the registry.
 
-    python launch.py label --data DIR --classes "person,car" PATHS... [--profile cpu|gpu]
+    python launch.py label --data DIR --classes "person,car" [PATHS...] [--source SRC_ID] [--profile cpu|gpu]
         [--confidence 0.3] [--project NAME] [--segmenter sam2|grabcut] [--no-embed]
         [--relabel] [--weights-dir DIR] [--json]
 
 Folders are searched recursively for images; images are labeled one at a time (memory stays
 that of one image), failures are skipped and listed at the end ("3 of 120 failed: …"), and a
 second run skips files already labeled with the same settings (see app/workflows/labeling.py).
+``--source SRC_ID`` labels the frames of a video source (``launch.py video add``) instead of
+PATHS, resumable the same way (app/workflows/video.py).
 Exit status: 0 when every file was labeled (or already was), 1 when some failed, 2 on a usage
 error or missing model weights (the message says how to get them).
 """
@@ -26,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("label", help="auto-label images and folders into the registry")
     add_data_arg(p)
     add_json_arg(p)
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders (searched recursively)")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="image files and/or folders (searched recursively)")
+    p.add_argument("--source", default=None, metavar="SRC_ID",
+                   help="label the frames of this video source (from launch.py video add) instead of PATHS")
     p.add_argument("--classes", required=True, help='comma-separated class names, e.g. "person, car"')
     p.add_argument("--profile", choices=sorted(PROFILES), default="cpu", help="model profile (default cpu)")
     p.add_argument("--confidence", type=float, default=0.3, help="detection threshold in [0, 1] (default 0.3)")
@@ -78,14 +82,23 @@ def run(args: argparse.Namespace) -> int:
     classes = parse_class_list(args.classes)
     if not 0.0 <= args.confidence <= 1.0:
         raise ValueError(f"--confidence: expected a value in [0, 1], got {args.confidence}")
+    if bool(args.paths) == bool(args.source):
+        raise ValueError("expected image files or folders (PATH...) or a video source (--source SRC_ID), got "
+                         + ("both; label them in two runs" if args.paths else "neither"))
     missing = [p for p in args.paths if not Path(p).exists()]
-    if len(missing) == len(args.paths):
+    if args.paths and len(missing) == len(args.paths):
         raise FileNotFoundError(f"expected image files or folders, got none that exist: {', '.join(missing)}")
     labeler = build_labeler(args)  # before touching the data folder: missing weights fail fast
     data = ensure_data_dir(args.data)
     with open_registry(data, labeler) as reg:
-        report = label_paths(reg, labeler, args.paths, classes, confidence=args.confidence, project=args.project,
-                             progress=not args.json, relabel=args.relabel)
+        if args.source:
+            from app.workflows.video import label_video_frames
+
+            report = label_video_frames(reg, labeler, args.source, classes, confidence=args.confidence,
+                                        project=args.project, progress=not args.json, relabel=args.relabel)
+        else:
+            report = label_paths(reg, labeler, args.paths, classes, confidence=args.confidence,
+                                 project=args.project, progress=not args.json, relabel=args.relabel)
         if getattr(reg, "sync_outbox", None) is not None:
             reg.sync_outbox()  # embeddings into the vector index now, not at the next start
     print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) if args.json else report.summary())

@@ -47,6 +47,7 @@ def register_detections(
     project: str | None = None,
     detection_model: str | None = None,
     keep: Sequence[bool] | None = None,
+    frame_id: str | None = None,
 ) -> Any:
     """Registers a source's detections as objects (one transaction).
 
@@ -60,6 +61,7 @@ def register_detections(
             ``det.data["detection_model"]`` (hand-drawn boxes: ``"manual"``, with
             ``det.data["created_by"]`` stored as ``metadata["created_by"]``).
         keep: (N,) bools; False rows (e.g. toggled off in the UI) are not registered.
+        frame_id: the video frame the detections were made on (None for an image source).
 
     Returns:
         ``RegisterResult`` whose ``object_ids`` align with the rows of ``det`` (None for rows
@@ -98,6 +100,7 @@ def register_detections(
                 embedding=None if emb is None else np.asarray(emb[i], np.float32),
                 detection_model=(row_models[i] if row_models is not None and row_models[i] else detection_model),
                 metadata=({"created_by": str(row_users[i])} if row_users is not None and row_users[i] else None),
+                frame_id=frame_id,
             )
         )
     out = RegisterResult(object_ids=[None] * n)
