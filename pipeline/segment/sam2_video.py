@@ -109,6 +109,7 @@ class Sam2VideoPropagator:
     """
 
     name = "sam2-video"
+    default_drift_threshold = DEFAULT_DRIFT_THRESHOLD
 
     def __init__(
         self,
