@@ -12,6 +12,10 @@ Checks (each ``{"ok": bool, ...details}``):
   :data:`SELF_QUERY_SAMPLE` stored vectors is read back (``fetch``, where the backend can) and
   queried: each must find its own id at rank 1 (``self_query``). Ids that are listed but whose
   vectors cannot be read or found are what concurrent writers used to leave behind.
+* ``matrix``: the exact matrix (:mod:`registry.vectors.matrix`) holds exactly the objects that
+  have an embedding, and a random sample of its rows carries its object's rowid and vector
+  (``recovered`` says when it was rebuilt at open because its files were missing or torn).
+  Skipped in processes that are not the index writer.
 * ``masks``: every stored mask is a well-formed RLE of its source image's size.
 * ``tracks``: every track's ``object_count`` matches its members.
 * ``litter``: orphan media files (no ``sources``/``frames`` row) and ``.tmp-*`` files older than
@@ -172,6 +176,45 @@ def _check_index(conn: Connection, vectors: IndexHandle, *, sample: int = SELF_Q
     }
 
 
+def _check_matrix(conn: Connection, vectors: IndexHandle, *, sample: int = SELF_QUERY_SAMPLE) -> dict[str, Any]:
+    try:
+        matrix = vectors.matrix
+    except Exception as exc:  # noqa: BLE001 - an unusable matrix is the finding
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    if matrix is None:
+        return {"ok": True, "skipped": "not the index writer"}
+    expected = dict(conn.execute(
+        "SELECT e.object_id, o.rowid FROM embeddings e JOIN objects o ON o.object_id = e.object_id "
+        "WHERE e.version_id = ?", (vectors.embedding_version,)).fetchall())
+    present = matrix.ids_at(np.arange(matrix.rows))
+    missing = set(expected) - set(present)
+    extra = set(present) - set(expected)
+    problem = matrix.check()
+    wrong: list[str] = []
+    rng = np.random.default_rng()
+    for row in rng.choice(matrix.rows, size=min(int(sample), matrix.rows), replace=False).tolist():
+        oid = present[row]
+        if oid not in expected:
+            continue
+        blob = conn.execute("SELECT vector, dim FROM embeddings WHERE object_id = ? AND version_id = ?",
+                            (oid, vectors.embedding_version)).fetchone()
+        vec = outbox.vector_from_blob(blob[0], blob[1])
+        cos = float(matrix.vectors[row] @ vec) / (float(np.linalg.norm(vec)) or 1.0)
+        if int(matrix.rowids[row]) != expected[oid] or cos < 0.9999:
+            wrong.append(oid)
+    out: dict[str, Any] = {
+        "ok": not missing and not extra and not wrong and problem is None,
+        "rows": matrix.rows, "embeddings": len(expected), "missing": len(missing), "extra": len(extra),
+        "wrong_rows": len(wrong), "missing_sample": sorted(missing)[:SAMPLE],
+        "extra_sample": sorted(extra)[:SAMPLE], "wrong_sample": wrong[:SAMPLE],
+    }
+    if problem:
+        out["error"] = problem
+    if vectors.matrix_recovery:
+        out["recovered"] = vectors.matrix_recovery
+    return out
+
+
 def _check_masks(conn: Connection, batch: int = 5000) -> dict[str, Any]:
     bad: list[dict[str, str]] = []
     n_bad = checked = 0
@@ -213,6 +256,7 @@ def check(conn: Connection, vectors: IndexHandle, *, check_media: bool = False) 
     checks = _check_sqlite(conn)
     checks["outbox"] = _check_outbox(conn)
     checks["index"] = _check_index(conn, vectors)
+    checks["matrix"] = _check_matrix(conn, vectors)
     checks["masks"] = _check_masks(conn)
     checks["tracks"] = _check_tracks(conn)
     with conn.lock:
@@ -256,6 +300,9 @@ def _repair_index(conn: Connection, vectors: IndexHandle, checks: dict[str, Any]
     if not index_now["ok"]:
         n = vectors.rebuild()
         done.append(f"rebuilt the vector index from SQLite ({n} vectors)")
+    elif not _check_matrix(conn, vectors)["ok"]:
+        n = vectors.rebuild_matrix()
+        done.append(f"rebuilt the exact matrix from SQLite ({n} vectors)")
 
 
 def repair_registry(conn: Connection, vectors: IndexHandle, report: dict[str, Any]) -> list[str]:

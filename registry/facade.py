@@ -422,12 +422,18 @@ class Registry:
     def search(
         self, vector: np.ndarray, *, k: int = 10, category: str | Sequence[str] | None = None,
         project: str | None = None, min_confidence: float | None = None, status: str | None = None,
-    ) -> list[dict]:
+        rerank: int | None = None, fusion: dict | None = None, fusion_category: str | None = None,
+        explain: bool = False,
+    ) -> list[dict] | dict:
         """Objects nearest to ``vector`` (cosine), best first, each with ``similarity`` (1.0 =
-        identical), restricted by the filters (applied to the SQLite rows, so always current).
+        identical), ``score``, ``stage`` ("ann" | "exact" | "fused") and ``score_components``,
+        restricted by the filters (applied to the SQLite rows, so always current). ``rerank`` m:
+        k·m ANN candidates re-ranked exactly (0 = off); ``fusion`` weights with
+        ``fusion_category``; ``explain`` adds the plan (see :func:`registry.search.search`).
         """
         return search.search(self._conn, self._vectors, vector, k=k, category=category, project=project,
-                             min_confidence=min_confidence, status=status)
+                             min_confidence=min_confidence, status=status, rerank=rerank, fusion=fusion,
+                             fusion_category=fusion_category, explain=explain)
 
     def rebuild_index(self, batch_size: int = 1000) -> int:
         """Rebuilds the index from the ``embeddings`` table; returns the number of vectors."""

@@ -1,10 +1,15 @@
 """The vector index of one data folder: opening it (probed), the writer lock, the outbox relay,
-and the rebuild from SQLite.
+the exact matrix beside it, and the rebuild from SQLite.
 
 SQLite is the source of truth; the index only mirrors the ``embeddings`` table of one
 embedding version, fed through the outbox (:mod:`registry.outbox`). A persistent index has one
 writer process per data folder (:mod:`registry.index_lock`); other processes only fill the
 outbox. Vectors are ``(embedding_dim,)`` float32.
+
+Beside the ANN index the writer keeps the exact matrix (:mod:`registry.vectors.matrix`,
+``<data>/matrix/<collection>/`` for persistent kinds, in memory otherwise): the same vectors in
+one float32 memory map, relayed by the same outbox batches, used by the query planner for exact
+scoring and re-ranking. Missing or torn matrix files are rebuilt from SQLite when opened.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import numpy as np
 from registry import index_lock, outbox
 from registry.db import Connection
 from registry.ids import utc_now
+from registry.search_planner import PlannerConfig
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +65,11 @@ class IndexHandle:
         self._writer = False  # holds the folder's index-writer lock (registry.index_lock)
         self.recovery: dict | None = None
         self.repair_on_open = True
+        self._matrix: Any = None
+        self._matrix_lock = threading.Lock()
+        self.matrix_recovery: str | None = None  # why the matrix was rebuilt at open, if it was
+        self.planner = PlannerConfig()  # the query planner's knobs (registry.search_planner)
+        self.cardinality: Any = None  # its cached counts, made by the first search
 
     @property
     def is_open(self) -> bool:
@@ -121,8 +132,82 @@ class IndexHandle:
                 self.reopen()
         return self._writer
 
+    @property
+    def matrix_dir(self) -> Path | None:
+        """``<data>/matrix/<collection>`` for persistent index kinds, None (in memory) otherwise."""
+        if self.spec not in SHARED_INDEX_KINDS:
+            return None
+        from registry.vectors.chroma_index import collection_name_for
+
+        return Path(self.data_dir) / "matrix" / collection_name_for(self.embedding_version)
+
+    @property
+    def matrix(self) -> Any:
+        """The exact matrix (:class:`registry.vectors.matrix.VectorMatrix`), or None in a process
+        that is not the index writer (it would read files another process is writing).
+
+        Opened on first use; missing files (while SQLite holds embeddings), torn or inconsistent
+        ones are rebuilt from the ``embeddings`` table, and ``matrix_recovery`` says why.
+        """
+        if self._matrix is not None:
+            return self._matrix
+        if not self.is_writer:
+            return None
+        with self._sync_lock, self._matrix_lock:
+            if self._matrix is None:
+                from registry.vectors.matrix import MatrixCorruptError, VectorMatrix, remove_files
+
+                folder = self.matrix_dir
+                fresh = folder is None or not (folder / "matrix.json").exists()
+                try:
+                    m = VectorMatrix(folder, self.embedding_dim)
+                except MatrixCorruptError as exc:
+                    log.warning("exact matrix at %s is damaged (%s); rebuilding it from SQLite", folder, exc)
+                    self.matrix_recovery = str(exc)
+                    remove_files(folder)
+                    m, fresh = VectorMatrix(folder, self.embedding_dim), True
+                if fresh and self._embedding_count():
+                    self.matrix_recovery = self.matrix_recovery or "missing; rebuilt from SQLite"
+                    self._fill_matrix(m)
+                self._matrix = m
+        return self._matrix
+
+    def _embedding_count(self) -> int:
+        return int(self.conn.scalar("SELECT count(*) FROM embeddings WHERE version_id = ?", (self.embedding_version,)))
+
+    def _fill_matrix(self, m: Any, batch_size: int = 5000) -> int:
+        """Loads every stored vector of this version into the empty matrix ``m``; returns how many."""
+        snap = sqlite3.connect(str(self.conn.path), timeout=60)
+        try:
+            cur = snap.execute(
+                "SELECT o.rowid, e.object_id, e.dim, e.vector FROM embeddings e "
+                "JOIN objects o ON o.object_id = e.object_id WHERE e.version_id = ?",
+                (self.embedding_version,),
+            )
+            n = 0
+            while chunk := cur.fetchmany(batch_size):
+                m.upsert([r[0] for r in chunk], [r[1] for r in chunk],
+                         np.stack([outbox.vector_from_blob(r[3], r[2]) for r in chunk]))
+                n += len(chunk)
+            return n
+        finally:
+            snap.close()
+
+    def rebuild_matrix(self) -> int:
+        """Rebuilds the exact matrix alone from the ``embeddings`` table; returns its rows."""
+        with self._sync_lock:
+            if not self.is_writer:
+                raise RuntimeError(index_lock.not_writer_message(self.data_dir, "rebuild the exact matrix"))
+            m = self.matrix
+            m.reset()
+            return self._fill_matrix(m)
+
     def close(self) -> None:
-        """Closes the index and gives the writer lock back."""
+        """Closes the index and the matrix and gives the writer lock back."""
+        if self._matrix is not None:
+            with contextlib.suppress(Exception):
+                self._matrix.close()
+            self._matrix = None
         close = getattr(self._index, "close", None)
         if callable(close):
             with contextlib.suppress(Exception):
@@ -141,7 +226,8 @@ class IndexHandle:
             if not self.is_writer:
                 return {"synced": 0, "failed": 0, "pending": outbox.pending_count(self.conn, self.embedding_version),
                         "writer_pid": index_lock.holder_pid(self.data_dir)}
-            return outbox.sync(self.conn, self.index, self.embedding_version, batch_size=batch_size)
+            return outbox.sync(self.conn, self.index, self.embedding_version, batch_size=batch_size,
+                               matrix=self.matrix)
 
     def after_write(self) -> None:
         """Called after a write that queued vectors: relays them when ``sync_on_write``."""
@@ -167,13 +253,15 @@ class IndexHandle:
                 raise RuntimeError(index_lock.not_writer_message(self.data_dir, "rebuild the vector index"))
             index = self.index
             index.reset()
+            matrix = self.matrix
+            matrix.reset()
             snap = sqlite3.connect(str(self.conn.path), timeout=60)
             try:
                 snap.execute("BEGIN")
                 max_id = snap.execute("SELECT coalesce(max(id), 0) FROM embedding_outbox").fetchone()[0]
                 cur = snap.execute(
-                    """SELECT e.object_id, e.dim, e.vector, c.name AS category, o.project_id, o.confidence,
-                              o.validation_status
+                    """SELECT o.rowid AS rowid, e.object_id, e.dim, e.vector, c.name AS category, o.project_id,
+                              o.confidence, o.validation_status
                        FROM embeddings e JOIN objects o ON o.object_id = e.object_id
                        JOIN categories c ON c.category_id = o.category_id
                        WHERE e.version_id = ?""",
@@ -186,11 +274,10 @@ class IndexHandle:
                     if not chunk:
                         break
                     rows = [dict(zip(cols, r, strict=False)) for r in chunk]
-                    index.add(
-                        [r["object_id"] for r in rows],
-                        np.stack([outbox.vector_from_blob(r["vector"], r["dim"]) for r in rows]),
-                        [outbox.index_metadata(r) for r in rows],
-                    )
+                    ids = [r["object_id"] for r in rows]
+                    vecs = np.stack([outbox.vector_from_blob(r["vector"], r["dim"]) for r in rows])
+                    index.add(ids, vecs, [outbox.index_metadata(r) for r in rows])
+                    matrix.upsert([r["rowid"] for r in rows], ids, vecs)
                     n += len(rows)
                 snap.execute("COMMIT")
             finally:

@@ -60,7 +60,17 @@ def fetch_vectors(conn: Connection, object_ids: list[str], version: str) -> dict
 def fetch_batch(
     conn: Connection, object_ids: list[str], version: str, *, chunk: int = 30_000
 ) -> tuple[list[str], np.ndarray, list[dict]]:
-    """The ids that still have embeddings, their vectors ``(n, dim)`` float32 and metadata.
+    """The ids that still have embeddings, their vectors ``(n, dim)`` float32 and metadata
+    (:func:`fetch_rows` without the rowids)."""
+    _, ids, vectors, metas = fetch_rows(conn, object_ids, version, chunk=chunk)
+    return ids, vectors, metas
+
+
+def fetch_rows(
+    conn: Connection, object_ids: list[str], version: str, *, chunk: int = 30_000
+) -> tuple[np.ndarray, list[str], np.ndarray, list[dict]]:
+    """``(objects.rowid (n,) int64, ids, vectors (n, dim) float32, metadata)`` of the ids that
+    still have embeddings.
 
     One query per ``chunk`` ids (below SQLite's 32,766 bound parameters), rows read as tuples,
     and the vectors turned into one array from the concatenated blobs.
@@ -68,6 +78,7 @@ def fetch_batch(
     Raises:
         ValueError: a stored blob does not hold ``dim`` float32 values.
     """
+    rowids: list[int] = []
     ids: list[str] = []
     blobs: list[bytes] = []
     dims: set[int] = set()
@@ -77,25 +88,27 @@ def fetch_batch(
         marks = ",".join("?" * len(part))
         with conn.lock:
             rows = conn.conn.execute(
-                f"""SELECT e.object_id, e.dim, e.vector, c.name, o.project_id, o.confidence, o.validation_status
+                f"""SELECT o.rowid, e.object_id, e.dim, e.vector, c.name, o.project_id, o.confidence,
+                           o.validation_status
                     FROM embeddings e JOIN objects o ON o.object_id = e.object_id
                     JOIN categories c ON c.category_id = o.category_id
                     WHERE e.version_id = ? AND e.object_id IN ({marks})""",
                 [version, *part],
             ).fetchall()
-        for oid, dim, blob, category, project, conf, status in rows:
+        for rowid, oid, dim, blob, category, project, conf, status in rows:
             if len(blob) != 4 * dim:
                 raise ValueError(f"expected a stored embedding of {dim} values, got {len(blob) / 4:g}")
+            rowids.append(rowid)
             ids.append(oid)
             blobs.append(blob)
             dims.add(dim)
             metas.append(_metadata(category, project, conf, status))
     if not ids:
-        return [], np.zeros((0, 0), dtype=np.float32), []
+        return np.zeros(0, np.int64), [], np.zeros((0, 0), dtype=np.float32), []
     if len(dims) != 1:
         raise ValueError(f"expected stored embeddings of one length, got lengths {sorted(dims)}")
     vectors = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(ids), dims.pop())
-    return ids, vectors, metas
+    return np.asarray(rowids, np.int64), ids, vectors, metas
 
 
 def enqueue_tx(tx: sqlite3.Connection, object_ids: Sequence[str], version: str, operation: str) -> None:
@@ -128,12 +141,18 @@ def failed_count(conn: Connection, version: str | None = None) -> int:
     )
 
 
-def sync(conn: Connection, index: Any, version: str, *, batch_size: int = 512, max_batches: int | None = None) -> dict:
-    """Relays pending outbox rows of ``version`` into ``index`` until none are left.
+def sync(
+    conn: Connection, index: Any, version: str, *, batch_size: int = 512, max_batches: int | None = None,
+    matrix: Any = None,
+) -> dict:
+    """Relays pending outbox rows of ``version`` into ``index`` (and ``matrix``) until none are left.
 
     Args:
         conn: the registry connection.
         index: a VectorIndex (``add(ids, vectors, metadatas)`` as upsert, ``delete(ids)``).
+        matrix: optional :class:`registry.vectors.matrix.VectorMatrix` kept in step with the
+            index (``upsert(rowids, ids, vectors)``, ``delete(ids)``); a batch counts as relayed
+            only when both took it.
         version: the embedding version whose rows to relay (other versions' rows wait).
         batch_size: outbox rows per index call.
         max_batches: stop after this many batches (None = until the backlog is empty).
@@ -161,7 +180,7 @@ def sync(conn: Connection, index: Any, version: str, *, batch_size: int = 512, m
         upsert_ids = [oid for oid, op in final.items() if op == "upsert"]
         delete_ids = [oid for oid, op in final.items() if op == "delete"]
         try:
-            ids, vectors, metas = fetch_batch(conn, upsert_ids, version)
+            rowids, ids, vectors, metas = fetch_rows(conn, upsert_ids, version)
             # An upsert whose object is gone since: its own 'delete' row follows; remove it here
             # too so the index never keeps a vector SQLite no longer has.
             if len(ids) != len(upsert_ids):
@@ -171,6 +190,11 @@ def sync(conn: Connection, index: Any, version: str, *, batch_size: int = 512, m
                 index.add(ids, vectors, metas)
             if delete_ids:
                 index.delete(delete_ids)
+            if matrix is not None:
+                if ids:
+                    matrix.upsert(rowids, ids, vectors)
+                if delete_ids:
+                    matrix.delete(delete_ids)
         except Exception as exc:  # any index failure: keep the rows, count the retry
             message = f"{type(exc).__name__}: {exc}"[:1000]
             log.warning("outbox relay of %d rows failed: %s", len(row_ids), message)

@@ -1,25 +1,42 @@
-"""Similarity search: the query planner over the vector index and the SQLite filters.
+"""Similarity search: the planned query over the ANN index, the exact matrix and the fresh segment.
 
-The index answers nearest neighbours (cosine, ``(embedding_dim,)`` float32 query vectors),
-pre-filtered on the metadata it holds where it can; the filters are then applied to the
-SQLite rows, which are authoritative (the index may lag by one outbox sync). When too few hits
-survive the filters, the planner asks the index for more, up to all of it.
+Vectors are ``(embedding_dim,)`` float32, compared by cosine. One query runs as:
+
+1. **Plan** (:mod:`registry.search_planner`): exact scoring of the filtered candidates, or the
+   ANN index unfiltered with over-fetch and a SQLite post-filter (exact fallback when too few
+   survive).
+2. **Fresh segment**: objects whose outbox rows are still pending (committed, not yet relayed
+   into the index and the matrix) are scored exactly from the ``embeddings`` table and replace
+   whatever the index still holds for them, so a vector is searchable as soon as its object
+   commits.
+3. **Two-stage** (``rerank = m``): stage 1 takes ``k · m`` ANN candidates, stage 2 re-scores
+   them exactly on the stored float32 vectors (:mod:`registry.vectors.matrix`) and re-orders.
+4. **Fusion** (optional, :mod:`registry.search_fusion`): a weighted sum of the similarity and
+   metadata (same category as a given one, confidence, validated).
+
+Filters are applied to the SQLite rows, which are authoritative. Each result is the object's
+dict plus ``similarity`` (cosine, exact unless only stage 1 ran), ``score`` (what ranked it),
+``stage`` (``"ann" | "exact" | "fused"``: which stage produced ``score``), ``path`` (the plan)
+and ``score_components`` (``ann``, ``exact`` and the fusion terms).
 """
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from registry.categories import category_by_id, category_ids_for
 from registry.db import Connection
 from registry.index_handle import IndexHandle
 from registry.queries import get_objects, where_clause
+from registry.search_fusion import check_weights, fuse
+from registry.search_planner import CardinalityStats, Plan, bounded_count, choose
 from registry.validation import check_embedding
 
-log = logging.getLogger(__name__)
+DEFAULT_RERANK = 4
+"""Stage 1 fetches ``k · DEFAULT_RERANK`` ANN candidates, re-ranked exactly (bench search)."""
+
+Hit = dict[str, Any]  # {"object_id", "ann", "exact", "rowid"}
 
 
 def search(
@@ -31,70 +48,240 @@ def search(
     category: str | Sequence[str] | None = None,
     project: str | None = None,
     min_confidence: float | None = None,
-    status: str | None = None,
-) -> list[dict]:
-    """Objects nearest to ``vector`` (cosine), best first, each with ``similarity`` (1.0 =
-    identical), restricted by the filters (applied to the SQLite rows, so always current).
+    status: str | Sequence[str] | None = None,
+    rerank: int | None = None,
+    fusion: Mapping[str, float] | None = None,
+    fusion_category: str | None = None,
+    explain: bool = False,
+) -> list[dict] | dict[str, Any]:
+    """Objects nearest to ``vector`` (cosine), best first, restricted by the filters.
+
+    Args:
+        conn: the registry connection.
+        vectors: the index handle (ANN index, matrix, planner settings).
+        vector: ``(dim,)`` float32 query (need not be normalised).
+        k: results wanted (>= 1).
+        category, project, min_confidence, status: filters on the SQLite rows.
+        rerank: ``m``: stage 1 takes ``k · m`` candidates, re-ranked exactly; 0 = stage 1 only;
+            None = :data:`DEFAULT_RERANK`.
+        fusion: weights ``{"similarity", "category", "confidence", "validated"}`` (see
+            :mod:`registry.search_fusion`); None = rank by similarity.
+        fusion_category: the category (name or synonym) whose objects the ``category`` weight
+            favours, e.g. the query's classification verdict.
+        explain: return ``{"results": [...], "plan": {...}}`` instead of the list.
+
+    Raises:
+        ValueError: a query of the wrong shape/dimension, ``k < 1``, bad weights or filters.
     """
-    vec = np.frombuffer(check_embedding(vector, "query", vectors.embedding_dim, vectors.embedding_version), dtype="<f4")
-    if int(k) <= 0:
+    q = np.frombuffer(check_embedding(vector, "query", vectors.embedding_dim, vectors.embedding_version), dtype="<f4")
+    q = (q / np.linalg.norm(q)).astype(np.float32)
+    if isinstance(k, bool) or int(k) <= 0:
         raise ValueError(f"expected k >= 1, got {k}")
+    k = int(k)
+    m = DEFAULT_RERANK if rerank is None else int(rerank)
+    if m < 0:
+        raise ValueError(f"expected rerank >= 0 (0 = no re-ranking), got {rerank}")
+    weights = check_weights(fusion)
+    if weights is not None and fusion_category is None and weights.get("category"):
+        raise ValueError("fusion weight 'category' needs fusion_category (the category to favour); pass one")
     filters = {"category": category, "project": project, "min_confidence": min_confidence, "status": status}
-    filtered = any(v is not None for v in filters.values())
-    where_meta = index_where(conn, filters)
-    total = None
-    fetch = int(k) * (4 if filtered else 1) + (8 if filtered else 0)
-    while True:
-        hits = query_index(vectors.index, vec, fetch, where_meta)
-        sims = dict(hits)
-        if filtered:
-            where, params = where_clause(conn, **{kk: v for kk, v in filters.items() if v is not None})
-            ids = list(sims)
-            keep: set[str] = set()
-            for start in range(0, len(ids), 500):
-                chunk = ids[start:start + 500]
-                joiner = " AND " if where else " WHERE "
-                keep |= {r["object_id"] for r in conn.query(
-                    f"SELECT o.object_id FROM objects o{where}{joiner}o.object_id IN ({','.join('?' * len(chunk))})",
-                    [*params, *chunk])}
-            ordered = [i for i, _ in hits if i in keep]
-        else:
-            ordered = [i for i, _ in hits]
-        if total is None:
-            total = vectors.index.count()
-        if len(ordered) >= k or len(hits) < fetch or fetch >= total:
-            break
-        fetch = min(fetch * 4, total)
+    filters = {key: v for key, v in filters.items() if v is not None}
+    where, params = where_clause(conn, **filters)
+    need = k * max(m, 1) if (m or weights is not None) else k
+    plan = _plan(conn, vectors, filters, where, params, need)
+    fresh = _fresh(conn, vectors.embedding_version, q, where, params)
+    plan.fresh = len(fresh["ids"])
+    hits = _run(conn, vectors, q, plan, where, params, need, k, fresh)
+    if plan.path == "ann" and m:
+        _rerank(conn, vectors, q, hits)
+        plan.stages.append("exact")
+    key = "exact" if plan.path != "ann" or m else "ann"
+    hits.sort(key=lambda h: (-_sim(h), h["object_id"]))
+    objects = {o["object_id"]: o for o in get_objects(conn, vectors.embedding_version, [h["object_id"] for h in hits])}
+    hits = [h for h in hits if h["object_id"] in objects]
+    if weights is not None:
+        hits = fuse(conn, hits, objects, weights, fusion_category)
+        plan.stages.append("fused")
     out = []
-    for o in get_objects(conn, vectors.embedding_version, ordered[: int(k)]):
-        o["similarity"] = float(sims[o["object_id"]])
+    for h in hits[:k]:
+        o = objects[h["object_id"]]
+        o["similarity"] = float(min(_sim(h), 1.0))
+        o["score"] = float(h.get("fused", o["similarity"]))
+        o["stage"] = "fused" if "fused" in h else ("exact" if h.get("exact") is not None else "ann")
+        o["path"] = plan.path
+        o["score_components"] = {"ann": h.get("ann"), "exact": h.get("exact"), **h.get("terms", {})}
         out.append(o)
-    out.sort(key=lambda o: -o["similarity"])
+    if not plan.stages:
+        plan.stages.append(key)
+    return {"results": out, "plan": plan.to_dict()} if explain else out
+
+
+def _sim(h: Hit) -> float:
+    return float(h["exact"] if h.get("exact") is not None else h["ann"])
+
+
+def _plan(conn: Connection, vectors: IndexHandle, filters: dict, where: str, params: list, need: int) -> Plan:
+    stats = vectors.cardinality
+    if stats is None:
+        stats = vectors.cardinality = CardinalityStats(conn, vectors.planner.stats_max_age_s)
+    if not filters:
+        _, total = stats.estimate(None, None)
+        return choose(vectors.planner, need=need, estimate=None, total=total)
+    from registry.categories import category_ids_for
+
+    cat_ids = category_ids_for(conn, filters["category"]) if "category" in filters else None
+    status = filters.get("status")
+    statuses = None if status is None else ([status] if isinstance(status, str) else list(status))
+    estimate, total = stats.estimate(cat_ids, statuses)
+    upper = bool({"project", "min_confidence"} & set(filters))
+    refine = (lambda limit: bounded_count(conn, where, params, limit)) if upper else None
+    return choose(vectors.planner, need=need, estimate=estimate, total=total, refine=refine)
+
+
+def _and(where: str) -> str:
+    return where.replace(" WHERE ", "", 1) if where else "1"
+
+
+def _fresh(conn: Connection, version: str, q: np.ndarray, where: str, params: list) -> dict[str, Any]:
+    """The fresh segment: objects with pending/failed outbox rows, scored exactly from SQLite.
+
+    Returns ``{"ids": every fresh id, "rowids": their rowids, "hits": [hit] of those passing
+    the filter}``.
+    """
+    with conn.lock:
+        ids = [r[0] for r in conn.conn.execute(
+            "SELECT DISTINCT object_id FROM embedding_outbox WHERE status IN ('pending', 'failed') AND version_id = ?",
+            (version,),
+        ).fetchall()]
+    out: dict[str, Any] = {"ids": set(ids), "rowids": set(), "hits": []}
+    for start in range(0, len(ids), 10_000):
+        part = ids[start:start + 10_000]
+        with conn.lock:
+            rows = conn.conn.execute(
+                f"SELECT o.rowid, o.object_id, e.vector, CASE WHEN {_and(where)} THEN 1 ELSE 0 END "
+                f"FROM objects o JOIN embeddings e ON e.object_id = o.object_id AND e.version_id = ? "
+                f"WHERE o.object_id IN ({','.join('?' * len(part))})",
+                [*params, version, *part],
+            ).fetchall()
+        out["rowids"].update(r[0] for r in rows)
+        keep = [r for r in rows if r[3]]
+        if keep:
+            mat = np.frombuffer(b"".join(r[2] for r in keep), dtype="<f4").reshape(len(keep), -1)
+            sims = (mat @ q) / np.linalg.norm(mat, axis=1)
+            out["hits"] += [{"object_id": r[1], "rowid": r[0], "ann": None, "exact": float(s)}
+                            for r, s in zip(keep, sims.tolist(), strict=True)]
     return out
 
 
-def index_where(conn: Connection, filters: dict) -> dict | None:
-    """The index pre-filter (registry.vectors.normalize_where keys) or None."""
-    where: dict[str, Any] = {}
-    if filters.get("category") is not None:
-        ids = category_ids_for(conn, filters["category"])
-        where["category"] = [category_by_id(conn, i)["name"] for i in ids]
-    if filters.get("project") is not None:
-        where["project"] = filters["project"]
-    if filters.get("min_confidence") is not None:
-        where["min_confidence"] = float(filters["min_confidence"])
-    if filters.get("status") is not None:
-        where["validation_status"] = filters["status"]
-    return where or None
+def _run(conn: Connection, vectors: IndexHandle, q: np.ndarray, plan: Plan, where: str, params: list,
+         need: int, k: int, fresh: dict[str, Any]) -> list[Hit]:
+    """Stage 1 on the chosen path, merged with the fresh segment (fresh ids win)."""
+    if plan.path == "ann":
+        # A damaged index raises (RuntimeError naming the repair): never answered half-right.
+        hits, raw = _ann(conn, vectors, q, plan, where, params, fresh)
+        plan.stages.append("ann")
+        # Too few survivors while the index had more to give: the filter is more selective
+        # than estimated (or the index lags): answer exactly instead.
+        if len(hits) + len(fresh["hits"]) >= k or raw < plan.fetch:
+            return hits + fresh["hits"]
+        plan.path = "ann_fallback_exact"
+        plan.reason += f"; {len(hits)} of {raw} ANN hits passed the filter, fewer than k={k}"
+    hits = _exact(conn, vectors, q, where, params, need, fresh["rowids"])
+    plan.candidates = max(plan.candidates, len(hits))
+    plan.stages.append("exact")
+    return hits + fresh["hits"]
 
 
-def query_index(index: Any, vec: np.ndarray, fetch: int, where: dict | None) -> list[tuple[str, float]]:
-    """The ``fetch`` nearest ``(object id, similarity)`` pairs, pre-filtered by ``where`` where the
-    index can filter on metadata."""
-    # The index metadata may lag SQLite by one sync; the SQL filter after it is authoritative.
-    if where is not None:
-        try:
-            return list(index.query(vec, fetch, where=where))
-        except (TypeError, NotImplementedError, ValueError) as exc:
-            log.debug("index has no metadata filter (%s); filtering in SQLite", exc)
-    return list(index.query(vec, fetch))
+def _ann(conn: Connection, vectors: IndexHandle, q: np.ndarray, plan: Plan, where: str, params: list,
+         fresh: dict[str, Any]) -> tuple[list[Hit], int]:
+    """``(ANN hits that pass the filter in SQLite, raw hits the index returned)``."""
+    index = vectors.index
+    plan.fetch = fetch = max(int(plan.fetch), 1)
+    got = index.query(q, fetch)
+    raw = [(i, s) for i, s in got if i not in fresh["ids"]]
+    if not raw:
+        return [], len(got)
+    sims = dict(raw)
+    found: dict[str, int] = {}
+    ids = list(sims)
+    for start in range(0, len(ids), 900):
+        part = ids[start:start + 900]
+        with conn.lock:
+            found.update((r[1], r[0]) for r in conn.conn.execute(
+                f"SELECT o.rowid, o.object_id FROM objects o WHERE {_and(where)} "
+                f"AND o.object_id IN ({','.join('?' * len(part))})",
+                [*params, *part],
+            ).fetchall())
+    plan.candidates = len(found)
+    return [{"object_id": i, "rowid": found[i], "ann": float(s), "exact": None} for i, s in raw if i in found], len(got)
+
+
+def _exact(conn: Connection, vectors: IndexHandle, q: np.ndarray, where: str, params: list, need: int,
+           exclude_rowids: set[int]) -> list[Hit]:
+    """The ``need`` best filtered candidates, scored exactly (matrix, else SQLite's blobs)."""
+    matrix = vectors.matrix
+    if matrix is None:
+        return _exact_sqlite(conn, vectors.embedding_version, q, where, params, need, exclude_rowids)
+    with conn.lock:
+        text = conn.conn.execute(f"SELECT group_concat(o.rowid) FROM objects o{where}", params).fetchone()[0]
+    rowids = np.array(text.split(","), dtype=np.int64) if text else np.zeros(0, np.int64)
+    if exclude_rowids:
+        rowids = rowids[~np.isin(rowids, np.fromiter(exclude_rowids, np.int64))]
+    rows = matrix.rows_for(rowids)
+    rows = rows[rows >= 0]
+    if rows.size == 0:
+        return []
+    sims = matrix.scores(q, rows)
+    top = np.argpartition(-sims, need - 1)[:need] if need < sims.size else np.arange(sims.size)
+    ids = matrix.ids_at(rows[top])
+    return [{"object_id": i, "rowid": None, "ann": None, "exact": float(s)}
+            for i, s in zip(ids, sims[top].tolist(), strict=True)]
+
+
+def _exact_sqlite(conn: Connection, version: str, q: np.ndarray, where: str, params: list, need: int,
+                  exclude_rowids: set[int]) -> list[Hit]:
+    """Exact scoring straight from the ``embeddings`` table (processes without the matrix)."""
+    best: list[Hit] = []
+    with conn.lock:
+        cur = conn.conn.execute(
+            f"SELECT o.rowid, o.object_id, e.vector FROM objects o JOIN embeddings e "
+            f"ON e.object_id = o.object_id AND e.version_id = ? WHERE {_and(where)}",
+            [version, *params],
+        )
+        while chunk := cur.fetchmany(20_000):
+            chunk = [r for r in chunk if r[0] not in exclude_rowids]
+            if not chunk:
+                continue
+            mat = np.frombuffer(b"".join(r[2] for r in chunk), dtype="<f4").reshape(len(chunk), -1)
+            sims = (mat @ q) / np.linalg.norm(mat, axis=1)
+            best += [{"object_id": r[1], "rowid": r[0], "ann": None, "exact": float(s)}
+                     for r, s in zip(chunk, sims.tolist(), strict=True)]
+            best = sorted(best, key=lambda h: -h["exact"])[:need]
+    return best
+
+
+def _rerank(conn: Connection, vectors: IndexHandle, q: np.ndarray, hits: list[Hit]) -> None:
+    """Stage 2: the exact cosine of every ANN hit from the stored float32 vectors (in place)."""
+    todo = [h for h in hits if h.get("exact") is None]
+    if not todo:
+        return
+    matrix = vectors.matrix
+    missing = todo
+    if matrix is not None:
+        rows = matrix.rows_for(np.array([h["rowid"] for h in todo], np.int64))
+        ok = rows >= 0
+        if ok.any():
+            sims = matrix.scores(q, rows[ok])
+            for h, s in zip((h for h, good in zip(todo, ok, strict=True) if good), sims.tolist(), strict=True):
+                h["exact"] = float(s)
+        missing = [h for h, good in zip(todo, ok, strict=True) if not good]
+    if missing:
+        with conn.lock:
+            rows = dict(conn.conn.execute(
+                f"SELECT object_id, vector FROM embeddings WHERE version_id = ? AND object_id IN "
+                f"({','.join('?' * len(missing))})", [vectors.embedding_version, *(h["object_id"] for h in missing)],
+            ).fetchall())
+        for h in missing:
+            if h["object_id"] in rows:
+                v = np.frombuffer(rows[h["object_id"]], dtype="<f4")
+                h["exact"] = float(v @ q / np.linalg.norm(v))

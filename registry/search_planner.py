@@ -1,0 +1,163 @@
+"""The query planner of similarity search: which path answers a filtered query.
+
+Like Qdrant's planner: the filter's cardinality (how many objects pass it) is estimated from
+SQLite, then
+
+* below :attr:`PlannerConfig.exact_threshold` candidates, the **exact** path scores exactly
+  the filtered candidates (their rowids read from SQLite's indexes) on the float32 matrix
+  (:mod:`registry.vectors.matrix`): recall 1.0, cost proportional to the candidates;
+* above it, the **ann** path asks the ANN index (Chroma) *unfiltered* for
+  ``fetch = need / selectivity · overfetch`` neighbours and filters them in SQLite (always
+  current); when fewer than ``k`` survive, the query **falls back to exact**
+  (``ann_fallback_exact``). An index-side metadata filter is never used: Chroma pre-filters
+  by scanning its metadata, which costs more than the search (issue 14: p95 157 ms at 100k).
+
+Estimates come from one ``GROUP BY category_id, validation_status`` over the covering index
+``idx_objects_category``, cached and refreshed when the database changed (``PRAGMA
+data_version`` / own ``total_changes``) and the cache is older than
+:attr:`PlannerConfig.stats_max_age_s`. They only choose the path, never decide results: both
+paths filter on the SQLite rows themselves. Filters the cached counts do not cover
+(``project``, ``min_confidence``) make the estimate an upper bound; when that bound is above the
+threshold a bounded ``count(*) ... LIMIT threshold + 1`` decides.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from registry.db import Connection
+
+
+@dataclass
+class PlannerConfig:
+    """Knobs of the planner (defaults measured by ``launch.py bench search``; see docs/search.md).
+
+    Attributes:
+        exact_threshold: filters passing at most this many objects are scored exactly.
+        overfetch: safety factor on ``need / selectivity`` for the ANN path's fetch.
+        min_fetch_extra: added to every filtered fetch (small selectivities at small k).
+        max_ann_fetch: an ANN fetch above this is not asked for: exact is cheaper then.
+        stats_max_age_s: cached counts are refreshed at most this often (when data changed).
+    """
+
+    exact_threshold: int = 20_000
+    overfetch: float = 2.0
+    min_fetch_extra: int = 16
+    max_ann_fetch: int = 1_000
+    stats_max_age_s: float = 2.0
+
+
+@dataclass
+class Plan:
+    """What the planner chose for one query (``search(..., explain=True)`` returns it).
+
+    Attributes:
+        path: ``"exact"`` | ``"ann"`` | ``"ann_fallback_exact"``.
+        reason: why, in words.
+        estimate: estimated objects passing the filter (None = unfiltered).
+        total: objects with an embedding (estimate from the cached counts).
+        fetch: ANN neighbours asked for (0 on the exact path).
+        candidates: vectors scored exactly (exact path) or ANN hits kept by the filter.
+        fresh: vectors scanned in the fresh segment (committed, not yet relayed).
+        stages: the stages that ran, e.g. ``["ann", "exact", "fused"]``.
+    """
+
+    path: str = "ann"
+    reason: str = ""
+    estimate: int | None = None
+    total: int = 0
+    fetch: int = 0
+    candidates: int = 0
+    fresh: int = 0
+    stages: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class CardinalityStats:
+    """Cached object counts by ``(category_id, validation_status)`` of one connection."""
+
+    def __init__(self, conn: Connection, max_age_s: float) -> None:
+        self.conn = conn
+        self.max_age_s = max_age_s
+        self._lock = threading.Lock()
+        self._cells: dict[tuple[int, str], int] = {}
+        self._total = 0
+        self._key: tuple[int, int] | None = None
+        self._at = 0.0
+        self.refreshes = 0
+
+    def _data_key(self) -> tuple[int, int]:
+        with self.conn.lock:
+            version = self.conn.conn.execute("PRAGMA data_version").fetchone()[0]
+            return int(version), int(self.conn.conn.total_changes)
+
+    def cells(self) -> tuple[dict[tuple[int, str], int], int]:
+        """``({(category_id, status): count}, total)``, refreshed when stale."""
+        with self._lock:
+            now = time.monotonic()
+            if self._key is None or now - self._at >= self.max_age_s:
+                key = self._data_key()
+                if key != self._key:
+                    with self.conn.lock:
+                        rows = self.conn.conn.execute(
+                            "SELECT category_id, validation_status, count(*) FROM objects "
+                            "GROUP BY category_id, validation_status"
+                        ).fetchall()
+                    self._cells = {(int(c), str(s)): int(n) for c, s, n in rows}
+                    self._total = sum(self._cells.values())
+                    self._key = key
+                    self.refreshes += 1
+                self._at = now
+            return self._cells, self._total
+
+    def estimate(self, category_ids: list[int] | None, statuses: list[str] | None) -> tuple[int, int]:
+        """``(objects passing the category and status filters, all objects)``."""
+        cells, total = self.cells()
+        if category_ids is None and statuses is None:
+            return total, total
+        cats = None if category_ids is None else set(category_ids)
+        sts = None if statuses is None else set(statuses)
+        n = sum(v for (c, s), v in cells.items()
+                if (cats is None or c in cats) and (sts is None or s in sts))
+        return n, total
+
+
+def bounded_count(conn: Connection, where: str, params: list[Any], limit: int) -> int:
+    """``min(objects matching where, limit)`` reading at most ``limit`` index entries."""
+    with conn.lock:
+        return int(conn.conn.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM objects o{where} LIMIT ?)", [*params, int(limit)]
+        ).fetchone()[0])
+
+
+def choose(
+    cfg: PlannerConfig, *, need: int, estimate: int | None, total: int, refine: Any = None,
+) -> Plan:
+    """Picks the path for a query that needs ``need`` stage-1 candidates.
+
+    Args:
+        cfg: the planner's knobs.
+        need: candidates stage 1 must deliver (``k``, or ``k · m`` with re-ranking).
+        estimate: objects passing the filter (None = unfiltered).
+        total: all objects.
+        refine: optional ``(limit) -> int`` exact bounded count, called when the estimate is an
+            upper bound above the threshold (filters the cached counts do not cover).
+    """
+    if estimate is None:
+        return Plan(path="ann", reason="unfiltered", total=total, fetch=need)
+    if estimate > cfg.exact_threshold and refine is not None:
+        estimate = refine(cfg.exact_threshold + 1)
+    if estimate <= cfg.exact_threshold:
+        return Plan(path="exact", reason=f"{estimate} candidates <= exact_threshold {cfg.exact_threshold}",
+                    estimate=estimate, total=total)
+    selectivity = max(estimate, 1) / max(total, 1)
+    fetch = int(need / selectivity * cfg.overfetch) + cfg.min_fetch_extra
+    if fetch > cfg.max_ann_fetch:
+        return Plan(path="exact", reason=f"ANN would need {fetch} neighbours (> max_ann_fetch "
+                    f"{cfg.max_ann_fetch}) at selectivity {selectivity:.3f}", estimate=estimate, total=total)
+    return Plan(path="ann", reason=f"{estimate} candidates > exact_threshold {cfg.exact_threshold}; "
+                f"selectivity {selectivity:.3f}", estimate=estimate, total=total, fetch=min(fetch, total))

@@ -1,0 +1,94 @@
+"""The query planner: exact below the cardinality threshold, ANN with over-fetch above it,
+exact fallback when too few ANN hits survive; results equal the exact top-k on seeded data."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from registry import search
+from tests.registry.search_seed import DIM, exact_top, seeded
+
+COUNTS = {"ant": 30, "bee": 120, "cow": 150}
+
+
+@pytest.fixture
+def chroma_reg(data_dir):
+    reg, vectors = seeded(data_dir, COUNTS, index="chroma")
+    reg._vectors.planner.exact_threshold = 50
+    yield reg, vectors
+    reg.close()
+
+
+def _queries(n: int = 6) -> np.ndarray:
+    return np.random.default_rng(7).standard_normal((n, DIM)).astype(np.float32)
+
+
+def test_planner_picks_exact_below_the_threshold_and_ann_above(chroma_reg):
+    reg, vectors = chroma_reg
+    for q in _queries():
+        small = reg.search(q, k=10, category="ant", explain=True)
+        assert small["plan"]["path"] == "exact" and small["plan"]["estimate"] == 30
+        assert [h["object_id"] for h in small["results"]] == exact_top(reg, vectors, q, 10, category="ant")
+        assert all(h["stage"] == "exact" and h["path"] == "exact" for h in small["results"])
+
+        big = reg.search(q, k=10, category="cow", explain=True)
+        assert big["plan"]["path"] == "ann" and big["plan"]["estimate"] == 150
+        # over-fetch: need (k·m = 40) / selectivity (150/300) · 2 + 16
+        assert big["plan"]["fetch"] == int(40 / 0.5 * 2) + 16
+        assert big["plan"]["stages"] == ["ann", "exact"]
+        assert [h["object_id"] for h in big["results"]] == exact_top(reg, vectors, q, 10, category="cow")
+        assert {h["category"] for h in big["results"]} == {"cow"}
+
+        status = reg.search(q, k=10, status="approved", explain=True)
+        assert status["plan"]["path"] == "ann" and status["plan"]["estimate"] == 100
+        assert [h["object_id"] for h in status["results"]] == exact_top(reg, vectors, q, 10, status="approved")
+
+        both = reg.search(q, k=5, category=["ant", "bee"], status="rejected", explain=True)
+        assert both["plan"]["path"] == "exact" and both["plan"]["estimate"] == 50
+        assert [h["object_id"] for h in both["results"]] == exact_top(
+            reg, vectors, q, 5, category=["ant", "bee"], status="rejected")
+
+        plain = reg.search(q, k=10, explain=True)
+        assert plain["plan"]["path"] == "ann" and plain["plan"]["estimate"] is None
+        assert [h["object_id"] for h in plain["results"]] == exact_top(reg, vectors, q, 10)
+
+
+def test_cardinality_estimates_come_from_sqlite_counts(chroma_reg):
+    reg, _ = chroma_reg
+    reg.search(_queries(1)[0], k=3)
+    stats = reg._vectors.cardinality
+    cat_id = reg.get_category("bee")["category_id"]
+    assert stats.estimate([cat_id], None) == (reg.count_objects(category="bee"), 300) == (120, 300)
+    assert stats.estimate(None, ["pending", "rejected"])[0] == reg.count_objects(status=["pending", "rejected"])
+    # min_confidence is not in the cached counts: a bounded count decides (at most threshold + 1).
+    res = reg.search(_queries(1)[0], k=5, category="cow", min_confidence=0.9, explain=True)
+    assert res["plan"]["path"] == "exact"
+    assert res["plan"]["estimate"] == reg.count_objects(category="cow", min_confidence=0.9) == 15
+    assert all(h["confidence"] >= 0.9 and h["category"] == "cow" for h in res["results"])
+
+
+def test_ann_falls_back_to_exact_when_too_few_hits_survive(chroma_reg):
+    reg, vectors = chroma_reg
+    reg._vectors.planner.stats_max_age_s = 3600.0  # keep the counts as they are now
+    q = _queries(1)[0]
+    assert reg.search(q, k=3, status="approved", explain=True)["plan"]["path"] == "ann"
+    # Most approved objects become rejected; the cached counts still say 100 approved.
+    approved = [o["object_id"] for o in reg.iter_objects(status="approved")]
+    for oid in approved[:-4]:
+        reg.update_object(oid, status="rejected", validated_by="t")
+    res = reg.search(q, k=10, status="approved", rerank=0, explain=True)
+    assert res["plan"]["path"] == "ann_fallback_exact", res["plan"]
+    assert res["plan"]["estimate"] == 100  # the stale estimate chose ANN; SQLite decided the rows
+    assert [h["object_id"] for h in res["results"]] == exact_top(reg, vectors, q, 10, status="approved")
+    assert len(res["results"]) == 4
+
+
+def test_filters_are_authoritative_and_unknown_category_finds_nothing(chroma_reg):
+    reg, _ = chroma_reg
+    q = _queries(1)[0]
+    assert reg.search(q, k=5, category="nothing-like-this") == []
+    assert reg.search(q, k=5, project="nope") == []
+    with pytest.raises(ValueError, match="rerank"):
+        reg.search(q, k=5, rerank=-1)
+    with pytest.raises(ValueError, match="k >= 1"):
+        search.search(reg.connection, reg._vectors, q, k=0)
