@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--project", default=None, help="project name stored with sources and objects")
     p.add_argument("--segmenter", choices=("sam2", "grabcut"), default="sam2",
                    help="mask model (default sam2; grabcut needs no weights)")
+    p.add_argument("--detector", default=None, metavar="run:RUN_ID",
+                   help="a trained run as the detector (launch.py train) instead of Florence-2")
     p.add_argument("--no-embed", action="store_true", help="do not compute DINOv2 embeddings")
     p.add_argument("--relabel", action="store_true", help="label files again even when labeled with these settings")
     p.add_argument("--weights-dir", type=Path, default=None,
@@ -62,6 +64,13 @@ def build_labeler(args: argparse.Namespace) -> Any:
     from pipeline.models.manager import ModelManager
 
     manager = ModelManager(profile=args.profile, weights_dir=weights_dir_of(args))
+    if getattr(args, "detector", None):
+        from app.workflows.train import build_run_labeler
+        from registry.facade import Registry
+
+        with Registry(ensure_data_dir(args.data), sync_on_write=False) as reg:
+            return build_run_labeler(reg, args.detector, segmenter=lambda: manager.segmenter(args.segmenter),
+                                     embedder=None if args.no_embed else manager.embedder())
     return manager.labeler(args.segmenter, embed=not args.no_embed)
 
 

@@ -1,0 +1,91 @@
+"""``launch.py train`` on a tiny synthetic export (offline, 2 epochs at 64 px), then the trained
+run as the detector of ``launch.py label --detector run:ID``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app.cli.main import main
+from registry.facade import Registry
+from tests.pipeline.train.helpers import CLASSES, seed_dataset
+
+TRAIN = ["--model", "yolo11n.yaml", "--epochs", "2", "--imgsz", "64", "--batch", "4", "--workers", "0"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    """One 2-epoch detection run (module-scoped: the label test reuses its weights)."""
+    root = tmp_path_factory.mktemp("train-cli")
+    data = root / "data"
+    built = seed_dataset(data, root / "raw", n_images=10)
+    return {"data": data, "raw": root / "raw", "built": built}
+
+
+def _train_json(capsys, data: Path, *extra: str) -> dict:
+    capsys.readouterr()
+    assert main(["train", "--data", str(data), "--dataset", "shapes", *TRAIN, *extra, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture(scope="module")
+def run_row(trained) -> dict:
+    from app.workflows.train import TrainRequest, train_run
+
+    with Registry(trained["data"], sync_on_write=False) as reg:
+        return train_run(reg, trained["data"], TrainRequest("shapes", "yolo11n.yaml", epochs=2, imgsz=64, batch=4),
+                         quiet=True)
+
+
+def test_train_cli_records_run_epochs_and_best_weights(trained, capsys):
+    out = _train_json(capsys, trained["data"])
+    run, epochs = out["run"], out["epochs"]
+    assert run["run_id"].startswith("run_") and run["status"] == "finished" and run["task"] == "detect"
+    assert run["dataset_name"] == "shapes" and run["dataset_id"] == trained["built"]["dataset_id"]
+    assert run["params"]["epochs"] == 2 and run["params"]["imgsz"] == 64 and run["started_at"] <= run["finished_at"]
+    assert Path(run["best_weights"]).is_file() and Path(run["best_weights"]).name == "best.pt"
+    assert Path(run["best_weights"]).is_relative_to(trained["data"] / "runs" / run["run_id"])
+    assert (Path(run["export_path"]) / "data.yaml").is_file()
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    for e in epochs:
+        assert e["box_loss"] > 0 and e["cls_loss"] > 0 and 0.0 <= e["box_map50"] <= 1.0
+        assert e["mask_map50"] is None and "lr/pg0" in e["extras"]  # a detection run has no mask metrics
+    assert run["best_metrics"]["best_epoch"] in (1, 2) and "box_map50_95" in run["best_metrics"]
+    with Registry(trained["data"], sync_on_write=False) as reg:
+        assert reg.get_run(run["run_id"])["status"] == "finished" and len(reg.run_epochs(run["run_id"])) == 2
+        from app.workflows.train import TrainRequest, start_run
+
+        again = reg.get_run(start_run(reg, trained["data"], TrainRequest("shapes", "yolo11n.yaml")))
+        assert again["params"]["export_reused"] is True and again["export_path"] == run["export_path"]
+
+
+def test_train_cli_bad_input_is_one_clear_line(trained, capsys):
+    capsys.readouterr()
+    assert main(["train", "--data", str(trained["data"]), "--dataset", "nope", *TRAIN]) == 2
+    err = capsys.readouterr().err
+    assert "no dataset 'nope'" in err and "shapes" in err and "Traceback" not in err
+    assert main(["train", "--data", str(trained["data"]), "--dataset", "shapes", "--model", "yolo11q-missing.pt"]) == 2
+    assert "copy it there" in capsys.readouterr().err
+
+
+def test_label_with_a_trained_run_as_detector(trained, run_row, capsys, tmp_path):
+    run_id = run_row["run_id"]
+    images = tmp_path / "new"
+    images.mkdir()
+    for i in range(2):
+        (images / f"n{i}.png").write_bytes((trained["raw"] / f"img_{i}.png").read_bytes())
+    capsys.readouterr()
+    rc = main(["label", "--data", str(trained["data"]), "--detector", f"run:{run_id}", "--segmenter", "grabcut",
+               "--no-embed", "--confidence", "0.002", "--classes", ",".join(CLASSES), str(images), "--json"])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out)
+    assert report["failed"] == [] and report["labeled"] == 2 and report["objects"] >= 2
+    with Registry(trained["data"], sync_on_write=False) as reg:
+        objs = [o for o in reg.list_objects(limit=1000) if o["detection_model"] == f"run:{run_id}"]
+        assert objs, "the run's boxes were stored"
+        assert all(o["category"] in CLASSES and 0.002 <= o["confidence"] <= 1.0 for o in objs)
+    capsys.readouterr()
+    assert main(["label", "--data", str(trained["data"]), "--detector", "run:run_nothere", "--segmenter", "grabcut",
+                 "--no-embed", "--classes", "a", str(images)]) == 2
+    assert "no training run 'run_nothere'" in capsys.readouterr().err
