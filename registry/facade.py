@@ -26,11 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from registry import categories, doctor, outbox, patches, queries, search, sources, stats, track_edits, tracks
+from registry import categories, doctor, outbox, patches, queries, search, sources, stats
 from registry import frames as frame_store
-from registry import runs as run_records
 from registry.categories import MAX_CATEGORY_NAME, check_category_name, name_key, stable_color
 from registry.db import Connection
+from registry.facade_runs import RunMethods
+from registry.facade_tracks import TrackMethods
 from registry.index_handle import IndexHandle
 from registry.objects_write import register_objects
 from registry.queries import ORDERS
@@ -47,7 +48,7 @@ __all__ = [
 DB_FILE = "registry.db"
 
 
-class Registry:
+class Registry(TrackMethods, RunMethods):
     """Sources, objects, categories, tracks and vectors of one data folder.
 
     Args:
@@ -334,84 +335,6 @@ class Registry:
         leaves the index through the outbox)."""
         if patches.delete_object(self._conn, object_id, self.embedding_version):
             self._after_write()
-
-    # -- tracks (registry.tracks) --------------------------------------------------------------
-    def create_track(self, object_ids: Sequence[str], *, category: str | None = None, metadata: dict | None = None) -> str:
-        """A ``trk_…`` track of objects of one source; ``sequence_idx`` follows frame order."""
-        return tracks.create_track(self._conn, self.embedding_version, object_ids, category=category,
-                                   metadata=metadata)
-
-    def get_track(self, track_id: str) -> dict:
-        """The track row (+ ``category`` name) with ``objects`` in frame order (+ ``frame_idx``)."""
-        return tracks.get_track(self._conn, self.embedding_version, track_id)
-
-    def add_objects_to_track(self, track_id: str, object_ids: Sequence[str]) -> int:
-        """Adds objects (same source and category, one per frame) to a track; returns how many were new."""
-        return tracks.add_objects_to_track(self._conn, self.embedding_version, track_id, object_ids)
-
-    def list_tracks(self, source_id: str) -> list[dict]:
-        """A source's tracks by first frame: category, start/end frame, object_count, avg_confidence, metadata."""
-        return tracks.list_tracks(self._conn, source_id)
-
-    def delete_tracker_tracks(self, source_id: str) -> dict:
-        """Deletes tracker-made, unedited tracks (+ their interpolated objects): ``{"tracks", "objects"}``."""
-        return tracks.delete_tracker_tracks(self._conn, source_id)
-
-    # -- track edits by a person (registry.track_edits) ----------------------------------------
-    def merge_tracks(self, track_id: str, other_id: str, *, edited_by: str, keep: str = "refuse") -> dict:
-        """Moves ``other_id``'s objects into ``track_id`` (see :func:`registry.track_edits.merge_tracks`)."""
-        return track_edits.merge_tracks(self._conn, track_id, other_id, edited_by=edited_by, keep=keep)
-
-    def split_track(self, track_id: str, frame_idx: int, *, edited_by: str) -> dict:
-        """Objects on frames ``>= frame_idx`` go to a new track (``{"track_id", "new_track_id", "moved"}``)."""
-        return track_edits.split_track(self._conn, track_id, frame_idx, edited_by=edited_by)
-
-    def delete_track(self, track_id: str, *, with_objects: bool = False) -> dict:
-        """Deletes a track; its objects stay unless ``with_objects``."""
-        out = track_edits.delete_track(self._conn, track_id, version=self.embedding_version, with_objects=with_objects)
-        if out["queued"]:
-            self._after_write()
-        return out
-
-    def relabel_track(self, track_id: str, category: str, *, edited_by: str) -> dict:
-        """Sets the category of a track and of all its objects."""
-        out = track_edits.relabel_track(self._conn, track_id, category, version=self.embedding_version,
-                                        edited_by=edited_by)
-        if out["queued"]:
-            self._after_write()
-        return out
-
-    def approve_track(self, track_id: str, *, edited_by: str) -> dict:
-        """Approves every object of a track (validated_by = ``edited_by``)."""
-        out = track_edits.approve_track(self._conn, track_id, version=self.embedding_version, edited_by=edited_by)
-        if out["queued"]:
-            self._after_write()
-        return out
-
-    # -- training runs (registry.runs) ---------------------------------------------------------
-    def create_run(self, **fields: Any) -> str:
-        """Records a training run (status ``queued``); see :func:`registry.runs.create_run`."""
-        return run_records.create_run(self._conn, **fields)
-
-    def get_run(self, run_id: str) -> dict:
-        """The run row (JSON decoded). Raises ValueError for unknown ids."""
-        return run_records.get_run(self._conn, run_id)
-
-    def list_runs(self, *, limit: int | None = None) -> list[dict]:
-        """Training runs, newest first."""
-        return run_records.list_runs(self._conn, limit=limit)
-
-    def update_run(self, run_id: str, **fields: Any) -> dict:
-        """Status / best weights / metrics / error of a run (see :func:`registry.runs.update_run`)."""
-        return run_records.update_run(self._conn, run_id, **fields)
-
-    def record_epoch(self, run_id: str, epoch: int, metrics: dict) -> dict:
-        """Stores one epoch's losses and metrics (see :func:`registry.runs.record_epoch`)."""
-        return run_records.record_epoch(self._conn, run_id, epoch, metrics)
-
-    def run_epochs(self, run_id: str) -> list[dict]:
-        """The run's per-epoch rows, in epoch order."""
-        return run_records.run_epochs(self._conn, run_id)
 
     # -- vectors (registry.index_handle, registry.search) --------------------------------------
     def sync_outbox(self, batch_size: int = 512) -> dict:

@@ -10,7 +10,15 @@ from pathlib import Path
 import gradio as gr
 
 from app.context import AppContext
-from app.ui import tab_autolabel, tab_export, tab_refine, tab_review, tab_search, tab_stats
+from app.ui import (
+    tab_autolabel,
+    tab_export,
+    tab_refine,
+    tab_review,
+    tab_search,
+    tab_stats,
+    tab_video,
+)
 from app.ui.common import TAB_IDS, Shared
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -31,6 +39,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 tab_refine.build(ctx, shared)
             with gr.Tab("Review", id=TAB_IDS["Review"], elem_id="tab-review"):
                 tab_review.build(ctx, shared)
+            with gr.Tab("Video", id=TAB_IDS["Video"], elem_id="tab-video"):
+                tab_video.build(ctx, shared)
             with gr.Tab("Search", id=TAB_IDS["Search"], elem_id="tab-search") as search_tab:
                 tab_search.build(ctx, shared)
             with gr.Tab("Export", id=TAB_IDS["Export"], elem_id="tab-export") as export_tab:
@@ -59,7 +69,7 @@ def launch_kwargs(ctx: AppContext, *, auth: tuple[str, str] | None = None) -> di
     """
     from app.web_security import served_paths
 
-    js = (ASSETS / "shortcuts.js").read_text(encoding="utf-8")
+    js = "\n".join((ASSETS / name).read_text(encoding="utf-8") for name in ("shortcuts.js", "video.js"))
     allowed, blocked = served_paths(ctx.data_dir)
     return {
         "share": False,

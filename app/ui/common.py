@@ -16,6 +16,7 @@ TAB_IDS = {
     "Auto-label": "autolabel",
     "Refine": "refine",
     "Review": "review",
+    "Video": "video",
     "Search": "search",
     "Export": "export",
     "Stats": "stats",

@@ -178,3 +178,14 @@ def test_review_queue_orders_by_classification_confidence(seeded, capsys):
     assert len(confs) == 20 and confs[8:] == [None] * 12  # the 12 approved support objects were not classified
     assert confs[:8] == sorted(confs[:8]) and confs[0] < confs[7]
     assert set(queue.ids[:8]) == set(info["pending"])
+
+
+def test_classify_tab_says_up_front_what_works_without_weights():
+    from app.ui.tab_classify import answer_markdown, classify_notice
+
+    assert "only **pick an object**" in classify_notice(False) and "models download" in classify_notice(False)
+    assert "uploaded image" in classify_notice(True) and "only" not in classify_notice(True)
+    ans = {"verdict": "unknown", "is_unknown": True, "s1": 0.2, "margin": 0.01, "tau1": 0.3, "tau2": 0.05,
+           "confidence": 0.1, "model": "domain:x@1", "top_k": [{"class": "ant", "score": 0.2}]}
+    text = answer_markdown(ans, "The image")
+    assert "s1 0.200 < τ1 0.300" in text and "margin 0.010 < τ2 0.050" in text and "best class: ant" in text
