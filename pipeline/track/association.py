@@ -40,6 +40,18 @@ def expand_boxes(boxes: np.ndarray, factor: np.ndarray) -> np.ndarray:
     return np.concatenate([centre - half, centre + half], axis=1)
 
 
+def inside_fraction(det_boxes: np.ndarray, regions: np.ndarray) -> np.ndarray:
+    """(T, N): the share of detection n's area inside region t (xyxy both; 0 for empty boxes)."""
+    d = np.asarray(det_boxes, dtype=np.float64).reshape(-1, 4)
+    r = np.asarray(regions, dtype=np.float64).reshape(-1, 4)
+    lt = np.maximum(r[:, None, :2], d[None, :, :2])
+    rb = np.minimum(r[:, None, 2:], d[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area = np.prod(np.clip(d[:, 2:] - d[:, :2], 0, None), axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(area[None, :] > 0, inter / area[None, :], 0.0)
+
+
 def association_cost(
     track_boxes: np.ndarray,
     det_boxes: np.ndarray,

@@ -2,8 +2,9 @@
 
 Per processed frame: predict every live track's box (constant velocity in xyxy per frame
 index), build the cost of :func:`pipeline.track.association.association_cost` between tracks
-and detections, forbid pairs that fail the gates (different category, too little overlap with
-the predicted box — widened the longer a track has been lost —, too low appearance cosine),
+and detections, forbid pairs that fail the gates (different category; too little IoU with the
+predicted box — or, for a lost track, less than half the detection inside its search region,
+:func:`search_regions`, which grows with every missed frame —; too low appearance cosine),
 solve with the Hungarian method, update matched tracks, start a track for every unmatched
 detection (birth), and end tracks unmatched for more than ``max_gap`` processed frames
 (death). Tracks shorter than ``min_length`` detections are dropped at the end.
@@ -21,7 +22,7 @@ import numpy as np
 
 from pipeline.track.association import (
     association_cost,
-    expand_boxes,
+    inside_fraction,
     normalize_rows,
     solve_assignment,
 )
@@ -32,14 +33,16 @@ class TrackerConfig:
     """The tracker's parameters.
 
     Attributes:
-        iou_weight: ``w`` in the cost ``w·(1 − IoU) + (1 − w)·(1 − cos)``; 1 = boxes only.
+        iou_weight: ``w`` in the cost ``w·(1 − IoU) + (1 − w)·(1 − cos)``; 1 = boxes only
+            (embeddings then neither cost nor gate).
         max_gap: the most consecutive processed frames a track may go undetected and still
             continue (the lost-track buffer).
         min_length: tracks with fewer detections are dropped (their detections stay unlinked).
-        min_iou: gate: least IoU between a detection and the track's predicted box (the box
-            widened by ``gap_growth`` per lost frame while the track is lost).
+        min_iou: gate: least IoU between a detection and the track's predicted box (a lost
+            track also accepts a detection at least half inside its search region).
         min_cosine: gate: least appearance cosine, where both sides have embeddings.
-        gap_growth: how much a lost track's gating box widens per missed frame (0.25 = +25 %).
+        gap_growth: how much a lost track's search region grows per missed frame, as a share
+            of its box size (0.25 = a quarter of the width and height per frame, half per side).
         velocity_smoothing: weight of the old velocity in its running average (0 = last step only).
         appearance_smoothing: weight of the old appearance in the track's running embedding.
     """
@@ -157,6 +160,17 @@ class _Live:
         self.missed = 0
 
 
+def search_regions(last: np.ndarray, pred: np.ndarray, missed: np.ndarray, growth: float) -> np.ndarray:
+    """Where a lost track may reappear: the hull of its last seen box and its constant-velocity
+    prediction (it may have stopped, slowed or turned back while hidden), grown on each side by
+    ``growth · missed / 2`` of the last box's width and height. All boxes xyxy, (T, 4)."""
+    size = np.clip(last[:, 2:] - last[:, :2], 1e-6, None)
+    margin = size * (growth * np.asarray(missed, dtype=np.float64)[:, None] / 2)
+    lo = np.minimum(last[:, :2], pred[:, :2]) - margin
+    hi = np.maximum(last[:, 2:], pred[:, 2:]) + margin
+    return np.concatenate([lo, hi], axis=1)
+
+
 def _embedding(frame: FrameDetections, j: int) -> np.ndarray | None:
     if frame.embeddings is None or np.isnan(frame.embeddings[j]).any():
         return None
@@ -188,13 +202,15 @@ def track(frames: Iterable[FrameDetections], config: TrackerConfig | None = None
         matched_dets: set[int] = set()
         if live and n:
             pred = np.stack([t.predict(fr.frame_idx) for t in live])
-            t_emb = _stack([t.emb for t in live])
-            d_emb = _stack([_embedding(fr, j) for j in range(n)])
-            cost, _, cos = association_cost(pred, fr.xyxy, t_emb, d_emb, iou_weight=cfg.iou_weight)
-            gate_boxes = expand_boxes(pred, 1 + cfg.gap_growth * np.array([t.missed for t in live]))
-            _, gate_iou, _ = association_cost(gate_boxes, fr.xyxy, None, None, iou_weight=1.0)
+            use_emb = cfg.iou_weight < 1.0  # w = 1: boxes only, appearance neither costs nor gates
+            t_emb = _stack([t.emb for t in live]) if use_emb else None
+            d_emb = _stack([_embedding(fr, j) for j in range(n)]) if use_emb else None
+            cost, iou, cos = association_cost(pred, fr.xyxy, t_emb, d_emb, iou_weight=cfg.iou_weight)
+            missed = np.array([t.missed for t in live])
+            search = search_regions(np.stack([t.boxes[-1] for t in live]), pred, missed, cfg.gap_growth)
+            near = (iou >= cfg.min_iou) | ((missed > 0)[:, None] & (inside_fraction(fr.xyxy, search) >= 0.5))
             same = np.array([[t.class_id == c for c in fr.class_ids] for t in live], dtype=bool)
-            allowed = same & (gate_iou >= cfg.min_iou) & (np.isnan(cos) | (cos >= cfg.min_cosine))
+            allowed = same & near & (np.isnan(cos) | (cos >= cfg.min_cosine))
             for r, c in solve_assignment(cost, allowed):
                 live[r].update(fr.frame_idx, fr.xyxy[c], _embedding(fr, c), cfg)
                 live[r].keys.append(fr.keys[c])

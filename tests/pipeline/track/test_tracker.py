@@ -118,3 +118,12 @@ def test_interpolation_is_exactly_linear_in_xyxy_on_the_given_frames():
     assert interpolate_boxes([3], [[0, 0, 1, 1]], range(10))[0] == []
     with pytest.raises(ValueError, match="distinct keyframes"):
         interpolate_boxes([1, 1], [[0, 0, 1, 1]] * 2, range(3))
+
+
+def test_a_lost_track_is_found_again_where_it_turned_back():
+    """Hidden for 4 frames, the object reverses: it reappears near where it was last seen, not
+    where constant velocity predicts; the search region spans both."""
+    xs = {f: 10 + 4 * f for f in range(6)} | {f: 10 + 4 * (15 - f) for f in range(10, 16)}
+    rows = {f: [(f"a{f}", box(x, 10), "cat", None)] for f, x in xs.items()}
+    tracks = track(frames_of(rows, 16), TrackerConfig(max_gap=5, min_length=1))
+    assert len(tracks) == 1 and tracks[0].frames == sorted(xs)

@@ -2,11 +2,13 @@
 IoU-only greedy frame-to-frame tracker, on a synthetic video with known tracks.
 
 The video (OpenCV drawing, 60 frames, 160x120): coloured shapes that move, cross and hide
-behind each other and behind a pillar (occlusion gaps of several frames). Detections come from
-the rendering: an object is detected where at least half of it is visible, with box jitter,
+behind each other and behind pillars (occlusion gaps of several frames), two of them
+bouncing off each other while hidden. Detections come from the rendering: an object is detected where at least half of it is visible, with box jitter,
 random misses and false positives; its appearance feature is the mean colour of its visible
 pixels (centred on the grey background) plus noise, standing in for DINOv2 vectors.
 Boxes are xyxy, absolute pixels (x = column, y = row).
+
+The figures: ``pytest -s tests/pipeline/track/test_tracker_quality.py``.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from pipeline.mask_ops import box_iou_matrix
 from pipeline.track import FrameDetections, TrackerConfig, track
 
 H, W, N_FRAMES = 120, 160, 60
-PILLAR = (70, 0, 92, 34)  # xyxy, drawn in front of everything
+PILLARS = [(70, 0, 92, 34), (94, 96, 130, 120)]  # xyxy, drawn in front of everything
 
 
 @dataclass
@@ -35,9 +37,11 @@ class Shape:
     size: int
     z: int
     category: str
+    bounce_at: int | None = None  # from this frame on the shape moves back the way it came
 
     def box(self, f: int) -> np.ndarray:
-        x, y = self.start[0] + self.velocity[0] * f, self.start[1] + self.velocity[1] * f
+        t = f if self.bounce_at is None or f <= self.bounce_at else 2 * self.bounce_at - f
+        x, y = self.start[0] + self.velocity[0] * t, self.start[1] + self.velocity[1] * t
         return np.array([x, y, x + self.size, y + self.size])
 
 
@@ -48,6 +52,10 @@ SHAPES = [
     Shape(4, "disc", (230, 210, 40), (130, 78), (-2.0, 0.3), 22, 1, "ball"),   # yellow ball
     Shape(5, "rect", (200, 60, 200), (2, 8), (2.4, 0.0), 16, 0, "block"),      # magenta, behind the pillar
     Shape(6, "disc", (60, 210, 220), (60, 58), (0.5, 0.8), 16, 2, "ball"),     # cyan, slow, in front
+    # Orange and purple meet behind the second pillar and bounce back: constant-velocity
+    # prediction expects each where the other comes out; only appearance tells them apart.
+    Shape(7, "rect", (240, 140, 30), (55, 104), (3.0, 0.0), 12, 0, "block", bounce_at=15),
+    Shape(8, "rect", (120, 40, 160), (157, 104), (-3.0, 0.0), 12, 0, "block", bounce_at=15),
 ]
 
 
@@ -64,9 +72,9 @@ def render(f: int) -> tuple[np.ndarray, np.ndarray]:
             cv2.circle(m, ((x0 + x1) // 2, (y0 + y1) // 2), s.size // 2, 1, thickness=-1)
         img[m > 0] = s.colour
         labels[m > 0] = s.gid
-    px0, py0, px1, py1 = PILLAR
-    img[py0:py1, px0:px1] = (90, 70, 50)
-    labels[py0:py1, px0:px1] = -1
+    for px0, py0, px1, py1 in PILLARS:
+        img[py0:py1, px0:px1] = (90, 70, 50)
+        labels[py0:py1, px0:px1] = -1
     return img, labels
 
 
@@ -161,20 +169,26 @@ def evaluate(truth, detections, assigned: dict[str, int]) -> dict[str, float]:
 
 
 def test_tracker_beats_greedy_iou_baseline_on_idf1_and_mota():
-    truth, detections = make_sequence(seed=0)
-    n_gt = sum(len(g) for g in truth)
-    hidden = {s.gid: sum(1 for g in truth if s.gid not in {i for i, _ in g}) for s in SHAPES}
-    assert n_gt > 250 and max(hidden.values()) >= 4  # a real sequence with occlusion gaps
-    mine = {k: t.track_id for t in track(detections, TrackerConfig(iou_weight=0.5, max_gap=12, min_length=3))
-            for k in t.keys}
-    boxes_only = {k: t.track_id for t in track(detections, TrackerConfig(iou_weight=1.0, max_gap=12, min_length=3))
-                  for k in t.keys}
-    ours = evaluate(truth, detections, mine)
-    ours_iou = evaluate(truth, detections, boxes_only)
-    base = evaluate(truth, detections, greedy_iou_tracker(detections))
-    print(f"\n{'metric':<20}{'tracker':>10}{'tracker w=1':>13}{'greedy IoU':>12}")
-    for k in ours:
-        print(f"{k:<20}{ours[k]:>10.3f}{ours_iou[k]:>13.3f}{base[k]:>12.3f}")
-    assert ours["idf1"] > base["idf1"] + 0.1
+    """Three noise seeds of the same scene; the tracker with appearance (w = 0.5), boxes only
+    (w = 1) and the greedy baseline, side by side."""
+    runs = {"tracker": [], "tracker w=1": [], "greedy IoU": []}
+    for seed in (0, 1, 2):
+        truth, detections = make_sequence(seed=seed)
+        hidden = {s.gid: sum(1 for g in truth if s.gid not in {i for i, _ in g}) for s in SHAPES}
+        assert sum(len(g) for g in truth) > 350 and max(hidden.values()) >= 6  # real occlusion gaps
+        for name, w in (("tracker", 0.5), ("tracker w=1", 1.0)):
+            cfg = TrackerConfig(iou_weight=w, max_gap=12, min_length=3)
+            runs[name].append(evaluate(truth, detections, {k: t.track_id for t in track(detections, cfg) for k in t.keys}))
+        runs["greedy IoU"].append(evaluate(truth, detections, greedy_iou_tracker(detections)))
+    mean = {name: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]} for name, rs in runs.items()}
+    print("\nmean of 3 seeds      " + "".join(f"{name:>14}" for name in runs))
+    for k in mean["tracker"]:
+        print(f"{k:<20}" + "".join(f"{mean[name][k]:>14.3f}" for name in runs))
+    ours, boxes_only, base = mean["tracker"], mean["tracker w=1"], mean["greedy IoU"]
+    assert ours["idf1"] > base["idf1"] + 0.3
     assert ours["mota"] >= base["mota"]
-    assert ours["idf1"] > 0.8 and ours["num_switches"] <= 2
+    for mine, theirs in zip(runs["tracker"], runs["greedy IoU"], strict=True):  # seed by seed too
+        assert mine["idf1"] > theirs["idf1"] and mine["mota"] >= theirs["mota"]
+    # Appearance is what keeps the two bouncing squares apart: fewer switches than boxes alone.
+    assert sum(r["num_switches"] for r in runs["tracker"]) <= 1 < sum(r["num_switches"] for r in runs["tracker w=1"])
+    assert ours["idf1"] > boxes_only["idf1"] and ours["idf1"] > 0.9
