@@ -12,6 +12,7 @@ import gradio as gr
 from app.context import AppContext
 from app.ui import (
     tab_autolabel,
+    tab_classify,
     tab_export,
     tab_refine,
     tab_review,
@@ -43,6 +44,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 tab_video.build(ctx, shared)
             with gr.Tab("Search", id=TAB_IDS["Search"], elem_id="tab-search") as search_tab:
                 tab_search.build(ctx, shared)
+            with gr.Tab("Classify", id=TAB_IDS["Classify"], elem_id="tab-classify") as classify_tab:
+                tab_classify.build(ctx, shared)
             with gr.Tab("Export", id=TAB_IDS["Export"], elem_id="tab-export") as export_tab:
                 export_refresh, export_cats = tab_export.build(ctx, shared)
             with gr.Tab("Stats", id=TAB_IDS["Stats"], elem_id="tab-stats") as stats_tab:
@@ -54,6 +57,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             wire()
         refresh_search, search_cats = shared.parts["search"]["refresh"]
         search_tab.select(refresh_search, None, search_cats, api_visibility="private")
+        refresh_classify, classify_ins, classify_outs = shared.parts["classify"]["refresh"]
+        classify_tab.select(refresh_classify, classify_ins, classify_outs, api_visibility="private")
     demo.queue(default_concurrency_limit=4)
     return demo
 

@@ -18,6 +18,7 @@ TAB_IDS = {
     "Review": "review",
     "Video": "video",
     "Search": "search",
+    "Classify": "classify",
     "Export": "export",
     "Stats": "stats",
 }
