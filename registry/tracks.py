@@ -277,3 +277,21 @@ def track_members(conn: Connection, source_id: str) -> list[dict]:
         r["bbox_xywh"] = [r.pop("bbox_x"), r.pop("bbox_y"), r.pop("bbox_w"), r.pop("bbox_h")]
         r["is_occluded"] = bool(r["is_occluded"])
     return rows
+
+
+def update_track_metadata(conn: Connection, track_id: str, patch: dict) -> dict:
+    """Merges ``patch`` into the track's metadata (a None value removes the key); returns it."""
+    if not isinstance(patch, dict):
+        raise ValueError(f"expected the metadata patch as a dict, got {type(patch).__name__}")
+    with conn.transaction() as tx:
+        row = tx.execute("SELECT metadata FROM tracks WHERE track_id = ?", (track_id,)).fetchone()
+        if row is None:
+            raise ValueError(f"unknown track id {track_id!r}; nothing changed")
+        meta = json.loads(row[0]) if row[0] else {}
+        for k, v in patch.items():
+            if v is None:
+                meta.pop(k, None)
+            else:
+                meta[k] = v
+        tx.execute("UPDATE tracks SET metadata = ? WHERE track_id = ?", (json_or_none(meta, "track metadata"), track_id))
+    return meta

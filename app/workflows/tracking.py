@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.track import FrameDetections, TrackerConfig, interpolate_boxes, track
+from pipeline.track import FrameDetections, Track, TrackerConfig, interpolate_boxes, track
 from registry.export_output import check_out_dir, publish_dir, remove_stale_parts, safe_stem
 from registry.facade import ObjectIn, Registry
 from registry.formats.mot import MotBox, write_sequence
 from registry.ids import utc_now
-from registry.tracks import track_members, tracking_inputs
+from registry.tracks import track_members, tracking_inputs, update_track_metadata
 
 INTERPOLATED = "interpolated"
 
@@ -103,6 +103,39 @@ def track_source(
         "embedding_version": data["version"],
         "params": params,
     }
+
+
+def fill_track_gaps(registry: Registry, track_id: str, *, edited_by: str | None = None) -> dict[str, Any]:
+    """Interpolates one track's gaps (CVAT-style keyframes: the track's objects are the keys).
+
+    Every frame of the source strictly between two of the track's objects where the track has
+    none gets an interpolated object (box linear in xyxy, ``detection_model = "interpolated"``,
+    ``metadata.interpolated = true``, no mask), added to the track, in one transaction. With
+    ``edited_by`` (a person asked for it) the track is stamped ``metadata.edited_by/edited_at``,
+    so re-running the tracker keeps it.
+
+    Returns:
+        ``{"track_id", "interpolated": n, "object_ids": [...]}``.
+    """
+    t = registry.get_track(track_id)
+    framed = [o for o in t["objects"] if o["frame_idx"] is not None]
+    if not framed:
+        raise ValueError(f"track {track_id} has no objects on video frames; nothing to interpolate")
+    source = registry.get_source(t["source_id"])
+    frame_ids = {idx: fid for fid, idx in tracking_inputs(registry.connection, t["source_id"])["frames"]}
+    keys = [o["object_id"] for o in framed]
+    boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (o["bbox_xywh"] for o in framed)], float)
+    pseudo = Track(0, framed[0]["category_id"], [o["frame_idx"] for o in framed], keys, boxes)
+    new = _interpolated_objects(pseudo, {k: {"category": framed[0]["category"]} for k in keys}, frame_ids,
+                                (source["width"], source["height"]))
+    with registry.transaction():
+        ids = registry.register_objects(t["source_id"], new, dedupe=False).registered if new else []
+        if ids:
+            registry.add_objects_to_track(track_id, ids)
+        if edited_by:
+            update_track_metadata(registry.connection, track_id,
+                                  {"edited_by": edited_by, "edited_at": utc_now(), "last_edit": "interpolate"})
+    return {"track_id": track_id, "interpolated": len(ids), "object_ids": ids}
 
 
 def _frames(frames: list[tuple[str, int]], objects: list[dict], embeddings: dict[str, np.ndarray]) -> list[FrameDetections]:

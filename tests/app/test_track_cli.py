@@ -135,3 +135,29 @@ def test_tracker_leaves_out_rejected_and_person_tracked_objects(data_dir: Path, 
         members = sorted(sorted(o["object_id"] for o in t["objects"]) for t in made)
         assert members == sorted([sorted(ids[0][:2] + ids[0][3:]), sorted(ids[1][3:])])
         assert reg.get_track(manual)["object_count"] == 3
+
+
+def test_fill_track_gaps_interpolates_a_persons_keyframes_and_stamps_the_edit(data_dir: Path, tmp_path: Path):
+    from app.workflows.tracking import fill_track_gaps, track_source
+
+    frames, truth = moving_boxes(9)
+    path = tmp_path / "v.mp4"
+    path.write_bytes(b"stand-in bytes for keyframe interpolation")
+    with open_reg(data_dir) as reg:
+        sid, fids = seed_video_source(reg, path, frames)
+        keys = reg.register_objects(sid, [ObjectIn("block", tuple(map(float, truth[i][1][1])), frame_id=fids[i])
+                                          for i in (0, 4, 8)], dedupe=False).object_ids
+        tid = reg.create_track(keys)
+        out = fill_track_gaps(reg, tid, edited_by="ann")
+        assert out["interpolated"] == 6
+        t = reg.get_track(tid)
+        assert [o["frame_idx"] for o in t["objects"]] == list(range(9))
+        for o in t["objects"]:  # square 1 moves 4 px a frame: interpolation lands on the truth
+            x, y, w, h = o["bbox_xywh"]
+            assert np.allclose([x, y, x + w, y + h], truth[o["frame_idx"]][1][1])
+            assert (o["detection_model"] == "interpolated") == (o["object_id"] not in keys)
+        assert t["metadata"]["edited_by"] == "ann" and t["metadata"]["last_edit"] == "interpolate"
+        assert fill_track_gaps(reg, tid)["interpolated"] == 0  # no gaps left
+        again = track_source(reg, sid, interpolate=True)
+        assert (again["kept_tracks"], again["tracks"]) == (1, 0)  # its objects stay out of association
+        assert reg.get_track(tid)["object_count"] == 9

@@ -82,3 +82,15 @@ def test_delete_tracker_tracks_spares_edited_and_person_made(reg, video):
     with pytest.raises(ValueError, match="unknown track id"):
         reg.get_track(gone)
     assert reg.delete_tracker_tracks(sid) == {"tracks": 0, "objects": 0}
+
+
+def test_update_track_metadata_merges_and_removes_keys(reg, video):
+    from registry.tracks import update_track_metadata
+
+    _, _, cats, _ = video
+    tid = reg.create_track(cats[:2], metadata={"created_by": "tracker", "params": {"max_gap": 3}})
+    assert update_track_metadata(reg.connection, tid, {"edited_by": "ann", "params": None}) == {
+        "created_by": "tracker", "edited_by": "ann"}
+    assert reg.get_track(tid)["metadata"] == {"created_by": "tracker", "edited_by": "ann"}
+    with pytest.raises(ValueError, match="unknown track id 'trk_nope'"):
+        update_track_metadata(reg.connection, "trk_nope", {"a": 1})
