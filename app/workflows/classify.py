@@ -88,17 +88,12 @@ def build_domain(reg: Any, name: str, vectors: np.ndarray, labels: Sequence[str]
 
 def validated_support(reg: Any, categories: Sequence[str] | None = None) -> tuple[np.ndarray, list[str], int]:
     """``(vectors (N, D), category names, objects without embedding)`` of the approved objects."""
-    vecs, names, missing = [], [], 0
     cats = [c for c in (categories or []) if c.strip()] or None
-    for o in reg.iter_objects(status="approved", category=cats):
-        v = reg.get_embedding(o["object_id"]) if o["has_embedding"] else None
-        if v is None:
-            missing += 1
-            continue
-        vecs.append(v)
-        names.append(o["category"])
-    dim = int(reg.embedding_dim)
-    return (np.stack(vecs) if vecs else np.zeros((0, dim), np.float32)), names, missing
+    objs = list(reg.iter_objects(status="approved", category=cats))
+    ids, vecs = reg.get_embeddings([o["object_id"] for o in objs])  # one query per 30,000 ids
+    category = {o["object_id"]: o["category"] for o in objs}
+    return np.asarray(vecs, np.float32).reshape(len(ids), int(reg.embedding_dim)), [category[i] for i in ids], \
+        len(objs) - len(ids)
 
 
 def build_from_validated(reg: Any, name: str, *, categories: Sequence[str] | None = None, **kw: Any) -> dict:
@@ -202,22 +197,28 @@ def classify_registry(reg: Any, name: str, *, only_pending: bool = False, apply:
     total = reg.count_objects(**filters)
     summary: dict[str, Any] = {"domain": name, "model": mid, "classified": 0, "skipped": 0, "no_embedding": 0,
                                "applied": 0, "verdicts": Counter(), "failed": []}
-    batch: list[tuple[dict, np.ndarray]] = []
+    batch: list[dict] = []
 
     def flush() -> None:
         if not batch:
             return
-        answers = model.classify(np.stack([v for _, v in batch]), top_k=top_k)
+        ids, vecs = reg.get_embeddings([o["object_id"] for o in batch])  # one read per batch
+        by_id = {o["object_id"]: o for o in batch}
+        summary["no_embedding"] += len(batch) - len(ids)
+        batch.clear()
+        if not ids:
+            return
+        answers = model.classify(vecs, top_k=top_k)
+        objs = [by_id[i] for i in ids]
         records = []
-        for (obj, _), ans in zip(batch, answers, strict=True):
+        for obj, ans in zip(objs, answers, strict=True):
             do_apply = apply and can_apply(obj, ans["verdict"])
             records.append({"object_id": obj["object_id"], **result_record(ans, meta, applied=do_apply)})
             summary["verdicts"][ans["verdict"]] += 1
         domains.write_classifications(reg.connection, records)
         summary["classified"] += len(records)
         if apply:
-            _apply(reg, [(obj, ans["verdict"]) for (obj, _), ans in zip(batch, answers, strict=True)], summary)
-        batch.clear()
+            _apply(reg, [(obj, ans["verdict"]) for obj, ans in zip(objs, answers, strict=True)], summary)
 
     with tqdm(total=total, desc=f"classify {name}", unit="obj", disable=not progress, file=sys.stderr) as bar:
         for obj in reg.iter_objects(batch_size=batch_size, **filters):
@@ -228,11 +229,10 @@ def classify_registry(reg: Any, name: str, *, only_pending: bool = False, apply:
                 if apply and stored.get("verdict"):
                     _apply(reg, [(obj, stored["verdict"])], summary)
                 continue
-            vec = reg.get_embedding(obj["object_id"]) if obj["has_embedding"] else None
-            if vec is None:
+            if not obj["has_embedding"]:
                 summary["no_embedding"] += 1
                 continue
-            batch.append((obj, vec))
+            batch.append(obj)
             if len(batch) >= batch_size:
                 flush()
         flush()

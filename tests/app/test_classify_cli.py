@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from app.cli.main import main
-from registry.facade import Registry
+from registry.facade import ObjectIn, Registry
 from tests.pipeline.classify.seed import CLASSES, seed_clusters
 
 DIM, VERSION = 32, "test-emb"
@@ -44,10 +44,15 @@ def test_build_list_classify_apply_and_resume(seeded, capsys):
     listed = json.loads(out)
     assert [d["domain"] for d in listed] == ["bugs"] and listed[0]["classes"] == CLASSES
 
-    rc, out, err = _cli(capsys, "classify", "--data", str(data), "--domain", "bugs", "--only-pending", "--json")
+    with Registry(data, embedding_dim=DIM, embedding_version=VERSION, index="exact", sync_on_write=False) as reg:
+        src = reg.list_sources()[0]["source_id"]
+        bare = reg.register_objects(src, [ObjectIn("thing", (20, 20, 40, 40))], dedupe=False).object_ids[0]
+    rc, out, err = _cli(capsys, "classify", "--data", str(data), "--domain", "bugs", "--only-pending", "--json",
+                        "--batch-size", "3")  # several batches
     assert rc == 0, err
     s = json.loads(out)
     assert s["classified"] == len(info["pending"]) == 8 and s["skipped"] == 0 and s["applied"] == 0
+    assert s["no_embedding"] == 1 and _objects(data)[bare]["classification_model"] is None
     objs = _objects(data)
     for oid, truth in info["pending"].items():
         o = objs[oid]
@@ -64,7 +69,7 @@ def test_build_list_classify_apply_and_resume(seeded, capsys):
     # resumable: the same pack version skips what it did; --apply still applies the stored verdicts
     rc, out, err = _cli(capsys, "classify", "--data", str(data), "--domain", "bugs", "--only-pending", "--apply")
     assert rc == 0, err
-    assert "0 classified, 8 already done (skipped)" in out and "6 verdict(s) applied" in out
+    assert "0 classified, 8 already done (skipped), 1 without embedding, 6 verdict(s) applied" in out
     objs = _objects(data)
     for oid, truth in info["pending"].items():
         assert objs[oid]["category"] == ("thing" if truth == "unknown" else truth)
