@@ -32,7 +32,7 @@ def plot_confusion_matrix(matrix: np.ndarray, names: list[str], path: str | Path
         for j in range(n):
             ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center",
                     color="white" if matrix[i, j] > peak / 2 else "black")
-    ax.set_title(title or "confusion matrix (IoU 0.5)")
+    ax.set_title(title or "confusion matrix (IoU 0.5)", fontsize=10)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,7 +55,7 @@ def plot_pr_curves(curves: dict[str, dict[str, list[float]]], per_class: dict[st
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
-    ax.set_title(title or "precision-recall (IoU 0.5)")
+    ax.set_title(title or "precision-recall (IoU 0.5)", fontsize=10)
     if curves:
         ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
