@@ -209,7 +209,7 @@ def track(frames: Iterable[FrameDetections], config: TrackerConfig | None = None
             missed = np.array([t.missed for t in live])
             search = search_regions(np.stack([t.boxes[-1] for t in live]), pred, missed, cfg.gap_growth)
             near = (iou >= cfg.min_iou) | ((missed > 0)[:, None] & (inside_fraction(fr.xyxy, search) >= 0.5))
-            same = np.array([[t.class_id == c for c in fr.class_ids] for t in live], dtype=bool)
+            same = _keys([t.class_id for t in live])[:, None] == _keys(fr.class_ids)[None, :]
             allowed = same & near & (np.isnan(cos) | (cos >= cfg.min_cosine))
             for r, c in solve_assignment(cost, allowed):
                 live[r].update(fr.frame_idx, fr.xyxy[c], _embedding(fr, c), cfg)
@@ -230,6 +230,13 @@ def track(frames: Iterable[FrameDetections], config: TrackerConfig | None = None
     kept = [t for t in done + live if len(t.frames) >= cfg.min_length]
     kept.sort(key=lambda t: (t.frames[0], t.birth))
     return [Track(i + 1, t.class_id, list(t.frames), list(t.keys), np.stack(t.boxes)) for i, t in enumerate(kept)]
+
+
+def _keys(values: Sequence[Hashable]) -> np.ndarray:
+    """A 1-d object array of category keys (compared element by element, whatever their type)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = list(values)
+    return out
 
 
 def _stack(vectors: list[np.ndarray | None]) -> np.ndarray | None:
