@@ -316,9 +316,3 @@ def write_classifications(conn: Connection, results: Sequence[dict]) -> int:
             n += cur.rowcount
     return n
 
-
-def embedding_identities(conn: Connection) -> list[dict]:
-    """The embedding versions stored in a registry, most vectors first: ``[{"version", "dim", "count"}]``."""
-    rows = conn.query("SELECT version_id, dim, count(*) AS n FROM embeddings GROUP BY version_id, dim "
-                      "ORDER BY n DESC, version_id")
-    return [{"version": r["version_id"], "dim": int(r["dim"]), "count": int(r["n"])} for r in rows]

@@ -69,13 +69,13 @@ def _embedding_args(p: argparse.ArgumentParser) -> None:
 def open_registry(args: argparse.Namespace, manager=None):
     """The registry of ``--data`` opened with its embedding identity: ``--embedding-version``,
     else the version most stored embeddings have, else the installed embedder's (no index sync)."""
-    from registry.domains import embedding_identities
     from registry.facade import Registry
+    from registry.queries import embedding_versions
 
     data = ensure_data_dir(args.data)
     want = getattr(args, "embedding_version", None)
     with Registry(data, sync_on_write=False) as probe:
-        stored = embedding_identities(probe.connection)
+        stored = embedding_versions(probe.connection)
     match = [s for s in stored if want is None or s["version"] == want]
     if match:
         return Registry(data, embedding_version=match[0]["version"], embedding_dim=match[0]["dim"], sync_on_write=False)

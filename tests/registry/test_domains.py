@@ -2,7 +2,6 @@
 results stored on objects."""
 from __future__ import annotations
 
-import json
 import zipfile
 
 import numpy as np
@@ -141,9 +140,3 @@ def test_write_classifications_keeps_other_metadata(reg, image):
         domains.write_classifications(reg.connection, [{"object_id": a, "model": "m", "confidence": 1.5, "classification": {}}])
     assert reg.get_object(a)["classification_confidence"] == 0.75
 
-
-def test_embedding_identities_counts_versions(reg, image):
-    sid = reg.register_source(image)
-    reg.register_objects(sid, [ObjectIn("thing", (1, 1, 20, 20), embedding=unit(8, 1))])
-    assert domains.embedding_identities(reg.connection) == [{"version": "test-v1", "dim": 8, "count": 1}]
-    assert json.dumps(domains.embedding_identities(reg.connection))
