@@ -8,6 +8,7 @@ edits); errors become a toast plus the status line (:func:`app.ui.common.ui_erro
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import gradio as gr
@@ -19,6 +20,7 @@ from app.workflows import video_review as vr
 KEYS = ("Keys: <kbd>←</kbd>/<kbd>→</kbd> previous/next frame · <kbd>Shift</kbd>+<kbd>←</kbd>/<kbd>→</kbd> "
         "10 frames · click an object to pick it for propagation")
 PLAY_INTERVAL_S = 0.4
+log = logging.getLogger(__name__)
 PLAY, PAUSE = "Play ▶", "Pause ❚❚"
 
 
@@ -42,7 +44,7 @@ def build(ctx: AppContext, shared: Shared) -> None:
     with gr.Row():
         source = gr.Dropdown(vr.source_choices(reg), value=None, label="Video source", scale=4,
                              elem_id="video-source")
-        reload_btn = gr.Button("Reload list", size="sm", scale=1, elem_id="video-reload")
+        reload_btn = gr.Button("Reload", size="sm", scale=1, elem_id="video-reload")
     with gr.Accordion("Add a video", open=False):
         with gr.Row():
             upload = gr.File(label="Video file", file_types=["video"], type="filepath", elem_id="video-upload")
@@ -71,6 +73,8 @@ def build(ctx: AppContext, shared: Shared) -> None:
         with gr.Column(scale=2):
             table = gr.Dataframe(headers=vr.TRACK_HEADERS, interactive=False, label="Tracks (click a row to jump)",
                                  elem_id="video-tracks", max_height=320)
+            track_run = gr.Button("Link objects into tracks (keeps edited tracks)", size="sm",
+                                  elem_id="video-track-run")
             track = gr.Textbox(label="Selected track", placeholder="click a row, or type #2 / trk_…",
                                elem_id="video-track")
             with gr.Row():
@@ -127,10 +131,17 @@ def build(ctx: AppContext, shared: Shared) -> None:
                 "", "")
 
     @ui_errors
-    def on_reload():
-        return gr.Dropdown(choices=vr.source_choices(reg)), "Video list reloaded."
+    def on_reload(sid, pos):
+        """Re-reads the video list and the shown video (objects other tabs or the CLI wrote)."""
+        choices = vr.source_choices(reg)
+        if not sid or sid not in {c[1] for c in choices}:
+            return (gr.Dropdown(choices=choices), *[gr.skip()] * 6, "Video list reloaded.")
+        view = vr.load_view(reg, sid)
+        return (gr.Dropdown(choices=choices),
+                *full(view, pos, f"Video list reloaded; **{len(view.tracks)}** track(s) of `{sid}`."))
 
-    reload_btn.click(on_reload, None, errors_in_status(on_reload, [source, status], status), api_visibility="private")
+    reload_btn.click(on_reload, [source, slider], errors_in_status(on_reload, [source, *edit_outs], status),
+                     api_visibility="private")
 
     @ui_errors
     def on_slide(view, pos):
@@ -265,10 +276,9 @@ def build(ctx: AppContext, shared: Shared) -> None:
             raise gr.Error("Click an object on the frame first (or paste its id under “Picked object”).")
         k = view.frame_at(pos)["frame_idx"]
         result = vr.reprompt(propagate_impl(), ctx, reg, view, pos, oid, max_frames=n_max, backward=backward)
-        facts = ", ".join(f"{key} {val}" for key, val in (result or {}).items()
-                          if isinstance(val, (int, float, str, bool)))
+        log.info("propagated %s from frame %s of %s: %s", oid, k, view.source_id, result)
         view = vr.load_view(reg, view.source_id)
-        return full(view, pos, f"Propagated `{oid}` from frame {k}" + (f": {facts}." if facts else "."))
+        return full(view, pos, vr.propagation_summary(result))
 
     prop_btn.click(on_propagate, [view_state, slider, picked, prop_max, prop_back],
                    errors_in_status(on_propagate, list(edit_outs), status), api_visibility="private",
@@ -302,6 +312,20 @@ def build(ctx: AppContext, shared: Shared) -> None:
 
     label_btn.click(on_label, [view_state, classes], errors_in_status(on_label, list(edit_outs), status),
                     api_visibility="private", concurrency_id="segment", concurrency_limit=1)
+
+    @ui_errors
+    def on_track_run(view, pos):
+        from app.workflows.tracking import track_source
+
+        view = need(view)
+        out = track_source(reg, view.source_id)
+        view = vr.load_view(reg, view.source_id)
+        note = (f"Tracker: **{out['tracks']}** new track(s), {out['objects_linked']} object(s) linked; "
+                f"{out['replaced_tracks']} tracker track(s) replaced, {out['kept_tracks']} edited track(s) kept.")
+        return full(view, pos, note)
+
+    track_run.click(on_track_run, [view_state, slider], errors_in_status(on_track_run, list(edit_outs), status),
+                    api_visibility="private")
 
     source.change(on_source, [source], errors_in_status(on_source, [*edit_outs, track, picked], status),
                   api_visibility="private")

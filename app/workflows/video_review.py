@@ -37,12 +37,15 @@ class VideoView:
         frames: stored frames in frame order (``frame_id``, ``frame_idx``, ``timestamp``, ``file_path``).
         tracks: the track rows of :func:`track_rows` (``number`` = 1-based).
         object_track: object id -> track id for every tracked object of the source.
+        frame_object_ids: frame id -> ids of the objects on it (read once per load, so stepping
+            through frames reads only the objects shown; reload after writing objects).
     """
 
     source: dict
     frames: list[dict]
     tracks: list[dict] = field(default_factory=list)
     object_track: dict[str, str] = field(default_factory=dict)
+    frame_object_ids: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def source_id(self) -> str:
@@ -118,7 +121,11 @@ def load_view(reg: Any, source_id: str) -> VideoView:
     if not frames:
         raise ValueError(f"video {source_id} has no stored frames: run `launch.py video add` on its file first")
     tracks, owner = track_rows(reg, source_id)
-    return VideoView(source=source, frames=frames, tracks=tracks, object_track=owner)
+    on_frame: dict[str, list[str]] = {}
+    for o in reg.list_objects(source_id=source_id, limit=None, order="created_asc"):
+        if o["frame_id"] is not None:
+            on_frame.setdefault(o["frame_id"], []).append(o["object_id"])
+    return VideoView(source=source, frames=frames, tracks=tracks, object_track=owner, frame_object_ids=on_frame)
 
 
 def track_table(view: VideoView) -> list[list]:
@@ -155,8 +162,7 @@ def frame_objects(reg: Any, view: VideoView, position: int) -> list[dict]:
     """The objects on the frame at ``position``, each with ``track_id`` and ``track_number``
     (None when untracked), largest first (so smaller objects are drawn on top)."""
     frame = view.frame_at(position)
-    objs = [o for o in reg.list_objects(source_id=view.source_id, limit=None, order="created_asc")
-            if o["frame_id"] == frame["frame_id"]]
+    objs = reg.get_objects(view.frame_object_ids.get(frame["frame_id"], []))  # deleted ones drop out
     for o in objs:
         tid = view.object_track.get(o["object_id"])
         o["track_id"], o["track_number"] = tid, (view.track_number(tid) if tid else None)
@@ -260,3 +266,27 @@ def reprompt(propagate_fn: Callable[..., dict], ctx: Any, reg: Any, view: VideoV
     frame = view.frame_at(position)
     return propagate_fn(ctx, reg, view.source_id, frame["frame_idx"], object_ids=[object_id],
                         max_frames=None if not max_frames else int(max_frames), backward=bool(backward))
+
+
+def propagation_summary(result: dict) -> str:
+    """One Markdown paragraph about a propagation run (the dict :func:`app.workflows.propagate.propagate`
+    returns): segmenter, objects written on how many frames, replaced ones, drift stops, kept
+    frames and the fallback warning."""
+    r = result or {}
+    prompts = ", ".join(f"`{p}`" for p in r.get("prompts") or []) or "the picked object"
+    way = "backward" if r.get("backward") else "forward"
+    text = (f"Propagated {prompts} {way} from frame {r.get('from_frame')} with **{r.get('segmenter', '?')}**: "
+            f"{r.get('written', 0)} object(s) written over {r.get('frames', 0)} frame(s)")
+    if r.get("replaced"):
+        text += f", {r['replaced']} earlier propagated object(s) replaced"
+    text += "."
+    drift = r.get("drift") or []
+    if drift:
+        where = ", ".join(f"frame {d.get('frame_idx')} (score {float(d.get('score') or 0):.2f})" for d in drift[:5])
+        text += f" Drift stopped it at {where}: re-prompt there."
+    kept = r.get("kept") or []
+    if kept:
+        text += f" {len(kept)} frame(s) kept their reviewed or detected object."
+    if r.get("warning"):
+        text += f"\n\n⚠ {r['warning']}"
+    return text

@@ -146,3 +146,15 @@ def test_load_view_refuses_images_and_videos_without_frames(reg, tmp_path):
     with pytest.raises(ValueError, match="pick a video source"):
         vr.load_view(reg, "")
     assert [c[1] for c in vr.source_choices(reg)] == [empty]
+
+
+def test_propagation_summary_names_segmenter_counts_drift_and_warning():
+    text = vr.propagation_summary({
+        "source_id": "src_a", "from_frame": 4, "backward": True, "segmenter": "grabcut-track",
+        "warning": "SAM2.1 video weights are not available", "prompts": ["obj_a"], "frames": 3, "written": 2,
+        "replaced": 1, "object_ids": ["obj_b", "obj_c"], "tracks": {"obj_a": "trk_a"},
+        "drift": [{"object_id": "obj_a", "frame_idx": 1, "score": 0.12}], "kept": [{"object_id": "obj_a"}]})
+    assert text.startswith("Propagated `obj_a` backward from frame 4 with **grabcut-track**: "
+                           "2 object(s) written over 3 frame(s), 1 earlier propagated object(s) replaced.")
+    assert "Drift stopped it at frame 1 (score 0.12): re-prompt there." in text
+    assert "1 frame(s) kept" in text and text.endswith("⚠ SAM2.1 video weights are not available")

@@ -173,7 +173,9 @@ def test_video_tab_click_object_reprompts_propagation(page, server, artifacts_di
 
     def fake_propagate(ctx, registry, source_id, from_frame, object_ids=None, max_frames=None, backward=False):
         calls.append((source_id, from_frame, object_ids, max_frames, backward))
-        return {"frames": 5, "drift": 0}
+        return {"source_id": source_id, "from_frame": from_frame, "backward": backward, "segmenter": "grabcut-track",
+                "warning": None, "prompts": list(object_ids), "frames": 5, "written": 5, "replaced": 0,
+                "object_ids": [], "tracks": {}, "drift": [], "kept": []}
 
     monkeypatch.setattr(tab_video, "propagate_impl", lambda: fake_propagate)
     pick_video(page, server, s)
@@ -185,7 +187,8 @@ def test_video_tab_click_object_reprompts_propagation(page, server, artifacts_di
     expect(page.locator("#video-status")).to_contain_text("on frame 5")
     page.locator("#video-prop-max input").fill("5")
     page.locator("#video-propagate").click()
-    expect(page.locator("#video-status")).to_contain_text(f"Propagated {s['red'][5]} from frame 5: frames 5, drift 0")
+    expect(page.locator("#video-status")).to_contain_text(
+        f"Propagated {s['red'][5]} forward from frame 5 with grabcut-track: 5 object(s) written over 5 frame(s).")
     assert calls == [(s["source"], 5, [s["red"][5]], 5, False)]
     shot(page, artifacts_dir, "video_propagate")
 
@@ -213,4 +216,10 @@ def test_video_tab_upload_and_auto_label_frames(page, server, artifacts_dir):
     assert len(objs) == 8 and {o["category"] for o in objs} == {"red", "blue"}
     assert {o["frame_id"] for o in objs} == {f["frame_id"] for f in reg.list_frames(sid)}
     expect(page.locator("#video-caption")).to_contain_text("2 object(s)")
+    page.locator("#video-track-run").click()
+    expect(page.locator("#video-status")).to_contain_text("Tracker: 2 new track(s), 8 object(s) linked")
+    tracks = reg.list_tracks(sid)
+    assert sorted(t["object_count"] for t in tracks) == [4, 4]
+    assert {t["metadata"]["created_by"] for t in tracks} == {"tracker"}
+    expect(page.locator("#video-caption")).to_contain_text("tracks #1, #2")
     shot(page, artifacts_dir, "video_upload")

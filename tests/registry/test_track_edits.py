@@ -174,3 +174,14 @@ def test_approve_track_approves_every_object_by_user(reg, tmp_path):
     assert {o["validation_status"] for o in reg.get_objects(s["blue"])} == {"pending"}
     assert_stamped(reg.get_track(a), "dee")
     assert reg.get_track(b)["metadata"] is None
+
+
+def test_edited_tracks_survive_a_tracker_rerun(reg, tmp_path):
+    s = seed(reg, tmp_path)
+    made = {"created_by": "tracker"}
+    red, blue = reg.create_track(s["red"], metadata=made), reg.create_track(s["blue"], metadata=made)
+    tail = reg.split_track(red, 3, edited_by="ana")["new_track_id"]
+    assert reg.delete_tracker_tracks(s["source"]) == {"tracks": 1, "objects": 0}  # only the unedited blue one
+    left = {t["track_id"]: t for t in reg.list_tracks(s["source"])}
+    assert set(left) == {red, tail} and blue not in left
+    assert left[tail]["metadata"]["created_by"] == "tracker" and left[tail]["metadata"]["edited_by"] == "ana"
