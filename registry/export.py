@@ -9,7 +9,9 @@ Layouts written under ``out_dir``:
 * COCO: ``images/{split}/<id>.<ext>``, ``annotations/instances_{split}.json`` (one per split;
   ``bbox`` = ``[x, y, w, h]`` absolute pixels, category ids = the registry's category ids, ≥ 1
   and stable across exports of the same registry; segmentation polygons when exact, else RLE;
-  ``area`` from the mask; ``iscrowd`` 0).
+  ``area`` from the mask; ``iscrowd`` 0; a tracked object's ``track_id``: 1, 2, … by first
+  appearance, one per track in the export, + ``agl_track_id``). A video's labelled frames are
+  one image each (the frame's PNG, ``<video stem>_f<frame index, 6 digits>.png``).
 * Both: ``manifest.json`` (counts per split and class, the filter, the seed, the registry state
   the export came from, what was skipped), and optionally ``<out_dir>.zip``.
 
@@ -88,7 +90,8 @@ _CHUNK_OBJECTS = 512
 _QUERY = """
 SELECT d.split, o.source_id, o.frame_id, o.object_id, o.category_id,
        o.bbox_x, o.bbox_y, o.bbox_w, o.bbox_h, o.mask_counts, o.mask_h, o.mask_w, o.area,
-       s.file_path, s.width, s.height, f.file_path, s.file_name, f.frame_idx
+       s.file_path, s.width, s.height, f.file_path, s.file_name, f.frame_idx,
+       (SELECT min(t.track_id) FROM track_objects t WHERE t.object_id = o.object_id) AS track_id
 FROM dataset_objects d
 JOIN objects o ON o.object_id = d.object_id
 JOIN sources s ON s.source_id = o.source_id
@@ -239,6 +242,7 @@ def _export_into(reg: Any, ds: dict, out_dir: Path, final_dir: Path, fmt: str, t
     pool = _WorkerPool(n_workers) if n_workers > 0 else None
     namer = ExportNames()
     image_files: dict[str, str] = {}  # "images/<split>/<name>" -> registry id (manifest)
+    track_numbers: dict[str, int] = {}  # COCO track_id: 1, 2, … in order of first appearance
 
     def write_chunk(placed: list[tuple[_Image, str]], results: list[tuple]) -> None:
         k = 0
@@ -254,8 +258,12 @@ def _export_into(reg: Any, ds: dict, out_dir: Path, final_dir: Path, fmt: str, t
                                             extra={"agl_id": image.key})
                 for j, row in enumerate(image.rows):
                     area, segmentation, _kind = results[k + j]
+                    extra = {"agl_object_id": row[3]}
+                    if row[19]:  # an object in a track (video): the same track_id on every frame
+                        extra.update(track_id=track_numbers.setdefault(row[19], len(track_numbers) + 1),
+                                     agl_track_id=row[19])
                     writer.add_annotation(image_id, int(row[4]), row[5:9], area=area,
-                                          segmentation=segmentation, extra={"agl_object_id": row[3]})
+                                          segmentation=segmentation, extra=extra)
             for _result in results[k:k + n]:
                 if _result[-1]:
                     stats[_result[-1]] += 1

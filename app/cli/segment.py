@@ -57,20 +57,21 @@ def segment_objects(reg: Any, segmenter: Any, *, only_missing: bool, progress: b
 
     from pipeline.image_io import load_image
 
-    by_source: dict[str, list[tuple[str, list[float]]]] = defaultdict(list)
+    # one image per (source, video frame): objects on a frame lie on its PNG, not the video file
+    by_source: dict[tuple[str, str | None], list[tuple[str, list[float]]]] = defaultdict(list)
     for obj in reg.iter_objects(order="created_asc"):
         if only_missing and obj.get("has_mask"):
             continue
-        by_source[obj["source_id"]].append((obj["object_id"], obj["bbox_xywh"]))
+        by_source[(obj["source_id"], obj.get("frame_id"))].append((obj["object_id"], obj["bbox_xywh"]))
     total = sum(len(v) for v in by_source.values())
     out: dict[str, Any] = {"objects": total, "segmented": 0, "sources": len(by_source), "failed": []}
     bar = tqdm(total=total, unit="obj", desc="segmenting", disable=not progress, file=sys.stderr, dynamic_ncols=True)
-    for source_id, items in by_source.items():
+    for (source_id, frame_id), items in by_source.items():
         name = source_id
         try:
             src = reg.get_source(source_id)
-            name = f"{source_id} ({src['file_name']})"
-            image = load_image(src["file_path"])
+            name = f"{source_id} ({src['file_name']}{', ' + frame_id if frame_id else ''})"
+            image = load_image(reg.image_path({"source_id": source_id, "frame_id": frame_id}))
             if src.get("width") and src.get("height") and image.shape[:2] != (src["height"], src["width"]):
                 raise ValueError(f"expected a {src['width']}x{src['height']} image, the file is "
                                  f"{image.shape[1]}x{image.shape[0]}")

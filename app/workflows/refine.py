@@ -105,9 +105,10 @@ def open_object(reg: Any, object_id: str) -> RefineSession:
     mask = reg.get_mask(object_id)
     from pipeline.image_io import image_sha256
 
+    path = reg.image_path(obj)  # the frame's PNG for an object on a video frame, else the source file
     return RefineSession(
-        image_path=str(src["file_path"]),
-        image_key=src.get("content_hash") or image_sha256(src["file_path"]),
+        image_path=str(path),
+        image_key=(None if obj.get("frame_id") else src.get("content_hash")) or image_sha256(path),
         width=int(src["width"]),
         height=int(src["height"]),
         object_id=object_id,

@@ -105,7 +105,7 @@ def object_views(reg: Any, object_id: str, data_dir: Path) -> tuple[np.ndarray, 
     """The object's crop (mask outlined) and the whole image with its mask, plus its dict."""
     obj = reg.get_object(object_id)
     src = reg.get_source(obj["source_id"])
-    image = IMAGES.get(src["file_path"])
+    image = IMAGES.get(str(reg.image_path(obj)))  # a video frame's PNG, else the source file
     x, y, w, h = obj["bbox_xywh"]
     xyxy = (x, y, x + w, y + h)
     mask = reg.get_mask(object_id)
@@ -121,8 +121,7 @@ def thumbnail(reg: Any, obj: dict, data_dir: Path) -> Path:
     path = thumb_path(data_dir, obj["object_id"], f"{obj.get('updated_at')}|{obj.get('category')}")
     if path.exists():
         return path
-    src = reg.get_source(obj["source_id"])
-    image = IMAGES.get(src["file_path"])
+    image = IMAGES.get(str(reg.image_path(obj)))  # a video frame's PNG, else the source file
     x, y, w, h = obj["bbox_xywh"]
     crop = object_crop(image, (x, y, x + w, y + h), reg.get_mask(obj["object_id"]), label=obj["category"], max_side=192)
     return save_jpeg(crop, path)

@@ -211,3 +211,36 @@ def test_cli_label_source_with_the_real_chain(tmp_path, data_dir, capsys):
         assert np.allclose([x, y, x + w, y + h], scene_boxes()["cat"], atol=2)
     assert main(["label", "--data", str(data_dir), "--classes", "cat", "--weights-dir", str(weights)]) == 2
     assert "got neither" in capsys.readouterr().err
+
+
+def test_review_refine_and_segment_load_the_frame_image(reg, clip):
+    from app.cli.segment import segment_objects
+    from app.workflows import refine, review
+    from pipeline.image_io import image_sha256
+    from pipeline.segment.grabcut import GrabCutSegmenter
+
+    sid = add_video(reg, clip, every=6)["source_id"]  # frames 0, 6, 12, 18
+    frames = reg.list_frames(sid)
+    truth = moving_boxes(20)[1]
+    objs = [ObjectIn("red", tuple(float(v) for v in truth[f["frame_idx"]][0][1]), frame_id=f["frame_id"])
+            for f in frames]
+    ids = reg.register_objects(sid, objs).object_ids
+    # Review: the crop and the whole view come from the object's frame (the red square is there)
+    crop, whole, obj = review.object_views(reg, ids[2], reg.data_dir)
+    assert whole.shape[:2] == (96, 128)
+    x0, y0, x1, y1 = truth[12][0][1].astype(int)
+    assert whole[(y0 + y1) // 2, (x0 + x1) // 2, 0] > 180 and whole[(y0 + y1) // 2, (x0 + x1) // 2, 2] < 90
+    thumb = np.asarray(Image.open(review.thumbnail(reg, reg.get_object(ids[3]), reg.data_dir)))
+    assert thumb.shape[0] > 8 and thumb[..., 0].mean() > thumb[..., 2].mean() + 60  # mostly red
+    # Refine: the session's image is the frame PNG, keyed by that file's hash
+    s = refine.open_object(reg, ids[1])
+    assert s.image_path == frames[1]["file_path"] and s.image_key == image_sha256(frames[1]["file_path"])
+    assert s.image().shape == (96, 128, 3)
+    # segment: each frame's objects segmented on that frame
+    out = segment_objects(reg, GrabCutSegmenter(), only_missing=True, progress=False)
+    assert out["segmented"] == 4 and out["sources"] == 4 and not out["failed"], out
+    for oid, f in zip(ids, frames, strict=True):
+        mask = reg.get_mask(oid)
+        bx0, by0, bx1, by1 = truth[f["frame_idx"]][0][1].astype(int)
+        inside = mask[by0:by1, bx0:bx1].mean()
+        assert inside > 0.8 and mask.sum() < 1.3 * (bx1 - bx0) * (by1 - by0), (f["frame_idx"], inside, mask.sum())
