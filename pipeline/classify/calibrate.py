@@ -22,6 +22,7 @@ from pipeline.classify.prototypes import (
     EPS,
     PrototypeModel,
     knn_votes,
+    row_chunks,
     top2,
 )
 
@@ -52,9 +53,11 @@ def loo_scores(model: PrototypeModel, items: np.ndarray | None = None) -> np.nda
     proto[np.arange(len(idx)), own] = own_cos
     if model.knn_weight <= 0.0 or len(z) < 2:
         return proto.astype(np.float32)
-    sims = zq @ z.T
-    sims[np.arange(len(idx)), idx] = -np.inf  # never your own neighbour
-    votes = knn_votes(sims, y, n_classes, model.k)
+    votes = np.empty_like(proto, dtype=np.float32)
+    for rows in row_chunks(len(idx), len(z)):  # bounded (rows, N) similarity blocks
+        sims = zq[rows] @ z.T
+        sims[np.arange(sims.shape[0]), idx[rows]] = -np.inf  # never your own neighbour
+        votes[rows] = knn_votes(sims, y, n_classes, model.k)
     w = model.knn_weight
     return ((1.0 - w) * proto + w * votes).astype(np.float32)
 

@@ -38,6 +38,7 @@ DEFAULT_K = 5
 DEFAULT_KNN_WEIGHT = 0.5
 DEFAULT_CONFIDENCE_SCALE = 0.05
 EPS = 1e-12
+SIM_BUDGET = 1 << 23  # entries of one query-support similarity block (32 MiB of float32)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -207,13 +208,26 @@ def knn_votes(sims: np.ndarray, labels: np.ndarray, n_classes: int, k: int) -> n
     return votes / float(kk)
 
 
+def row_chunks(n_rows: int, n_cols: int, budget: int | None = None) -> list[slice]:
+    """Row slices such that a (rows, n_cols) float32 block stays under ``budget`` entries
+    (default :data:`SIM_BUDGET`)."""
+    step = max(1, int(SIM_BUDGET if budget is None else budget) // max(int(n_cols), 1))
+    return [slice(i, min(i + step, n_rows)) for i in range(0, n_rows, step)]
+
+
 def fused_scores(zq: np.ndarray, prototypes: np.ndarray, support: np.ndarray, labels: np.ndarray, *,
                  k: int = DEFAULT_K, knn_weight: float = DEFAULT_KNN_WEIGHT) -> np.ndarray:
-    """(B, C) ``(1 - w) * cos(z_q, prototypes) + w * knn_votes`` for transformed queries ``zq`` (B, D)."""
+    """(B, C) ``(1 - w) * cos(z_q, prototypes) + w * knn_votes`` for transformed queries ``zq`` (B, D).
+
+    The (B, N) query-support similarities are computed in row blocks of at most
+    :data:`SIM_BUDGET` entries, so memory stays bounded for large support sets.
+    """
     proto = zq @ prototypes.T
     if knn_weight <= 0.0 or len(support) == 0:
         return proto.astype(np.float32)
-    votes = knn_votes(zq @ support.T, labels, len(prototypes), k)
+    votes = np.empty_like(proto, dtype=np.float32)
+    for rows in row_chunks(len(zq), len(support)):
+        votes[rows] = knn_votes(zq[rows] @ support.T, labels, len(prototypes), k)
     return ((1.0 - knn_weight) * proto + knn_weight * votes).astype(np.float32)
 
 

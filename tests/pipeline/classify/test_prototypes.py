@@ -117,3 +117,20 @@ def test_bad_support_is_refused_with_the_reason():
     m = build_model(x, y)
     with pytest.raises(ValueError, match="expected dimension 16"):
         m.classify(np.ones((1, 8)))
+
+
+def test_blocked_similarities_give_the_same_scores(monkeypatch):
+    import pipeline.classify.prototypes as P
+
+    x, y, centres = _clusters(seed=5, per=6)
+    m = build_model(x, y, k=3)
+    q = np.concatenate([x + 0.05, centres])
+    whole, loo_whole = m.scores(q), loo_scores(m)
+    monkeypatch.setattr(P, "SIM_BUDGET", 40)  # 2 rows of 18 support items per block
+    assert len(P.row_chunks(len(q), len(m.support))) == -(-len(q) // 2)
+    calls = []
+    real = P.knn_votes
+    monkeypatch.setattr(P, "knn_votes", lambda sims, *a: calls.append(sims.shape) or real(sims, *a))
+    assert np.allclose(m.scores(q), whole, atol=1e-6)
+    assert calls and all(shape[0] <= 2 for shape in calls)  # the blocked path ran
+    assert np.allclose(loo_scores(m), loo_whole, atol=1e-6)
