@@ -70,6 +70,8 @@ class AppContext:
         status_provider: optional ``() -> dict`` describing loaded models (shown in Stats).
         unload_provider: optional ``(role or None) -> None`` freeing a model's memory (the
             ModelManager's ``unload``; the REST API's ``/models/unload``).
+        video_propagator_provider: optional ``() -> Sam2VideoPropagator`` (the ModelManager's
+            ``video_propagator``); ``app.workflows.propagate`` falls back to GrabCut without it.
     """
 
     registry: Any
@@ -82,6 +84,7 @@ class AppContext:
     auth_enabled: bool = False
     status_provider: Callable[[], dict] | None = None
     unload_provider: Callable[[str | None], None] | None = None
+    video_propagator_provider: Callable[[], Any] | None = None
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -180,4 +183,5 @@ class AppContext:
             auth_enabled=auth_enabled,
             status_provider=getattr(manager, "status", None),
             unload_provider=getattr(manager, "unload", None),
+            video_propagator_provider=getattr(manager, "video_propagator", None),
         )

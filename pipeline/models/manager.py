@@ -74,7 +74,7 @@ class ModelManager:
         self._paths: dict[str, Path] = {}
         self._errors: dict[str, str] = {}
         self._locks: dict[str, threading.RLock] = {
-            key: threading.RLock() for key in (*ROLES, "grabcut", "labeler")
+            key: threading.RLock() for key in (*ROLES, "grabcut", "video", "labeler")
         }
 
     # ------------------------------------------------------------------ helpers
@@ -165,6 +165,25 @@ class ModelManager:
 
         return self._get("segmenter", build)
 
+    def video_propagator(self) -> Any:
+        """SAM2.1 video propagation (``pipeline.segment.sam2_video.Sam2VideoPropagator``) from the
+        segmenter's weights folder (loaded on first call; ``unload("video")`` frees it).
+
+        Raises:
+            WeightsMissingError: SAM2 weights absent and not downloadable.
+            ValueError: the folder holds an image-only ``sam2`` checkpoint (no memory modules).
+        """
+
+        def build():
+            from pipeline.segment.sam2_video import Sam2VideoPropagator
+
+            path = self.weights_path("segmenter")
+            device, dtype = self.device_dtype()
+            return Sam2VideoPropagator.from_pretrained(path, device=device, dtype=dtype,
+                                                       name=self.specs["segmenter"].name)
+
+        return self._get("video", build)
+
     def embedder(self) -> Any:
         """The DINOv2 embedder (loaded on first call).
 
@@ -216,9 +235,9 @@ class ModelManager:
         Raises:
             ValueError: unknown role.
         """
-        if role is not None and role not in (*ROLES, "grabcut"):
-            raise ValueError(f"role: expected one of {(*ROLES, 'grabcut')} or None, got {role!r}")
-        keys = [*ROLES, "grabcut"] if role is None else [role]
+        if role is not None and role not in (*ROLES, "grabcut", "video"):
+            raise ValueError(f"role: expected one of {(*ROLES, 'grabcut', 'video')} or None, got {role!r}")
+        keys = [*ROLES, "grabcut", "video"] if role is None else [role]
         with self._locks["labeler"]:
             for k in [k for k in self._objects if k.startswith("labeler:")]:
                 self._objects.pop(k, None)

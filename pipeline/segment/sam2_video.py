@@ -177,6 +177,7 @@ class Sam2VideoPropagator:
     # ------------------------------------------------------------------ steps
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """RGB uint8 (H, W, 3) -> normalised (1, 3, S, S) on the model's device/dtype."""
+        image = image if image.flags.writeable else image.copy()  # torch wants writable memory
         x = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
         x = F.interpolate(x[None], size=(self.input_size, self.input_size), mode="bilinear",
                           align_corners=False, antialias=True)[0]

@@ -64,12 +64,14 @@ def build_tiny_sam2_video(folder: str | Path, *, seed: int = 0, **windows: int) 
     return folder
 
 
-def script_object_scores(model, logits_per_call) -> list:
+def script_object_scores(model, logits_per_call, *, mask_region: tuple[float, float, float, float] | None = None) -> list:
     """Makes the mask decoder report scripted object-score logits (random weights give ~0).
 
     ``logits_per_call(call_index, n_objects) -> sequence of n logits`` is asked on every decoder
     call; the returned list records the calls. SAM2 blanks a mask whose logit is <= 0, exactly
-    as a real model that lost the object would.
+    as a real model that lost the object would. With ``mask_region = (x0, y0, x1, y1)`` as
+    fractions of the frame, every decoded mask is that rectangle (random weights may decode
+    empty masks), so tests can assert what is written.
     """
     decoder = model.mask_decoder
     original = decoder.forward
@@ -81,6 +83,11 @@ def script_object_scores(model, logits_per_call) -> list:
         scripted = torch.tensor(list(logits_per_call(len(calls), obj_logits.shape[0])),
                                 dtype=obj_logits.dtype).reshape(obj_logits.shape)
         calls.append(scripted)
+        if mask_region is not None:
+            h, w = masks.shape[-2:]
+            x0, y0, x1, y1 = mask_region
+            masks = torch.full_like(masks, -10.0)
+            masks[..., round(y0 * h):round(y1 * h), round(x0 * w):round(x1 * w)] = 10.0
         return (masks, iou, tokens, scripted, *out[4:])
 
     decoder.forward = forward
