@@ -5,7 +5,8 @@ PyAV (FFmpeg) decodes; OpenCV is used only when PyAV cannot open the file
 frames need their references) but only kept frames are converted to RGB arrays; the scene
 detector sees a grey thumbnail at most :data:`~pipeline.video.sampling.THUMB_WIDTH` wide.
 
-Images are (H, W, 3) uint8 RGB, ``H`` = rows = the video's height. ``frame_idx`` is the frame's
+Images are (H, W, 3) uint8 RGB, ``H`` = rows = the video's height, upright (the container's
+display rotation applied, as players and OpenCV show it). ``frame_idx`` is the frame's
 original 0-based position in decoding order; ``timestamp`` its presentation time in seconds
 from the first frame.
 
@@ -76,7 +77,10 @@ def _iter_pyav(path, info: VideoInfo, sampler: FrameSampler) -> Iterator[VideoFr
                     thumb = (frame.reformat(width=tw, height=th, format="gray").to_ndarray()
                              if sampler.scene_change else None)
                     if sampler.accept(thumb):
-                        yield VideoFrame(idx, ts, frame.to_ndarray(format="rgb24"))
+                        image = frame.to_ndarray(format="rgb24")
+                        if info.rotation:  # upright, as players show it (np.rot90 turns counter-clockwise)
+                            image = np.ascontiguousarray(np.rot90(image, k=info.rotation // 90))
+                        yield VideoFrame(idx, ts, image)
                         if sampler.done:
                             return
                 idx += 1

@@ -5,7 +5,9 @@ the file: zero-length, not a media file at all, audio only, a codec this FFmpeg 
 decode. Truncation that the header does not reveal is caught while decoding
 (:func:`pipeline.video.decode.iter_frames`).
 
-Sizes are the decoded picture's: ``width`` = columns, ``height`` = rows.
+Sizes are the picture as players show it: ``width`` = columns, ``height`` = rows after the
+container's display rotation (phone videos store portrait frames as landscape pictures plus a
+90-degree display matrix; the decoder rotates them, see ``VideoInfo.rotation``).
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ class VideoInfo:
         duration: seconds (0.0 when unknown).
         codec: the decoder's name (``"h264"``, ``"mpeg4"``, …).
         backend: ``"pyav"`` or ``"opencv"`` (the fallback, when PyAV cannot open the file).
+        rotation: degrees (0, 90, 180, 270) the decoded pictures are turned counter-clockwise
+            to show upright (the display matrix; OpenCV applies it itself, so 0 there).
     """
 
     width: int
@@ -37,6 +41,7 @@ class VideoInfo:
     duration: float
     codec: str
     backend: str = "pyav"
+    rotation: int = 0
 
     def to_dict(self) -> dict:
         """The fields as a plain dict (JSON-ready)."""
@@ -112,8 +117,29 @@ def probe_pyav(path: Path) -> VideoInfo:
         else:
             duration = 0.0
         frame_count = int(stream.frames or 0) or int(round(duration * fps))
+        rotation = _first_frame_rotation(path, container, stream)
+        if rotation in (90, 270):
+            width, height = height, width
         return VideoInfo(width=width, height=height, fps=fps, frame_count=frame_count,
-                         duration=round(duration, 6), codec=str(ctx.name), backend="pyav")
+                         duration=round(duration, 6), codec=str(ctx.name), backend="pyav", rotation=rotation)
+
+
+def _first_frame_rotation(path: Path, container, stream) -> int:
+    """The display rotation of the first frame (a multiple of 90 degrees, else 0).
+
+    Raises:
+        ValueError: not even one frame decodes (a corrupt or truncated file).
+    """
+    import av
+
+    try:
+        frame = next(container.decode(stream), None)
+    except av.error.FFmpegError as exc:
+        raise video_error(path, f"the first frame does not decode (FFmpeg: {exc.strerror or exc})", _REENCODE) from exc
+    if frame is None:
+        raise video_error(path, "no frame could be decoded (corrupt or truncated)", _REENCODE)
+    rot = int(round(float(getattr(frame, "rotation", 0) or 0))) % 360
+    return rot if rot in (0, 90, 180, 270) else 0
 
 
 def probe_opencv(path: Path) -> VideoInfo:

@@ -146,3 +146,30 @@ def test_opencv_fallback_when_pyav_cannot_open(tmp_path, monkeypatch):
     assert [f.frame_idx for f in pyav] == [0, 3, 6, 9]
     # both backends decode the same pictures (same FFmpeg underneath; conversions may differ by a level)
     assert np.abs(got[2].image.astype(int) - pyav[2].image.astype(int)).mean() < 2
+
+
+def test_display_rotation_is_applied_like_players_and_opencv(tmp_path):
+    import av
+    import cv2
+
+    img = np.full((32, 64, 3), 90, np.uint8)
+    img[:8, :16] = (230, 30, 30)  # a red block top-left of a landscape picture
+    path = tmp_path / "phone.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 32, "yuv420p"
+        s.set_display_rotation(90)  # stored landscape, shown portrait
+        for _ in range(3):
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    info = probe_video(path)
+    assert (info.width, info.height, info.rotation) == (32, 64, 90)
+    frames = list(iter_frames(path, info=info))
+    assert len(frames) == 3 and frames[0].image.shape == (64, 32, 3)
+    assert np.abs(frames[0].image.astype(int) - np.rot90(img, 1)).mean() < 3
+    cap = cv2.VideoCapture(str(path))  # OpenCV turns it upright by itself: the same picture
+    ok, bgr = cap.read()
+    cap.release()
+    assert ok and np.abs(bgr[..., ::-1].astype(int) - frames[0].image.astype(int)).mean() < 3
