@@ -158,3 +158,38 @@ def test_propagation_summary_names_segmenter_counts_drift_and_warning():
                            "2 object(s) written over 3 frame(s), 1 earlier propagated object(s) replaced.")
     assert "Drift stopped it at frame 1 (score 0.12): re-prompt there." in text
     assert "1 frame(s) kept" in text and text.endswith("⚠ SAM2.1 video weights are not available")
+
+
+def test_reprompt_through_the_tab_wiring_runs_real_propagation(tmp_path):
+    """The tab's ``propagate_impl`` is V3's propagate; without SAM2 video weights it falls back to
+    GrabCut, follows the red square over 3 frames and links the masks into its track."""
+    from app.ui.tab_video import propagate_impl
+    from tests.app.fakes import make_context
+
+    ctx = make_context(tmp_path / "data")
+    reg = ctx.registry
+    try:
+        frames, truth = moving_boxes(N, size=SIZE)
+        sid, fids = seed_video_source(reg, write_video(tmp_path / "clip.mp4", frames), frames)
+        objs = [ObjectIn(category="square", xyxy=tuple(map(float, truth[i][0][1])), mask=box_mask(truth[i][0][1]),
+                         confidence=0.9, frame_id=fids[i]) for i in (0, 1)]
+        red = reg.register_objects(sid, objs, dedupe=False).object_ids
+        tid = reg.create_track(red)
+        view = vr.load_view(reg, sid)
+        out = vr.reprompt(propagate_impl(), ctx, reg, view, 1, red[1], max_frames=3)
+        assert out["segmenter"] == "grabcut-track" and out["warning"]
+        assert out["written"] == 3 and out["tracks"] == {red[1]: tid}
+        view = vr.load_view(reg, sid)
+        t = view.track(tid)
+        assert (t["start"], t["end"], t["objects"]) == (0, 4, 5)
+        for k in (2, 3, 4):
+            (o,) = vr.frame_objects(reg, view, k)
+            assert o["detection_model"] == "grabcut-track" and o["track_id"] == tid
+            assert o["metadata"]["propagation"]["from_object"] == red[1]
+            x, y, w, h = o["bbox_xywh"]
+            tx0, ty0, tx1, ty1 = truth[k][0][1]
+            inter = max(0, min(x + w, tx1) - max(x, tx0)) * max(0, min(y + h, ty1) - max(y, ty0))
+            assert inter / (w * h + (tx1 - tx0) * (ty1 - ty0) - inter) > 0.8, (k, o["bbox_xywh"])
+        assert "grabcut-track" in vr.propagation_summary(out)
+    finally:
+        reg.close()
