@@ -154,7 +154,8 @@ class _Live:
                 self.emb = emb
             else:
                 mixed = cfg.appearance_smoothing * self.emb + (1 - cfg.appearance_smoothing) * emb
-                self.emb = normalize_rows(mixed[None])[0]
+                norm = float(np.sqrt(mixed @ mixed))
+                self.emb = mixed / norm if norm > 0 else mixed
         self.frames.append(frame)
         self.boxes.append(box)
         self.missed = 0
@@ -171,10 +172,15 @@ def search_regions(last: np.ndarray, pred: np.ndarray, missed: np.ndarray, growt
     return np.concatenate([lo, hi], axis=1)
 
 
-def _embedding(frame: FrameDetections, j: int) -> np.ndarray | None:
-    if frame.embeddings is None or np.isnan(frame.embeddings[j]).any():
-        return None
-    return normalize_rows(frame.embeddings[j][None])[0]
+def _unit_embeddings(frame: FrameDetections) -> tuple[np.ndarray | None, list[np.ndarray | None]]:
+    """The frame's embeddings scaled to unit length, once: ``((N, D) with NaN rows, or None;
+    per detection the unit vector or None)``."""
+    n = len(frame.xyxy)
+    if frame.embeddings is None:
+        return None, [None] * n
+    unit = normalize_rows(frame.embeddings)
+    ok = ~np.isnan(unit).any(axis=1)
+    return (unit if ok.any() else None), [unit[j] if ok[j] else None for j in range(n)]
 
 
 def track(frames: Iterable[FrameDetections], config: TrackerConfig | None = None) -> list[Track]:
@@ -200,19 +206,20 @@ def track(frames: Iterable[FrameDetections], config: TrackerConfig | None = None
         last_frame = fr.frame_idx
         n = len(fr.xyxy)
         matched_dets: set[int] = set()
+        d_emb, unit = _unit_embeddings(fr)
         if live and n:
             pred = np.stack([t.predict(fr.frame_idx) for t in live])
             use_emb = cfg.iou_weight < 1.0  # w = 1: boxes only, appearance neither costs nor gates
             t_emb = _stack([t.emb for t in live]) if use_emb else None
-            d_emb = _stack([_embedding(fr, j) for j in range(n)]) if use_emb else None
-            cost, iou, cos = association_cost(pred, fr.xyxy, t_emb, d_emb, iou_weight=cfg.iou_weight)
+            cost, iou, cos = association_cost(pred, fr.xyxy, t_emb, d_emb if use_emb else None,
+                                              iou_weight=cfg.iou_weight)
             missed = np.array([t.missed for t in live])
             search = search_regions(np.stack([t.boxes[-1] for t in live]), pred, missed, cfg.gap_growth)
             near = (iou >= cfg.min_iou) | ((missed > 0)[:, None] & (inside_fraction(fr.xyxy, search) >= 0.5))
             same = _keys([t.class_id for t in live])[:, None] == _keys(fr.class_ids)[None, :]
             allowed = same & near & (np.isnan(cos) | (cos >= cfg.min_cosine))
             for r, c in solve_assignment(cost, allowed):
-                live[r].update(fr.frame_idx, fr.xyxy[c], _embedding(fr, c), cfg)
+                live[r].update(fr.frame_idx, fr.xyxy[c], unit[c], cfg)
                 live[r].keys.append(fr.keys[c])
                 matched_dets.add(c)
         still: list[_Live] = []
@@ -223,7 +230,7 @@ def track(frames: Iterable[FrameDetections], config: TrackerConfig | None = None
         live = still
         for j in range(n):
             if j not in matched_dets:
-                t = _Live(births, fr.class_ids[j], fr.frame_idx, fr.xyxy[j].copy(), _embedding(fr, j))
+                t = _Live(births, fr.class_ids[j], fr.frame_idx, fr.xyxy[j].copy(), unit[j])
                 t.keys.append(fr.keys[j])
                 births += 1
                 live.append(t)

@@ -1,10 +1,13 @@
 """registry.tracks: add objects to a track, list a source's tracks, delete tracker-made tracks."""
 from __future__ import annotations
 
+import sqlite3
+
 import numpy as np
 import pytest
 
 from registry.facade import ObjectIn
+from registry.tracks import BULK_ROWS, INSERT_TRIGGER, insert_members_tx
 from tests.video_fixtures import seed_video_source
 
 
@@ -94,3 +97,26 @@ def test_update_track_metadata_merges_and_removes_keys(reg, video):
     assert reg.get_track(tid)["metadata"] == {"created_by": "tracker", "edited_by": "ann"}
     with pytest.raises(ValueError, match="unknown track id 'trk_nope'"):
         update_track_metadata(reg.connection, "trk_nope", {"a": 1})
+
+
+def test_a_long_track_keeps_its_summary_and_the_schema_trigger(reg, tmp_path):
+    """Bulk inserts (>= BULK_ROWS) go around the per-row trigger; the summary and the trigger stay right."""
+    path = tmp_path / "long.mp4"
+    path.write_bytes(b"stand-in bytes for a long video")
+    n = BULK_ROWS * 2 + 5
+    frames = [np.zeros((8, 8, 3), np.uint8)] * n
+    sid, fids = seed_video_source(reg, path, frames)
+    ids = reg.register_objects(sid, [ObjectIn("cat", (0, 0, 4, 4), confidence=(i % 10) / 10, frame_id=f)
+                                     for i, f in enumerate(fids)], dedupe=False).object_ids
+    trigger_sql = reg.connection.scalar("SELECT sql FROM sqlite_master WHERE name = ?", (INSERT_TRIGGER,))
+    tid = reg.create_track(ids[BULK_ROWS:][::-1])
+    assert reg.add_objects_to_track(tid, ids[:BULK_ROWS]) == BULK_ROWS
+    t = reg.get_track(tid)
+    assert (t["object_count"], t["start_frame_idx"], t["end_frame_idx"]) == (n, 0, n - 1)
+    assert t["avg_confidence"] == pytest.approx(np.mean([(i % 10) / 10 for i in range(n)]))
+    assert [o["sequence_idx"] for o in t["objects"]] == list(range(n))
+    assert reg.connection.scalar("SELECT sql FROM sqlite_master WHERE name = ?", (INSERT_TRIGGER,)) == trigger_sql
+    with pytest.raises(sqlite3.IntegrityError), reg.transaction() as tx:  # a failed bulk insert rolls back whole
+        insert_members_tx(tx, tid, [(oid, 0) for oid in ids[:BULK_ROWS]])
+    assert reg.connection.scalar("SELECT sql FROM sqlite_master WHERE name = ?", (INSERT_TRIGGER,)) == trigger_sql
+    assert reg.get_track(tid)["object_count"] == n
