@@ -93,6 +93,7 @@ class GrabCutTracker:
         *,
         drift_threshold: float = GRABCUT_DRIFT_THRESHOLD,
         max_frames: int | None = None,
+        stop_on_drift: bool = True,
     ) -> Iterator[PropagatedFrame]:
         """Same contract as :meth:`pipeline.segment.sam2_video.Sam2VideoPropagator.propagate`."""
         hw: tuple[int, int] | None = None
@@ -127,8 +128,10 @@ class GrabCutTracker:
                     before, after = int(prev[i].sum()), int(cut[k].sum())
                     if after == 0 or not (1 / self.max_area_change <= after / max(before, 1) <= self.max_area_change):
                         scores[i] = 0.0
-            result = apply_drift_rule(step, cur, scores, active, drift_threshold)
-            prev = cur
+            result = apply_drift_rule(step, cur, scores, active, drift_threshold, stop=stop_on_drift)
+            # the next search box comes from the last non-empty mask (an object followed through
+            # a drift frame with stop_on_drift=False is searched where it was last seen)
+            prev = cur if step == 0 else np.where(cur.reshape(n, -1).any(axis=1)[:, None, None], cur, prev)
             if step == 0:
                 # the prompt frame's cut is the first tracked mask; an empty one cannot be followed
                 active &= cur.reshape(n, -1).any(axis=1)

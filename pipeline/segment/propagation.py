@@ -18,7 +18,7 @@ The drift rule: on a frame after the prompt, an object whose score falls below
 ``drift_threshold``, or whose mask is empty, is flagged ``drift`` on that frame and is not
 followed any further (``active`` is False from the next frame on, with an empty mask). The
 user re-prompts there. ``drift_threshold = 0`` turns the score part off (empty masks still
-stop an object).
+stop an object); ``stop_on_drift=False`` flags drift frames but keeps following.
 """
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def check_frame(frame: np.ndarray, hw: tuple[int, int] | None, step: int) -> np.
 
 
 def apply_drift_rule(
-    step: int, masks: np.ndarray, scores: np.ndarray, active: np.ndarray, threshold: float
+    step: int, masks: np.ndarray, scores: np.ndarray, active: np.ndarray, threshold: float, *, stop: bool = True
 ) -> PropagatedFrame:
     """Builds the frame's result and updates ``active`` in place (the drift rule above).
 
@@ -135,6 +135,8 @@ def apply_drift_rule(
         scores: (N,) float32 in [0, 1].
         active: (N,) bool, objects followed up to this frame; objects that drift are cleared.
         threshold: drift below this score (0 disables the score test).
+        stop: stop following a drifting object (the default); False only flags the frame
+            (SAM2 can pick an object up again after an occlusion; benchmarks follow every frame).
     """
     masks = masks.copy()
     scores = scores.astype(np.float32, copy=True)
@@ -146,5 +148,6 @@ def apply_drift_rule(
         empty = ~masks.reshape(len(masks), -1).any(axis=1)
         drift = active & ((scores < threshold) | empty)
     frame = PropagatedFrame(step=step, masks=masks, scores=scores, drift=drift, active=active.copy())
-    active &= ~drift
+    if stop:
+        active &= ~drift
     return frame

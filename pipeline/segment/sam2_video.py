@@ -235,6 +235,7 @@ class Sam2VideoPropagator:
         *,
         drift_threshold: float = DEFAULT_DRIFT_THRESHOLD,
         max_frames: int | None = None,
+        stop_on_drift: bool = True,
     ) -> Iterator[PropagatedFrame]:
         """Follows the objects prompted on the first frame through the rest.
 
@@ -249,6 +250,7 @@ class Sam2VideoPropagator:
                 :mod:`pipeline.segment.propagation`); 0 keeps following every non-empty mask.
             max_frames: frames to follow after the prompt frame (None: until the frames end or
                 every object drifted).
+            stop_on_drift: False flags drift frames but keeps following every object.
 
         Yields:
             One :class:`PropagatedFrame` per frame, ``step`` 0 being the prompt frame. Stops
@@ -277,7 +279,7 @@ class Sam2VideoPropagator:
                 self.peak_state = state
             if not self.keep_history:
                 self._prune(session, step)
-            result = apply_drift_rule(step, pred, scores, active, drift_threshold)
+            result = apply_drift_rule(step, pred, scores, active, drift_threshold, stop=stop_on_drift)
             yield result
             if not active.any():
                 break

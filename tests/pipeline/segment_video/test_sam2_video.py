@@ -128,6 +128,13 @@ def test_low_score_flags_drift_and_stops_that_object(video_folder):
     assert out[3].scores[0] < 0.01 and out[3].active[0]  # followed up to its drift frame
     assert len(calls) == 4
 
+    # stop_on_drift=False: every frame is followed, each lost frame flagged
+    prop = _propagator(video_folder)
+    script_object_scores(prop.model, lambda call, n: [6.0 if call < 3 else -6.0] * n)
+    out = list(prop.propagate(iter(frames), [truth[0][0][1]], drift_threshold=0.5, stop_on_drift=False))
+    assert [bool(r.drift[0]) for r in out] == [False, False, False, True, True, True]
+    assert out[5].active[0]
+
 
 def test_one_drifting_object_does_not_stop_the_other(video_folder):
     frames, truth = moving_boxes(5)
