@@ -194,3 +194,33 @@ def test_classify_tab_says_up_front_what_works_without_weights():
            "confidence": 0.1, "model": "domain:x@1", "top_k": [{"class": "ant", "score": 0.2}]}
     text = answer_markdown(ans, "The image")
     assert "s1 0.200 < τ1 0.300" in text and "margin 0.010 < τ2 0.050" in text and "best class: ant" in text
+
+
+def _tab_fn(demo, api_name: str):
+    return next(f.fn for f in demo.fns.values() if getattr(f, "api_name", None) == api_name)
+
+
+def test_classify_tab_without_embedder_weights_offers_object_ids(tmp_path):
+    import gradio as gr
+
+    from app.ui import tab_classify
+    from app.ui.common import Shared
+    from tests.app.fakes import make_context, make_scene
+
+    ctx = make_context(tmp_path / "data", with_embedder=False)
+    try:
+        info = seed_clusters(ctx.registry, tmp_path / "img")
+        with gr.Blocks() as demo:  # the tab alone, as build_app lays it out
+            tab_classify.build(ctx, Shared())
+        build, classify = _tab_fn(demo, "build_domain"), _tab_fn(demo, "classify")
+        _, msg = build("bugs", "")
+        assert "Built domain **bugs**: ant 4, bee 4, cat 4" in msg
+        with pytest.raises(gr.Error, match="needs image-embedder weights.*Type an object id instead"):
+            classify("bugs", make_scene(0), "", {})
+        oid = next(i for i, t in info["pending"].items() if t == "bee")
+        answer, rows, *_ = classify("bugs", make_scene(0), oid, {})
+        assert f"Object `{oid}`: verdict **bee**" in answer and rows[0][0] == "bee"
+        with pytest.raises(gr.Error, match="Pick a domain first"):
+            classify(None, None, oid, {})
+    finally:
+        ctx.registry.close()
