@@ -164,13 +164,18 @@ def add_objects_to_track(conn: Connection, version: str, track_id: str, object_i
         if other:
             raise ValueError(f"object {other[0][0]} is already in track {other[0][1]}; remove it from that track "
                              f"(or delete that track) first; nothing added to track {track_id}")
-        present = {r[0] for r in tx.execute("SELECT object_id FROM track_objects WHERE track_id = ?", (track_id,))}
+        present = {r[0] for r in tx.execute(
+            f"SELECT object_id FROM track_objects WHERE track_id = ? AND object_id IN ({marks})", (track_id, *ids))}
         new = [i for i in ids if i not in present]
         if not new:
             return 0
+        # Only the new objects' frames are looked at (idx_objects_frame), so appending to a long
+        # track stays cheap (importers and propagation append frame by frame).
+        fids = sorted({objs[oid]["frame_id"] for oid in new if objs[oid]["frame_id"] is not None})
         taken = dict(tx.execute(
-            "SELECT o.frame_id, o.object_id FROM track_objects t JOIN objects o USING (object_id) "
-            "WHERE t.track_id = ? AND o.frame_id IS NOT NULL", (track_id,)).fetchall())
+            f"SELECT o.frame_id, o.object_id FROM objects o JOIN track_objects t ON t.object_id = o.object_id "
+            f"AND t.track_id = ? WHERE o.frame_id IN ({','.join('?' * len(fids))})", (track_id, *fids)).fetchall()
+        ) if fids else {}
         for oid in new:
             fid = objs[oid]["frame_id"]
             if fid is None:
@@ -179,10 +184,19 @@ def add_objects_to_track(conn: Connection, version: str, track_id: str, object_i
                 raise ValueError(f"object {oid} lies on frame {fid}, where track {track_id} already has object "
                                  f"{taken[fid]} (one object per frame); delete that object or split the track first")
             taken[fid] = oid
-        start = tx.execute("SELECT coalesce(max(sequence_idx) + 1, 0) FROM track_objects WHERE track_id = ?",
-                           (track_id,)).fetchone()[0]
-        insert_members_tx(tx, track_id, [(oid, start + k) for k, oid in enumerate(new)])
-        _resequence_tx(tx, track_id)
+        start, end = tx.execute(
+            "SELECT coalesce(max(sequence_idx) + 1, 0), (SELECT end_frame_idx FROM tracks WHERE track_id = ?) "
+            "FROM track_objects WHERE track_id = ?", (track_id, track_id)).fetchone()
+        at = dict(tx.execute(f"SELECT frame_id, frame_idx FROM frames WHERE frame_id IN ({','.join('?' * len(fids))})",
+                             fids).fetchall()) if fids else {}
+        new_idx = [at.get(objs[oid]["frame_id"]) for oid in new]
+        if all(i is not None for i in new_idx) and (end is None or min(new_idx) > end):
+            # All after the track's last frame: numbered in frame order, nothing else moves.
+            order = sorted(range(len(new)), key=lambda k: new_idx[k])
+            insert_members_tx(tx, track_id, [(new[k], start + r) for r, k in enumerate(order)])
+        else:
+            insert_members_tx(tx, track_id, [(oid, start + k) for k, oid in enumerate(new)])
+            _resequence_tx(tx, track_id)
     return len(new)
 
 

@@ -120,3 +120,16 @@ def test_a_long_track_keeps_its_summary_and_the_schema_trigger(reg, tmp_path):
         insert_members_tx(tx, tid, [(oid, 0) for oid in ids[:BULK_ROWS]])
     assert reg.connection.scalar("SELECT sql FROM sqlite_master WHERE name = ?", (INSERT_TRIGGER,)) == trigger_sql
     assert reg.get_track(tid)["object_count"] == n
+
+
+def test_appending_after_the_last_frame_numbers_in_frame_order(reg, video):
+    _, _, cats, _ = video
+    tid = reg.create_track(cats[:2])
+    assert reg.add_objects_to_track(tid, [cats[3]]) == 1
+    assert reg.add_objects_to_track(tid, [cats[5], cats[4]]) == 2  # out of order within the batch
+    t = reg.get_track(tid)
+    assert [(o["object_id"], o["sequence_idx"]) for o in t["objects"]] == [
+        (cats[0], 0), (cats[1], 1), (cats[3], 2), (cats[4], 3), (cats[5], 4)]
+    assert (t["object_count"], t["end_frame_idx"]) == (5, 5)
+    assert reg.add_objects_to_track(tid, [cats[2]]) == 1  # into the middle: renumbered
+    assert [o["sequence_idx"] for o in reg.get_track(tid)["objects"]] == list(range(6))
