@@ -45,7 +45,12 @@ def model_from_pack(arrays: dict[str, np.ndarray], meta: dict) -> PrototypeModel
     )
 
 
-def pack_from_model(model: PrototypeModel, *, embedding_model: str, source: dict) -> tuple[dict, dict]:
+STORED_INPUT = "the registry's stored object embeddings (masked object crops)"
+FOLDER_INPUT = "whole images (box = the image, no mask), embedded as a search query is"
+
+
+def pack_from_model(model: PrototypeModel, *, embedding_model: str, source: dict,
+                    embedding_input: str = STORED_INPUT) -> tuple[dict, dict]:
     """``(arrays, meta)`` for :func:`registry.domains.save_pack`."""
     arrays = {
         "prototypes": model.prototypes, "support": model.support, "labels": model.labels,
@@ -56,7 +61,7 @@ def pack_from_model(model: PrototypeModel, *, embedding_model: str, source: dict
         "embedding_dim": model.dim,
         "preprocessing": {"l2_normalize": True, "centre": model.centre is not None,
                           "centre_of": "mean of the L2-normalised support embeddings (SimpleShot)",
-                          "embedding_input": "the registry's stored object embeddings (masked object crops)"},
+                          "embedding_input": embedding_input},
         "tau1": model.tau1, "tau2": model.tau2, "k": model.k, "knn_weight": model.knn_weight,
         "confidence_scale": model.confidence_scale, "calibration": model.calibration,
         "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "source": source,
@@ -81,7 +86,8 @@ def build_domain(reg: Any, name: str, vectors: np.ndarray, labels: Sequence[str]
         model.tau1 = float(tau1)
     if tau2 is not None:
         model.tau2 = float(tau2)
-    arrays, meta = pack_from_model(model, embedding_model=reg.embedding_version, source=source)
+    arrays, meta = pack_from_model(model, embedding_model=reg.embedding_version, source=source,
+                                   embedding_input=FOLDER_INPUT if source.get("kind") == "folders" else STORED_INPUT)
     domains.save_pack(reg.data_dir, name, arrays, meta, overwrite=overwrite)
     return domains.load_pack(reg.data_dir, name)[1]
 

@@ -167,6 +167,7 @@ def test_folders_with_the_tiny_dinov2_build_a_domain(tmp_path, capsys, monkeypat
     assert meta["classes"] == ["blue", "red"] and meta["counts"] == {"blue": 3, "red": 3}
     assert meta["embedding_dim"] == TINY_DINO_DIM and meta["source"]["kind"] == "folders"
     assert meta["embedding_model"].startswith("dinov2")
+    assert meta["preprocessing"]["embedding_input"].startswith("whole images")
 
 
 def test_review_queue_orders_by_classification_confidence(seeded, capsys):
