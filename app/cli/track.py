@@ -58,4 +58,7 @@ def run(args: argparse.Namespace) -> int:
           + (f", {out['interpolated']} interpolated" if args.interpolate else "")
           + f"; replaced {out['replaced_tracks']} earlier tracker track(s), kept {out['kept_tracks']} edited/manual"
           + f" ({'embeddings ' + out['embedding_version'] if out['embedding_version'] else 'IoU only: no embeddings'})")
+    if not out["objects_considered"]:
+        print(f"  nothing to link: no untracked objects on its frames; label them first with "
+              f"`launch.py label --data {args.data} --classes ... --source {args.source}`")
     return 0

@@ -161,3 +161,14 @@ def test_fill_track_gaps_interpolates_a_persons_keyframes_and_stamps_the_edit(da
         again = track_source(reg, sid, interpolate=True)
         assert (again["kept_tracks"], again["tracks"]) == (1, 0)  # its objects stay out of association
         assert reg.get_track(tid)["object_count"] == 9
+
+
+def test_track_cli_on_a_video_without_objects_says_what_to_do(data_dir: Path, tmp_path: Path, capsys):
+    frames, _ = moving_boxes(3)
+    path = tmp_path / "empty.mp4"
+    path.write_bytes(b"stand-in bytes for an unlabelled video")
+    with open_reg(data_dir) as reg:
+        sid, _ = seed_video_source(reg, path, frames)
+    assert main(["track", "--data", str(data_dir), "--source", sid]) == 0
+    out = capsys.readouterr().out
+    assert f"{sid}: 0 track(s) linking 0 of 0 object(s)" in out and f"--source {sid}" in out
