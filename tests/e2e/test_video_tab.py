@@ -88,6 +88,14 @@ def test_video_tab_steps_frames_and_jumps_to_tracks(page, server, artifacts_dir)
     s = seed_video(server)
     pick_video(page, server, s)
     expect(page.locator("#video-tracks")).to_contain_text(s["c"])
+    rng = page.locator("#video-slider input[type=range]").bounding_box()  # drag the slider to its end
+    y = rng["y"] + rng["height"] / 2
+    page.mouse.move(rng["x"] + 4, y)
+    page.mouse.down()
+    page.mouse.move(rng["x"] + rng["width"] * 0.6, y, steps=4)
+    page.mouse.move(rng["x"] + rng["width"] + 20, y, steps=4)
+    page.mouse.up()
+    caption_frame(page, 15)
     set_slider(page, 3)
     page.locator("#video-shortcuts").click()  # focus off the slider's number box
     page.keyboard.press("ArrowRight")
