@@ -266,13 +266,14 @@ def delete_tracker_tracks(conn: Connection, source_id: str, *, delete_interpolat
     return {"tracks": len(tids), "objects": n_objects}
 
 
-def tracking_inputs(conn: Connection, source_id: str, *, version: str | None = None) -> dict:
+def tracking_inputs(conn: Connection, source_id: str, *, version: str | None = None, embeddings: bool = True) -> dict:
     """What the tracker reads for one video source, in a few queries (no per-object lookups).
 
     Args:
         source_id: the video source.
         version: the embedding version to read; None picks the version most of the source's
             objects have (so the CLI needs no model to know it).
+        embeddings: False leaves the vectors out (``"embeddings"`` is then empty).
 
     Returns:
         ``{"frames": [(frame_id, frame_idx)] in frame order, "objects": [dict], "embeddings":
@@ -303,13 +304,13 @@ def tracking_inputs(conn: Connection, source_id: str, *, version: str | None = N
         version = conn.scalar(
             "SELECT e.version_id FROM embeddings e JOIN objects o USING (object_id) WHERE o.source_id = ? "
             "GROUP BY e.version_id ORDER BY count(*) DESC, e.version_id LIMIT 1", (source_id,))
-    embeddings = {}
-    if version is not None:
+    vectors = {}
+    if version is not None and embeddings:
         for r in conn.query("SELECT e.object_id, e.dim, e.vector FROM embeddings e JOIN objects o USING (object_id) "
                             "WHERE o.source_id = ? AND e.version_id = ?", (source_id, version)):
-            embeddings[r["object_id"]] = vector_from_blob(r["vector"], r["dim"])
+            vectors[r["object_id"]] = vector_from_blob(r["vector"], r["dim"])
     return {"frames": [(r["frame_id"], r["frame_idx"]) for r in frame_rows], "objects": objects,
-            "embeddings": embeddings, "version": version}
+            "embeddings": vectors, "version": version}
 
 
 def track_members(conn: Connection, source_id: str) -> list[dict]:

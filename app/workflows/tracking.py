@@ -34,6 +34,8 @@ from registry.ids import utc_now
 from registry.tracks import track_members, tracking_inputs, update_track_metadata
 
 INTERPOLATED = "interpolated"
+#: How often the tracker runs again when the source changes while it tracks.
+ATTEMPTS = 3
 
 
 def track_source(
@@ -61,10 +63,11 @@ def track_source(
 
     Returns:
         ``{"source_id", "tracks", "objects_linked", "interpolated", "replaced_tracks",
-        "kept_tracks", "objects_considered", "embedding_version", "params"}``.
+        "kept_tracks", "objects_considered", "embedding_version", "params", "attempts"}``.
 
     Raises:
         ValueError: unknown or non-video source, or bad parameters (nothing written).
+        RuntimeError: the source kept changing while it was tracked (nothing written).
     """
     cfg = TrackerConfig(iou_weight=iou_weight, max_gap=max_gap, min_length=min_length, min_iou=min_iou,
                         min_cosine=min_cosine)
@@ -72,26 +75,39 @@ def track_source(
     if source["source_type"] != "video":
         raise ValueError(f"source {source_id}: expected a video source, got source_type {source['source_type']!r}; "
                          "tracks link objects across a video's frames (add one with `launch.py video add`)")
-    data = tracking_inputs(registry.connection, source_id, version=embedding_version)
-    free = [o for o in data["objects"] if o["kept_track"] is None and not o["interpolated"]
-            and o["detection_model"] != INTERPOLATED and o["validation_status"] != "rejected"]
-    kept = {o["kept_track"] for o in data["objects"] if o["kept_track"] is not None}
-    tracks = track(_frames(data["frames"], free, data["embeddings"]), cfg)
-    by_id = {o["object_id"]: o for o in free}
-    params = {**cfg.as_dict(), "interpolate": bool(interpolate), "embedding_version": data["version"]}
-    meta = {"created_by": "tracker", "params": params, "tracked_at": utc_now()}
-    frame_ids = dict((idx, fid) for fid, idx in data["frames"])
-    n_interp = 0
-    with registry.transaction():
-        replaced = registry.delete_tracker_tracks(source_id)
-        for t in tracks:
-            members = list(t.keys)
-            if interpolate:
-                new = _interpolated_objects(t, by_id, frame_ids, (source["width"], source["height"]))
-                if new:
-                    members += registry.register_objects(source_id, new, dedupe=False).registered
-                    n_interp += len(new)
-            registry.create_track(members, metadata=meta)
+    attempts = 0
+    while attempts < ATTEMPTS:
+        attempts += 1
+        # Tracking runs outside the write transaction (other writers go on meanwhile); the
+        # inputs are checked again inside it, and a change (a person edited or deleted an
+        # object or track in the meantime) means tracking again on the new state.
+        data = tracking_inputs(registry.connection, source_id, version=embedding_version)
+        free = [o for o in data["objects"] if o["kept_track"] is None and not o["interpolated"]
+                and o["detection_model"] != INTERPOLATED and o["validation_status"] != "rejected"]
+        kept = {o["kept_track"] for o in data["objects"] if o["kept_track"] is not None}
+        tracks = track(_frames(data["frames"], free, data["embeddings"]), cfg)
+        by_id = {o["object_id"]: o for o in free}
+        params = {**cfg.as_dict(), "interpolate": bool(interpolate), "embedding_version": data["version"]}
+        meta = {"created_by": "tracker", "params": params, "tracked_at": utc_now()}
+        frame_ids = dict((idx, fid) for fid, idx in data["frames"])
+        n_interp = 0
+        with registry.transaction():
+            now = tracking_inputs(registry.connection, source_id, version=data["version"], embeddings=False)
+            if _fingerprint(now) != _fingerprint(data):
+                continue
+            replaced = registry.delete_tracker_tracks(source_id)
+            for t in tracks:
+                members = list(t.keys)
+                if interpolate:
+                    new = _interpolated_objects(t, by_id, frame_ids, (source["width"], source["height"]))
+                    if new:
+                        members += registry.register_objects(source_id, new, dedupe=False).registered
+                        n_interp += len(new)
+                registry.create_track(members, metadata=meta)
+            break
+    else:  # every attempt saw a change
+        raise RuntimeError(f"source {source_id} changed while it was being tracked, {ATTEMPTS} times in a row; "
+                           "nothing was written: run the tracker again when the edits pause")
     return {
         "source_id": source_id,
         "tracks": len(tracks),
@@ -102,6 +118,7 @@ def track_source(
         "objects_considered": len(free),
         "embedding_version": data["version"],
         "params": params,
+        "attempts": attempts,
     }
 
 
@@ -136,6 +153,13 @@ def fill_track_gaps(registry: Registry, track_id: str, *, edited_by: str | None 
             update_track_metadata(registry.connection, track_id,
                                   {"edited_by": edited_by, "edited_at": utc_now(), "last_edit": "interpolate"})
     return {"track_id": track_id, "interpolated": len(ids), "object_ids": ids}
+
+
+def _fingerprint(data: dict) -> tuple:
+    """What the tracker's result depends on, besides embeddings: frames, objects, memberships."""
+    return (tuple(data["frames"]), tuple(
+        (o["object_id"], o["frame_id"], o["category_id"], tuple(o["xyxy"]), o["validation_status"], o["kept_track"],
+         o["interpolated"], o["detection_model"]) for o in data["objects"]))
 
 
 def _frames(frames: list[tuple[str, int]], objects: list[dict], embeddings: dict[str, np.ndarray]) -> list[FrameDetections]:

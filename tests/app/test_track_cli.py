@@ -172,3 +172,38 @@ def test_track_cli_on_a_video_without_objects_says_what_to_do(data_dir: Path, tm
     assert main(["track", "--data", str(data_dir), "--source", sid]) == 0
     out = capsys.readouterr().out
     assert f"{sid}: 0 track(s) linking 0 of 0 object(s)" in out and f"--source {sid}" in out
+
+
+def test_an_edit_while_tracking_makes_the_tracker_run_again_on_the_new_state(data_dir: Path, tmp_path: Path,
+                                                                             monkeypatch):
+    import app.workflows.tracking as tracking
+
+    frames, truth = moving_boxes(6)
+    path = tmp_path / "v.mp4"
+    path.write_bytes(b"stand-in bytes: a person deletes an object while the tracker runs")
+    with open_reg(data_dir) as reg:
+        sid, fids = seed_video_source(reg, path, frames)
+        ids = reg.register_objects(sid, [ObjectIn("block", tuple(map(float, truth[i][0][1])), frame_id=fids[i])
+                                         for i in range(6)], dedupe=False).object_ids
+        real, calls = tracking.track, []
+
+        def track_while_a_person_deletes(frames_in, cfg):
+            calls.append(1)
+            if len(calls) == 1:
+                reg.delete_object(ids[2])  # between the read and the write
+            return real(frames_in, cfg)
+
+        monkeypatch.setattr(tracking, "track", track_while_a_person_deletes)
+        out = tracking.track_source(reg, sid)
+        assert (out["attempts"], out["tracks"], out["objects_linked"]) == (2, 1, 5)
+        assert ids[2] not in {o["object_id"] for o in reg.get_track(reg.list_tracks(sid)[0]["track_id"])["objects"]}
+
+        def always_edited(frames_in, cfg):
+            reg.update_object(ids[0], xyxy=(1.0 + len(calls), 8.0, 20.0, 27.0))
+            calls.append(1)
+            return real(frames_in, cfg)
+
+        monkeypatch.setattr(tracking, "track", always_edited)
+        with pytest.raises(RuntimeError, match="changed while it was being tracked, 3 times"):
+            tracking.track_source(reg, sid)
+        assert len(reg.list_tracks(sid)) == 1  # the earlier tracks are still there: nothing written
