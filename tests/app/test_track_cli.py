@@ -207,3 +207,24 @@ def test_an_edit_while_tracking_makes_the_tracker_run_again_on_the_new_state(dat
         with pytest.raises(RuntimeError, match="changed while it was being tracked, 3 times"):
             tracking.track_source(reg, sid)
         assert len(reg.list_tracks(sid)) == 1  # the earlier tracks are still there: nothing written
+
+
+def test_sparse_frames_predict_per_frame_index_and_interpolate_only_stored_frames(data_dir: Path, tmp_path: Path):
+    from app.workflows.tracking import track_source
+
+    frames, truth = moving_boxes(26, step=2)
+    stored = list(range(0, 26, 5))  # like `video add --every 5`
+    path = tmp_path / "v.mp4"
+    path.write_bytes(b"stand-in bytes for a sparsely sampled video")
+    with open_reg(data_dir) as reg:
+        sid, fids = seed_video_source(reg, path, [frames[i] for i in stored], frame_indices=stored)
+        objs = [ObjectIn("block", tuple(map(float, truth[f][g][1])), frame_id=fid)
+                for f, fid in zip(stored, fids, strict=True) for g in (0, 1) if not (g == 0 and f == 10)]
+        reg.register_objects(sid, objs, dedupe=False)
+        out = track_source(reg, sid, max_gap=1, interpolate=True)
+        assert (out["tracks"], out["objects_linked"], out["interpolated"]) == (2, 11, 1)
+        first = reg.get_track(reg.list_tracks(sid)[0]["track_id"])
+        assert [o["frame_idx"] for o in first["objects"]] == stored
+        gap = next(o for o in first["objects"] if o["detection_model"] == "interpolated")
+        x, y, w, h = gap["bbox_xywh"]
+        assert gap["frame_idx"] == 10 and np.allclose([x, y, x + w, y + h], truth[10][0][1])
