@@ -1,6 +1,7 @@
 // Video tab keyboard steps: ArrowLeft / ArrowRight = previous / next frame, with Shift = 10 frames.
 // Active only while the Video tab is visible and the focus is not in a text field (the slider's
-// own number box and range input keep their native arrow-key behaviour).
+// own number box and range input keep their native arrow-key behaviour), also when a cell of
+// the track list has the focus.
 (function () {
   if (window.__aglVideoKeys) return;
   window.__aglVideoKeys = true;
@@ -16,7 +17,9 @@
     if (!el || el.offsetParent === null) return;  // Video tab not shown
     const btn = el.tagName === "BUTTON" ? el : el.querySelector("button") || el;
     ev.preventDefault();
-    ev.stopImmediatePropagation();  // the Review shortcuts listen for the same arrows
+    // Captured at the document and stopped here, so the track table's own arrow-key cell
+    // navigation (which would fire a row select = a jump) never sees the key.
+    ev.stopPropagation();
     btn.click();
-  });
+  }, true);
 })();

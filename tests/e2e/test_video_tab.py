@@ -23,6 +23,7 @@ pytestmark = pytest.mark.e2e
 N = 16
 SIZE = (240, 320)  # (H, W)
 _videos = itertools.count()
+WAIT = 60_000  # ms: the server shares a busy machine; every wait is on a condition
 
 
 def box_mask(box) -> np.ndarray:
@@ -62,14 +63,14 @@ def choose(page, container: str, option_text: str) -> None:
 def pick_video(page, server, s) -> None:
     open_tab(page, "Video")
     page.locator("#video-reload").click()
-    expect(page.locator("#video-status")).to_contain_text("reloaded")
+    expect(page.locator("#video-status")).to_contain_text("reloaded", timeout=WAIT)
     choose(page, "#video-source", s["source"])
-    expect(page.locator("#video-status")).to_contain_text(f"16 frame(s) · 3 track(s) of {s['source']}")
-    expect(page.locator("#video-caption")).to_contain_text("Frame 0 ")
+    expect(page.locator("#video-status")).to_contain_text(f"16 frame(s) · 3 track(s) of {s['source']}", timeout=WAIT)
+    expect(page.locator("#video-caption")).to_contain_text("Frame 0 ", timeout=WAIT)
 
 
 def caption_frame(page, k: int) -> None:
-    expect(page.locator("#video-caption")).to_contain_text(f"Frame {k} ")
+    expect(page.locator("#video-caption")).to_contain_text(f"Frame {k} ", timeout=WAIT)
 
 
 def set_slider(page, k: int) -> None:
@@ -81,13 +82,13 @@ def set_slider(page, k: int) -> None:
 
 def click_row(page, track_id: str) -> None:
     page.locator('#video-tracks [data-testid^="cell-"]').filter(has_text=track_id).first.click()
-    expect(page.locator("#video-track textarea, #video-track input").first).to_have_value(track_id)
+    expect(page.locator("#video-track textarea, #video-track input").first).to_have_value(track_id, timeout=WAIT)
 
 
 def test_video_tab_steps_frames_and_jumps_to_tracks(page, server, artifacts_dir):
     s = seed_video(server)
     pick_video(page, server, s)
-    expect(page.locator("#video-tracks")).to_contain_text(s["c"])
+    expect(page.locator("#video-tracks")).to_contain_text(s["c"], timeout=WAIT)
     rng = page.locator("#video-slider input[type=range]").bounding_box()  # drag the slider to its end
     y = rng["y"] + rng["height"] / 2
     page.mouse.move(rng["x"] + 4, y)
@@ -108,15 +109,20 @@ def test_video_tab_steps_frames_and_jumps_to_tracks(page, server, artifacts_dir)
     caption_frame(page, 3)
     page.locator("#video-next").click()
     caption_frame(page, 4)
-    expect(page.locator("#video-slider input[type=number]")).to_have_value("4")
+    expect(page.locator("#video-slider input[type=number]")).to_have_value("4", timeout=WAIT)
     click_row(page, s["b"])
     caption_frame(page, 8)
-    expect(page.locator("#video-status")).to_contain_text("frames 8–15")
+    expect(page.locator("#video-status")).to_contain_text("frames 8–15", timeout=WAIT)
+    page.keyboard.press("ArrowRight")  # the focus is in the track list: the key still steps frames
+    caption_frame(page, 9)
+    expect(page.locator("#video-slider input[type=number]")).to_have_value("9", timeout=WAIT)
+    page.keyboard.press("ArrowLeft")
+    caption_frame(page, 8)
     shot(page, artifacts_dir, "video_jump")
     page.locator("#video-play").click()
-    expect(page.locator("#video-play")).to_contain_text("Pause")
+    expect(page.locator("#video-play")).to_contain_text("Pause", timeout=WAIT)
     caption_frame(page, 15)  # played to the end, then stops by itself
-    expect(page.locator("#video-play")).to_contain_text("Play")
+    expect(page.locator("#video-play")).to_contain_text("Play", timeout=WAIT)
 
 
 def test_video_tab_merge_split_relabel_approve_delete(page, server, artifacts_dir):
@@ -127,16 +133,16 @@ def test_video_tab_merge_split_relabel_approve_delete(page, server, artifacts_di
     click_row(page, s["a"])
     choose(page, "#video-merge-with", "(8–15)")
     page.locator("#video-merge").click()
-    expect(page.locator("#video-status")).to_contain_text(f"Merged {s['b']} into {s['a']} (8 object(s) moved)")
+    expect(page.locator("#video-status")).to_contain_text(f"Merged {s['b']} into {s['a']} (8 object(s) moved)", timeout=WAIT)
     t = reg.get_track(s["a"])
     assert [o["frame_idx"] for o in t["objects"]] == list(range(N))
     assert t["metadata"]["edited_by"] == "e2e-user" and t["metadata"]["merged_from"] == [s["b"]]
     assert len(reg.list_tracks(s["source"])) == 2
-    expect(page.locator("#video-tracks")).not_to_contain_text(s["b"])
+    expect(page.locator("#video-tracks")).not_to_contain_text(s["b"], timeout=WAIT)
 
     set_slider(page, 10)
     page.locator("#video-split").click()
-    expect(page.locator("#video-status")).to_contain_text(f"Split {s['a']} at frame 10: 6 object(s) now in")
+    expect(page.locator("#video-status")).to_contain_text(f"Split {s['a']} at frame 10: 6 object(s) now in", timeout=WAIT)
     tracks = {t["start_frame_idx"]: t for t in reg.list_tracks(s["source"]) if t["category"] == "square"}
     assert sorted(tracks) == [0, 10] and tracks[0]["end_frame_idx"] == 9 and tracks[10]["end_frame_idx"] == 15
     tail = tracks[10]["track_id"]
@@ -147,13 +153,13 @@ def test_video_tab_merge_split_relabel_approve_delete(page, server, artifacts_di
     page.locator("#video-relabel-class input").fill("crate")
     page.locator("#video-relabel-class input").press("Enter")
     page.locator("#video-relabel").click()
-    expect(page.locator("#video-status")).to_contain_text(f"Relabelled {tail} and its 6 object(s) as crate")
+    expect(page.locator("#video-status")).to_contain_text(f"Relabelled {tail} and its 6 object(s) as crate", timeout=WAIT)
     assert {o["category"] for o in reg.get_track(tail)["objects"]} == {"crate"}
     assert reg.get_track(s["a"])["category"] == "square"
-    expect(page.locator("#video-tracks")).to_contain_text("crate")
+    expect(page.locator("#video-tracks")).to_contain_text("crate", timeout=WAIT)
 
     page.locator("#video-approve").click()
-    expect(page.locator("#video-status")).to_contain_text(f"Approved 6 object(s) of {tail} (by e2e-user)")
+    expect(page.locator("#video-status")).to_contain_text(f"Approved 6 object(s) of {tail} (by e2e-user)", timeout=WAIT)
     objs = reg.get_track(tail)["objects"]
     assert {(o["validation_status"], o["validated_by"]) for o in objs} == {("approved", "e2e-user")}
     assert {o["validation_status"] for o in reg.get_track(s["a"])["objects"]} == {"pending"}
@@ -161,7 +167,7 @@ def test_video_tab_merge_split_relabel_approve_delete(page, server, artifacts_di
 
     click_row(page, s["c"])
     page.locator("#video-delete").click()
-    expect(page.locator("#video-status")).to_contain_text(f"Deleted track {s['c']}; its objects stay.")
+    expect(page.locator("#video-status")).to_contain_text(f"Deleted track {s['c']}; its objects stay.", timeout=WAIT)
     assert s["c"] not in {t["track_id"] for t in reg.list_tracks(s["source"])}
     assert len(reg.get_objects(s["blue"])) == N
 
@@ -169,7 +175,7 @@ def test_video_tab_merge_split_relabel_approve_delete(page, server, artifacts_di
     click_row(page, s["a"])
     set_slider(page, 0)
     page.locator("#video-split").click()
-    expect(page.locator("#video-status")).to_contain_text("cannot split track")
+    expect(page.locator("#video-status")).to_contain_text("cannot split track", timeout=WAIT)
     assert reg.get_track(s["a"])["object_count"] == 10
 
 
@@ -191,12 +197,12 @@ def test_video_tab_click_object_reprompts_propagation(page, server, artifacts_di
     (_, red_box), _ = s["truth"][5]
     x0, y0, x1, y1 = (float(v) for v in red_box)
     click_image_at(page, "#video-frame", (x0 + x1) / 2, y1 - 4)
-    expect(page.locator("#video-object input, #video-object textarea").first).to_have_value(s["red"][5])
-    expect(page.locator("#video-status")).to_contain_text("on frame 5")
+    expect(page.locator("#video-object input, #video-object textarea").first).to_have_value(s["red"][5], timeout=WAIT)
+    expect(page.locator("#video-status")).to_contain_text("on frame 5", timeout=WAIT)
     page.locator("#video-prop-max input").fill("5")
     page.locator("#video-propagate").click()
     expect(page.locator("#video-status")).to_contain_text(
-        f"Propagated {s['red'][5]} forward from frame 5 with grabcut-track: 5 object(s) written over 5 frame(s).")
+        f"Propagated {s['red'][5]} forward from frame 5 with grabcut-track: 5 object(s) written over 5 frame(s).", timeout=WAIT)
     assert calls == [(s["source"], 5, [s["red"][5]], 5, False)]
     shot(page, artifacts_dir, "video_propagate")
 
@@ -213,21 +219,21 @@ def test_video_tab_upload_and_auto_label_frames(page, server, artifacts_dir):
     page.locator("#video-upload input[type=file]").set_input_files(str(path))
     page.locator("#video-every input").fill("2")
     page.locator("#video-add").click()
-    expect(page.locator("#video-status")).to_contain_text("4 frame(s) · 0 track(s) of src_")
+    expect(page.locator("#video-status")).to_contain_text("4 frame(s) · 0 track(s) of src_", timeout=WAIT)
     sid = next(s["source_id"] for s in reg.list_sources() if s["file_name"] == "drive.mp4")
     assert [f["frame_idx"] for f in reg.list_frames(sid)] == [0, 2, 4, 6]
-    expect(page.locator("#video-source input").first).to_have_value(re.compile(f"drive.mp4 · 4 frames · {sid}"))
+    expect(page.locator("#video-source input").first).to_have_value(re.compile(f"drive.mp4 · 4 frames · {sid}"), timeout=WAIT)
     page.locator("#video-classes input, #video-classes textarea").first.fill("red, blue")
     page.locator("#video-label").click()
-    expect(page.locator("#video-status")).to_contain_text("Auto-labelled")
+    expect(page.locator("#video-status")).to_contain_text("Auto-labelled", timeout=WAIT)
     objs = reg.list_objects(source_id=sid, limit=None)
     assert len(objs) == 8 and {o["category"] for o in objs} == {"red", "blue"}
     assert {o["frame_id"] for o in objs} == {f["frame_id"] for f in reg.list_frames(sid)}
-    expect(page.locator("#video-caption")).to_contain_text("2 object(s)")
+    expect(page.locator("#video-caption")).to_contain_text("2 object(s)", timeout=WAIT)
     page.locator("#video-track-run").click()
-    expect(page.locator("#video-status")).to_contain_text("Tracker: 2 new track(s), 8 object(s) linked")
+    expect(page.locator("#video-status")).to_contain_text("Tracker: 2 new track(s), 8 object(s) linked", timeout=WAIT)
     tracks = reg.list_tracks(sid)
     assert sorted(t["object_count"] for t in tracks) == [4, 4]
     assert {t["metadata"]["created_by"] for t in tracks} == {"tracker"}
-    expect(page.locator("#video-caption")).to_contain_text("tracks #1, #2")
+    expect(page.locator("#video-caption")).to_contain_text("tracks #1, #2", timeout=WAIT)
     shot(page, artifacts_dir, "video_upload")
