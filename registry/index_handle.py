@@ -70,6 +70,7 @@ class IndexHandle:
         self.matrix_recovery: str | None = None  # why the matrix was rebuilt at open, if it was
         self.planner = PlannerConfig()  # the query planner's knobs (registry.search_planner)
         self.cardinality: Any = None  # its cached counts, made by the first search
+        self.fresh: Any = None  # the fresh segment's cache (registry.search_fresh), idem
 
     @property
     def is_open(self) -> bool:

@@ -29,6 +29,7 @@ import numpy as np
 from registry.db import Connection
 from registry.index_handle import IndexHandle
 from registry.queries import get_objects, where_clause
+from registry.search_fresh import FreshSegment
 from registry.search_fusion import check_weights, fuse
 from registry.search_planner import CardinalityStats, Plan, bounded_count, choose
 from registry.validation import check_embedding
@@ -89,7 +90,9 @@ def search(
     where, params = where_clause(conn, **filters)
     need = k * max(m, 1) if (m or weights is not None) else k
     plan = _plan(conn, vectors, filters, where, params, need)
-    fresh = _fresh(conn, vectors.embedding_version, q, where, params)
+    if vectors.fresh is None:
+        vectors.fresh = FreshSegment(vectors.embedding_version)
+    fresh = vectors.fresh.search(conn, q, _and(where), params, need)
     plan.fresh = len(fresh["ids"])
     hits = _run(conn, vectors, q, plan, where, params, need, k, fresh)
     if plan.path == "ann" and m:
@@ -140,37 +143,6 @@ def _plan(conn: Connection, vectors: IndexHandle, filters: dict, where: str, par
 
 def _and(where: str) -> str:
     return where.replace(" WHERE ", "", 1) if where else "1"
-
-
-def _fresh(conn: Connection, version: str, q: np.ndarray, where: str, params: list) -> dict[str, Any]:
-    """The fresh segment: objects with pending/failed outbox rows, scored exactly from SQLite.
-
-    Returns ``{"ids": every fresh id, "rowids": their rowids, "hits": [hit] of those passing
-    the filter}``.
-    """
-    with conn.lock:
-        ids = [r[0] for r in conn.conn.execute(
-            "SELECT DISTINCT object_id FROM embedding_outbox WHERE status IN ('pending', 'failed') AND version_id = ?",
-            (version,),
-        ).fetchall()]
-    out: dict[str, Any] = {"ids": set(ids), "rowids": set(), "hits": []}
-    for start in range(0, len(ids), 10_000):
-        part = ids[start:start + 10_000]
-        with conn.lock:
-            rows = conn.conn.execute(
-                f"SELECT o.rowid, o.object_id, e.vector, CASE WHEN {_and(where)} THEN 1 ELSE 0 END "
-                f"FROM objects o JOIN embeddings e ON e.object_id = o.object_id AND e.version_id = ? "
-                f"WHERE o.object_id IN ({','.join('?' * len(part))})",
-                [*params, version, *part],
-            ).fetchall()
-        out["rowids"].update(r[0] for r in rows)
-        keep = [r for r in rows if r[3]]
-        if keep:
-            mat = np.frombuffer(b"".join(r[2] for r in keep), dtype="<f4").reshape(len(keep), -1)
-            sims = (mat @ q) / np.linalg.norm(mat, axis=1)
-            out["hits"] += [{"object_id": r[1], "rowid": r[0], "ann": None, "exact": float(s)}
-                            for r, s in zip(keep, sims.tolist(), strict=True)]
-    return out
 
 
 def _run(conn: Connection, vectors: IndexHandle, q: np.ndarray, plan: Plan, where: str, params: list,

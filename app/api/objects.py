@@ -146,7 +146,8 @@ def search_embedding(ctx: Ctx, q: EmbeddingSearchIn) -> dict:
 
     flt = SearchFilters(category=q.category, min_confidence=q.min_confidence, validated_only=q.validated_only,
                         project=q.project)
-    hits = search_by_vector(ctx.registry, np.asarray(q.embedding, np.float32), k=q.top_k, filters=flt)
+    hits = search_by_vector(ctx.registry, np.asarray(q.embedding, np.float32), k=q.top_k, filters=flt,
+                            rerank=q.rerank, fusion=q.fusion, fusion_category=q.fusion_category)
     return {"items": hits, "count": len(hits)}
 
 

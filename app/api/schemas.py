@@ -81,6 +81,10 @@ class ObjectOut(BaseModel):
     created_at: str | None = None
     updated_at: str | None = None
     similarity: float | None = Field(None, description="cosine similarity (search results only)")
+    score: float | None = Field(None, description="what ranked the result (similarity, or the fused score)")
+    stage: str | None = Field(None, description="the search stage that produced score: ann | exact | fused")
+    score_components: dict[str, float | None] | None = Field(
+        None, description="ann and exact similarity, and the weighted fusion terms")
 
 
 class ObjectPage(BaseModel):
@@ -163,6 +167,11 @@ class EmbeddingSearchIn(BaseModel):
     min_confidence: float | None = Field(None, ge=0.0, le=1.0)
     project: str | None = None
     validated_only: bool = False
+    rerank: int | None = Field(None, ge=0, le=100, description="m: k·m ANN candidates re-ranked exactly "
+                               "(0 = ANN only; default 4); see docs/search.md")
+    fusion: dict[str, float] | None = Field(None, description="weights of similarity, category, confidence, "
+                                            "validated (e.g. {'category': 0.2})")
+    fusion_category: str | None = Field(None, description="the category the 'category' weight favours")
 
 
 class SearchOut(BaseModel):

@@ -79,13 +79,15 @@ def embed_query(embedder: Any, image: np.ndarray, xyxy: tuple[float, float, floa
 
 
 def search_by_vector(reg: Any, vector: np.ndarray, *, k: int = 24, filters: SearchFilters | None = None,
-                     exclude: str | None = None) -> list[dict]:
-    """Top-k similar objects; ``exclude`` drops the query object itself."""
+                     exclude: str | None = None, **ranking: Any) -> list[dict]:
+    """Top-k similar objects; ``exclude`` drops the query object itself; ``ranking`` passes
+    ``rerank`` / ``fusion`` / ``fusion_category`` to ``Registry.search`` (docs/search.md)."""
     k = int(k)
     if not 1 <= k <= 1000:
         raise ValueError(f"k: expected 1..1000 results, got {k}")
     f = (filters or SearchFilters()).kwargs()
-    hits = reg.search(np.asarray(vector, np.float32), k=k + (1 if exclude else 0), **f)
+    ranking = {key: v for key, v in ranking.items() if v is not None}
+    hits = reg.search(np.asarray(vector, np.float32), k=k + (1 if exclude else 0), **f, **ranking)
     if exclude:
         hits = [h for h in hits if h["object_id"] != exclude]
     return hits[:k]

@@ -12,6 +12,11 @@ Vectors are generated and inserted in chunks, and the exact top-10 of every quer
 date chunk by chunk with :class:`ExactIndex`, so memory stays bounded (one chunk plus the
 index under test) at any ``--objects``.
 
+The top-level ``default`` object (and ``two_stage``, ``freshness``) is measured through
+``Registry.search`` on the configuration ``launch.py serve`` uses: see
+:mod:`tests.bench.search_default`. With ``chroma`` among ``--index`` it reuses the Chroma
+collection built here (same folder, same vectors), so 1M vectors are inserted once.
+
 Targets (issue 2): insert ≥ 5,000 vectors/s; at 1M, query p95 ≤ 10 ms and recall@10 ≥ 0.95.
 ``recall_at_10`` is strict (ids); ``recall_at_10_eps1e-3`` also counts results whose similarity
 is within 1e-3 of the true 10th neighbour (ann-benchmarks' convention for near-ties).
@@ -42,6 +47,7 @@ TARGET_P95_MS = 10.0
 TARGET_RECALL = 0.95
 K = 10
 STATUSES = ("pending", "approved", "rejected")
+CHROMA_DEFAULT_EF = 100  # chromadb's default hnsw ef_search (what serve runs with)
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -80,6 +86,16 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         "(at 1M run one at a time: each holds ~3 GB of vectors)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-default",
+        action="store_true",
+        help="skip the 'default' section (Registry.search on the serve configuration)",
+    )
+    parser.add_argument(
+        "--fresh-objects", type=int, default=None,
+        help="objects registered without a relay for the freshness figure "
+        "(default: objects / 20, between 100 and 5000)",
+    )
 
 
 # -- data -----------------------------------------------------------------------------------
@@ -332,6 +348,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     ),
                     "status_filter": measure(idx, qvecs, [status_where] * nq, truth, 2 * nq),
                 }
+            if kind == "chroma" and ef_values[-1] != CHROMA_DEFAULT_EF:
+                idx.set_ef_search(CHROMA_DEFAULT_EF)  # the default section runs as serve does
             sub = folder / kind
             res["disk_mb"] = _dir_bytes(sub) / 2**20
             if "vectors_per_s" in res["insert"]:
@@ -341,6 +359,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if len(kinds) > 1:  # free its memory before measuring the next one
                 idx.close()
                 del indexes[kind]
+        if not args.no_default:
+            from tests.bench.search_default import run_default
+
+            for idx in indexes.values():
+                idx.close()
+            indexes.clear()
+            for stale in folder.glob("registry.db*"):  # --reuse: the SQLite side is rebuilt
+                stale.unlink()
+            shutil.rmtree(folder / "matrix", ignore_errors=True)
+            fresh = args.fresh_objects or min(5000, max(100, args.objects // 20))
+            result.update(run_default(folder, data, qvecs, qcats, truth, "chroma" in kinds, fresh))
         result["peak_rss_mb"] = _peak_rss_mb()
         result["vectors_in_ram_gb_at_1m"] = 1e6 * args.dim * 4 / 2**30
     finally:

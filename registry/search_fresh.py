@@ -1,0 +1,117 @@
+"""The fresh segment: vectors committed to SQLite but not yet relayed into the ANN index and the
+matrix, scanned exactly beside them (as Milvus's growing segments and Qdrant's unindexed
+points are), so an object is searchable as soon as it commits.
+
+The fresh objects are those with ``pending`` or ``failed`` outbox rows of the embedding version.
+Their vectors are cached in memory (unit float32 rows) and the cache is keyed by
+``(count, min id, max id)`` of those outbox rows: a query costs one range count over
+``idx_outbox_status`` while nothing changed; new rows are appended (only rows past the cached
+max id are read), and a relay (rows leaving ``pending``) reloads it. Scoring ranks every fresh
+vector, then asks SQLite which of the best pass the filter (doubling until enough do), so the
+filter stays authoritative and deleted objects drop out.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+from registry.db import Connection
+
+
+class FreshSegment:
+    """The in-memory cache of one registry's fresh vectors (see the module docstring)."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+        self._lock = threading.Lock()
+        self._key: tuple[int, int | None, int | None] | None = None
+        self._clear()
+
+    def _clear(self) -> None:
+        self.id_set: set[str] = set()
+        self._pos: dict[str, int] = {}
+        self._vecs = np.zeros((0, 0), np.float32)
+        self._n = 0
+        self.rowids: set[int] = set()
+
+    def _read(self, conn: Connection, after: int) -> None:
+        with conn.lock:
+            oids = [r[0] for r in conn.conn.execute(
+                "SELECT object_id FROM embedding_outbox WHERE status IN ('pending', 'failed') AND version_id = ? "
+                "AND id > ? ORDER BY id", (self.version, after)).fetchall()]
+        # Copy on write: a query may be reading the current sets without the lock.
+        self.id_set = self.id_set | set(oids)
+        self.rowids = set(self.rowids)
+        todo = list(dict.fromkeys(oids))
+        for start in range(0, len(todo), 10_000):
+            part = todo[start:start + 10_000]
+            with conn.lock:
+                rows = conn.conn.execute(
+                    f"SELECT e.object_id, e.vector, o.rowid FROM embeddings e JOIN objects o "
+                    f"ON o.object_id = e.object_id WHERE e.version_id = ? AND e.object_id IN "
+                    f"({','.join('?' * len(part))})", [self.version, *part]).fetchall()
+            if not rows:
+                continue
+            mat = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1)
+            mat = mat / np.linalg.norm(mat, axis=1, keepdims=True)
+            if self._vecs.shape[1] != mat.shape[1]:
+                self._vecs = np.zeros((0, mat.shape[1]), np.float32)
+            self.rowids.update(r[2] for r in rows)
+            for (oid, _, _), vec in zip(rows, mat, strict=True):
+                pos = self._pos.get(oid)
+                if pos is None:
+                    if self._n == len(self._vecs):
+                        grown = np.zeros((max(16, 2 * self._n), mat.shape[1]), np.float32)
+                        grown[: self._n] = self._vecs[: self._n]
+                        self._vecs = grown
+                    pos = self._pos[oid] = self._n
+                    self._n += 1
+                self._vecs[pos] = vec
+
+    def refresh(self, conn: Connection) -> None:
+        """Brings the cache in step with the outbox (cheap when nothing changed)."""
+        with conn.lock:
+            key = tuple(conn.conn.execute(
+                "SELECT count(*), min(id), max(id) FROM embedding_outbox "
+                "WHERE status IN ('pending', 'failed') AND version_id = ?", (self.version,)).fetchone())
+        with self._lock:
+            if key == self._key:
+                return
+            old = self._key
+            if old is not None and key[0] > old[0] and key[1] == old[1] and old[2] is not None:
+                self._read(conn, int(old[2]))  # only new rows since: append
+            else:
+                self._clear()
+                if key[0]:
+                    self._read(conn, 0)
+            self._key = key  # type: ignore[assignment]
+
+    def search(self, conn: Connection, q: np.ndarray, where_sql: str, params: list, need: int) -> dict[str, Any]:
+        """``{"ids", "rowids", "hits"}``: every fresh id, their rowids (to leave out of the
+        matrix) and the best ``need`` fresh objects passing the filter, scored exactly."""
+        self.refresh(conn)
+        with self._lock:
+            ids, n = list(self._pos), self._n
+            vecs = self._vecs[:n]
+            id_set, rowids = self.id_set, self.rowids  # replaced, never mutated (copy on write)
+        out: dict[str, Any] = {"ids": id_set, "rowids": rowids, "hits": []}
+        if not n:
+            return out
+        sims = vecs @ q
+        order = np.argsort(-sims, kind="stable")
+        take = max(int(need), 1)
+        start = 0
+        while start < n and len(out["hits"]) < need:
+            chunk = order[start:start + take]
+            cand = [ids[i] for i in chunk]
+            with conn.lock:
+                keep = {r[0] for r in conn.conn.execute(
+                    f"SELECT o.object_id FROM objects o WHERE {where_sql} AND o.object_id IN "
+                    f"({','.join('?' * len(cand))})", [*params, *cand]).fetchall()}
+            out["hits"] += [{"object_id": ids[i], "rowid": None, "ann": None, "exact": float(sims[i])}
+                            for i in chunk if ids[i] in keep]
+            start += take
+            take *= 2
+        return out
