@@ -330,4 +330,39 @@ def build(ctx: AppContext, shared: Shared) -> None:
     source.change(on_source, [source], errors_in_status(on_source, [*edit_outs, track, picked], status),
                   api_visibility="private")
 
+    @ui_errors
+    def api_track_edit(track_id: str, action: str, other_track_id: str = "", frame_idx: int = -1,
+                       category: str = "", keep_higher_confidence: bool = False, with_objects: bool = False,
+                       edited_by: str = "") -> dict:
+        """Edits one track as the Video tab does; returns what the registry reports.
+
+        Args:
+            track_id: the track (trk_…).
+            action: "merge" (other_track_id into track_id), "split" (at frame_idx: objects on
+                frames >= frame_idx go to a new track), "relabel" (to category), "approve"
+                (every object approved by edited_by) or "delete" (objects stay unless with_objects).
+            other_track_id: the track merged in ("merge").
+            frame_idx: original 0-based frame index ("split").
+            category: the new class ("relabel").
+            keep_higher_confidence: "merge": on frames both tracks cover keep the higher-confidence
+                object instead of refusing.
+            with_objects: "delete": delete the track's objects too.
+            edited_by: who edits (stamped as metadata.edited_by; default "api").
+        """
+        who = (edited_by or "").strip() or "api"
+        if action == "merge":
+            return reg.merge_tracks(track_id, other_track_id, edited_by=who,
+                                    keep="confidence" if keep_higher_confidence else "refuse")
+        if action == "split":
+            return reg.split_track(track_id, int(frame_idx), edited_by=who)
+        if action == "relabel":
+            return reg.relabel_track(track_id, category, edited_by=who)
+        if action == "approve":
+            return reg.approve_track(track_id, edited_by=who)
+        if action == "delete":
+            return reg.delete_track(track_id, with_objects=bool(with_objects))
+        raise ValueError(f"action: expected one of merge, split, relabel, approve, delete, got {action!r}")
+
+    gr.api(api_track_edit, api_name="track_edit")
+
     shared.parts["video"] = {"source": source, "refresh": on_reload}

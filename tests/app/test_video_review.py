@@ -193,3 +193,29 @@ def test_reprompt_through_the_tab_wiring_runs_real_propagation(tmp_path):
         assert "grabcut-track" in vr.propagation_summary(out)
     finally:
         reg.close()
+
+
+def test_track_edit_endpoint_through_gradio_client(tmp_path):
+    """``/track_edit`` (the tab's named endpoint): split then relabel over gradio_client; a bad
+    action comes back as an error naming the expected values."""
+    from gradio_client import Client
+
+    from tests.app.fakes import launch_test_app, make_context
+
+    ctx = make_context(tmp_path / "data")
+    web, url = launch_test_app(ctx)
+    try:
+        s = seed(ctx.registry, tmp_path)
+        client = Client(url, verbose=False)
+        out = client.predict(s["red"], "split", "", 3, "", False, False, "bot", api_name="/track_edit")
+        assert out["moved"] == 3 and out["track_id"] == s["red"]
+        out = client.predict(out["new_track_id"], "relabel", "", -1, "crate", False, False, "bot",
+                             api_name="/track_edit")
+        assert out == {"track_id": out["track_id"], "category": "crate", "objects": 3, "queued": False}
+        t = ctx.registry.get_track(out["track_id"])
+        assert [o["frame_idx"] for o in t["objects"]] == [3, 4, 5] and t["metadata"]["edited_by"] == "bot"
+        with pytest.raises(Exception, match="expected one of merge, split"):
+            client.predict(s["red"], "explode", api_name="/track_edit")
+    finally:
+        web.close()
+        ctx.registry.close()
