@@ -169,8 +169,12 @@ def add_video(
         path, source_type="video", width=info.width, height=info.height, fps=info.fps,
         frame_count=info.frame_count, copy=copy, project=project,
     )
+    src = registry.get_source(source_id)
+    if src["source_type"] != "video":  # the same bytes were registered before as an image
+        raise ValueError(f"{Path(path).name!r}: expected a video source, got the same bytes already registered "
+                         f"with source_type {src['source_type']!r} ({source_id}); delete that source first")
     settings = sampler.settings()
-    meta = (registry.get_source(source_id).get("metadata") or {}).get(VIDEO_KEY) or {}
+    meta = (src.get("metadata") or {}).get(VIDEO_KEY) or {}
     done = [s for s in meta.get("samplings") or [] if s.get("settings") == settings]
     header = {"width": info.width, "height": info.height, "fps": info.fps, "duration": info.duration,
               "codec": info.codec}

@@ -96,6 +96,10 @@ def probe_pyav(path: Path) -> VideoInfo:
     except av.error.InvalidDataError as exc:
         raise video_error(path, "not a video, or a corrupt/truncated one (FFmpeg: invalid data)", _REENCODE) from exc
     with container:
+        fmt = str(getattr(container.format, "name", "") or "")
+        if fmt.endswith("_pipe") or fmt == "image2":  # FFmpeg reads a still image as a 1-frame "video"
+            raise video_error(path, f"a still image ({fmt.removesuffix('_pipe')}), not a video",
+                              "label or import images with launch.py label / import instead")
         if not container.streams.video:
             kinds = sorted({s.type for s in container.streams}) or ["none"]
             raise video_error(path, f"no video stream (streams: {', '.join(kinds)}; an audio-only file?)",

@@ -108,6 +108,22 @@ def test_failure_on_a_known_source_keeps_what_it_had(reg, clip, monkeypatch):
     assert add_video(reg, clip, every=1)["new_frames"] == 18  # a re-run completes it
 
 
+def test_bytes_registered_as_an_image_are_not_turned_into_a_video(reg, clip):
+    sid = reg.register_source(clip, source_type="image", width=128, height=96)
+    with pytest.raises(ValueError, match=r"'street.mp4': expected a video source, got .*source_type 'image'"):
+        add_video(reg, clip)
+    assert reg.list_frames(sid) == [] and reg.get_source(sid)["source_type"] == "image"
+
+
+def test_doctor_sees_frames_as_referenced_media_not_litter(reg, clip):
+    from registry.doctor_files import find_litter
+
+    sid = add_video(reg, clip, every=3)["source_id"]
+    (reg.data_dir / "media" / "frames" / sid / "000001.png").write_bytes(b"stray")  # no row: litter
+    litter = find_litter(reg.connection, reg.data_dir, min_age_s=0)
+    assert [p.name for p in litter["orphans"]] == ["000001.png"] and litter["temp"] == []
+
+
 def test_truncated_video_is_refused_and_nothing_stays(reg, tmp_path):
     path = bad_videos.truncated_mkv(tmp_path / "cut.mkv", tmp_path)
     with pytest.raises(ValueError, match="cannot read video 'cut.mkv': truncated"):

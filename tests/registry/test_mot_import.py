@@ -106,6 +106,16 @@ def test_categories_from_option_class_column_and_names(reg, video, tmp_path):
         import_mot(reg, reg.register_source(img), gt)
 
 
+def test_detector_scores_outside_0_1_are_kept_in_metadata_only(reg, video, tmp_path):
+    sid, _, _ = video
+    det = _write(tmp_path, ["1,-1,11,21,20,20,35.2,-1,-1,-1", "2,-1,11,21,20,20,0.75,-1,-1,-1"], "det.txt")
+    report = import_mot(reg, sid, det)
+    assert report.objects_imported == 2 and report.tracks_new == 0 and not reg.list_tracks(sid)
+    objs = sorted(reg.list_objects(source_id=sid, limit=None), key=lambda o: o["metadata"]["mot"]["line"])
+    assert objs[0]["confidence"] is None and objs[0]["metadata"]["mot"]["conf"] == pytest.approx(35.2)
+    assert objs[1]["confidence"] == pytest.approx(0.75) and {o["category"] for o in objs} == {"object"}
+
+
 def test_overlapping_tracked_boxes_are_all_kept(reg, video, tmp_path):
     sid, _, _ = video
     report = import_mot(reg, sid, _write(tmp_path, ["1,1,11,21,20,20,1", "1,2,11,21,20,21,1", "1,2,50,50,5,5,1"]))

@@ -60,3 +60,11 @@ def unknown_codec(path: Path, tmp: Path) -> Path:
     assert b"FMP4" in data
     path.write_bytes(data.replace(b"FMP4", b"QQZ9"))
     return path
+
+
+def still_image(path: Path) -> Path:
+    """A still PNG/JPEG (by ``path``'s suffix): FFmpeg would read it as a one-frame video."""
+    from PIL import Image
+
+    Image.fromarray(np.full((20, 30, 3), 100, np.uint8)).save(path)
+    return path

@@ -92,6 +92,8 @@ def test_decode_is_a_generator_with_bounded_memory(tmp_path):
         (lambda p, t: bad_videos.truncated_mp4(p, t), "cut.mp4", "not a video, or a corrupt/truncated one"),
         (lambda p, t: bad_videos.audio_only(p), "song.m4a", "no video stream (streams: audio"),
         (lambda p, t: bad_videos.unknown_codec(p, t), "odd.avi", "unknown video codec"),
+        (lambda p, t: bad_videos.still_image(p), "photo.png", "a still image (png), not a video"),
+        (lambda p, t: bad_videos.still_image(p), "photo.jpg", "a still image (jpeg), not a video"),
     ],
 )
 def test_unusable_files_raise_one_clear_error_naming_the_file(tmp_path, make, name, expected):
@@ -173,3 +175,14 @@ def test_display_rotation_is_applied_like_players_and_opencv(tmp_path):
     ok, bgr = cap.read()
     cap.release()
     assert ok and np.abs(bgr[..., ::-1].astype(int) - frames[0].image.astype(int)).mean() < 3
+
+
+def test_animated_gif_is_a_video(tmp_path):
+    from PIL import Image
+
+    frames = [Image.fromarray(np.full((20, 30, 3), 40 * i, np.uint8)) for i in range(4)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
+    info = probe_video(tmp_path / "anim.gif")
+    assert (info.width, info.height, info.frame_count, info.codec) == (30, 20, 4, "gif")
+    got = list(iter_frames(tmp_path / "anim.gif", info=info))
+    assert [int(f.image.mean()) for f in got] == [0, 40, 80, 120]
