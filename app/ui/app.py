@@ -58,7 +58,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         refresh_search, search_cats = shared.parts["search"]["refresh"]
         search_tab.select(refresh_search, None, search_cats, api_visibility="private")
         refresh_classify, classify_ins, classify_outs = shared.parts["classify"]["refresh"]
-        classify_tab.select(refresh_classify, classify_ins, classify_outs, api_visibility="private")
+        classify_tab.select(refresh_classify, classify_ins, classify_outs, api_visibility="private",
+                            **tab_classify.DOMAIN_EVENTS)
     demo.queue(default_concurrency_limit=4)
     return demo
 

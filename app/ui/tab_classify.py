@@ -19,6 +19,10 @@ from app.workflows import review as rv
 from app.workflows import search as sw
 from registry.domains import list_domains
 
+# Events that read or write the domain list run one at a time, in order: the list refreshed
+# when the tab opens must never land after (and overwrite) the domain a click just built.
+DOMAIN_EVENTS = {"concurrency_id": "classify-domains", "concurrency_limit": 1}
+
 
 def classify_notice(available: bool) -> str:
     """The note at the top of the tab: what works with the weights that are installed."""
@@ -87,7 +91,7 @@ def build(ctx: AppContext, shared: Shared) -> None:
         value = current if current in names else (names[0] if names else None)
         return gr.update(choices=names, value=value), classify_notice(embedder_available(ctx))
 
-    refresh.click(on_refresh, [domain], [domain, notice], api_visibility="private")
+    refresh.click(on_refresh, [domain], [domain, notice], api_visibility="private", **DOMAIN_EVENTS)
 
     @ui_errors
     def on_build(name, cats):
@@ -103,7 +107,7 @@ def build(ctx: AppContext, shared: Shared) -> None:
         return gr.update(choices=domain_choices(), value=name), msg
 
     build_btn.click(on_build, [new_name, new_cats], errors_in_status(on_build, [domain, status], status),
-                    api_name="build_domain")
+                    api_name="build_domain", **DOMAIN_EVENTS)
 
     @ui_errors
     def on_classify(dom, img, oid, st):
