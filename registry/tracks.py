@@ -230,11 +230,29 @@ TRACKER_MADE = ("json_extract(t.metadata, '$.created_by') = 'tracker' "
                 "AND json_extract(t.metadata, '$.edited_by') IS NULL")
 
 
-def delete_tracker_tracks(conn: Connection, source_id: str, *, delete_interpolated: bool = True) -> dict:
+def tracker_tracks(conn: Connection, source_id: str) -> dict[str, dict]:
+    """The source's tracker-made, unedited tracks: ``track_id -> {"detections": frozenset of
+    object ids (interpolated ones left out), "metadata": dict}``."""
+    out: dict[str, dict] = {}
+    for r in conn.query(
+            "SELECT t.track_id, t.metadata, x.object_id, coalesce(json_extract(o.metadata, '$.interpolated'), 0) AS interp "
+            f"FROM tracks t LEFT JOIN track_objects x USING (track_id) LEFT JOIN objects o USING (object_id) "
+            f"WHERE t.source_id = ? AND {TRACKER_MADE}", (source_id,)):
+        t = out.setdefault(r["track_id"], {"detections": set(), "metadata": json.loads(r["metadata"])})
+        if r["object_id"] is not None and not r["interp"]:
+            t["detections"].add(r["object_id"])
+    for t in out.values():
+        t["detections"] = frozenset(t["detections"])
+    return out
+
+
+def delete_tracker_tracks(conn: Connection, source_id: str, *, delete_interpolated: bool = True,
+                          keep: Sequence[str] = ()) -> dict:
     """Deletes the source's tracks the tracker made that no person edited, in one transaction.
 
     A track is tracker-made when ``metadata.created_by == "tracker"``; edited when
-    ``metadata.edited_by`` is set (any value). Edited and person-made tracks are never touched.
+    ``metadata.edited_by`` is set (any value). Edited and person-made tracks are never touched,
+    nor the tracks named in ``keep`` (a re-run that found the same track again).
     With ``delete_interpolated`` the interpolated objects (``metadata.interpolated`` true) of
     the deleted tracks go too, since the tracker made them; detections stay (only unlinked).
 
@@ -244,8 +262,10 @@ def delete_tracker_tracks(conn: Connection, source_id: str, *, delete_interpolat
     if conn.scalar("SELECT 1 FROM sources WHERE source_id = ?", (source_id,)) is None:
         raise ValueError(f"unknown source id {source_id!r}; nothing deleted")
     with conn.transaction() as tx:
+        spared = set(keep)
         tids = [r[0] for r in tx.execute(
-            f"SELECT t.track_id FROM tracks t WHERE t.source_id = ? AND {TRACKER_MADE}", (source_id,))]
+            f"SELECT t.track_id FROM tracks t WHERE t.source_id = ? AND {TRACKER_MADE}", (source_id,))
+            if r[0] not in spared]
         n_objects = 0
         if not tids:
             return {"tracks": 0, "objects": 0}

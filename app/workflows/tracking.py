@@ -31,7 +31,13 @@ from registry.export_output import check_out_dir, publish_dir, remove_stale_part
 from registry.facade import ObjectIn, Registry
 from registry.formats.mot import MotBox, write_sequence
 from registry.ids import utc_now
-from registry.tracks import track_members, tracking_inputs, update_track_metadata
+from registry.tracks import (
+    delete_tracker_tracks,
+    track_members,
+    tracker_tracks,
+    tracking_inputs,
+    update_track_metadata,
+)
 
 INTERPOLATED = "interpolated"
 #: How often the tracker runs again when the source changes while it tracks.
@@ -63,7 +69,10 @@ def track_source(
 
     Returns:
         ``{"source_id", "tracks", "objects_linked", "interpolated", "replaced_tracks",
-        "kept_tracks", "objects_considered", "embedding_version", "params", "attempts"}``.
+        "unchanged_tracks", "kept_tracks", "objects_considered", "embedding_version", "params",
+        "attempts"}``. ``replaced_tracks``: earlier tracker tracks deleted; ``unchanged_tracks``:
+        tracks found again exactly, which keep their ids; ``kept_tracks``: edited or not
+        tracker-made tracks left alone; ``interpolated``: objects newly interpolated.
 
     Raises:
         ValueError: unknown or non-video source, or bad parameters (nothing written).
@@ -95,8 +104,16 @@ def track_source(
             now = tracking_inputs(registry.connection, source_id, version=data["version"], embeddings=False)
             if _fingerprint(now) != _fingerprint(data):
                 continue
-            replaced = registry.delete_tracker_tracks(source_id)
+            # A track found again exactly (same detections, same interpolation setting) keeps its
+            # id, its interpolated objects and its place; only its metadata is brought up to date.
+            same = {old["detections"]: tid for tid, old in tracker_tracks(registry.connection, source_id).items()
+                    if bool(old["metadata"].get("params", {}).get("interpolate")) == bool(interpolate)}
+            unchanged = {t.track_id: same[frozenset(t.keys)] for t in tracks if frozenset(t.keys) in same}
+            replaced = delete_tracker_tracks(registry.connection, source_id, keep=list(unchanged.values()))
             for t in tracks:
+                if t.track_id in unchanged:
+                    update_track_metadata(registry.connection, unchanged[t.track_id], meta)
+                    continue
                 members = list(t.keys)
                 if interpolate:
                     new = _interpolated_objects(t, by_id, frame_ids, (source["width"], source["height"]))
@@ -114,6 +131,7 @@ def track_source(
         "objects_linked": sum(len(t.keys) for t in tracks),
         "interpolated": n_interp,
         "replaced_tracks": replaced["tracks"],
+        "unchanged_tracks": len(unchanged),
         "kept_tracks": len(kept),
         "objects_considered": len(free),
         "embedding_version": data["version"],

@@ -86,10 +86,12 @@ def test_track_export_mot_and_rerun_keeps_an_edited_track(data_dir: Path, tmp_pa
         tx.execute("UPDATE tracks SET metadata = json_set(metadata, '$.edited_by', 'ann') WHERE track_id = ?",
                    (tracks[0]["track_id"],))
     again = run_json(capsys, "track", "--data", str(data_dir), "--source", sid, "--interpolate")
-    assert (again["tracks"], again["objects_linked"], again["replaced_tracks"], again["kept_tracks"]) == (1, 12, 1, 1)
+    assert (again["tracks"], again["objects_linked"], again["kept_tracks"]) == (1, 12, 1)
+    assert (again["replaced_tracks"], again["unchanged_tracks"]) == (0, 1)  # the other one, found again as it was
     with open_reg(data_dir) as reg:
         after = {t["track_id"]: t for t in reg.list_tracks(sid)}
-        assert tracks[0]["track_id"] in after and tracks[1]["track_id"] not in after and len(after) == 2
+        assert set(after) == {tracks[0]["track_id"], tracks[1]["track_id"]}
+        assert after[tracks[1]["track_id"]]["metadata"]["params"]["max_gap"] == 10  # this run's parameters
         kept = reg.get_track(tracks[0]["track_id"])
         assert [o["object_id"] for o in kept["objects"]] == [o["object_id"] for o in first["objects"]]
         assert reg.count_objects(source_id=sid) == 24  # no interpolated object made twice
@@ -228,3 +230,25 @@ def test_sparse_frames_predict_per_frame_index_and_interpolate_only_stored_frame
         gap = next(o for o in first["objects"] if o["detection_model"] == "interpolated")
         x, y, w, h = gap["bbox_xywh"]
         assert gap["frame_idx"] == 10 and np.allclose([x, y, x + w, y + h], truth[10][0][1])
+
+
+def test_rerun_keeps_ids_of_tracks_found_again_and_replaces_changed_ones(data_dir: Path, tmp_path: Path):
+    from app.workflows.tracking import track_source
+
+    frames, truth = moving_boxes(8)
+    path = tmp_path / "v.mp4"
+    path.write_bytes(b"stand-in bytes for re-running the tracker")
+    with open_reg(data_dir) as reg:
+        sid, fids = seed_video_source(reg, path, frames)
+        ids = {g: reg.register_objects(sid, [ObjectIn("block", tuple(map(float, truth[i][g][1])), frame_id=fids[i])
+                                             for i in range(8)], dedupe=False).object_ids for g in (0, 1)}
+        first = track_source(reg, sid, interpolate=True)
+        before = [t["track_id"] for t in reg.list_tracks(sid)]
+        again = track_source(reg, sid, interpolate=True)
+        assert (first["tracks"], again["unchanged_tracks"], again["replaced_tracks"]) == (2, 2, 0)
+        assert [t["track_id"] for t in reg.list_tracks(sid)] == before
+        assert track_source(reg, sid)["replaced_tracks"] == 2  # interpolation setting changed: made anew
+        reg.delete_object(ids[0][4])  # square 0 now has a gap: its track changes, square 1's does not
+        out = track_source(reg, sid, max_gap=0)
+        assert (out["tracks"], out["unchanged_tracks"], out["replaced_tracks"]) == (3, 1, 1)
+        assert sorted(t["object_count"] for t in reg.list_tracks(sid)) == [3, 4, 8]
