@@ -2,9 +2,12 @@
 object and an uploaded image, look at the most similar pending objects, apply the verdict."""
 from __future__ import annotations
 
+import pytest
 from playwright.sync_api import expect
 
 from tests.pipeline.classify.seed import seed_clusters
+
+pytestmark = pytest.mark.e2e
 
 
 def test_build_classify_and_apply_to_similar_pending(page, server, artifacts_dir):
