@@ -97,17 +97,19 @@ def track_source(
         tracks = track(_frames(data["frames"], free, data["embeddings"]), cfg)
         by_id = {o["object_id"]: o for o in free}
         params = {**cfg.as_dict(), "interpolate": bool(interpolate), "embedding_version": data["version"]}
-        meta = {"created_by": "tracker", "params": params, "tracked_at": utc_now()}
+        meta = {"created_by": "tracker", "params": params, "tracked_at": utc_now(), "frames_seen": len(data["frames"])}
         frame_ids = dict((idx, fid) for fid, idx in data["frames"])
         n_interp = 0
         with registry.transaction():
             now = tracking_inputs(registry.connection, source_id, version=data["version"], embeddings=False)
             if _fingerprint(now) != _fingerprint(data):
                 continue
-            # A track found again exactly (same detections, same interpolation setting) keeps its
-            # id, its interpolated objects and its place; only its metadata is brought up to date.
+            # A track found again exactly (same detections, same interpolation setting, and for
+            # interpolation the same stored frames) keeps its id, its interpolated objects and
+            # its place; only its metadata is brought up to date.
             same = {old["detections"]: tid for tid, old in tracker_tracks(registry.connection, source_id).items()
-                    if bool(old["metadata"].get("params", {}).get("interpolate")) == bool(interpolate)}
+                    if bool(old["metadata"].get("params", {}).get("interpolate")) == bool(interpolate)
+                    and (not interpolate or old["metadata"].get("frames_seen") == len(data["frames"]))}
             unchanged = {t.track_id: same[frozenset(t.keys)] for t in tracks if frozenset(t.keys) in same}
             replaced = delete_tracker_tracks(registry.connection, source_id, keep=list(unchanged.values()))
             for t in tracks:

@@ -247,6 +247,8 @@ def test_rerun_keeps_ids_of_tracks_found_again_and_replaces_changed_ones(data_di
         again = track_source(reg, sid, interpolate=True)
         assert (first["tracks"], again["unchanged_tracks"], again["replaced_tracks"]) == (2, 2, 0)
         assert [t["track_id"] for t in reg.list_tracks(sid)] == before
+        reg.add_frame(sid, 9)  # a frame stored since (video add, denser): interpolation may differ, made anew
+        assert track_source(reg, sid, interpolate=True)["replaced_tracks"] == 2
         assert track_source(reg, sid)["replaced_tracks"] == 2  # interpolation setting changed: made anew
         reg.delete_object(ids[0][4])  # square 0 now has a gap: its track changes, square 1's does not
         out = track_source(reg, sid, max_gap=0)
