@@ -260,3 +260,30 @@ def test_review_refine_and_segment_load_the_frame_image(reg, clip):
         bx0, by0, bx1, by1 = truth[f["frame_idx"]][0][1].astype(int)
         inside = mask[by0:by1, bx0:bx1].mean()
         assert inside > 0.8 and mask.sum() < 1.3 * (bx1 - bx0) * (by1 - by0), (f["frame_idx"], inside, mask.sum())
+
+
+def test_add_video_memory_does_not_grow_with_the_video(reg, tmp_path):
+    import tracemalloc
+
+    frame_bytes = 96 * 128 * 3
+    paths = {}
+    for n in (10, 15, 150):
+        frames, _ = moving_boxes(n, size=(96, 128))
+        frames[0][0, 0] = n  # distinct bytes: three sources
+        paths[n] = write_video(tmp_path / f"clip{n}.mp4", frames)
+    del frames
+    add_video(reg, paths[10])  # imports and caches warmed up outside the measurement
+    peaks = {}
+    for n in (15, 150):
+        tracemalloc.start()
+        try:
+            out = add_video(reg, paths[n])
+            _, peaks[n] = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert out["frames"] == n and len(reg.list_frames(out["source_id"])) == n
+    # ten times the frames (150 held at once would be 5.5 MB): a few frames' worth more at most
+    # (the frame rows, a path per written file)
+    assert peaks[150] < peaks[15] + 4 * frame_bytes, peaks
+    # the content hash reads 1 MiB chunks; frames waiting for a PNG writer: <= 2 x MAX_WRITERS + 1
+    assert peaks[150] < (1 << 20) + (2 * video_wf.MAX_WRITERS + 4) * frame_bytes, peaks
