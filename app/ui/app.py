@@ -18,6 +18,7 @@ from app.ui import (
     tab_review,
     tab_search,
     tab_stats,
+    tab_train,
     tab_video,
 )
 from app.ui.common import TAB_IDS, Shared
@@ -48,11 +49,14 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 tab_classify.build(ctx, shared)
             with gr.Tab("Export", id=TAB_IDS["Export"], elem_id="tab-export") as export_tab:
                 export_refresh, export_cats = tab_export.build(ctx, shared)
+            with gr.Tab("Train", id=TAB_IDS["Train"], elem_id="tab-train") as train_tab:
+                train_refresh, train_outs = tab_train.build(ctx, shared)
             with gr.Tab("Stats", id=TAB_IDS["Stats"], elem_id="tab-stats") as stats_tab:
                 stats_refresh, stats_outs = tab_stats.build(ctx, shared)
         # Lists that depend on what other tabs wrote are refreshed when their tab opens.
         stats_tab.select(stats_refresh, None, stats_outs, api_visibility="private")
         export_tab.select(export_refresh, None, export_cats, api_visibility="private")
+        train_tab.select(train_refresh, None, train_outs, api_visibility="private")
         for wire in shared.after:  # cross-tab events of tabs built before their targets
             wire()
         refresh_search, search_cats = shared.parts["search"]["refresh"]

@@ -20,6 +20,7 @@ TAB_IDS = {
     "Search": "search",
     "Classify": "classify",
     "Export": "export",
+    "Train": "train",
     "Stats": "stats",
 }
 

@@ -10,6 +10,7 @@ import gradio as gr
 from app.context import AppContext, is_weights_missing
 from app.ui.common import Shared, errors_in_status, ui_errors
 from app.workflows import autolabel_session as al
+from app.workflows import train as train_wf
 
 HEADERS = ["key", "image", "class", "confidence", "area px"]
 NO_WEIGHTS = ("**No detector weights are installed**, so automatic labeling is off. "
@@ -65,6 +66,9 @@ def build(ctx: AppContext, shared: Shared) -> None:
             classes = gr.Textbox(label="Classes (comma-separated)", placeholder="person, car, dog",
                                  elem_id="autolabel-classes")
             confidence = gr.Slider(0.0, 1.0, value=0.3, step=0.05, label="Confidence threshold")
+            detector = gr.Dropdown(train_wf.detector_choices(ctx.registry), value="", label="Detector",
+                                   info="a trained run (Train tab) can label instead of Florence-2",
+                                   interactive=True, elem_id="autolabel-detector")
             project = gr.Textbox(label="Project", placeholder="(optional)", elem_id="autolabel-project")
             auto_register = gr.Checkbox(label="Save automatically after labeling", value=False)
             run = gr.Button("Auto-label", variant="primary", elem_id="autolabel-run")
@@ -103,7 +107,7 @@ def build(ctx: AppContext, shared: Shared) -> None:
     files.change(on_upload, [files, state], errors_in_status(on_upload, [*view_out, status, state], status), api_visibility="private")
 
     @ui_errors
-    def on_run(files_v, classes_v, conf_v, project_v, auto_v, st, progress=gr.Progress()):  # noqa: B008 - Gradio injects progress via this default
+    def on_run(files_v, classes_v, conf_v, project_v, auto_v, st, detector_v="", progress=gr.Progress()):  # noqa: B008 - Gradio injects progress via this default
         paths = _files(files_v)
         if not paths:
             raise gr.Error("No image uploaded: drop one or more images in the Images box first.")
@@ -119,9 +123,9 @@ def build(ctx: AppContext, shared: Shared) -> None:
         if not class_list:
             raise gr.Error("Type at least one class name, e.g. `person, car`.")
         try:
-            labeler = ctx.labeler()
+            labeler = train_wf.ui_labeler(ctx, detector_v)
         except Exception as exc:
-            if is_weights_missing(exc) or "weights" in str(exc).lower():
+            if is_weights_missing(exc) or ("weights" in str(exc).lower() and not train_wf.is_run_detector(detector_v)):
                 return (*_view(st, None), NO_WEIGHTS, st, gr.update(open=True),
                         gr.update(value=class_list[0]))
             raise
@@ -150,7 +154,9 @@ def build(ctx: AppContext, shared: Shared) -> None:
             msg += " Untick what is wrong, then **Save**."
         return (*_view(st, None), msg, st, gr.update(), gr.update(value=class_list[0]))
 
-    run_event = run.click(on_run, [files, classes, confidence, project, auto_register, state],
+    detector.focus(lambda: gr.update(choices=train_wf.detector_choices(ctx.registry)), None, detector,
+                   api_visibility="private")
+    run_event = run.click(on_run, [files, classes, confidence, project, auto_register, state, detector],
               errors_in_status(on_run, [*view_out, status, state, manual, manual_class], status), api_name="auto_label", concurrency_id="models")
 
     @ui_errors

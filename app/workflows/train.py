@@ -329,3 +329,34 @@ def run_detector_choices(reg: Any) -> list[tuple[str, str]]:
             out.append((f"{r['run_id']} ({r['model']}, {r['dataset_name']} v{r['dataset_version']}{score})",
                         f"{RUN_PREFIX}{r['run_id']}"))
     return out
+
+
+FLORENCE_CHOICE = ("Florence-2 (built-in detector)", "")
+_RUN_LABELERS: dict[tuple[str, str, str], Any] = {}
+_RUN_LABELERS_LOCK = threading.Lock()
+
+
+def detector_choices(reg: Any) -> list[tuple[str, str]]:
+    """The Auto-label tab's detector choices: the built-in one, then runs with weights."""
+    return [FLORENCE_CHOICE, *run_detector_choices(reg)]
+
+
+def ui_labeler(ctx: Any, spec: str | None) -> Any:
+    """The labeler for the Auto-label tab: ``ctx.labeler()`` for the built-in detector, else the
+    run's :class:`RunLabeler` (cached per data folder and run; masks from SAM2 when offered,
+    else GrabCut; the context's embedder when there is one)."""
+    if not is_run_detector(spec):
+        return ctx.labeler()
+    seg_name = "sam2" if "sam2" in ctx.segmenter_names else ctx.segmenter_names[0]
+    key = (str(ctx.data_dir), str(spec), seg_name)
+    with _RUN_LABELERS_LOCK:
+        lab = _RUN_LABELERS.get(key)
+        if lab is None:
+            try:
+                embedder = ctx.embedder()
+            except RuntimeError:  # no embedder weights: objects are stored without vectors
+                embedder = None
+            lab = build_run_labeler(ctx.registry, str(spec), segmenter=lambda: ctx.segmenter(seg_name),
+                                    embedder=embedder)
+            _RUN_LABELERS[key] = lab
+        return lab

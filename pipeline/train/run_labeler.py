@@ -9,7 +9,8 @@ segmenter's own score for detection runs (1.0 for masks the model predicted).
 
 Output: ``Detections`` with ``xyxy`` absolute pixels of the original image (x = column,
 y = row), ``mask`` (N, H, W) bool on the original pixel grid, ``data["det_score"]``,
-``data["mask_iou"]``, and ``data["embedding"]`` (N, D) float32 with an embedder.
+``data["mask_iou"]``, ``data["detection_model"]`` (N,) object (``"run:<run_id>"``), and
+``data["embedding"]`` (N, D) float32 with an embedder.
 """
 from __future__ import annotations
 
@@ -88,7 +89,9 @@ class RunLabeler:
             mask_iou = np.asarray(mask_iou, np.float32)
         if masks is None:
             masks = np.zeros((len(det), *image.shape[:2]), dtype=bool)
-        data = {"det_score": det.confidence.copy(), "mask_iou": mask_iou}
+        # per-row provenance: every save path (CLI, Auto-label tab) stores it as detection_model
+        data = {"det_score": det.confidence.copy(), "mask_iou": mask_iou,
+                "detection_model": np.array([self.detector.version] * len(det), dtype=object)}
         if self.embedder is not None:
             data["embedding"] = (np.asarray(self.embedder.embed(image, det.xyxy, masks), np.float32) if len(det)
                                  else np.zeros((0, int(self.embedder.dim)), np.float32))

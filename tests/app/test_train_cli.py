@@ -89,3 +89,30 @@ def test_label_with_a_trained_run_as_detector(trained, run_row, capsys, tmp_path
     assert main(["label", "--data", str(trained["data"]), "--detector", "run:run_nothere", "--segmenter", "grabcut",
                  "--no-embed", "--classes", "a", str(images)]) == 2
     assert "no training run 'run_nothere'" in capsys.readouterr().err
+
+
+def test_autolabel_tab_detector_choice_labels_with_the_run(trained, run_row, tmp_path):
+    """The Auto-label tab's Detector dropdown offers the run; its labeler is what on_run uses."""
+    from app.workflows import autolabel_session as al
+    from app.workflows import train as train_wf
+    from tests.app.fakes import make_context
+
+    ctx = make_context(trained["data"])
+    try:
+        spec = f"run:{run_row['run_id']}"
+        choices = train_wf.detector_choices(ctx.registry)
+        assert choices[0] == train_wf.FLORENCE_CHOICE and spec in [v for _, v in choices]
+        labeler = train_wf.ui_labeler(ctx, spec)
+        assert labeler is train_wf.ui_labeler(ctx, spec)  # loaded once per run
+        assert train_wf.ui_labeler(ctx, "") is ctx.labeler()  # the built-in detector otherwise
+        image = tmp_path / "tab.png"
+        image.write_bytes((trained["raw"] / "img_3.png").read_bytes())
+        images, bad = al.load_uploads([str(image)])
+        assert not bad and not al.label_images(labeler, images, list(CLASSES), confidence=0.002)
+        det = images[0].det
+        assert len(det) >= 1 and det.mask is not None and det.data["embedding"].shape == (len(det), 48)
+        al.save(ctx, images, None, project="tab")
+        stored = ctx.registry.list_objects(project="tab", limit=100)
+        assert stored and {o["detection_model"] for o in stored} == {spec}
+    finally:
+        ctx.registry.close()
