@@ -207,6 +207,25 @@ def list_domains(data_dir: str | os.PathLike) -> list[dict]:
     return out
 
 
+def set_thresholds(data_dir: str | os.PathLike, name: str, *, tau1: float | None = None,
+                   tau2: float | None = None) -> dict:
+    """Overrides a pack's ``tau1``/``tau2`` (None keeps one); the pack gets a new ``version``
+    (thresholds are part of it), so ``classify`` re-scores objects. Returns the new meta."""
+    arrays, meta = load_pack(data_dir, name)
+    for key, value in (("tau1", tau1), ("tau2", tau2)):
+        if value is None:
+            continue
+        v = float(value)
+        if not -1.0 <= v <= 2.0:
+            raise ValueError(f"{key}: expected a score threshold in [-1, 2], got {value!r}")
+        meta[key] = v
+    meta.pop("version", None)
+    if tau1 is not None or tau2 is not None:
+        meta["thresholds"] = "overridden"  # the calibration report keeps the calibrated point
+    save_pack(data_dir, name, arrays, meta, overwrite=True)
+    return load_pack(data_dir, name)[1]
+
+
 def delete_domain(data_dir: str | os.PathLike, name: str) -> None:
     """Removes ``<data>/domains/<name>``; ValueError when there is no such domain."""
     folder = domain_dir(data_dir, name)

@@ -1,9 +1,10 @@
-"""``launch.py domains build|list|export|import|delete``: few-shot classification domains.
+"""``launch.py domains build|list|export|import|thresholds|delete``: few-shot classification domains.
 
 ``build --name NAME --from-validated [--categories a,b]`` uses the stored embeddings of the
 registry's approved objects; ``build --name NAME --folders DIR`` embeds the images of DIR's
 class sub-folders with the app's DINOv2 embedder (needs its weights: it fails at once without).
-Packs live in ``<data>/domains/<name>/`` (see docs/classification.md).
+``thresholds NAME --tau1 X --tau2 Y`` overrides the calibrated thresholds (a new pack version,
+so ``classify`` re-scores). Packs live in ``<data>/domains/<name>/`` (see docs/classification.md).
 """
 from __future__ import annotations
 
@@ -51,6 +52,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     im.add_argument("--name", default=None, help="import under another name")
     im.add_argument("--overwrite", action="store_true", help="replace an existing domain of that name")
     im.set_defaults(func=run_import)
+
+    th = dsub.add_parser("thresholds", help="override a domain's tau1 / tau2 (a new pack version)")
+    add_data_arg(th)
+    th.add_argument("name")
+    th.add_argument("--tau1", type=float, default=None, help="minimum s1 for a known verdict")
+    th.add_argument("--tau2", type=float, default=None, help="minimum margin s1 - s2 for a known verdict")
+    th.set_defaults(func=run_thresholds)
 
     de = dsub.add_parser("delete", help="delete a domain")
     add_data_arg(de)
@@ -168,4 +176,14 @@ def run_delete(args: argparse.Namespace) -> int:
 
     delete_domain(ensure_data_dir(args.data), args.name)
     print(f"deleted domain {args.name}")
+    return 0
+
+
+def run_thresholds(args: argparse.Namespace) -> int:
+    from registry.domains import set_thresholds
+
+    if args.tau1 is None and args.tau2 is None:
+        raise ValueError("domains thresholds: expected --tau1 and/or --tau2, got neither")
+    meta = set_thresholds(ensure_data_dir(args.data), args.name, tau1=args.tau1, tau2=args.tau2)
+    print(describe(meta))
     return 0

@@ -225,3 +225,18 @@ def test_classify_tab_without_embedder_weights_offers_object_ids(tmp_path):
             classify(None, None, oid, {})
     finally:
         ctx.registry.close()
+
+
+def test_thresholds_override_makes_a_new_version_that_reclassifies(seeded, capsys):
+    data, info = seeded
+    assert _cli(capsys, "domains", "build", "--data", str(data), "--name", "bugs", "--from-validated")[0] == 0
+    first = json.loads(_cli(capsys, "classify", "--data", str(data), "--domain", "bugs", "--only-pending",
+                            "--json")[1])
+    rc, out, err = _cli(capsys, "domains", "thresholds", "--data", str(data), "bugs", "--tau1", "1.5")
+    assert rc == 0 and "tau1 1.5000" in out, err
+    again = json.loads(_cli(capsys, "classify", "--data", str(data), "--domain", "bugs", "--only-pending",
+                            "--json")[1])
+    assert again["model"] != first["model"] and again["skipped"] == 0
+    assert again["verdicts"] == {"unknown": 8}  # no fused score reaches 1.5
+    rc, _, err = _cli(capsys, "domains", "thresholds", "--data", str(data), "bugs")
+    assert rc == 2 and "expected --tau1 and/or --tau2" in err
