@@ -120,6 +120,15 @@ def update_object(
     return queued
 
 
+def set_quality_scores(conn: Connection, scores: dict[str, float]) -> int:
+    """Sets ``objects.quality_score`` for many objects in one transaction (all or nothing);
+    returns how many rows changed. ValueError (naming the object) for a score outside [0, 1]."""
+    rows = [(finite_unit(v, f"quality_score of {oid}"), oid) for oid, v in scores.items()]
+    with conn.transaction() as tx:
+        cur = tx.executemany("UPDATE objects SET quality_score = ? WHERE object_id = ?", rows)
+    return int(cur.rowcount)
+
+
 def _keep_proposal(current: dict, metadata: dict | None, sets: dict) -> dict | None:
     """The metadata plus what the object was before its first relabel (``proposed_category``)
     and first box change (``proposed_bbox_xywh``, pixels), recorded once so the auto-label

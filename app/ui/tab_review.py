@@ -22,7 +22,8 @@ def build(ctx: AppContext, shared: Shared) -> None:
                                  elem_id="review-filter-category")
         f_project = gr.Textbox(label="Project", placeholder="(any)")
         f_state = gr.Radio(list(rv.STATES), value="pending", label="State", elem_id="review-filter-state")
-        f_order = gr.Dropdown(list(rv.ORDERS), value="least confident first", label="Order")
+        f_order = gr.Dropdown(list(rv.ALL_ORDERS), value="least confident first", label="Order",
+                              elem_id="review-filter-order")
         load = gr.Button("Load queue", variant="primary", elem_id="review-load")
     progress_md = gr.Markdown(elem_id="review-progress")
     gr.HTML(f"<div class='agl-shortcuts' id='review-shortcuts'>{SHORTCUTS}</div>")
@@ -87,7 +88,7 @@ def build(ctx: AppContext, shared: Shared) -> None:
         return out
 
     def query_of(cat, proj, st, order) -> rv.ReviewQuery:
-        return rv.ReviewQuery(category=cat or None, project=proj or None, status=st, order=rv.ORDERS.get(order, order))
+        return rv.ReviewQuery(category=cat or None, project=proj or None, status=st, order=rv.ALL_ORDERS.get(order, order))
 
     @ui_errors
     def on_load(cat, proj, st, order):

@@ -25,8 +25,6 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from pipeline.al.autolabel_metrics import Box, evaluate
-
 MANUAL = "manual"
 
 
@@ -69,6 +67,8 @@ def evaluate_auto_labels(reg: Any, *, detection_model: str | None = None, projec
         ValueError: ``detection_model`` names no stored object (lists the stored ones), or no
             proposal has been reviewed yet.
     """
+    from pipeline.al.autolabel_metrics import Box, evaluate  # scipy: only when evaluating
+
     proposals: list[Box] = []
     truth: list[Box] = []
     outcomes: Counter = Counter()

@@ -20,7 +20,18 @@ ORDERS = {
     "newest first": "created_desc",
     "oldest first": "created_asc",
     "least sure classification first": "classification_confidence_asc",
+    "lowest quality score first": "quality_score_asc",
 }
+#: Active-learning orderings (app.workflows.suggest): an id list the queue pages through, the
+#: next page suggested again (seeded with what was reviewed meanwhile) when it runs out.
+STRATEGY_PREFIX = "al:"
+STRATEGY_ORDERS = {
+    "margin (uncertainty)": "al:margin",
+    "entropy (uncertainty)": "al:entropy",
+    "diversity (k-center on embeddings)": "al:diversity",
+    "hybrid (uncertain, then diverse)": "al:hybrid",
+}
+ALL_ORDERS = {**ORDERS, **STRATEGY_ORDERS}
 STATES = ("pending", "approved", "rejected", "all")
 ACTIONS = ("approve", "reject", "relabel", "flags")
 
@@ -56,8 +67,16 @@ class ReviewQueue:
 
 def load_queue(reg: Any, query: ReviewQuery, *, page_size: int = 50, offset: int = 0) -> ReviewQueue:
     """Loads the first page of the queue (a snapshot of ids)."""
-    if query.order not in ORDERS.values():
-        raise ValueError(f"order: expected one of {list(ORDERS.values())}, got {query.order!r}")
+    if query.order not in ALL_ORDERS.values():
+        raise ValueError(f"order: expected one of {list(ALL_ORDERS.values())}, got {query.order!r}")
+    if query.order.startswith(STRATEGY_PREFIX):
+        if query.status != "pending":
+            raise ValueError(f"order {query.order[len(STRATEGY_PREFIX):]!r} ranks pending objects: expected "
+                             f"state 'pending', got {query.status!r}; set State to pending")
+        q = ReviewQueue(query=query, ids=[], pos=0, offset=0, total=reg.count_objects(**query.filters()),
+                        page_size=page_size)
+        q.ids = _suggested(reg, q, [])
+        return q
     f = query.filters()
     rows = reg.list_objects(**f, order=query.order, limit=page_size, offset=offset)
     return ReviewQueue(query=query, ids=[r["object_id"] for r in rows], pos=0, offset=offset,
@@ -69,6 +88,13 @@ def step(reg: Any, q: ReviewQueue, delta: int) -> ReviewQueue:
     new = q.pos + delta
     if 0 <= new < len(q.ids):
         q.pos = new
+        return q
+    if new >= len(q.ids) and q.query.order.startswith(STRATEGY_PREFIX):
+        fresh = _suggested(reg, q, q.ids)
+        if fresh:
+            q.ids = q.ids + fresh
+            q.pos = min(new, len(q.ids) - 1)
+        q.total = reg.count_objects(**q.query.filters())
         return q
     if new >= len(q.ids):
         # Re-query from the registry: with a "pending" filter approved objects have left the
@@ -84,6 +110,15 @@ def step(reg: Any, q: ReviewQueue, delta: int) -> ReviewQueue:
         return q
     q.pos = 0
     return q
+
+
+def _suggested(reg: Any, q: ReviewQueue, shown: list[str]) -> list[str]:
+    """The next page of an active-learning queue (never an id already shown)."""
+    from app.workflows.suggest import suggest
+
+    res = suggest(reg, n=q.page_size, strategy=q.query.order[len(STRATEGY_PREFIX):], category=q.query.category,
+                  project=q.query.project, exclude=shown)
+    return res["ids"]
 
 
 def progress(reg: Any, query: ReviewQuery) -> dict:

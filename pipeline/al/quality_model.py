@@ -43,6 +43,9 @@ class QualityConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     seed: int = 0
+    # A ~0.4M-parameter net on batches of 512 gains little from more CPU threads, and on a busy
+    # machine two OpenMP threads ran a step ~8x slower than one (measured here); 0 = torch's default.
+    threads: int = 1
 
 
 class QualityNet(nn.Module):
@@ -174,6 +177,17 @@ def train_quality(
     if len(np.unique(y)) < 2:
         raise ValueError(f"quality training: expected both good and bad examples (two label levels), got only "
                          f"{np.unique(y).tolist()}; approve and reject (or relabel) some objects first")
+    threads = torch.get_num_threads()
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _train(x, y, g, cfg, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(x: np.ndarray, y: np.ndarray, g: np.ndarray, cfg: QualityConfig,
+           progress: Callable[[int, float, float | None], None] | None) -> tuple[QualityNet, TrainReport]:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     split = split_groups(g, cfg.val_fraction, cfg.test_fraction, cfg.seed)
@@ -182,14 +196,15 @@ def train_quality(
     test_pairs = sample_pairs(y, te, 20_000, rng)
     model = QualityNet(x.shape[1], tuple(cfg.hidden), cfg.dropout)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = max(1, math.ceil(cfg.pairs_per_epoch / cfg.batch_size))
+    steps_per_epoch = max(1, math.ceil(min(cfg.pairs_per_epoch, max(cfg.batch_size, 8 * len(tr))) / cfg.batch_size))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
     loss_fn = nn.MarginRankingLoss(margin=cfg.margin)
     xt = torch.from_numpy(x)
     best_acc, best_state, best_epoch, stale, epoch = -1.0, None, 0, 0, 0
     for epoch in range(1, cfg.epochs + 1):
         model.train()
-        b, w = sample_pairs(y, tr, cfg.pairs_per_epoch, rng)
+        # about 8 pairs per training object and epoch, at most pairs_per_epoch
+        b, w = sample_pairs(y, tr, min(cfg.pairs_per_epoch, max(cfg.batch_size, 8 * len(tr))), rng)
         if len(b) == 0:
             raise ValueError("quality training: the training images hold no (better, worse) pair; review more objects")
         perm = rng.permutation(len(b))

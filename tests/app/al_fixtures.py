@@ -14,9 +14,9 @@ DIM = 8
 VERSION = "tiny-al"
 
 
-def open_registry(data_dir: Path) -> Registry:
+def open_registry(data_dir: Path, dim: int = DIM) -> Registry:
     """The registry of ``data_dir`` with the tests' embedding size and version."""
-    return Registry(data_dir, embedding_dim=DIM, embedding_version=VERSION, index="exact", sync_on_write=False)
+    return Registry(data_dir, embedding_dim=dim, embedding_version=VERSION, index="exact", sync_on_write=False)
 
 
 def add_image(reg: Registry, folder: Path, seed: int, size: tuple[int, int] = (64, 96)) -> str:

@@ -96,3 +96,22 @@ def test_suggest_errors_name_the_fix(data_dir: Path, tmp_path: Path, capsys):
             suggest(reg, n=0)
     assert main(["suggest", "--data", str(data_dir), "--strategy", "margin", "--embedding-version", "nope"]) == 2
     assert "no stored embeddings of 'nope'; stored: none" in capsys.readouterr().err
+
+
+def test_review_queue_pages_through_a_strategy(data_dir: Path, tmp_path: Path):
+    from app.workflows import review as rv
+
+    seeded = _seed(data_dir, tmp_path)
+    with open_registry(data_dir) as reg:
+        q = rv.load_queue(reg, rv.ReviewQuery(order=rv.ALL_ORDERS["diversity (k-center on embeddings)"]), page_size=2)
+        assert sorted(seeded["cluster"][i] for i in q.ids) == ["b", "c"] and q.total == 9
+        first = list(q.ids)
+        rv.apply(reg, q.current(), "approve", validated_by="t")  # the queue keeps its place
+        rv.step(reg, q, +1)
+        rv.step(reg, q, +1)  # past the page: the next suggestions, seeded with what was just reviewed
+        assert q.ids[:2] == first and len(q.ids) == 4 and len(set(q.ids)) == 4 and q.pos == 2
+        assert q.total == 8
+        with pytest.raises(ValueError, match="ranks pending objects: expected state 'pending', got 'all'"):
+            rv.load_queue(reg, rv.ReviewQuery(status="all", order="al:hybrid"))
+        lc = rv.load_queue(reg, rv.ReviewQuery(order="al:margin"), page_size=3)
+        assert [seeded["conf"][i] for i in lc.ids] == [0.5, 0.45, 0.4]  # closest to 0.5 first
