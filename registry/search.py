@@ -89,7 +89,7 @@ def search(
     filters = {key: v for key, v in filters.items() if v is not None}
     where, params = where_clause(conn, **filters)
     need = k * max(m, 1) if (m or weights is not None) else k
-    plan = _plan(conn, vectors, filters, where, params, need)
+    plan = _plan(conn, vectors, filters, where, params, k, need)
     if vectors.fresh is None:
         vectors.fresh = FreshSegment(vectors.embedding_version)
     fresh = vectors.fresh.search(conn, q, _and(where), params, need)
@@ -100,7 +100,10 @@ def search(
         plan.stages.append("exact")
     key = "exact" if plan.path != "ann" or m else "ann"
     hits.sort(key=lambda h: (-_sim(h), h["object_id"]))
-    objects = {o["object_id"]: o for o in get_objects(conn, vectors.embedding_version, [h["object_id"] for h in hits])}
+    # Every hit passed the SQL filter already; without fusion only the top k need their rows
+    # (a few spare in case one was deleted since).
+    wanted = hits if weights is not None else hits[: k + 4]
+    objects = {o["object_id"]: o for o in get_objects(conn, vectors.embedding_version, [h["object_id"] for h in wanted])}
     hits = [h for h in hits if h["object_id"] in objects]
     if weights is not None:
         hits = fuse(conn, hits, objects, weights, fusion_category)
@@ -123,13 +126,14 @@ def _sim(h: Hit) -> float:
     return float(h["exact"] if h.get("exact") is not None else h["ann"])
 
 
-def _plan(conn: Connection, vectors: IndexHandle, filters: dict, where: str, params: list, need: int) -> Plan:
+def _plan(conn: Connection, vectors: IndexHandle, filters: dict, where: str, params: list, k: int,
+          need: int) -> Plan:
     stats = vectors.cardinality
     if stats is None:
         stats = vectors.cardinality = CardinalityStats(conn, vectors.planner.stats_max_age_s)
     if not filters:
         _, total = stats.estimate(None, None)
-        return choose(vectors.planner, need=need, estimate=None, total=total)
+        return choose(vectors.planner, k=k, need=need, estimate=None, total=total)
     from registry.categories import category_ids_for
 
     cat_ids = category_ids_for(conn, filters["category"]) if "category" in filters else None
@@ -138,7 +142,7 @@ def _plan(conn: Connection, vectors: IndexHandle, filters: dict, where: str, par
     estimate, total = stats.estimate(cat_ids, statuses)
     upper = bool({"project", "min_confidence"} & set(filters))
     refine = (lambda limit: bounded_count(conn, where, params, limit)) if upper else None
-    return choose(vectors.planner, need=need, estimate=estimate, total=total, refine=refine)
+    return choose(vectors.planner, k=k, need=need, estimate=estimate, total=total, refine=refine)
 
 
 def _and(where: str) -> str:

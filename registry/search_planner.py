@@ -7,8 +7,8 @@ SQLite, then
   the filtered candidates (their rowids read from SQLite's indexes) on the float32 matrix
   (:mod:`registry.vectors.matrix`): recall 1.0, cost proportional to the candidates;
 * above it, the **ann** path asks the ANN index (Chroma) *unfiltered* for
-  ``fetch = need / selectivity · overfetch`` neighbours and filters them in SQLite (always
-  current); when fewer than ``k`` survive, the query **falls back to exact**
+  ``fetch = max(k·m, k / selectivity · overfetch + extra)`` neighbours and filters them in
+  SQLite (always current); when fewer than ``k`` survive, the query **falls back to exact**
   (``ann_fallback_exact``). An index-side metadata filter is never used: Chroma pre-filters
   by scanning its metadata, which costs more than the search (issue 14: p95 157 ms at 100k).
 
@@ -135,13 +135,18 @@ def bounded_count(conn: Connection, where: str, params: list[Any], limit: int) -
 
 
 def choose(
-    cfg: PlannerConfig, *, need: int, estimate: int | None, total: int, refine: Any = None,
+    cfg: PlannerConfig, *, k: int, need: int, estimate: int | None, total: int, refine: Any = None,
 ) -> Plan:
-    """Picks the path for a query that needs ``need`` stage-1 candidates.
+    """Picks the path for a query that wants ``k`` results from ``need`` stage-1 candidates.
+
+    The ANN fetch is ``max(need, k / selectivity · overfetch + min_fetch_extra)``: enough for
+    about ``overfetch · k`` survivors of the filter (all of them are re-ranked), and never fewer
+    than an unfiltered query's ``k · m``.
 
     Args:
         cfg: the planner's knobs.
-        need: candidates stage 1 must deliver (``k``, or ``k · m`` with re-ranking).
+        k: results wanted.
+        need: candidates stage 1 delivers unfiltered (``k``, or ``k · m`` with re-ranking).
         estimate: objects passing the filter (None = unfiltered).
         total: all objects.
         refine: optional ``(limit) -> int`` exact bounded count, called when the estimate is an
@@ -155,7 +160,7 @@ def choose(
         return Plan(path="exact", reason=f"{estimate} candidates <= exact_threshold {cfg.exact_threshold}",
                     estimate=estimate, total=total)
     selectivity = max(estimate, 1) / max(total, 1)
-    fetch = int(need / selectivity * cfg.overfetch) + cfg.min_fetch_extra
+    fetch = max(need, int(k / selectivity * cfg.overfetch) + cfg.min_fetch_extra)
     if fetch > cfg.max_ann_fetch:
         return Plan(path="exact", reason=f"ANN would need {fetch} neighbours (> max_ann_fetch "
                     f"{cfg.max_ann_fetch}) at selectivity {selectivity:.3f}", estimate=estimate, total=total)
