@@ -69,6 +69,7 @@ def build(ctx: AppContext, shared: Shared) -> None:
                 play = gr.Button(PLAY, size="sm", min_width=60, elem_id="video-play")
                 nxt = gr.Button("Next ›", size="sm", min_width=60, elem_id="video-next")
                 fwd10 = gr.Button("+10 »", size="sm", min_width=60, elem_id="video-fwd10")
+                drift_btn = gr.Button("Next drift ⚑", size="sm", min_width=60, elem_id="video-next-drift")
             timer = gr.Timer(PLAY_INTERVAL_S, active=False)
         with gr.Column(scale=2):
             table = gr.Dataframe(headers=vr.TRACK_HEADERS, interactive=False, label="Tracks (click a row to jump)",
@@ -164,6 +165,19 @@ def build(ctx: AppContext, shared: Shared) -> None:
         fn = stepper(delta)
         btn.click(fn, [view_state, slider], errors_in_status(fn, list(frame_outs), status),
                   api_visibility="private", trigger_mode="always_last")
+
+    @ui_errors
+    def on_next_drift(view, pos):
+        view = need(view)
+        p, t = vr.next_drift(view, pos)
+        image, cap, p = render(view, p)
+        k = view.frames[p]["frame_idx"]
+        return (image, cap, p, t["track_id"],
+                f"Drift on frame {k} in track **#{t['number']}**: click the object and re-prompt propagation.")
+
+    drift_outs = [frame_img, caption, slider, track, status]
+    drift_btn.click(on_next_drift, [view_state, slider], errors_in_status(on_next_drift, drift_outs, status),
+                    api_visibility="private")
 
     @ui_errors
     def on_play(view, pos, active):

@@ -96,6 +96,8 @@ def track_rows(reg: Any, source_id: str) -> tuple[list[dict], dict[str, str]]:
     for n, t in enumerate(reg.list_tracks(source_id), start=1):
         full = reg.get_track(t["track_id"])
         ids = [o["object_id"] for o in full["objects"]]
+        drift_frames = [o["frame_idx"] for o in full["objects"]
+                        if ((o.get("metadata") or {}).get("propagation") or {}).get("drift") and o["frame_idx"] is not None]
         drift = sum(1 for o in full["objects"] if ((o.get("metadata") or {}).get("propagation") or {}).get("drift"))
         for oid in ids:
             owner.setdefault(oid, t["track_id"])
@@ -105,6 +107,7 @@ def track_rows(reg: Any, source_id: str) -> tuple[list[dict], dict[str, str]]:
             "length": None if start is None or end is None else end - start + 1, "objects": t["object_count"],
             "avg_confidence": t.get("avg_confidence"), "drift": drift,
             "edited_by": (t.get("metadata") or {}).get("edited_by"), "object_ids": ids,
+            "drift_frames": drift_frames,
         })
     return rows, owner
 
@@ -148,6 +151,19 @@ def position_of_frame(view: VideoView, frame_idx: int) -> int:
     """The slider position of ``frame_idx`` (or of the first stored frame after it)."""
     keys = [f["frame_idx"] for f in view.frames]
     return clip_position(view, bisect.bisect_left(keys, int(frame_idx)))
+
+
+def next_drift(view: VideoView, position: int) -> tuple[int, dict]:
+    """The slider position of the next frame (after the one at ``position``) where a tracked
+    object is flagged as drift, and that track's row; ValueError when there is none."""
+    here = view.frame_at(position)["frame_idx"]
+    later = sorted((k, t["number"], t) for t in view.tracks for k in t.get("drift_frames", []) if k > here)
+    if not later:
+        total = sum(len(t.get("drift_frames", [])) for t in view.tracks)
+        raise ValueError(f"no drift flag after frame {here}" + (f" ({total} earlier: step back or start from 0)"
+                                                               if total else " (no track has one)"))
+    k, _, t = later[0]
+    return position_of_frame(view, k), t
 
 
 def jump_to_track(view: VideoView, track_id: str) -> int:

@@ -84,6 +84,9 @@ def test_render_frame_paints_each_track_in_its_own_colour(reg, tmp_path):
     assert vr.frame_label({**objs[0], "track_number": 7}).startswith("#7 ")
     drift = vr.frame_objects(reg, view, 3)
     assert [vr.frame_label(o) for o in drift if o["object_id"] == s["blue_ids"][3]] == ["#2 disc drift"]
+    assert vr.next_drift(view, 0) == (3, next(t for t in view.tracks if t["track_id"] == s["blue"]))
+    with pytest.raises(ValueError, match="no drift flag after frame 3 \\(1 earlier"):
+        vr.next_drift(view, 3)
     cap = vr.frame_caption(view, 2, objs)
     assert "Frame **2**" in cap and "2 object(s)" in cap and "#1, #2" in cap
 

@@ -34,7 +34,8 @@ def box_mask(box) -> np.ndarray:
 
 
 def seed_video(server) -> dict:
-    """A new 16-frame video: red squares in track A (frames 0-7) and B (8-15), blue discs in C."""
+    """A new 16-frame video: red squares in track A (frames 0-7) and B (8-15), blue discs in C
+    (its frame-12 object flagged as propagation drift)."""
     reg = server["ctx"].registry
     k = next(_videos)
     frames, truth = moving_boxes(N, size=SIZE)
@@ -44,8 +45,10 @@ def seed_video(server) -> dict:
     objs = []
     for i, (fid, boxes) in enumerate(zip(fids, truth, strict=True)):
         for tid, box in boxes:
+            drift = {"propagation": {"from_object": "obj_x", "from_frame": 0, "score": 0.1, "drift": True}}
             objs.append(ObjectIn(category="square" if tid == 0 else "disc", xyxy=tuple(map(float, box)),
-                                 mask=box_mask(box), confidence=0.9 - 0.02 * i, frame_id=fid))
+                                 mask=box_mask(box), confidence=0.9 - 0.02 * i, frame_id=fid,
+                                 metadata=drift if (tid, i) == (1, 12) else None))
     ids = reg.register_objects(sid, objs, dedupe=False).object_ids
     red, blue = ids[0::2], ids[1::2]
     a = reg.create_track(red[:8], metadata={"created_by": "tracker"})
@@ -117,6 +120,12 @@ def test_video_tab_steps_frames_and_jumps_to_tracks(page, server, artifacts_dir)
     caption_frame(page, 9)
     expect(page.locator("#video-slider input[type=number]")).to_have_value("9", timeout=WAIT)
     page.keyboard.press("ArrowLeft")
+    caption_frame(page, 8)
+    page.locator("#video-next-drift").click()
+    caption_frame(page, 12)
+    expect(page.locator("#video-status")).to_contain_text("Drift on frame 12 in track #2", timeout=WAIT)
+    expect(page.locator("#video-track textarea, #video-track input").first).to_have_value(s["c"], timeout=WAIT)
+    click_row(page, s["b"])
     caption_frame(page, 8)
     shot(page, artifacts_dir, "video_jump")
     page.locator("#video-play").click()
