@@ -116,3 +116,36 @@ def test_autolabel_tab_detector_choice_labels_with_the_run(trained, run_row, tmp
         assert stored and {o["detection_model"] for o in stored} == {spec}
     finally:
         ctx.registry.close()
+
+
+def test_first_ctrl_c_requests_a_stop_and_the_second_interrupts():
+    import signal
+    import threading
+
+    from app.cli.train import _StopOnFirstInterrupt
+
+    before = signal.getsignal(signal.SIGINT)
+    event, said = threading.Event(), []
+    with _StopOnFirstInterrupt(event, said.append):
+        signal.raise_signal(signal.SIGINT)
+        assert event.is_set() and "stop requested" in said[0]
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_hard_interrupt_marks_the_run_stopped_and_keeps_saved_weights(data_dir, tmp_path):
+    from app.workflows.train import TrainRequest, execute_run, start_run
+
+    seed_dataset(data_dir, tmp_path / "raw", n_images=8)
+
+    def interrupt(epoch: int, metrics: dict) -> None:
+        raise KeyboardInterrupt  # a second Ctrl+C arriving while epoch 1 is being recorded
+
+    with Registry(data_dir, sync_on_write=False) as reg:
+        run_id = start_run(reg, data_dir, TrainRequest("shapes", "yolo11n.yaml", epochs=3, imgsz=64, batch=4))
+        row = execute_run(reg, data_dir, run_id, on_epoch=interrupt, quiet=True)
+        assert row["status"] == "stopped" and row["error"] == "interrupted" and row["finished_at"]
+        assert Path(row["best_weights"]).is_file()  # epoch 1 was saved before its callback ran
+        assert [e["epoch"] for e in reg.run_epochs(run_id)] == [1]
+        assert row["best_metrics"]["best_epoch"] == 1
