@@ -9,7 +9,7 @@ from tests.bench import bench_frames
 def test_bench_frames_tiny_run(tmp_path):
     parser = argparse.ArgumentParser()
     bench_frames.add_args(parser)
-    args = parser.parse_args(["--frames", "60", "--width", "64", "--height", "48", "--workdir", str(tmp_path / "b")])
+    args = parser.parse_args(["--frames", "60", "--width", "320", "--height", "240", "--workdir", str(tmp_path / "b")])
     out = bench_frames.run(args)
     assert out["decode"]["frames"] == out["scene"]["frames"] == out["add_video"]["frames"] == out["naive"]["frames"] == 60
     assert out["scene_frames_kept"] == 2  # one cut, at frame 50
