@@ -194,15 +194,20 @@ def build(ctx: AppContext, shared: Shared) -> None:
     play.click(on_play, [view_state, slider, playing], errors_in_status(on_play, play_outs, status),
                api_visibility="private")
 
-    @ui_errors
     def on_tick(view, pos):
+        stop = (gr.Timer(active=False), gr.Button(PLAY), False)
         if view is None:
-            return None, "", gr.skip(), gr.Timer(active=False), gr.Button(PLAY), False
-        p = vr.clip_position(view, pos)
-        last = p >= len(view.frames) - 1
-        image, cap, p = render(view, p if last else p + 1)
+            return (None, "", gr.skip(), *stop)
+        try:
+            p = vr.clip_position(view, pos)
+            last = p >= len(view.frames) - 1
+            image, cap, p = render(view, p if last else p + 1)
+        except Exception as exc:  # stop playing: one message, not one per tick
+            log.warning("playing %s stopped: %s", view.source_id, exc)
+            gr.Warning(f"Playing stopped: {exc}")
+            return (gr.skip(), gr.skip(), gr.skip(), *stop)
         if last:
-            return image, cap, p, gr.Timer(active=False), gr.Button(PLAY), False
+            return (image, cap, p, *stop)
         return image, cap, p, gr.skip(), gr.skip(), gr.skip()
 
     timer.tick(on_tick, [view_state, slider], [frame_img, caption, slider, timer, play, playing],
