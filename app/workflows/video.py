@@ -17,7 +17,8 @@ decoded; if decoding fails midway (a corrupt or truncated file, an interrupt) ev
 wrote is removed, and a source this run created is removed with its copied media file. A source
 that already existed keeps what it had. Running ``add_video`` again on the same file finds the
 same source (content hash); frames already stored are neither decoded into new files nor added
-twice, and a sampling that already completed returns at once.
+twice, and a sampling that already completed returns at once (unless a frame file went
+missing: the run then writes it again).
 """
 from __future__ import annotations
 
@@ -178,11 +179,11 @@ def add_video(
     done = [s for s in meta.get("samplings") or [] if s.get("settings") == settings]
     header = {"width": info.width, "height": info.height, "fps": info.fps, "duration": info.duration,
               "codec": info.codec}
-    if done and frame_store.count_frames(registry.connection, source_id) >= int(done[0]["frames"]):
-        src = registry.get_source(source_id)
+    stored = registry.list_frames(source_id)
+    if done and len(stored) >= int(done[0]["frames"]) and all(Path(f["file_path"]).is_file() for f in stored):
         return {"source_id": source_id, "frames": int(done[0]["frames"]), "new_frames": 0, "existing": True,
                 **header, "frame_count": src["frame_count"], "sampling": settings}
-    have = frame_store.frame_ids_by_index(registry.connection, source_id)
+    have = {int(f["frame_idx"]) for f in stored}
     data_dir = Path(registry.data_dir)
     rows: list[tuple[int, float, str]] = []
     written: list[Path] = []

@@ -70,6 +70,16 @@ def test_same_file_twice_same_source_no_duplicate_frames(reg, clip, tmp_path):
     assert reg.count_sources() == 1
 
 
+def test_a_rerun_restores_a_deleted_frame_file(reg, clip):
+    sid = add_video(reg, clip, every=5)["source_id"]
+    lost = Path(reg.list_frames(sid)[2]["file_path"])
+    before = lost.read_bytes()
+    lost.unlink()
+    again = add_video(reg, clip, every=5)
+    assert again["new_frames"] == 0 and lost.read_bytes() == before
+    assert len(reg.list_frames(sid)) == 4
+
+
 def test_failure_midway_leaves_nothing_registered(reg, clip, monkeypatch):
     real = video_wf.iter_frames
 
