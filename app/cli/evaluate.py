@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from app.cli.common import add_data_arg, add_json_arg, ensure_data_dir
 
@@ -57,6 +58,9 @@ def run_run(args: argparse.Namespace) -> int:
     from app.workflows.evaluate import evaluate_run, summary_lines
     from registry.facade import Registry
 
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    if args.json:  # ultralytics logs to stdout (its first run announces a settings file): keep it JSON
+        os.environ.setdefault("YOLO_VERBOSE", "False")
     data = ensure_data_dir(args.data)
     if not 0.0 <= args.conf <= 1.0:
         raise ValueError(f"--conf: expected a value in [0, 1], got {args.conf}")

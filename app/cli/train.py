@@ -70,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     from registry.facade import Registry
 
     os.environ.setdefault("YOLO_OFFLINE", "1")  # never reach the hub / GitHub from a training run
+    if args.json:  # ultralytics logs to stdout (its first run announces a settings file): keep it JSON
+        os.environ.setdefault("YOLO_VERBOSE", "False")
     extra = {k: getattr(args, k) for k in ("patience", "seed") if getattr(args, k) is not None}
     req = TrainRequest(dataset=args.dataset, model=args.model, epochs=args.epochs, imgsz=args.imgsz,
                        batch=args.batch, device=args.device, workers=args.workers, version=args.version, extra=extra)
