@@ -126,7 +126,9 @@ def merge_tracks(conn: Connection, track_id: str, other_id: str, *, edited_by: s
                              f"({names.get(b['category_id'])}) have different categories; relabel one track first")
         ma, mb = _members(tx, track_id), _members(tx, other_id)
         by_frame = {m[1]: m for m in ma if m[1] is not None}
-        shared = [(by_frame[m[1]], m) for m in mb if m[1] is not None and m[1] in by_frame]
+        # an object linked into both tracks is one object, not a conflict
+        shared = [(by_frame[m[1]], m) for m in mb
+                  if m[1] is not None and m[1] in by_frame and by_frame[m[1]][0] != m[0]]
         if shared and keep == "refuse":
             frames = sorted(x[1] for x, _ in shared)
             raise ValueError(f"tracks {track_id} and {other_id} both have an object on frame(s) {frames[:10]}; "
@@ -143,8 +145,8 @@ def merge_tracks(conn: Connection, track_id: str, other_id: str, *, edited_by: s
         meta = a["metadata"]
         meta["merged_from"] = [*meta.get("merged_from", []), other_id]
         _stamp(tx, track_id, meta, who, now, "merge")
-    return {"track_id": track_id, "merged": other_id, "moved": len([m for m in mb if m[0] not in dropped]),
-            "dropped": sorted(dropped)}
+    moved = [m for m in mb if m[0] not in dropped and m[0] not in have]
+    return {"track_id": track_id, "merged": other_id, "moved": len(moved), "dropped": sorted(dropped)}
 
 
 def split_track(conn: Connection, track_id: str, frame_idx: int, *, edited_by: str) -> dict:

@@ -185,3 +185,11 @@ def test_edited_tracks_survive_a_tracker_rerun(reg, tmp_path):
     left = {t["track_id"]: t for t in reg.list_tracks(s["source"])}
     assert set(left) == {red, tail} and blue not in left
     assert left[tail]["metadata"]["created_by"] == "tracker" and left[tail]["metadata"]["edited_by"] == "ana"
+
+
+def test_merge_tracks_sharing_an_object_keeps_it_once(reg, tmp_path):
+    s = seed(reg, tmp_path)
+    a, b = reg.create_track(s["red"][:3]), reg.create_track(s["red"][2:])  # frame 2's object in both
+    out = reg.merge_tracks(a, b, edited_by="ana", keep="confidence")
+    assert out["dropped"] == [] and out["moved"] == 3
+    assert [o["object_id"] for o in reg.get_track(a)["objects"]] == s["red"]
