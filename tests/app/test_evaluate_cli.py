@@ -65,3 +65,51 @@ def test_evaluate_unknown_run_or_missing_weights_is_one_clear_line(data_dir, cap
         run_id = reg.create_run(model="yolo11n.yaml", task="detect")
     assert main(["evaluate", "--data", str(data_dir), "--run", run_id]) == 2
     assert "expected best weights on disk" in capsys.readouterr().err
+
+
+class _PerfectDetector:
+    """Stands in for the run's YOLO weights: answers every image with its ground-truth boxes,
+    under the model's own class order (so the YOLO index -> COCO category mapping is exercised)."""
+
+    task = "detect"
+
+    def __init__(self, weights, *, version=None, device=None, imgsz=640) -> None:
+        self.names = list(reversed(CLASSES))  # a class order unlike the COCO category ids
+
+    def predict(self, paths, *, conf=0.25, masks=True):
+        import numpy as np
+
+        from pipeline.types import Detections
+
+        for path in paths:
+            path = Path(path)
+            gt = json.loads((path.parents[2] / "annotations" / f"instances_{path.parent.name}.json").read_text())
+            img = next(i for i in gt["images"] if i["file_name"] == path.name)
+            cats = {c["id"]: c["name"] for c in gt["categories"]}
+            anns = [a for a in gt["annotations"] if a["image_id"] == img["id"]]
+            yield Detections(xyxy=[[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                                   for a in anns], confidence=np.full(len(anns), 0.9),
+                             class_id=[self.names.index(cats[a["category_id"]]) for a in anns], class_names=self.names)
+
+
+def test_evaluate_scores_perfect_predictions_as_perfect(data_dir, tmp_path, monkeypatch):
+    import pipeline.train.yolo_detector as yd
+
+    built = seed_dataset(data_dir, tmp_path / "raw", n_images=10)
+    weights = tmp_path / "best.pt"
+    weights.write_bytes(b"stand-in")
+    monkeypatch.setattr(yd, "YoloDetector", _PerfectDetector)
+    from app.workflows.evaluate import evaluate_run
+
+    with Registry(data_dir, sync_on_write=False) as reg:
+        run_id = reg.create_run(model="yolo11n.yaml", task="detect", dataset_id=built["dataset_id"],
+                                dataset_name="shapes", dataset_version="1.0")
+        reg.update_run(run_id, status="finished", best_weights=str(weights))
+        report = evaluate_run(reg, data_dir, run_id, split="val")
+    assert report["images"] == 2 and report["bbox"]["detections"] == 6
+    assert report["bbox"]["map"] == pytest.approx(1.0) and report["bbox"]["map50"] == pytest.approx(1.0)
+    assert {n: c["ap50"] for n, c in report["bbox"]["per_class"].items()} == {n: pytest.approx(1.0) for n in CLASSES}
+    cm = report["confusion_matrix"]
+    order = [cm["names"].index(n) for n in CLASSES]
+    assert [[cm["matrix"][i][j] for j in order] for i in order] == [[2, 0, 0], [0, 2, 0], [0, 0, 2]]
+    assert cm["matrix"][-1] == [0, 0, 0, 0] and all(row[-1] == 0 for row in cm["matrix"])
