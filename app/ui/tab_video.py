@@ -88,7 +88,9 @@ def build(ctx: AppContext, shared: Shared) -> None:
                 relabel_to = gr.Dropdown([c["name"] for c in reg.list_categories()], label="Relabel as",
                                          allow_custom_value=True, elem_id="video-relabel-class")
                 relabel_btn = gr.Button("Relabel track", elem_id="video-relabel")
-            approve_btn = gr.Button("Approve whole track", variant="primary", elem_id="video-approve")
+            with gr.Row():
+                approve_btn = gr.Button("Approve whole track", variant="primary", elem_id="video-approve")
+                to_review = gr.Button("Open its objects in Review", elem_id="video-to-review")
             with gr.Row():
                 delete_objects = gr.Checkbox(False, label="also delete its objects", elem_id="video-delete-objects")
                 delete_btn = gr.Button("Delete track", variant="stop", elem_id="video-delete")
@@ -384,4 +386,21 @@ def build(ctx: AppContext, shared: Shared) -> None:
 
     gr.api(api_track_edit, api_name="track_edit")
 
+    def wire_review() -> None:
+        """Open in Review: a queue of exactly the selected track's objects, in frame order."""
+        review = shared.parts.get("review")
+        if not (review and "open_many" in review):
+            to_review.visible = False
+            return
+
+        @ui_errors
+        def on_to_review(view, tref):
+            view = need(view)
+            t = view.track(vr.resolve_track(view, tref))
+            note = f"The {len(t['object_ids'])} object(s) of track #{t['number']} ({t['category']}), in frame order."
+            return (*review["open_many"](t["object_ids"], note), gr.Tabs(selected="review"))
+
+        to_review.click(on_to_review, [view_state, track], [*review["view"], shared.tabs], api_visibility="private")
+
+    shared.after.append(wire_review)  # the Tabs handle is complete once every tab is built
     shared.parts["video"] = {"source": source, "refresh": on_reload}

@@ -173,6 +173,11 @@ def test_video_tab_merge_split_relabel_approve_delete(page, server, artifacts_di
     assert {(o["validation_status"], o["validated_by"]) for o in objs} == {("approved", "e2e-user")}
     assert {o["validation_status"] for o in reg.get_track(s["a"])["objects"]} == {"pending"}
     shot(page, artifacts_dir, "video_edits")
+    page.locator("#video-to-review").click()  # the track's objects as a Review queue, in frame order
+    expect(page.get_by_role("tab", name="Review")).to_have_attribute("aria-selected", "true", timeout=WAIT)
+    first = reg.get_track(tail)["objects"][0]["object_id"]
+    expect(page.locator("#review-info")).to_contain_text(f"{first} · 1 of 6 in queue", timeout=WAIT)
+    open_tab(page, "Video")
 
     click_row(page, s["c"])
     page.locator("#video-delete").click()
