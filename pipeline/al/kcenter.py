@@ -19,7 +19,7 @@ def pairwise_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(np.clip(sq, 0.0, None))
 
 
-def min_dist_to(candidates: np.ndarray, seed_batches: Iterable[np.ndarray], *, block: int = 4096) -> np.ndarray | None:
+def min_dist_to(candidates: np.ndarray, seed_batches: Iterable[np.ndarray], *, block: int = 1024) -> np.ndarray | None:
     """Each candidate's distance to its nearest seed, seeds streamed batch by batch.
 
     Args:
