@@ -200,3 +200,19 @@ def test_an_image_only_sam2_folder_falls_back_to_grabcut_and_says_why(data_dir):
         res = propagate(ModelManager(weights_dir=data_dir / "models", device="cpu"), reg, src, 0, max_frames=1)
     assert res["segmenter"] == "grabcut-track" and res["written"] == 2
     assert "expected a 'sam2_video' checkpoint" in res["warning"]
+
+
+def test_build_context_wires_the_video_propagator(data_dir, sam2_weights):
+    from app.cli.serve import build_context
+    from pipeline.segment.sam2_video import Sam2VideoPropagator
+
+    src, fids, prompts, _ = _seed(data_dir, n=3, with_masks=True)
+    ctx = build_context(data_dir, profile="cpu", segmenter="sam2")
+    try:
+        prop = ctx.video_propagator_provider()
+        assert isinstance(prop, Sam2VideoPropagator) and prop is ctx.video_propagator_provider()  # loaded once
+        script_object_scores(prop.model, lambda call, n: [8.0] * n, mask_region=(0.1, 0.1, 0.4, 0.4))
+        res = propagate(ctx, ctx.registry, src, 0, max_frames=1)
+        assert res["segmenter"] == "sam2-video" and res["warning"] is None and res["written"] == 2
+    finally:
+        ctx.registry.close()
