@@ -9,8 +9,9 @@ batches to seed it. Embeddings are the registry's ``(embedding_dim,)`` float32 v
 
 Per-class scores, where an object has them, come from its metadata: ``metadata.class_scores``
 (``{class: score}`` or a list of scores) or ``metadata.classification`` (``top_k``/``topk``/
-``scores`` as ``[{"category"|"label"|"name", "score"|"similarity"|"confidence"}]``). Without
-them margin and entropy use the two-way split (confidence, 1 - confidence).
+``scores`` as ``[{"class"|"category"|"label", "score"|"similarity"|"confidence"}]``, as
+``classify`` writes). Without them margin and entropy use the two-way split (confidence,
+1 - confidence).
 """
 from __future__ import annotations
 

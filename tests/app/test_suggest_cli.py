@@ -77,7 +77,7 @@ def test_margin_uses_class_scores_from_metadata(data_dir: Path, tmp_path: Path):
             {"category": "cat", "confidence": 0.5},  # binary margin: maximal (1.0)
             {"category": "cat", "confidence": 0.9, "metadata": {"class_scores": {"cat": 0.5, "dog": 0.49}}},
             {"category": "cat", "confidence": 0.9,
-             "metadata": {"classification": {"top_k": [{"category": "cat", "score": 0.95}, {"category": "dog", "score": 0.05}]}}},
+             "metadata": {"classification": {"top_k": [{"class": "cat", "score": 0.95}, {"class": "dog", "score": 0.05}]}}},
         ])
         got = suggest(reg, n=3, strategy="margin")
         assert got["ids"] == [ids[0], ids[1], ids[2]]
