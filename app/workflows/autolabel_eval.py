@@ -33,8 +33,23 @@ def _xyxy(xywh) -> tuple[float, float, float, float]:
     return (x, y, x + w, y + h)
 
 
+#: A box that kept this much IoU with the proposal counts as approved as is (a refined mask
+#: moves its tight box by a pixel or two; that is not a correction of the detector).
+BOX_KEPT_IOU = 0.95
+
+
+def _iou_xywh(a, b) -> float:
+    ax0, ay0, aw, ah = (float(v) for v in a)
+    bx0, by0, bw, bh = (float(v) for v in b)
+    iw = max(0.0, min(ax0 + aw, bx0 + bw) - max(ax0, bx0))
+    ih = max(0.0, min(ay0 + ah, by0 + bh) - max(ay0, by0))
+    union = aw * ah + bw * bh - iw * ih
+    return iw * ih / union if union > 0 else 0.0
+
+
 def outcome_of(obj: dict) -> str:
-    """"approved", "relabelled", "box edited", "rejected" or "pending" for a detector's object."""
+    """"approved" (as is), "relabelled", "box edited" (IoU with the proposed box under
+    :data:`BOX_KEPT_IOU`), "rejected" or "pending" for a detector's object."""
     status = obj["validation_status"]
     if status != "approved":
         return status
@@ -42,7 +57,8 @@ def outcome_of(obj: dict) -> str:
     proposed = meta.get("proposed_category")
     if proposed is not None and str(proposed).casefold() != str(obj["category"]).casefold():
         return "relabelled"
-    if meta.get("proposed_bbox_xywh") is not None:
+    box = meta.get("proposed_bbox_xywh")
+    if box is not None and _iou_xywh(box, obj["bbox_xywh"]) < BOX_KEPT_IOU:
         return "box edited"
     return "approved"
 

@@ -28,7 +28,7 @@ def _seed(data_dir: Path, tmp_path: Path) -> dict:
         ])
         f, g, h = add_objects(reg, s2, [
             {"category": "cat", "xyxy": B1, "confidence": 0.8},  # approved: TP
-            {"category": "cat", "xyxy": B2, "confidence": 0.7},  # box nudged (IoU 0.82), approved: TP
+            {"category": "cat", "xyxy": B2, "confidence": 0.7},  # box moved (IoU 0.90), approved: TP
             {"category": "cat", "xyxy": B3, "confidence": 0.2},  # pending: left out
         ])
         add_objects(reg, s3, [{"category": "dog", "xyxy": B1, "detection_model": "manual", "status": "approved"}])
@@ -37,6 +37,7 @@ def _seed(data_dir: Path, tmp_path: Path) -> dict:
             rv.apply(reg, oid, "approve", validated_by="ann")
         rv.apply(reg, b, "relabel", category="cat", validated_by="ann")
         rv.apply(reg, c, "reject", validated_by="ann")
+        reg.update_object(f, xyxy=(2, 2, 20, 20.5))  # a refined mask's box (IoU 0.97): still approved as is
         reg.update_object(g, xyxy=(32, 2, 50, 20))
         rv.apply(reg, g, "approve", validated_by="ann")
         meta_b, meta_g = reg.get_object(b)["metadata"], reg.get_object(g)["metadata"]
