@@ -69,3 +69,8 @@ def test_train_tab_runs_a_tiny_model_and_shows_chart_runs_and_evaluation(train_p
     expect(page.locator("#train-pr img")).to_be_visible()
     assert (reg.get_run(run["run_id"])["metadata"] or {}).get("eval", {}).get("test")
     shot(page, artifacts_dir, "train_eval")
+
+    # the trained run is now a detector choice in the Auto-label tab (listed when the dropdown opens)
+    open_tab(page, "Auto-label")
+    choose(page, "#autolabel-detector", run["run_id"])
+    expect(page.locator("#autolabel-detector input").first).to_have_value(re.compile(run["run_id"]))
