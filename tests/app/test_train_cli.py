@@ -149,3 +149,29 @@ def test_hard_interrupt_marks_the_run_stopped_and_keeps_saved_weights(data_dir, 
         assert Path(row["best_weights"]).is_file()  # epoch 1 was saved before its callback ran
         assert [e["epoch"] for e in reg.run_epochs(run_id)] == [1]
         assert row["best_metrics"]["best_epoch"] == 1
+
+
+def test_background_training_stop_keeps_best_weights(data_dir, tmp_path):
+    """The Train tab's job: one run at a time in a thread; Stop ends it after the current epoch."""
+    import time
+
+    from app.workflows.train import BackgroundTraining, TrainRequest
+
+    seed_dataset(data_dir, tmp_path / "raw", n_images=8)
+    job = BackgroundTraining()
+    req = TrainRequest("shapes", "yolo11n.yaml", epochs=30, imgsz=64, batch=4)
+    with Registry(data_dir, sync_on_write=False) as reg:
+        run_id = job.start(reg, data_dir, req)
+        with pytest.raises(RuntimeError, match=f"run {run_id} is still training"):
+            job.start(reg, data_dir, req)
+        deadline = time.monotonic() + 120
+        while not reg.run_epochs(run_id) and job.running and time.monotonic() < deadline:
+            job.join(0.2)  # wait for the first recorded epoch
+        assert reg.run_epochs(run_id), job.error
+        assert job.stop()
+        job.join(120)
+        assert not job.running and not job.stop()
+        row = reg.get_run(run_id)
+        assert row["status"] == "stopped" and 1 <= len(reg.run_epochs(run_id)) < 30
+        assert Path(row["best_weights"]).is_file()
+        assert any("stop requested" in line for line in job.lines) and any("stopped after" in line for line in job.lines)
