@@ -2,20 +2,21 @@
 
 Every object is one of:
 
-- a **proposal**: made by a detector (``detection_model`` not ``"manual"``; with
-  ``detection_model=NAME`` only that detector's), reviewed (approved or rejected). Its proposed
+- a **proposal**: made by a detector (``detection_model`` set and not ``"manual"``, an import
+  or a tracker gap-fill, see :data:`NOT_DETECTOR`; with ``detection_model=NAME`` only that
+  detector's), reviewed (approved or rejected). Its proposed
   class and box are what the detector said: ``metadata.proposed_category`` /
   ``metadata.proposed_bbox_xywh`` (recorded by the registry at the first relabel / box change)
   or else the current ones.
 - a **validated** (ground-truth) box: every approved object, with its final class and box,
-  hand-drawn ones (``"manual"``) included.
+  hand-drawn and imported ones included.
 
 Only images (a source, or a video frame) with at least one proposal take part, so a hand-drawn
 box on an image the detector labeled is a miss, while images labeled by hand alone say nothing
 about the detector. Pending objects are left out (their truth is unknown) and counted.
 
 Outcomes per proposal: approved as is, relabelled (class changed), box edited, rejected; boxes
-added by hand are the misses. Metrics (see :mod:`pipeline.al.autolabel_metrics`): precision,
+added by hand (or imported) on those images are the misses. Metrics (see :mod:`pipeline.al.autolabel_metrics`): precision,
 recall and F1 per class at IoU 0.5 with Hungarian matching, and the AUROC of the stored
 (derived) confidence separating right from wrong proposals. Boxes are ``bbox_xywh`` absolute
 pixels in the registry, turned into ``xyxy`` here.
@@ -26,6 +27,14 @@ from collections import Counter
 from typing import Any
 
 MANUAL = "manual"
+#: ``detection_model`` values that are not a detector's proposal: hand-drawn boxes, imported
+#: annotations (COCO/YOLO leave it empty, MOT files say "mot-import") and tracker gap-fills.
+NOT_DETECTOR = frozenset({"", MANUAL, "mot-import", "interpolated"})
+
+
+def is_detector_output(model: str | None) -> bool:
+    """Whether an object with this ``detection_model`` is an auto-label (a detector's proposal)."""
+    return bool(model) and model not in NOT_DETECTOR and not str(model).startswith("import")
 
 
 def _xyxy(xywh) -> tuple[float, float, float, float]:
@@ -94,9 +103,9 @@ def evaluate_auto_labels(reg: Any, *, detection_model: str | None = None, projec
     manual_on: list[str] = []
     for obj in reg.iter_objects(batch_size=batch_size, project=project or None):
         image = f"{obj['source_id']}|{obj.get('frame_id') or ''}"
-        model = obj.get("detection_model") or "unknown"
-        all_models[model] += 1
-        is_proposal = model != MANUAL and (detection_model is None or model == detection_model)
+        model = obj.get("detection_model") or ""
+        all_models[model or "(none: imported)"] += 1
+        is_proposal = is_detector_output(model) and (detection_model is None or model == detection_model)
         status = obj["validation_status"]
         if is_proposal:
             labeled_images.add(image)
@@ -111,7 +120,7 @@ def evaluate_auto_labels(reg: Any, *, detection_model: str | None = None, projec
                                  obj["object_id"]))
         if status == "approved":
             truth.append(Box(image, obj["category"], _xyxy(obj["bbox_xywh"])))
-            if model == MANUAL:
+            if not is_detector_output(model):
                 manual_on.append(image)
     if detection_model is not None and detection_model not in all_models:
         have = ", ".join(f"{m} ({c})" for m, c in all_models.most_common()) or "none"

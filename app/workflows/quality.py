@@ -3,8 +3,8 @@
 
 Training examples are the detector's reviewed objects that have a stored embedding: approved as
 is = good (1), rejected or corrected (relabelled / box edited) = bad (0); an ordinal tier a user
-put in ``metadata.quality_tier`` (an int, higher = better) wins over that. Hand-drawn objects
-(``"manual"``) are no detector output and are not training examples. The model's input size is
+put in ``metadata.quality_tier`` (an int, higher = better) wins over that. Hand-drawn and
+imported objects are no detector output and are not training examples. The model's input size is
 the registry's embedding size (768 for DINOv2-base, 384 for -small; any size works). Pairs and
 splits are built by image (source, or video frame), never by object.
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from app.workflows.autolabel_eval import MANUAL, outcome_of
+from app.workflows.autolabel_eval import is_detector_output, outcome_of
 
 TRAINING_CAP = 50_000  # most examples kept in memory (a uniform sample beyond), ~150 MB at 768-d
 
@@ -36,7 +36,7 @@ def label_of(obj: dict) -> int | None:
     tier = meta.get("quality_tier")
     if isinstance(tier, int | float) and not isinstance(tier, bool) and obj["validation_status"] != "pending":
         return int(tier)
-    if (obj.get("detection_model") or "") == MANUAL:
+    if not is_detector_output(obj.get("detection_model")):
         return None
     outcome = outcome_of(obj)
     if outcome == "pending":

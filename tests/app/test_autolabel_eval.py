@@ -106,3 +106,24 @@ def test_metrics_pure_functions():
     assert r["per_class"]["cat"]["recall"] is None and r["per_class"]["dog"]["recall"] == 0.0
     with pytest.raises(ValueError, match=r"iou_thr: expected a value in \(0, 1\], got 0"):
         evaluate([], [], iou_thr=0)
+
+
+def test_imported_and_hand_drawn_objects_are_truth_not_proposals(data_dir: Path, tmp_path: Path):
+    from app.workflows.quality import label_of
+
+    with open_registry(data_dir) as reg:
+        src = add_image(reg, tmp_path / "imgs", 5)
+        det, imported, mot = add_objects(reg, src, [
+            {"category": "cat", "xyxy": B1, "confidence": 0.7, "status": "approved"},
+            {"category": "cat", "xyxy": B2, "detection_model": None, "status": "approved"},  # COCO import
+            {"category": "cat", "xyxy": B3, "detection_model": "mot-import", "status": "approved"},
+        ])
+        r = evaluate_auto_labels(reg)
+        assert r["detection_models"] == {"florence-2": 1} and r["proposals"] == 1
+        assert r["per_class"]["cat"] == {"tp": 1, "fp": 0, "fn": 2, "precision": 1.0, "recall": pytest.approx(1 / 3),
+                                         "f1": pytest.approx(0.5)}
+        assert r["outcomes"]["added by hand"] == 2
+        objs = {o["object_id"]: o for o in reg.iter_objects()}
+        assert label_of(objs[det]) == 1 and label_of(objs[imported]) is None and label_of(objs[mot]) is None
+        tiered = reg.update_object(imported, metadata={"quality_tier": 3})
+        assert label_of(tiered) == 3  # a tier a person assigned makes any reviewed object an example
