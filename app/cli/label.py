@@ -2,13 +2,14 @@
 
     python launch.py label --data DIR --classes "person,car" [PATHS...] [--source SRC_ID] [--profile cpu|gpu]
         [--confidence 0.3] [--project NAME] [--segmenter sam2|grabcut] [--no-embed]
-        [--relabel] [--weights-dir DIR] [--json]
+        [--relabel] [--weights-dir DIR] [--detector run:RUN_ID] [--json]
 
 Folders are searched recursively for images; images are labeled one at a time (memory stays
 that of one image), failures are skipped and listed at the end ("3 of 120 failed: …"), and a
 second run skips files already labeled with the same settings (see app/workflows/labeling.py).
 ``--source SRC_ID`` labels the frames of a video source (``launch.py video add``) instead of
-PATHS, resumable the same way (app/workflows/video.py).
+PATHS, resumable the same way (app/workflows/video.py). ``--detector run:RUN_ID`` labels with a
+trained run's weights instead of Florence-2 (``launch.py train``; docs/training.md).
 Exit status: 0 when every file was labeled (or already was), 1 when some failed, 2 on a usage
 error or missing model weights (the message says how to get them).
 """
