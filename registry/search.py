@@ -183,11 +183,13 @@ def _ann(conn: Connection, vectors: IndexHandle, q: np.ndarray, plan: Plan, wher
     for start in range(0, len(ids), 900):
         part = ids[start:start + 900]
         with conn.lock:
+            # The filter as a column, not a WHERE term: SQLite must look the ids up by primary
+            # key, not scan a status/category index (33k rows at 100k for a status filter).
             found.update((r[1], r[0]) for r in conn.conn.execute(
-                f"SELECT o.rowid, o.object_id FROM objects o WHERE {_and(where)} "
-                f"AND o.object_id IN ({','.join('?' * len(part))})",
+                f"SELECT o.rowid, o.object_id, CASE WHEN {_and(where)} THEN 1 ELSE 0 END FROM objects o "
+                f"WHERE o.object_id IN ({','.join('?' * len(part))})",
                 [*params, *part],
-            ).fetchall())
+            ).fetchall() if r[2])
     plan.candidates = len(found)
     return [{"object_id": i, "rowid": found[i], "ann": float(s), "exact": None} for i, s in raw if i in found], len(got)
 
@@ -204,7 +206,7 @@ def _exact(conn: Connection, vectors: IndexHandle, q: np.ndarray, where: str, pa
     if exclude_rowids:
         rowids = rowids[~np.isin(rowids, np.fromiter(exclude_rowids, np.int64))]
     rows = matrix.rows_for(rowids)
-    rows = rows[rows >= 0]
+    rows = np.sort(rows[rows >= 0])  # gather in file order: sequential reads
     if rows.size == 0:
         return []
     sims = matrix.scores(q, rows)

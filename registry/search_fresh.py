@@ -106,10 +106,10 @@ class FreshSegment:
         while start < n and len(out["hits"]) < need:
             chunk = order[start:start + take]
             cand = [ids[i] for i in chunk]
-            with conn.lock:
+            with conn.lock:  # the filter as a column: ids looked up by primary key (see search._ann)
                 keep = {r[0] for r in conn.conn.execute(
-                    f"SELECT o.object_id FROM objects o WHERE {where_sql} AND o.object_id IN "
-                    f"({','.join('?' * len(cand))})", [*params, *cand]).fetchall()}
+                    f"SELECT o.object_id, CASE WHEN {where_sql} THEN 1 ELSE 0 END FROM objects o "
+                    f"WHERE o.object_id IN ({','.join('?' * len(cand))})", [*params, *cand]).fetchall() if r[1]}
             out["hits"] += [{"object_id": ids[i], "rowid": None, "ann": None, "exact": float(sims[i])}
                             for i in chunk if ids[i] in keep]
             start += take

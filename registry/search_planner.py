@@ -42,7 +42,7 @@ class PlannerConfig:
         stats_max_age_s: cached counts are refreshed at most this often (when data changed).
     """
 
-    exact_threshold: int = 20_000
+    exact_threshold: int = 5_000
     overfetch: float = 2.0
     min_fetch_extra: int = 16
     max_ann_fetch: int = 1_000

@@ -254,12 +254,8 @@ class VectorMatrix:
         if rows is None:
             return self.vectors[: self.rows] @ query
         rows = np.asarray(rows, dtype=np.int64)
-        if rows.size > 1 and not np.all(rows[1:] >= rows[:-1]):
-            order = np.argsort(rows, kind="stable")  # gather in file order: sequential reads
-            out = np.empty(rows.size, np.float32)
-            out[order] = self.vectors[rows[order]] @ query
-            return out
-        return self.vectors[rows] @ query
+        # np.take on the underlying ndarray: no memmap subclass bookkeeping per call.
+        return np.take(np.asarray(self.vectors), rows, axis=0) @ query
 
     def ids_at(self, rows: np.ndarray) -> list[str]:
         """The object ids of ``rows``."""
