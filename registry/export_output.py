@@ -66,7 +66,9 @@ class ExportNames:
         stem = safe_stem(original) or key
         if frame_idx is not None:
             stem = f"{stem}_f{int(frame_idx):06d}"
-        short = key.split("_", 1)[-1][:8]
+        # Ids are time-ordered (registry.ids): ids made together share their leading (time)
+        # characters and differ in the trailing (random) ones.
+        short = key.split("_", 1)[-1][-8:]
         candidates = [stem, f"{stem}__{short}", f"{stem}__{key}"]
         n = 2
         while candidates[0].casefold() in self._used:

@@ -115,11 +115,11 @@ def test_exports_keep_the_sources_names_unique_and_safe(data_dir, tmp_path):
     by_stem = sorted(s for s in stems if s.casefold().startswith("street_0042"))
     assert len(by_stem) == 3 and len({s.casefold() for s in by_stem}) == 3
     plain = [s for s in by_stem if s.casefold() == "street_0042"]
-    assert len(plain) == 1  # the first keeps the plain name, the others get __<8 id characters>
+    assert len(plain) == 1  # the first keeps the plain name, the others get __<last 8 id characters>
     for sid, name in names.items():
         stem = Path(name).stem
         if stem not in plain and stem.casefold().startswith("street_0042"):
-            assert stem.endswith("__" + sid.split("_", 1)[1][:8]), (stem, sid)
+            assert stem.endswith("__" + sid.split("_", 1)[1][-8:]), (stem, sid)
         assert "/" not in name and ".." not in name and not name.startswith(".")
         assert (tmp_path / "y" / "images" / "train" / name).is_file()
     # YOLO label stems are the image stems, each holding its own source's box
