@@ -180,3 +180,11 @@ def delete_run(conn: Connection, run_id: str) -> None:
     get_run(conn, run_id)
     with conn.transaction() as tx:
         tx.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+
+
+def objects_state(conn: Connection) -> dict:
+    """``{"object_count", "max_updated_at"}`` over all objects: what an export's manifest records
+    as ``registry_state`` (:mod:`registry.export`), so a training export can be reused only while
+    no object has changed since it was written."""
+    row = conn.query("SELECT count(*) AS n, max(updated_at) AS t FROM objects")[0]
+    return {"object_count": int(row["n"]), "max_updated_at": row["t"]}

@@ -63,17 +63,19 @@ def model_search_dirs(data_dir: Path) -> list[Path]:
     return [Path(data_dir) / "models" / "yolo", Path(data_dir) / "models"]
 
 
-def _export_matches(folder: Path, dataset_id: str, task: str) -> bool:
+def _export_matches(folder: Path, dataset_id: str, task: str, state: dict) -> bool:
     try:
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return ((folder / "data.yaml").is_file() and manifest.get("format") == "yolo" and manifest.get("task") == task
-            and (manifest.get("dataset") or {}).get("dataset_id") == dataset_id)
+            and (manifest.get("dataset") or {}).get("dataset_id") == dataset_id
+            and manifest.get("registry_state") == state)  # an object edited since: export again
 
 
 def export_for_training(reg: Any, data_dir: Path, dataset: str, task: str, *, version: int | None = None) -> tuple[dict, Path, bool]:
-    """The dataset row and a YOLO export of it for ``task``; reuses an existing one.
+    """The dataset row and a YOLO export of it for ``task``; reuses an existing one while no
+    object has changed since it was written (the manifest's ``registry_state``).
 
     Returns:
         ``(dataset row, export folder, reused)``.
@@ -83,11 +85,13 @@ def export_for_training(reg: Any, data_dir: Path, dataset: str, task: str, *, ve
     """
     from registry.dataset_reads import get_dataset
     from registry.export import export_dataset
+    from registry.runs import objects_state
 
     ds = get_dataset(reg, dataset, version)
+    state = objects_state(reg.connection)
     for folder in (Path(ds["export_path"]) if ds.get("export_path") else None,
                    Path(data_dir) / "exports" / "train" / f"{ds['dataset_id']}_yolo_{task}"):
-        if folder is not None and _export_matches(folder, ds["dataset_id"], task):
+        if folder is not None and _export_matches(folder, ds["dataset_id"], task, state):
             return ds, folder, True
     out = Path(data_dir) / "exports" / "train" / f"{ds['dataset_id']}_yolo_{task}"
     export_dataset(reg, ds["dataset_id"], out, "yolo", task, overwrite=out.exists())

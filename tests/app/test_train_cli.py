@@ -58,6 +58,10 @@ def test_train_cli_records_run_epochs_and_best_weights(trained, capsys):
 
         again = reg.get_run(start_run(reg, trained["data"], TrainRequest("shapes", "yolo11n.yaml")))
         assert again["params"]["export_reused"] is True and again["export_path"] == run["export_path"]
+        edited = reg.list_objects(limit=1)[0]["object_id"]
+        reg.update_object(edited, status="rejected", validated_by="t1")  # labels changed since the export
+        fresh = reg.get_run(start_run(reg, trained["data"], TrainRequest("shapes", "yolo11n.yaml")))
+        assert fresh["params"]["export_reused"] is False and fresh["export_path"] == run["export_path"]
 
 
 def test_train_cli_bad_input_is_one_clear_line(trained, capsys):
