@@ -199,7 +199,7 @@ def propagate(
         "replaced": 0, "object_ids": [], "tracks": {}, "drift": [], "kept": [],
     }
     if warning:
-        log.warning(warning)
+        log.info(warning)  # callers show it (the CLI prints it on stderr, the Video tab in its status)
     if not later:
         return result
     owner, members = _track_owner(registry, source_id)

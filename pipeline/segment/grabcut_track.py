@@ -20,6 +20,7 @@ Coordinates: images (H, W, 3) uint8 RGB; boxes xyxy absolute pixels; masks (N, H
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -98,9 +99,8 @@ class GrabCutTracker:
         """Same contract as :meth:`pipeline.segment.sam2_video.Sam2VideoPropagator.propagate`."""
         hw: tuple[int, int] | None = None
         active = prev = None
-        for step, frame in enumerate(frames):
-            if max_frames is not None and step > max_frames:
-                break
+        limit = None if max_frames is None else int(max_frames) + 1
+        for step, frame in enumerate(itertools.islice(frames, limit)):  # never reads past the limit
             frame = check_frame(frame, hw, step)
             if step == 0:
                 hw = (frame.shape[0], frame.shape[1])

@@ -41,6 +41,7 @@ Coordinates: boxes are xyxy absolute pixels of the frame ((x, y) = (column, row)
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -261,9 +262,8 @@ class Sam2VideoPropagator:
         self.peak_state = {"frames": 0, "outputs": 0, "bytes": 0}
         hw: tuple[int, int] | None = None
         active: np.ndarray | None = None
-        for step, frame in enumerate(frames):
-            if max_frames is not None and step > max_frames:
-                break
+        limit = None if max_frames is None else int(max_frames) + 1
+        for step, frame in enumerate(itertools.islice(frames, limit)):  # never reads past the limit
             frame = check_frame(frame, hw, step)
             if step == 0:
                 hw = (frame.shape[0], frame.shape[1])

@@ -86,7 +86,7 @@ def test_frames_are_read_lazily_and_max_frames_stops_reading(video_folder):
     prop = _propagator(video_folder)
     _always_present(prop.model)
     out = list(prop.propagate(stream(), [truth[0][0][1]], drift_threshold=0.0, max_frames=3))
-    assert len(out) == 4 and read == [0, 1, 2, 3, 4]  # one look-ahead read at most, never all 8
+    assert len(out) == 4 and read == [0, 1, 2, 3]  # the prompt frame + 3, never all 8
 
 
 def test_session_state_stays_bounded_while_the_default_session_grows(tmp_path):
