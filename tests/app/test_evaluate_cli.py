@@ -57,6 +57,18 @@ def test_evaluate_run_writes_metrics_confusion_matrix_and_pr_curves(seg_run, dat
     text = capsys.readouterr().out
     assert "segm: mAP" in text and "Überzug" in text and "confusion matrix" in text
 
+    # the same segmentation run as a labeler: masks come from the model itself, no segmenter
+    from app.workflows.train import build_run_labeler
+
+    with Registry(data_dir, sync_on_write=False) as reg:
+        labeler = build_run_labeler(reg, f"run:{run_id}", segmenter=lambda: pytest.fail("no segmenter needed"))
+    image = next((data_dir / "runs" / run_id / "eval" / "coco_gt" / "images" / "test").iterdir())
+    det = labeler.label(image, list(CLASSES), confidence=0.0)  # one epoch: scores are tiny
+    assert labeler.model_names == {"detector": f"run:{run_id}", "segmenter": None, "embedder": None}
+    assert len(det) >= 1 and det.mask.shape[1:] == (48, 64) and det.data["mask_iou"].tolist() == [1.0] * len(det)
+    assert set(det.data["detection_model"]) == {f"run:{run_id}"}
+    assert det.confidence.tolist() == det.data["det_score"].tolist()  # the model's own scores
+
 
 def test_evaluate_unknown_run_or_missing_weights_is_one_clear_line(data_dir, capsys):
     assert main(["evaluate", "--data", str(data_dir), "--run", "run_nothere"]) == 2
