@@ -1,6 +1,11 @@
 """``evaluate --auto-labels`` on a seeded registry where the right numbers are known: reviews go
 through the real review workflow (relabel) and registry patch (box edit), which record the
-proposal in metadata; Hungarian matching, per-class P/R/F1 and the confidence AUROC follow."""
+proposal in metadata; Hungarian matching, per-class P/R/F1 and the confidence AUROC follow.
+
+The last test runs the production wiring end to end: the real chain (scripted tiny Florence-2,
+tiny SAM2, tiny DINOv2) labels scenes, a reviewer approves / relabels / rejects / draws a box,
+then ``evaluate --auto-labels`` and ``suggest --strategy diversity`` run on what the chain stored
+(its detection_model, derived confidences and DINOv2 embeddings of the tiny model's size)."""
 from __future__ import annotations
 
 import json
@@ -13,6 +18,8 @@ from app.workflows import review as rv
 from app.workflows.autolabel_eval import evaluate_auto_labels
 from pipeline.al.autolabel_metrics import Box, auroc, evaluate, match_image
 from tests.app.al_fixtures import add_image, add_objects, open_registry
+from tests.chain_models import build_chain_models, scene_boxes, write_scene
+from tests.pipeline.tiny_models_sam2_dino import TINY_DINO_DIM
 
 B1, B2, B3, B4 = (2, 2, 20, 20), (30, 2, 50, 20), (2, 30, 20, 50), (60, 30, 90, 60)
 
@@ -127,3 +134,56 @@ def test_imported_and_hand_drawn_objects_are_truth_not_proposals(data_dir: Path,
         assert label_of(objs[det]) == 1 and label_of(objs[imported]) is None and label_of(objs[mot]) is None
         tiered = reg.update_object(imported, metadata={"quality_tier": 3})
         assert label_of(tiered) == 3  # a tier a person assigned makes any reviewed object an example
+
+
+@pytest.fixture
+def labeled(tmp_path, data_dir, monkeypatch):
+    from app.cli.serve import build_context
+    from app.workflows.labeling import label_paths
+    from registry.facade import ObjectIn
+
+    monkeypatch.delenv("AGL_WEIGHTS", raising=False)
+    build_chain_models(data_dir / "models")
+    ctx = build_context(data_dir, profile="cpu", segmenter="sam2")
+    try:
+        paths = [str(write_scene(tmp_path / "photos" / f"s{i}.png", seed=50 + i)) for i in range(3)]
+        report = label_paths(ctx.registry, ctx.labeler(), paths, ["cat", "dog"], confidence=0.0, progress=False)
+        assert report.labeled == 3 and report.objects == 6, report.to_dict()
+        reg = ctx.registry
+        objs = {(o["source_id"], o["category"]): o for o in reg.iter_objects()}
+        sources = sorted({s for s, _ in objs})
+        rv.apply(reg, objs[(sources[0], "cat")]["object_id"], "approve", validated_by="r")
+        rv.apply(reg, objs[(sources[0], "dog")]["object_id"], "relabel", category="cat", validated_by="r")
+        rv.apply(reg, objs[(sources[1], "cat")]["object_id"], "reject", validated_by="r")
+        rv.apply(reg, objs[(sources[1], "dog")]["object_id"], "approve", validated_by="r")
+        x0, y0, x1, y1 = scene_boxes()["cat"]
+        reg.register_objects(sources[1], [ObjectIn(category="cat", xyxy=(x0 + 2, y0 + 2, x1 - 2, y1 - 2),
+                                                   detection_model="manual", validation_status="approved",
+                                                   validated_by="r")], dedupe=False)
+        yield {"ctx": ctx, "objs": objs, "sources": sources}
+    finally:
+        ctx.registry.close()
+
+
+def test_chain_then_review_then_evaluate_and_suggest(labeled, data_dir, capsys):
+    model = labeled["ctx"].detection_model
+    assert main(["evaluate", "--data", str(data_dir), "--auto-labels", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["detection_models"] == {model: 4}
+    assert r["outcomes"] == {"approved": 2, "relabelled": 1, "box edited": 0, "rejected": 1, "added by hand": 1,
+                             "pending": 2}
+    # image 0: cat TP; the dog relabelled to cat: a dog FP and a cat FN. Image 1: dog TP; the
+    # rejected cat matches the cat the reviewer drew in its place (IoU > 0.5): TP, nothing missed
+    cat = r["per_class"]["cat"]
+    assert (cat["tp"], cat["fp"], cat["fn"]) == (2, 0, 1)
+    assert (r["per_class"]["dog"]["tp"], r["per_class"]["dog"]["fp"], r["per_class"]["dog"]["fn"]) == (1, 1, 0)
+    assert r["auroc"] is not None and 0.0 <= r["auroc"] <= 1.0
+    # diversity over the chain's stored DINOv2 vectors: the two pending objects of the third scene
+    assert main(["suggest", "--data", str(data_dir), "--n", "2", "--strategy", "diversity", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["reviewed_seeds"] == 4 and s["pool"] == 2  # the drawn box has no embedding
+    assert {o["source_id"] for o in s["objects"]} == {labeled["sources"][2]}
+    from app.workflows.suggest import open_registry
+
+    with open_registry(data_dir) as reg:
+        assert reg.embedding_dim == TINY_DINO_DIM
