@@ -42,16 +42,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 class _StopOnFirstInterrupt:
-    """First SIGINT sets ``event`` (graceful stop); the second raises KeyboardInterrupt."""
+    """First SIGINT sets ``event`` (graceful stop); the second raises KeyboardInterrupt.
+
+    Dataloader worker processes are forked with this handler and get the same Ctrl+C (one
+    process group): there it does nothing, so only the training process decides.
+    """
 
     def __init__(self, event: threading.Event, say) -> None:
         self.event, self.say, self.previous = event, say, None
+        self.pid = os.getpid()
 
     def __enter__(self) -> None:
         if threading.current_thread() is threading.main_thread():
             self.previous = signal.signal(signal.SIGINT, self._handle)
 
     def _handle(self, signum, frame) -> None:
+        if os.getpid() != self.pid:
+            return  # a forked dataloader worker: the training process handles Ctrl+C
         if self.event.is_set():
             raise KeyboardInterrupt
         self.event.set()

@@ -179,3 +179,36 @@ def test_background_training_stop_keeps_best_weights(data_dir, tmp_path):
         assert row["status"] == "stopped" and 1 <= len(reg.run_epochs(run_id)) < 30
         assert Path(row["best_weights"]).is_file()
         assert any("stop requested" in line for line in job.lines) and any("stopped after" in line for line in job.lines)
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_terminal_stops_the_cli_run_keeping_best_weights(data_dir, tmp_path):
+    """A real ``launch.py train`` process group gets SIGINT (as a terminal's Ctrl+C sends it, to
+    the dataloader workers too) after its first epoch: exit 0, run ``stopped``, weights kept."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    seed_dataset(data_dir, tmp_path / "raw", n_images=8)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "YOLO_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "launch.py"), "train", "--data", str(data_dir), "--dataset", "shapes",
+         "--model", "yolo11n.yaml", "--epochs", "40", "--imgsz", "64", "--batch", "4", "--workers", "1"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    seen = ""
+    while "epoch 1/40:" not in seen:  # wait for the first recorded epoch on the progress output
+        ch = proc.stderr.read(1)
+        assert ch, f"train exited before its first epoch: {seen[-2000:]}"
+        seen += ch
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    assert "stop requested" in seen + err and "Traceback" not in err
+    with Registry(data_dir, sync_on_write=False) as reg:
+        run = reg.list_runs()[0]
+        assert run["status"] == "stopped" and run["error"] is None
+        assert 1 <= len(reg.run_epochs(run["run_id"])) < 40 and Path(run["best_weights"]).is_file()
+    assert f"{run['run_id']} stopped" in out
