@@ -27,6 +27,7 @@ stored frame images (``media/frames/...``).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -222,16 +223,18 @@ def propagate(
         from tqdm import tqdm
 
         bar = tqdm(total=len(later), unit="frame", desc="propagating", file=sys.stderr, dynamic_ncols=True)
-    for step_result in stream:
-        if step_result.step == 0:
-            continue  # the prompt frame: its objects are the prompts themselves
-        writer.add(later[step_result.step - 1], step_result)
-        result["frames"] += 1
-        if bar is not None:
-            bar.update(1)
-        if len(writer.pending) >= CHUNK_FRAMES:
-            writer.flush()
-    writer.flush()
+    # A shared SAM2 propagator runs one propagation at a time (GrabCut locks each cut itself).
+    with getattr(propagator, "lock", None) or contextlib.nullcontext():
+        for step_result in stream:
+            if step_result.step == 0:
+                continue  # the prompt frame: its objects are the prompts themselves
+            writer.add(later[step_result.step - 1], step_result)
+            result["frames"] += 1
+            if bar is not None:
+                bar.update(1)
+            if len(writer.pending) >= CHUNK_FRAMES:
+                writer.flush()
+        writer.flush()
     if bar is not None:
         bar.close()
     return result

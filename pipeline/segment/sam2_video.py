@@ -42,6 +42,7 @@ Coordinates: boxes are xyxy absolute pixels of the frame ((x, y) = (column, row)
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,7 @@ class Sam2VideoPropagator:
     Attributes:
         name: ``"sam2-video"`` is what the registry stores as ``detection_model``; ``version``
             is the checkpoint's label (e.g. ``"sam2.1-hiera-tiny"``).
+        lock: an ``RLock`` callers hold for a whole propagation on a shared instance.
         last_session: the inference session of the latest ``propagate`` (tests, benchmarks).
         peak_state: the largest :func:`session_state` seen during the latest ``propagate``.
     """
@@ -137,6 +139,9 @@ class Sam2VideoPropagator:
         self._mean = torch.tensor(image_mean, dtype=torch.float32).view(3, 1, 1)
         self._std = torch.tensor(image_std, dtype=torch.float32).view(3, 1, 1)
         self._processor = _prompt_processor(self.input_size)
+        # One propagation at a time per model (callers hold it: app.workflows.propagate does), so
+        # two users of a shared instance never run two sessions' worth of activations at once.
+        self.lock = threading.RLock()
         self.last_session: Any = None
         self.peak_state: dict[str, int] = {"frames": 0, "outputs": 0, "bytes": 0}
 

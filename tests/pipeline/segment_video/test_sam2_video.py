@@ -74,6 +74,24 @@ def test_mask_prompt_is_the_prompt_frame_result(video_folder):
     assert out[0].scores[0] > 0.99
 
 
+def test_one_object_by_mask_and_one_by_box_in_one_session(video_folder):
+    frames, truth = moving_boxes(3)
+    x0, y0, x1, y1 = truth[0][0][1].astype(int)
+    mask = np.zeros((96, 128), bool)
+    mask[y0:y1, x0:x1] = True
+    prop = _propagator(video_folder)
+    _always_present(prop.model)
+    boxes = np.array([[np.nan] * 4, truth[0][1][1]], np.float32)
+    out = list(prop.propagate(iter(frames), boxes, [mask, None], drift_threshold=0.0))
+    session = prop.last_session
+    assert 0 in session.mask_inputs_per_obj[0] and 0 in session.point_inputs_per_obj[1]
+    assert 0 not in session.point_inputs_per_obj[0] and 0 not in session.mask_inputs_per_obj[1]
+    assert all(0 in session.output_dict_per_obj[i]["cond_frame_outputs"] for i in (0, 1))
+    assert [r.masks.shape for r in out] == [(2, 96, 128)] * 3
+    first = out[0].masks[0]
+    assert (first & mask).sum() / (first | mask).sum() > 0.9  # object 0 kept its mask prompt
+
+
 def test_frames_are_read_lazily_and_max_frames_stops_reading(video_folder):
     frames, truth = moving_boxes(8)
     read = []
