@@ -183,3 +183,26 @@ def test_an_image_only_sam2_folder_is_refused(tmp_path):
     folder = build_tiny_sam2(tmp_path / "img")
     with pytest.raises(ValueError, match="expected a 'sam2_video' checkpoint"):
         Sam2VideoPropagator.from_pretrained(folder, device="cpu")
+
+
+@pytest.mark.weights
+def test_released_sam2_follows_the_moving_squares():
+    """With the released SAM2.1-hiera-tiny weights (``$AGL_WEIGHTS`` / ``data/models`` / the HF
+    cache; never downloaded here), both squares are followed at IoU >= 0.7 on every frame."""
+    from pipeline.mask_ops import mask_iou
+    from pipeline.models.loader import locate_weights
+    from pipeline.models.specs import get_spec
+
+    found = locate_weights(get_spec("segmenter", "cpu"))
+    if found is None:
+        pytest.skip("SAM2.1-hiera-tiny weights are not on this machine (launch.py models download)")
+    frames, truth = moving_boxes(8)
+    prop = Sam2VideoPropagator.from_pretrained(found.path)
+    out = list(prop.propagate(iter(frames), np.stack([b for _, b in truth[0]])))
+    assert len(out) == 8 and not any(r.drift.any() for r in out)
+    for r, t in zip(out, truth, strict=True):
+        for k, (_, box) in enumerate(t):
+            m = np.zeros((96, 128), bool)
+            x0, y0, x1, y1 = box.astype(int)
+            m[y0:y1, x0:x1] = True
+            assert mask_iou(r.masks[k], m) >= 0.7
