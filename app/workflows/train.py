@@ -153,6 +153,7 @@ def execute_run(
         if on_epoch is not None:
             on_epoch(epoch, metrics)
 
+    _mlflow_into_data_folder(data_dir)
     reg.update_run(run_id, status="running")
     say(f"{run_id}: training {run['model']} ({run['task']}) on {run['dataset_name']} v{run['dataset_version']} "
         f"for {config.epochs} epochs at {config.imgsz}px, batch {config.batch}, {config.device}")
@@ -188,6 +189,19 @@ def epoch_line(epoch: int, total: int, m: dict) -> str:
         if m.get(key) is not None:
             parts.append(f"{label} {m[key]:.3f}")
     return " ".join(parts[:1]) + " " + " · ".join(parts[1:])
+
+
+def _mlflow_into_data_folder(data_dir: Path) -> None:
+    """When MLflow is installed, ultralytics' own MLflow callback logs every run; point its store
+    at ``<data>/runs/mlflow`` (experiment ``agenticlabeling``) unless the user chose one, instead
+    of ultralytics' default under the working directory. Nothing happens without MLflow."""
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("mlflow") is None:
+        return
+    os.environ.setdefault("MLFLOW_TRACKING_URI", str(Path(data_dir).resolve() / RUNS_DIR / "mlflow"))
+    os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "agenticlabeling")
 
 
 def _saved_weights(folder: Path) -> Path | None:

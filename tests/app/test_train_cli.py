@@ -212,3 +212,16 @@ def test_ctrl_c_in_a_terminal_stops_the_cli_run_keeping_best_weights(data_dir, t
         assert run["status"] == "stopped" and run["error"] is None
         assert 1 <= len(reg.run_epochs(run["run_id"])) < 40 and Path(run["best_weights"]).is_file()
     assert f"{run['run_id']} stopped" in out
+
+
+def test_runs_cli_lists_runs_and_one_run_with_its_epochs(trained, run_row, capsys):
+    run_id = run_row["run_id"]
+    capsys.readouterr()
+    assert main(["runs", "--data", str(trained["data"])]) == 0
+    listing = capsys.readouterr().out
+    assert run_id in listing and "finished" in listing and "shapes v" in listing and "2 epochs" in listing
+    assert main(["runs", "--data", str(trained["data"]), "--run", run_id, "--json"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert one["run_id"] == run_id and [e["epoch"] for e in one["epochs"]] == [1, 2]
+    assert main(["runs", "--data", str(trained["data"]), "--run", "run_nothere"]) == 2
+    assert "no training run 'run_nothere'" in capsys.readouterr().err
