@@ -74,7 +74,7 @@ def resolve_propagator(ctx_or_models: Any) -> tuple[Any, str | None]:
         except (RuntimeError, ValueError) as exc:
             if not (_is_weights_missing(exc) or "sam2_video" in str(exc)):
                 raise
-            reason = str(exc).splitlines()[0]
+            reason = str(exc).splitlines()[0].split(". ")[0].rstrip(".")  # the fix is in our warning
     grabcut = None
     seg_provider = getattr(ctx_or_models, "segmenter_provider", None) or getattr(ctx_or_models, "segmenter", None)
     if callable(seg_provider):
@@ -200,7 +200,7 @@ def propagate(
         "replaced": 0, "object_ids": [], "tracks": {}, "drift": [], "kept": [],
     }
     if warning:
-        log.info(warning)  # callers show it (the CLI prints it on stderr, the Video tab in its status)
+        log.debug(warning)  # callers show it (the CLI prints it on stderr, the Video tab in its status)
     if not later:
         return result
     owner, members = _track_owner(registry, source_id)
