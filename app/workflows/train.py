@@ -104,11 +104,13 @@ def start_run(reg: Any, data_dir: Path, req: TrainRequest) -> str:
     Raises:
         ValueError: a bad model, dataset or number (nothing is recorded).
     """
-    from pipeline.train.yolo_train import TrainConfig, model_task, resolve_model
+    from pipeline.train.yolo_train import DEVICES, TrainConfig, model_task, resolve_model
 
     for name, low in (("epochs", 1), ("imgsz", 32), ("batch", 1)):
         if int(getattr(req, name)) < low:
             raise ValueError(f"{name}: expected an integer >= {low}, got {getattr(req, name)}")
+    if not (req.device in DEVICES or str(req.device).isdigit()):
+        raise ValueError(f"device: expected one of {DEVICES} or a CUDA index, got {req.device!r}")
     model = resolve_model(req.model, model_search_dirs(data_dir))
     task = model_task(model)
     ds, export_dir, reused = export_for_training(reg, data_dir, req.dataset, task, version=req.version)
@@ -167,7 +169,8 @@ def execute_run(
         say(f"{run_id}: interrupted; best weights so far: {best or 'none saved yet'}")
         return row
     except Exception as exc:
-        reg.update_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+        best = _saved_weights(run_dir(data_dir, run_id))  # what was saved before it failed
+        reg.update_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}", best_weights=best and str(best))
         say(f"{run_id}: failed: {exc}")
         raise
     row = reg.update_run(run_id, status=result.status, best_weights=result.best_weights and str(result.best_weights),

@@ -225,3 +225,16 @@ def test_runs_cli_lists_runs_and_one_run_with_its_epochs(trained, run_row, capsy
     assert one["run_id"] == run_id and [e["epoch"] for e in one["epochs"]] == [1, 2]
     assert main(["runs", "--data", str(trained["data"]), "--run", "run_nothere"]) == 2
     assert "no training run 'run_nothere'" in capsys.readouterr().err
+
+
+def test_bad_requests_record_nothing_and_write_no_export(data_dir, tmp_path):
+    from app.workflows.train import TrainRequest, start_run
+
+    seed_dataset(data_dir, tmp_path / "raw", n_images=4)
+    with Registry(data_dir, sync_on_write=False) as reg:
+        for req, match in ((TrainRequest("shapes", "yolo11n.yaml", device="tpu"), "device: expected one of"),
+                           (TrainRequest("shapes", "yolo11n.yaml", epochs=0), "epochs: expected an integer >= 1"),
+                           (TrainRequest("shapes", "yolo11n.onnx"), "expected a .pt checkpoint or a .yaml")):
+            with pytest.raises(ValueError, match=match):
+                start_run(reg, data_dir, req)
+        assert reg.list_runs() == [] and not (data_dir / "exports").exists()
