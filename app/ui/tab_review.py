@@ -69,6 +69,7 @@ def build(ctx: AppContext, shared: Shared) -> None:
         conf = o.get("confidence")
         text = (f"{note}\n\n" if note else "") + (
             f"**{o['category']}** · confidence {conf:.3f}" if conf is not None else f"**{o['category']}**") + (
+            f" · quality {o['quality_score']:.2f}" if o.get("quality_score") is not None else "") + (
             f"\n\n`{oid}` · {q.pos + 1 + q.offset} of {q.total} in queue\n\n"
             f"source: {o['source_file']} · model: {o.get('detection_model') or '-'} · "
             f"state: **{o['validation_status']}**" + (f" by {o['validated_by']}" if o.get("validated_by") else ""))
