@@ -19,6 +19,8 @@ import numpy as np
 
 from pipeline.types import Detections
 
+BATCH = 16  # images per ultralytics predict call (one forward pass each)
+
 
 class YoloDetector:
     """Wraps ``ultralytics.YOLO`` weights (``best.pt`` of a run).
@@ -80,13 +82,16 @@ class YoloDetector:
         if not 0.0 <= conf <= 1.0:
             raise ValueError(f"conf: expected a value in [0, 1], got {conf}")
         names = self.names
-        for image in images:
+        images = list(images)
+        for start in range(0, len(images), BATCH):
             # ultralytics reads numpy arrays as BGR (OpenCV order); paths are read by it.
-            source = np.ascontiguousarray(image[..., ::-1]) if isinstance(image, np.ndarray) else str(image)
+            sources = [np.ascontiguousarray(im[..., ::-1]) if isinstance(im, np.ndarray) else str(im)
+                       for im in images[start:start + BATCH]]
             with self.lock:
-                result = self.model.predict(source, conf=conf, imgsz=self.imgsz, device=self.device,
-                                            retina_masks=True, verbose=False)[0]
-            yield _to_detections(result, names, with_masks=masks and self.task == "segment")
+                results = self.model.predict(sources, conf=conf, imgsz=self.imgsz, device=self.device,
+                                             retina_masks=True, verbose=False)
+            for result in results:
+                yield _to_detections(result, names, with_masks=masks and self.task == "segment")
 
     def detect(self, image: np.ndarray, classes: Sequence[str], *, synonyms: dict[str, list[str]] | None = None,
                confidence: float = 0.0) -> Detections:
