@@ -4,7 +4,7 @@ points are), so an object is searchable as soon as it commits.
 
 The fresh objects are those with ``pending`` or ``failed`` outbox rows of the embedding version.
 Their vectors are cached in memory (unit float32 rows) and the cache is keyed by
-``(count, min id, max id)`` of those outbox rows: a query costs one range count over
+``(count, min id, max id)`` of the unrelayed outbox rows: a query costs one range count over
 ``idx_outbox_status`` while nothing changed; new rows are appended (only rows past the cached
 max id are read), and a relay (rows leaving ``pending``) reloads it. Scoring ranks every fresh
 vector, then asks SQLite which of the best pass the filter (doubling until enough do), so the
@@ -73,9 +73,11 @@ class FreshSegment:
     def refresh(self, conn: Connection) -> None:
         """Brings the cache in step with the outbox (cheap when nothing changed)."""
         with conn.lock:
+            # Every version's rows: the key only detects change, and without the version term
+            # the count is answered from idx_outbox_status alone (no table lookups).
             key = tuple(conn.conn.execute(
                 "SELECT count(*), min(id), max(id) FROM embedding_outbox "
-                "WHERE status IN ('pending', 'failed') AND version_id = ?", (self.version,)).fetchone())
+                "WHERE status IN ('pending', 'failed')").fetchone())
         with self._lock:
             if key == self._key:
                 return

@@ -168,7 +168,7 @@ class EmbeddingSearchIn(BaseModel):
     project: str | None = None
     validated_only: bool = False
     rerank: int | None = Field(None, ge=0, le=100, description="m: k·m ANN candidates re-ranked exactly "
-                               "(0 = ANN only; default 4); see docs/search.md")
+                               "(0 = ANN only, the default); see docs/search.md")
     fusion: dict[str, float] | None = Field(None, description="weights of similarity, category, confidence, "
                                             "validated (e.g. {'category': 0.2})")
     fusion_category: str | None = Field(None, description="the category the 'category' weight favours")

@@ -35,9 +35,9 @@ def test_planner_picks_exact_below_the_threshold_and_ann_above(chroma_reg):
     for q in cows:  # queries among the cows: the filter agrees with the neighbourhood
         big = reg.search(q, k=10, category="cow", explain=True)
         assert big["plan"]["path"] == "ann" and big["plan"]["estimate"] == 150
-        # over-fetch: max(k·m, k / selectivity · 2 + 16) = max(40, 10 / (150/300) · 2 + 16)
+        # over-fetch: max(k·m, k / selectivity · 2 + 16) = max(10, 10 / (150/300) · 2 + 16)
         assert big["plan"]["fetch"] == 56
-        assert big["plan"]["stages"] == ["ann", "exact"]
+        assert big["plan"]["stages"] == ["ann"]
         assert [h["object_id"] for h in big["results"]] == exact_top(reg, vectors, q, 10, category="cow")
         assert {h["category"] for h in big["results"]} == {"cow"}
 

@@ -11,7 +11,7 @@ def test_search_embedding_reports_stages_and_fuses_by_the_given_weights(ctx, cli
     dim = ctx.registry.embedding_dim
     query = unit(dim, 0, 5)  # nearer the cat (e0) than the dog (e5)
     url = "/api/v1/objects/search/embedding"
-    body = client.post(url, json={"embedding": query.tolist(), "top_k": 2}).json()
+    body = client.post(url, json={"embedding": query.tolist(), "top_k": 2, "rerank": 4}).json()
     assert [h["object_id"] for h in body["items"]] == [s["cat"], s["dog"]]
     top = body["items"][0]
     assert top["stage"] == "exact" and top["score"] == top["similarity"]
