@@ -21,9 +21,10 @@ What is written, per prompting object P and later frame F where P is still follo
 - the new objects join P's track (one is created, ``metadata.created_by = "propagation"``,
   when P has none).
 
-Writes go in one transaction per chunk of frames (:data:`CHUNK_FRAMES`): a failure keeps the
-chunks already written and nothing of the failing one. Frames are read one at a time from the
-stored frame images (``media/frames/...``).
+Writes go in one transaction per chunk of frames (:data:`CHUNK_FRAMES`). When a frame cannot be
+read the run stops with an error naming it, after writing the frames computed before it; a
+write that fails leaves nothing of its chunk. Frames are read one at a time from the stored
+frame images (``media/frames/...``).
 """
 from __future__ import annotations
 
@@ -89,13 +90,28 @@ def _is_weights_missing(exc: BaseException) -> bool:
     return any(cls.__name__ == "WeightsMissingError" for cls in type(exc).__mro__)
 
 
-def _frame_images(registry: Any, frames: Sequence[dict]) -> Iterator[np.ndarray]:
-    """Decodes the stored frame images one at a time (never all in memory)."""
+def _frame_images(registry: Any, frames: Sequence[dict], size: tuple[int, int] | None) -> Iterator[np.ndarray]:
+    """Decodes the stored frame images one at a time (never all in memory).
+
+    Raises:
+        ValueError: a frame file that is missing, unreadable or not the video's (width, height)
+            ``size``, naming the frame and the file.
+    """
     from app.workflows.video import frame_image_path
     from pipeline.image_io import load_image
 
     for frame in frames:
-        yield load_image(frame_image_path(registry, frame))
+        path = frame_image_path(registry, frame)
+        try:
+            image = load_image(path)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"frame {frame['frame_idx']} ({path}) cannot be read: {exc}; store the video's frames "
+                             "again with `launch.py video add`") from exc
+        if size is not None and (image.shape[1], image.shape[0]) != size:
+            raise ValueError(f"frame {frame['frame_idx']} ({path}): expected the video's {size[0]}x{size[1]} pixels, "
+                             f"got {image.shape[1]}x{image.shape[0]}; store the video's frames again with "
+                             "`launch.py video add`")
+        yield image
 
 
 def _track_owner(registry: Any, source_id: str) -> tuple[dict[str, str], dict[str, list[dict]]]:
@@ -214,7 +230,8 @@ def propagate(
     masks = [registry.get_mask(p["object_id"]) if p["has_mask"] else None for p in prompts]
     threshold = propagator.default_drift_threshold if drift_threshold is None else float(drift_threshold)
     writer = _ChunkWriter(registry, source_id, k, prompts, propagator.name, result, owner, members, on_frame)
-    stream = propagator.propagate(_frame_images(registry, [by_idx[k], *later]), boxes, masks,
+    size = (int(source["width"]), int(source["height"])) if source.get("width") and source.get("height") else None
+    stream = propagator.propagate(_frame_images(registry, [by_idx[k], *later], size), boxes, masks,
                                   drift_threshold=threshold)
     bar = None
     if progress:
@@ -225,18 +242,26 @@ def propagate(
         bar = tqdm(total=len(later), unit="frame", desc="propagating", file=sys.stderr, dynamic_ncols=True)
     # A shared SAM2 propagator runs one propagation at a time (GrabCut locks each cut itself).
     with getattr(propagator, "lock", None) or contextlib.nullcontext():
-        for step_result in stream:
-            if step_result.step == 0:
-                continue  # the prompt frame: its objects are the prompts themselves
-            writer.add(later[step_result.step - 1], step_result)
-            result["frames"] += 1
-            if bar is not None:
-                bar.update(1)
-            if len(writer.pending) >= CHUNK_FRAMES:
+        try:
+            for step_result in stream:
+                if step_result.step == 0:
+                    continue  # the prompt frame: its objects are the prompts themselves
+                writer.add(later[step_result.step - 1], step_result)
+                result["frames"] += 1
+                if bar is not None:
+                    bar.update(1)
+                if len(writer.pending) >= CHUNK_FRAMES:
+                    writer.flush()
+        except Exception:
+            # A frame that cannot be read (or a model error) ends the run: the frames computed
+            # before it are still written, then the error is raised.
+            with contextlib.suppress(Exception):
                 writer.flush()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
         writer.flush()
-    if bar is not None:
-        bar.close()
     return result
 
 

@@ -124,6 +124,23 @@ def test_cli_bad_input_is_one_clear_line(data_dir, capsys):
         assert reg.count_objects(source_id=src) == 2 and reg.list_tracks(src) == []
 
 
+def test_a_broken_frame_file_names_the_frame_and_keeps_earlier_chunks(data_dir, capsys, monkeypatch):
+    import app.workflows.propagate as wf
+
+    monkeypatch.setattr(wf, "CHUNK_FRAMES", 2)
+    src, fids, prompts, _ = _seed(data_dir, n=6)
+    with Registry(data_dir, sync_on_write=False) as reg:
+        broken = reg.image_path(fids[4])
+    broken.write_bytes(b"not a png")
+    assert main(["propagate", "--data", str(data_dir), "--source", src, "--from-frame", "0"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: frame 4 ({broken}) cannot be read" in err and "launch.py video add" in err
+    with Registry(data_dir, sync_on_write=False) as reg:
+        by_frame = _objects_by_frame(reg, src, fids)
+        # frames 1-2 (a full chunk) and 3 (computed before the broken frame) are written; nothing after
+        assert sorted(by_frame) == [0, 1, 2, 3] and all(len(by_frame[i]) == 2 for i in (1, 2, 3))
+
+
 @pytest.fixture
 def sam2_weights(data_dir):
     """The tiny SAM2.1 video folder where `models download` puts facebook/sam2.1-hiera-tiny."""
