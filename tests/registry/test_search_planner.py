@@ -94,3 +94,21 @@ def test_filters_are_authoritative_and_unknown_category_finds_nothing(chroma_reg
         reg.search(q, k=5, rerank=-1)
     with pytest.raises(ValueError, match="k >= 1"):
         search.search(reg.connection, reg._vectors, q, k=0)
+
+
+def test_a_process_without_the_matrix_scores_exactly_from_sqlite(data_dir, monkeypatch):
+    """Not the index writer: no matrix; the exact path and re-ranking read the embeddings table."""
+    from registry.index_handle import IndexHandle
+
+    reg, vectors = seeded(data_dir, COUNTS, index="exact")
+    try:
+        monkeypatch.setattr(IndexHandle, "matrix", property(lambda self: None))
+        for q in _queries(3):
+            res = reg.search(q, k=7, category="bee", explain=True)
+            assert res["plan"]["path"] == "exact"
+            assert [h["object_id"] for h in res["results"]] == exact_top(reg, vectors, q, 7, category="bee")
+            ranked = reg.search(q, k=7, rerank=3)
+            assert [h["object_id"] for h in ranked] == exact_top(reg, vectors, q, 7)
+            assert {h["stage"] for h in ranked} == {"exact"}
+    finally:
+        reg.close()
