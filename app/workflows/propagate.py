@@ -11,7 +11,8 @@ What is written, per prompting object P and later frame F where P is still follo
 
 - one object on F: the propagated mask, its bounding box (xyxy pixels of the frame), P's
   category, ``confidence`` = the per-frame score, ``detection_model`` as above, and
-  ``metadata.propagation = {"from_object": P, "from_frame": K, "score": s, "drift": bool}``;
+  ``metadata.propagation = {"from_object": P, "from_frame": K, "score": s, "drift": bool,
+  "model": checkpoint label}``;
   a drifting frame is written with ``drift: true`` when its mask is not empty (the user sees
   where to re-prompt) and propagation of P stops there;
 - earlier *propagated* objects on F of P (``from_object`` P) or of P's track are replaced (so
@@ -229,7 +230,8 @@ def propagate(
     boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (p["bbox_xywh"] for p in prompts)], np.float32)
     masks = [registry.get_mask(p["object_id"]) if p["has_mask"] else None for p in prompts]
     threshold = propagator.default_drift_threshold if drift_threshold is None else float(drift_threshold)
-    writer = _ChunkWriter(registry, source_id, k, prompts, propagator.name, result, owner, members, on_frame)
+    writer = _ChunkWriter(registry, source_id, k, prompts, propagator.name, result, owner, members, on_frame,
+                          version=getattr(propagator, "version", propagator.name))
     size = (int(source["width"]), int(source["height"])) if source.get("width") and source.get("height") else None
     stream = propagator.propagate(_frame_images(registry, [by_idx[k], *later], size), boxes, masks,
                                   drift_threshold=threshold)
@@ -269,10 +271,12 @@ class _ChunkWriter:
     """Collects per-frame results and writes them, one transaction per chunk of frames."""
 
     def __init__(self, registry: Any, source_id: str, k: int, prompts: list[dict], model: str, result: dict,
-                 owner: dict[str, str], members: dict[str, list[dict]], on_frame: dict[str, list[dict]]) -> None:
+                 owner: dict[str, str], members: dict[str, list[dict]], on_frame: dict[str, list[dict]], *,
+                 version: str) -> None:
         self.registry, self.source_id, self.k, self.prompts, self.model = registry, source_id, k, prompts, model
         self.result, self.owner, self.members, self.on_frame = result, owner, members, on_frame
         self.pending: list[tuple[dict, Any]] = []
+        self.version = version  # the checkpoint label, stored for provenance
 
     def add(self, frame: dict, step_result: Any) -> None:
         self.pending.append((frame, step_result))
@@ -318,7 +322,7 @@ class _ChunkWriter:
                     continue
                 to_delete += replace
                 meta = {"propagation": {"from_object": pid, "from_frame": self.k, "score": score,
-                                        "drift": bool(r.drift[i])}}
+                                        "drift": bool(r.drift[i]), "model": self.version}}
                 new.append((pid, ObjectIn(
                     category=prompt["category"], xyxy=tuple(float(v) for v in mask_to_xyxy(r.masks[i])[0]),
                     mask=r.masks[i], confidence=float(np.clip(score, 0.0, 1.0)), detection_model=self.model,

@@ -55,6 +55,7 @@ class GrabCutTracker:
     """
 
     name = "grabcut-track"
+    version = "grabcut-track"
     default_drift_threshold = GRABCUT_DRIFT_THRESHOLD
 
     def __init__(self, segmenter: Any = None, *, grow: float = 0.3, grow_px: int = 4,

@@ -185,6 +185,7 @@ def test_workflow_sam2_writes_scripted_masks_links_tracks_and_stops_on_drift(dat
         o = t0["objects"][2]
         assert o["bbox_xywh"] == [32.0, 24.0, 32.0, 48.0]  # the scripted quarter: x 25-50 %, y 25-75 %
         assert o["confidence"] == pytest.approx(1 / (1 + np.exp(-8)), rel=1e-5)
+        assert o["metadata"]["propagation"]["model"] == "sam2.1-hiera-tiny"
         mask = reg.get_mask(o["object_id"])
         assert mask.sum() >= 0.98 * 32 * 48 and not mask[:, :32].any() and not mask[:, 64:].any()
         assert res["written"] == (N_FRAMES - 1) + 2
