@@ -79,7 +79,7 @@ def launch_kwargs(ctx: AppContext, *, auth: tuple[str, str] | None = None) -> di
     """
     from app.web_security import served_paths
 
-    js = "\n".join((ASSETS / name).read_text(encoding="utf-8") for name in ("shortcuts.js", "video.js"))
+    js = "\n".join((ASSETS / name).read_text(encoding="utf-8") for name in ("shortcuts.js", "video.js", "canvas.js"))
     allowed, blocked = served_paths(ctx.data_dir)
     return {
         "share": False,
@@ -88,7 +88,7 @@ def launch_kwargs(ctx: AppContext, *, auth: tuple[str, str] | None = None) -> di
         "max_file_size": MAX_FILE_SIZE,
         "auth": auth,
         "theme": gr.themes.Soft(),
-        "css": (ASSETS / "app.css").read_text(encoding="utf-8"),
+        "css": "\n".join((ASSETS / name).read_text(encoding="utf-8") for name in ("app.css", "canvas.css")),
         "head": f"<script>{js}</script>",
         "show_error": False,  # every handler converts its own errors (app.ui.common.ui_errors)
         "footer_links": ["api", "settings"],

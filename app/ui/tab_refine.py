@@ -1,25 +1,30 @@
-"""Refine tab: open an object (by id, or from Review/Search) or an image, click to fix its
-mask (positive / negative / box), undo, reset, accept. The mask updates after every click and
-the time each click took is shown."""
+"""Refine tab: open an object (by id, or from Review/Search) or an image, fix its mask on the
+labeling canvas (``assets/canvas.js``: clicks, boxes, brush, eraser, polygon, undo/redo, class
+keys), reset, accept. The canvas draws the server's mask itself (``app.workflows.canvas``); the
+time each segmentation took is shown."""
 from __future__ import annotations
 
 import gradio as gr
 
 from app.context import SEGMENTER_LABELS, AppContext
-from app.ui.common import Shared, ui_errors
+from app.ui.common import Shared, errors_in_status, ui_errors
+from app.workflows import canvas as cw
 from app.workflows import refine as rf
 
 MODE_CHOICES = [("+ add (positive)", "positive"), ("− remove (negative)", "negative"), ("□ box (two clicks)", "box")]
 
 
-def _out(s: rf.RefineSession | None, note: str = ""):
+def _out(s: rf.RefineSession | None, note: str = "", classes: list[str] | None = None):
+    """(canvas view JSON, status Markdown, session) for the session."""
     if s is None:
-        return None, note or "Open an object by id, or upload an image.", None
+        note = note or "Open an object by id, or upload an image."
+        return cw.dumps(cw.refine_view(None, [], note)), note, None
     timing = ""
     if s.timings:
         timing = f"<span id='refine-click-ms'>{s.timings[-1] * 1000:.0f}</span>"
         timing = f" · click {len(s.timings)}: {timing} ms"
-    return s.render(), (note + "\n\n" if note else "") + s.summary() + timing, s
+    view = cw.refine_view(s, classes if classes is not None else [s.category or ""], note)
+    return cw.dumps(view), (note + "\n\n" if note else "") + s.summary() + timing, s
 
 
 def build(ctx: AppContext, shared: Shared) -> None:
@@ -30,7 +35,8 @@ def build(ctx: AppContext, shared: Shared) -> None:
             open_btn = gr.Button("Open object", elem_id="refine-open")
             upload = gr.Image(label="…or a new image", type="filepath", sources=["upload", "clipboard"], height=160,
                               elem_id="refine-upload")
-            mode = gr.Radio(MODE_CHOICES, value="positive", label="Click mode", elem_id="refine-mode")
+            mode = gr.Radio(MODE_CHOICES, value="positive", label="Left click on the canvas", elem_id="refine-mode",
+                            info="right-click or Shift+click removes; a drag draws a box")
             segmenter = gr.Dropdown([(SEGMENTER_LABELS.get(n, n), n) for n in ctx.segmenter_names],
                                     value=ctx.segmenter_names[0], label="Segmenter", elem_id="refine-segmenter")
             with gr.Row():
@@ -40,15 +46,21 @@ def build(ctx: AppContext, shared: Shared) -> None:
             accept = gr.Button("Accept mask", variant="primary", elem_id="refine-accept")
             info = gr.Markdown("Open an object by id, or upload an image.", elem_id="refine-info")
         with gr.Column(scale=2):
-            canvas = gr.Image(label="Click on the image", format="jpeg", interactive=False, elem_id="refine-canvas",
-                              height=560)
+            gr.HTML("<div class='agl-canvas-host' data-canvas='refine'></div>", elem_id="refine-canvas")
+            # the canvas bridge (docs/canvas.md): the server's view in, the user's events out
+            canvas = gr.Textbox(visible="hidden", elem_id="refine-canvas-data")
+            events = gr.Textbox(visible="hidden", elem_id="refine-canvas-events")
+            send = gr.Button("send", visible="hidden", elem_id="refine-canvas-send")
 
     outs = [canvas, info, state]
+
+    def classes(s):
+        return cw.refine_classes(ctx.registry, s)
 
     @ui_errors
     def on_open(oid):
         s = rf.open_object(ctx.registry, oid)
-        return (*_out(s, f"Opened **{s.object_id}**."), s.category or "")
+        return (*_out(s, f"Opened **{s.object_id}**.", classes(s)), s.category or "")
 
     open_btn.click(on_open, [object_id], [*outs, category], api_name="refine_open")
     object_id.submit(on_open, [object_id], [*outs, category], api_visibility="private")
@@ -61,27 +73,48 @@ def build(ctx: AppContext, shared: Shared) -> None:
             s = rf.open_image(path)
         except ValueError as exc:
             raise gr.Error(f"Not an image we can read: {exc}") from exc
-        return _out(s, "New image: click on the object (or draw a box), type its class, accept.")
+        return _out(s, "New image: click on the object (or drag a box), type its class (or press its number), accept.",
+                    classes(s))
 
     upload.upload(on_upload, [upload], outs, api_visibility="private")
 
     @ui_errors
-    def on_click(s, mode_v, seg_v, evt: gr.SelectData):
+    def on_canvas(events_v, s, mode_v, seg_v, cat_v):
+        """What the canvas sent: clicks (the Click mode radio decides what a left click is;
+        right/Shift-click is always negative), dragged boxes, brush/eraser/polygon edits,
+        undo/redo, Delete, class keys."""
         if s is None:
             raise gr.Error("Open an object or upload an image first.")
-        rf.click(ctx, s, float(evt.index[0]), float(evt.index[1]), mode_v, seg_v)
-        note = "First box corner set: click the opposite corner." if s.box_corner else ""
-        return _out(s, note)
+        evs = cw.parse_events(events_v)
+        if (cat_v or "").strip() and cat_v.strip() != s.category:
+            s.category = cat_v.strip()
+        for ev in evs:
+            if ev["type"] == "point" and mode_v in ("negative", "box") and int(ev.get("label", 1)):
+                ev["label"] = 0 if mode_v == "negative" else 1
+                if mode_v == "box":
+                    ev["type"] = "corner"
+        note = ""
+        for ev in evs:
+            if ev["type"] == "corner":
+                x, y = cw._xy(ev)
+                rf.click(ctx, s, x, y, "box", seg_v)
+                note = "First box corner set: click the opposite corner." if s.box_corner else ""
+            else:
+                note = cw.refine_events(ctx, s, [ev], seg_v, classes(s)) or note
+        return (*_out(s, note, classes(s)), s.category or "")
 
     # One segmentation at a time per process queue slot; the context lock also guards the predictor.
-    canvas.select(on_click, [state, mode, segmenter], outs, api_visibility="private",
-                  concurrency_id="segment", concurrency_limit=2)
+    send.click(on_canvas, [events, state, mode, segmenter, category],
+               errors_in_status(on_canvas, [*outs, category], info), api_visibility="private",
+               js="(e, ...rest) => [window.aglCanvas.take('refine'), ...rest]",
+               concurrency_id="segment", concurrency_limit=2, trigger_mode="multiple",
+               ).then(None, None, None, js="() => window.aglCanvas.done('refine')")
 
     @ui_errors
     def on_undo(s):
         if s is None:
             return _out(None)
-        return _out(s, "" if rf.undo_state(s) else "Nothing to undo.")
+        return _out(s, "" if rf.undo_state(s) else "Nothing to undo.", classes(s))
 
     undo.click(on_undo, [state], outs, api_visibility="private")
 
@@ -89,7 +122,7 @@ def build(ctx: AppContext, shared: Shared) -> None:
     def on_reset(s):
         if s is None:
             return _out(None)
-        return _out(rf.reset(s), "Reset to the stored mask.")
+        return _out(rf.reset(s), "Reset to the stored mask.", classes(s))
 
     reset.click(on_reset, [state], outs, api_visibility="private")
 
@@ -99,7 +132,7 @@ def build(ctx: AppContext, shared: Shared) -> None:
             raise gr.Error("Open an object or upload an image first.")
         oid = rf.accept(ctx.registry, s, category=cat_v, validated_by=ctx.user_name(request, None))
         gr.Info(f"Saved the mask of {oid}.")
-        return (*_out(s, f"Saved the mask of **{oid}**."), oid)
+        return (*_out(s, f"Saved the mask of **{oid}**.", classes(s)), oid)
 
     accept.click(on_accept, [state, category], [*outs, object_id], api_visibility="private")
 

@@ -38,7 +38,8 @@ class RefineSession:
         mask: the current mask (H, W) bool or None; low_res: the model's previous logits (SAM2).
         quality: the segmenter's own estimate for the current mask in [0, 1] (SAM2's predicted
             IoU, GrabCut's colour separation), None for the stored mask.
-        history: stack of (points, labels, box, box_corner, mask, low_res, quality) for undo.
+        history: stack of (points, labels, box, box_corner, mask, low_res, quality) for undo;
+            future: the states undone since the last edit, for redo.
         timings: seconds each prediction took, in click order.
     """
 
@@ -59,6 +60,7 @@ class RefineSession:
     low_res: np.ndarray | None = None
     quality: float | None = None
     history: list[tuple] = field(default_factory=list)
+    future: list[tuple] = field(default_factory=list)
     timings: list[float] = field(default_factory=list)
 
     def image(self) -> np.ndarray:
@@ -135,8 +137,14 @@ def open_image(path: str | Path, *, category: str | None = None, source_id: str 
     )
 
 
+def _snapshot(s: RefineSession) -> tuple:
+    return (list(s.points), list(s.labels), s.box, s.box_corner, s.mask, s.low_res, s.quality)
+
+
 def _push(s: RefineSession) -> None:
-    s.history.append((list(s.points), list(s.labels), s.box, s.box_corner, s.mask, s.low_res, s.quality))
+    """Records the state before an edit (for undo); a new edit drops what could be redone."""
+    s.history.append(_snapshot(s))
+    s.future.clear()
 
 
 def _clip(s: RefineSession, x: float, y: float) -> tuple[float, float]:
@@ -213,6 +221,7 @@ def click(ctx: Any, s: RefineSession, x: float, y: float, mode: str, segmenter: 
         predict(ctx, s, segmenter)
     except Exception:
         undo_state(s)  # a failed prediction must not leave a click the mask does not reflect
+        s.future.clear()
         raise
     return s
 
@@ -221,14 +230,24 @@ def undo_state(s: RefineSession) -> bool:
     """Restores the state before the last click; False when there is nothing to undo."""
     if not s.history:
         return False
+    s.future.append(_snapshot(s))
     s.points, s.labels, s.box, s.box_corner, s.mask, s.low_res, s.quality = s.history.pop()
+    return True
+
+
+def redo_state(s: RefineSession) -> bool:
+    """Re-applies the last undone edit; False when there is nothing to redo."""
+    if not s.future:
+        return False
+    s.history.append(_snapshot(s))
+    s.points, s.labels, s.box, s.box_corner, s.mask, s.low_res, s.quality = s.future.pop()
     return True
 
 
 def reset(s: RefineSession) -> RefineSession:
     """Drops every click and box and restores the stored mask."""
     s.points, s.labels, s.box, s.box_corner = [], [], None, None
-    s.mask, s.low_res, s.quality, s.history = s.initial_mask, None, None, []
+    s.mask, s.low_res, s.quality, s.history, s.future = s.initial_mask, None, None, [], []
     return s
 
 
@@ -265,7 +284,7 @@ def accept(reg: Any, s: RefineSession, *, category: str | None = None, project: 
         s.object_id = res.object_ids[0]
     s.category = category
     s.initial_mask, s.initial_box = s.mask, xyxy
-    s.points, s.labels, s.box, s.history, s.low_res = [], [], None, [], None
+    s.points, s.labels, s.box, s.history, s.future, s.low_res = [], [], None, [], [], None
     return s.object_id  # type: ignore[return-value]
 
 

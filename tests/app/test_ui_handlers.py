@@ -113,14 +113,21 @@ def test_refine_clicks_undo_accept(ctx, scenes):
     before = ctx.registry.get_mask(red["object_id"]).copy()
     demo = build_app(ctx)
     on_open = handler(demo, "on_open", "refine-object-id")
-    on_upload = handler(demo, "on_upload", "refine-canvas")
-    on_click = handler(demo, "on_click", "refine-canvas")
-    on_undo = handler(demo, "on_undo", "refine-canvas")
-    on_accept = handler(demo, "on_accept", "refine-canvas")
+    on_upload = handler(demo, "on_upload", "refine-canvas-data")
+    on_canvas = handler(demo, "on_canvas", "refine-canvas-data")
+    on_undo = handler(demo, "on_undo", "refine-canvas-data")
+    on_accept = handler(demo, "on_accept", "refine-canvas-data")
+
+    def on_click(s, mode, segmenter, at):  # a left click on the canvas, as assets/canvas.js sends it
+        x, y = at
+        return on_canvas(json.dumps([{"type": "point", "x": x, "y": y, "label": 1}]), s, mode, segmenter, "")[:3]
+
     canvas, info, s, cat = on_open(red["object_id"])
-    assert canvas.shape == (240, 320, 3) and cat == "red"
+    view = json.loads(canvas)  # the canvas view: image size, the image itself, the object's mask
+    assert (view["height"], view["width"]) == (240, 320) and cat == "red"
+    assert view["image"].startswith("data:image/jpeg;base64,") and view["objects"][0]["mask"]["rle"]
     x, y, w, h = red["bbox_xywh"]
-    canvas, info, s = on_click(s, "positive", "grabcut", click(x + w / 2, y + h / 2))
+    canvas, info, s = on_click(s, "positive", "grabcut", (x + w / 2, y + h / 2))
     assert "click 1" in info and "ms" in info and s.mask.sum() > 0.9 * before.sum()
     on_accept(s, "red", gr.Request())
     assert ctx.registry.get_object(red["object_id"])["area"] == int(s.mask.sum())
@@ -129,21 +136,21 @@ def test_refine_clicks_undo_accept(ctx, scenes):
     # replaces it; undo goes back one click; accept registers a new object.
     canvas, info, s = on_upload(str(scenes[0]))
     assert s.object_id is None and s.mask is None
-    on_click(s, "box", "grabcut", click(x - 3, y - 3))
-    canvas, info, s = on_click(s, "box", "grabcut", click(x + w + 3, y + h + 3))
+    on_click(s, "box", "grabcut", (x - 3, y - 3))
+    canvas, info, s = on_click(s, "box", "grabcut", (x + w + 3, y + h + 3))
     disc = s.mask.copy()
     assert abs(int(disc.sum()) - int(before.sum())) < 0.1 * before.sum()
     green = next(o for o in ctx.registry.list_objects() if o["category"] == "green")
     gx, gy, gw, gh = green["bbox_xywh"]
-    canvas, info, s = on_click(s, "box", "grabcut", click(gx - 3, gy - 3))
+    canvas, info, s = on_click(s, "box", "grabcut", (gx - 3, gy - 3))
     assert "opposite corner" in info
-    canvas, info, s = on_click(s, "box", "grabcut", click(gx + gw + 3, gy + gh + 3))
+    canvas, info, s = on_click(s, "box", "grabcut", (gx + gw + 3, gy + gh + 3))
     assert not (s.mask & disc).any() and s.mask.sum() > 0.9 * gw * gh
     canvas, info, s = on_undo(s)
     assert s.box_corner == (gx - 3.0, gy - 3.0)
     with pytest.raises(gr.Error, match="class"):
         on_accept(s, "", gr.Request())
-    canvas, info, s = on_click(s, "box", "grabcut", click(gx + gw + 3, gy + gh + 3))
+    canvas, info, s = on_click(s, "box", "grabcut", (gx + gw + 3, gy + gh + 3))
     canvas, info, s, oid = on_accept(s, "square", gr.Request())
     o = ctx.registry.get_object(oid)
     assert o["category"] == "square" and o["area"] == int(s.mask.sum())

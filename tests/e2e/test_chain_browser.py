@@ -18,7 +18,7 @@ from playwright.sync_api import expect
 from tests.chain_models import SCENE_CLASSES, build_chain_models, write_scene
 from tests.e2e.conftest import chromium_browser
 from tests.e2e.test_workbench import (
-    click_image_at,
+    click_canvas_at,
     open_tab,
     search_by_upload_and_select_first,
     shot,
@@ -114,7 +114,7 @@ def test_chain_refine_with_sam2_clicks(chain_page, labeled, artifacts_dir, monke
     x, y, w, h = obj["bbox_xywh"]
     page.locator("#refine-mode").get_by_text("add (positive)").click()
     for i, (px, py) in enumerate([(x + w * 0.5, y + h * 0.5), (x + w * 0.3, y + h * 0.6)], start=1):
-        click_image_at(page, "#refine-canvas", px, py)
+        click_canvas_at(page, "refine", px, py)
         expect(page.locator("#refine-info")).to_contain_text(f"{i} clicks")
     shot(page, artifacts_dir, "chain_refine")
     # both clicks ran SAM2's decoder on the embedding auto-label (or seeding) computed

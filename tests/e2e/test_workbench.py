@@ -42,6 +42,18 @@ def click_image_at(page, container: str, x: float, y: float) -> None:
     page.mouse.click(ox + (x + 0.5) * scale, oy + (y + 0.5) * scale)
 
 
+def click_canvas_at(page, name: str, x: float, y: float, **kw) -> None:
+    """Clicks image pixel (x, y) on the labeling canvas ``name`` (assets/canvas.js: "refine",
+    "autolabel") and waits until the canvas shows the server's answer."""
+    page.wait_for_function("(n) => { const c = window.aglCanvas && window.aglCanvas.inst[n]; return c && c.img && c.data; }",
+                           arg=name)
+    before = page.evaluate("(n) => window.aglCanvas.inst[n].data.seq", name)
+    cx, cy = page.evaluate("([n, x, y]) => window.aglCanvas.inst[n].clientPoint(x + 0.5, y + 0.5)", [name, x, y])
+    page.mouse.click(cx, cy, **kw)
+    page.wait_for_function("([n, s]) => { const c = window.aglCanvas.inst[n]; return c.data.seq > s && !c.batch; }",
+                           arg=[name, before])
+
+
 def shot(page, artifacts_dir: Path, name: str) -> None:
     page.screenshot(path=str(artifacts_dir / f"tab_{name}.png"), full_page=True)
 
@@ -82,9 +94,9 @@ def test_refine_two_clicks_and_accept(page, seeded, artifacts_dir, monkeypatch):
     page.locator("#refine-mode").get_by_text("add (positive)").click()
     for i, (px, py) in enumerate([(x + w * 0.5, y + h * 0.5), (x + w * 0.3, y + h * 0.7)], start=1):
         t0 = time.perf_counter()
-        click_image_at(page, "#refine-canvas", px, py)
+        click_canvas_at(page, "refine", px, py)
         expect(page.locator("#refine-info")).to_contain_text(f"{i} clicks", timeout=30_000)
-        expect(page.locator("#refine-canvas img")).to_be_visible()
+        expect(page.locator("#refine-cv")).to_be_visible()
         TIMINGS.setdefault("click_to_mask_s", []).append(time.perf_counter() - t0)
     server_ms = float(page.locator("#refine-click-ms").inner_text())
     TIMINGS.setdefault("server_ms", []).append(server_ms)
