@@ -59,16 +59,18 @@ class FreshSegment:
             if self._vecs.shape[1] != mat.shape[1]:
                 self._vecs = np.zeros((0, mat.shape[1]), np.float32)
             self.rowids.update(r[2] for r in rows)
-            for (oid, _, _), vec in zip(rows, mat, strict=True):
-                pos = self._pos.get(oid)
+            positions = []
+            for r in rows:  # known ids keep their slot (a newer vector replaces the old one)
+                pos = self._pos.get(r[0])
                 if pos is None:
-                    if self._n == len(self._vecs):
-                        grown = np.zeros((max(16, 2 * self._n), mat.shape[1]), np.float32)
-                        grown[: self._n] = self._vecs[: self._n]
-                        self._vecs = grown
-                    pos = self._pos[oid] = self._n
+                    pos = self._pos[r[0]] = self._n
                     self._n += 1
-                self._vecs[pos] = vec
+                positions.append(pos)
+            if self._n > len(self._vecs):
+                grown = np.zeros((max(16, 2 * self._n), mat.shape[1]), np.float32)
+                grown[: len(self._vecs)] = self._vecs
+                self._vecs = grown
+            self._vecs[np.asarray(positions, np.int64)] = mat
 
     def refresh(self, conn: Connection) -> None:
         """Brings the cache in step with the outbox (cheap when nothing changed)."""
@@ -102,18 +104,28 @@ class FreshSegment:
         if not n:
             return out
         sims = vecs @ q
-        order = np.argsort(-sims, kind="stable")
+        head = 8 * max(int(need), 1)  # the best few first; a full sort only when they do not suffice
+        if n > head:
+            top = np.argpartition(-sims, head - 1)[:head]
+            order = top[np.argsort(-sims[top], kind="stable")]
+        else:
+            order = np.argsort(-sims, kind="stable")
         take = max(int(need), 1)
         start = 0
+        seen: set[str] = set()
         while start < n and len(out["hits"]) < need:
+            if start >= len(order):  # the head ran out of survivors: rank everything
+                order = np.argsort(-sims, kind="stable")
             chunk = order[start:start + take]
             cand = [ids[i] for i in chunk]
             with conn.lock:  # the filter as a column: ids looked up by primary key (see search._ann)
                 keep = {r[0] for r in conn.conn.execute(
                     f"SELECT o.object_id, CASE WHEN {where_sql} THEN 1 ELSE 0 END FROM objects o "
                     f"WHERE o.object_id IN ({','.join('?' * len(cand))})", [*params, *cand]).fetchall() if r[1]}
+            keep -= seen  # the switch to the full order may repeat a tie at the boundary
+            seen |= keep
             out["hits"] += [{"object_id": ids[i], "rowid": None, "ann": None, "exact": float(sims[i])}
                             for i in chunk if ids[i] in keep]
-            start += take
-            take *= 2
+            start += len(chunk)
+            take = min(2 * take, 10_000)  # below SQLite's bound-parameter limit
         return out

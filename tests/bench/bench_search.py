@@ -2,6 +2,7 @@
 
     python launch.py bench search                       # 100k × 768-d, Chroma and hnswlib
     python launch.py bench search --objects 1000000 --index hnsw   # the 1M target (≈ 3 GB)
+    python launch.py bench search --objects 1000000 --index chroma --queries 100   # 1M default section
     python launch.py bench search --ef-search 50,100,200 --max-neighbors 32 --json
 
 The data are clustered, L2-normalised 768-d float32 vectors (real embeddings cluster by object

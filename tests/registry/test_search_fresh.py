@@ -49,3 +49,20 @@ def test_changed_and_deleted_vectors_are_current_before_the_relay(data_dir):
         assert gone in reg.index.ids()  # the index itself still lags
     finally:
         reg.close()
+
+
+def test_fresh_segment_finds_filtered_objects_beyond_its_best_candidates(data_dir):
+    """The fresh scan ranks its best 8·need first and widens to all when too few pass the filter."""
+    reg, vectors = seeded(data_dir, {"ant": 3}, index="exact", sync_on_write=False)
+    try:
+        sid = reg.list_sources()[0]["source_id"]
+        q = np.ones(DIM, np.float32)
+        near = [q + 0.01 * np.random.default_rng(i).standard_normal(DIM).astype(np.float32) for i in range(60)]
+        reg.register_objects(sid, [ObjectIn("bee", (1, 1, 5, 5), embedding=v) for v in near], dedupe=False)
+        res = reg.search(q, k=2, category="ant", explain=True)
+        assert res["plan"]["fresh"] == 63 and reg.index.count() == 0
+        ants = sorted(vectors, key=lambda oid: -float(vectors[oid] @ q / np.linalg.norm(vectors[oid])))
+        assert [h["object_id"] for h in res["results"]] == ants[:2]
+        assert {h["category"] for h in reg.search(q, k=5)} == {"bee"}
+    finally:
+        reg.close()
