@@ -110,7 +110,7 @@ def test_frames_are_read_lazily_and_max_frames_stops_reading(video_folder):
 def test_session_state_stays_bounded_while_the_default_session_grows(tmp_path):
     # short memory windows (3 masks, 4 pointers) fill after 4 frames: a short clip shows the bound
     folder = build_tiny_sam2_video(tmp_path / "short-memory", num_maskmem=3, max_object_pointers=4)
-    frames, truth = moving_boxes(14)
+    frames, truth = moving_boxes(12)
     peaks, masks = {}, {}
     for keep in (False, True):
         prop = _propagator(folder, keep_history=keep)
@@ -118,18 +118,18 @@ def test_session_state_stays_bounded_while_the_default_session_grows(tmp_path):
         res = []
         for r in prop.propagate(iter(frames), [truth[0][0][1]], drift_threshold=0.0):
             res.append(r.masks)
-            if r.step in (6, 13):  # the state after 7 and after 14 frames
+            if r.step in (5, 11):  # the state after 6 and after 12 frames
                 peaks[keep, r.step + 1] = session_state(prop.last_session)
         masks[keep] = np.stack(res)
-    short, long_ = peaks[False, 7], peaks[False, 14]
-    full_short, full_long = peaks[True, 7], peaks[True, 14]
+    short, long_ = peaks[False, 6], peaks[False, 12]
+    full_short, full_long = peaks[True, 6], peaks[True, 12]
     print("bounded", short, long_, "default", full_short, full_long)
-    # bounded: the same state after 7 and 14 frames
+    # bounded: the same state after 6 and 12 frames (windows full after 5)
     assert long_["bytes"] == short["bytes"] and long_["frames"] == 0
     assert long_["outputs"] <= 1 + prop.pointer_window + 1
     # the default session keeps every frame and every output
-    assert full_long["frames"] == 14 and full_long["outputs"] == 14
-    per_frame = (full_long["bytes"] - full_short["bytes"]) / 7  # grows by this much with every frame
+    assert full_long["frames"] == 12 and full_long["outputs"] == 12
+    per_frame = (full_long["bytes"] - full_short["bytes"]) / 6  # grows by this much with every frame
     assert per_frame > 0.25 * long_["bytes"] and full_long["bytes"] > 3 * long_["bytes"]
     # and dropping the state changes no mask
     assert np.array_equal(masks[False], masks[True])
