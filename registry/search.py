@@ -100,6 +100,9 @@ def search(
         vectors.fresh = FreshSegment(vectors.embedding_version)
     fresh = vectors.fresh.search(conn, q, _and(where), params, need)
     plan.fresh = len(fresh["ids"])
+    if vectors.fresh.overflow:
+        plan.reason += (f"; {vectors.fresh.overflow} unrelayed rows exceed the fresh segment's "
+                        f"{vectors.fresh.max_rows}: they are searchable once relayed")
     hits = _run(conn, vectors, q, plan, where, params, need, k, fresh)
     if plan.path == "ann" and m:
         _rerank(conn, vectors, q, hits)

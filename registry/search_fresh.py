@@ -19,12 +19,19 @@ import numpy as np
 
 from registry.db import Connection
 
+MAX_FRESH = 200_000
+"""Above this many unrelayed outbox rows (a bulk import racing the relay) the segment is not
+loaded (it would hold ``MAX_FRESH · dim · 4`` bytes): those objects become searchable when the
+relay reaches them, and the plan's ``reason`` says so."""
+
 
 class FreshSegment:
     """The in-memory cache of one registry's fresh vectors (see the module docstring)."""
 
-    def __init__(self, version: str) -> None:
+    def __init__(self, version: str, max_rows: int = MAX_FRESH) -> None:
         self.version = version
+        self.max_rows = int(max_rows)
+        self.overflow = 0  # unrelayed rows when they exceed max_rows (the segment is skipped)
         self._lock = threading.Lock()
         self._key: tuple[int, int | None, int | None] | None = None
         self._clear()
@@ -84,6 +91,11 @@ class FreshSegment:
             if key == self._key:
                 return
             old = self._key
+            self.overflow = int(key[0]) if key[0] > self.max_rows else 0
+            if self.overflow:
+                self._clear()
+                self._key = key  # type: ignore[assignment]
+                return
             if old is not None and key[0] > old[0] and key[1] == old[1] and old[2] is not None:
                 self._read(conn, int(old[2]))  # only new rows since: append
             else:

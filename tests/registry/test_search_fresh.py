@@ -66,3 +66,18 @@ def test_fresh_segment_finds_filtered_objects_beyond_its_best_candidates(data_di
         assert {h["category"] for h in reg.search(q, k=5)} == {"bee"}
     finally:
         reg.close()
+
+
+def test_an_oversized_backlog_is_not_loaded_and_the_plan_says_so(data_dir):
+    from registry.search_fresh import FreshSegment
+
+    reg, vectors = seeded(data_dir, {"ant": 12}, index="exact", sync_on_write=False)
+    try:
+        reg._vectors.fresh = FreshSegment(reg.embedding_version, max_rows=5)
+        res = reg.search(next(iter(vectors.values())), k=3, explain=True)
+        assert res["plan"]["fresh"] == 0 and "12 unrelayed rows exceed" in res["plan"]["reason"]
+        reg.sync_outbox()
+        res = reg.search(next(iter(vectors.values())), k=3, explain=True)
+        assert "unrelayed" not in res["plan"]["reason"] and res["results"][0]["similarity"] > 0.9999
+    finally:
+        reg.close()
