@@ -234,3 +234,20 @@ def test_build_context_wires_the_video_propagator(data_dir, sam2_weights):
         assert res["segmenter"] == "sam2-video" and res["warning"] is None and res["written"] == 2
     finally:
         ctx.registry.close()
+
+
+def test_cli_summary_names_drift_and_kept_frames():
+    from app.cli.propagate import _summary
+
+    text = _summary({"written": 7, "frames": 4, "backward": False, "from_frame": 2, "prompts": ["obj_a", "obj_b"],
+                     "segmenter": "sam2-video", "replaced": 3, "tracks": {"obj_a": "trk_1", "obj_b": "trk_2"},
+                     "drift": [{"object_id": "obj_b", "frame_idx": 5, "score": 0.125}],
+                     "kept": [{"object_id": "obj_a", "frame_idx": 4, "kept_object": "obj_k"}]})
+    assert text.splitlines() == [
+        "7 object(s) written on 4 frame(s) after frame 2 from 2 prompt(s) with sam2-video; "
+        "3 earlier propagated object(s) replaced",
+        "  obj_a -> track trk_1",
+        "  obj_b -> track trk_2",
+        "  drift: obj_b at frame 5 (score 0.12); re-prompt from there",
+        "  1 frame(s) kept their existing track object instead (e.g. obj_k on frame 4)",
+    ]
