@@ -229,10 +229,14 @@ def propagate(
         on_frame[o["frame_id"]].append(o)
     boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (p["bbox_xywh"] for p in prompts)], np.float32)
     masks = [registry.get_mask(p["object_id"]) if p["has_mask"] else None for p in prompts]
+    size = (int(source["width"]), int(source["height"])) if source.get("width") and source.get("height") else None
+    for p, m in zip(prompts, masks, strict=True):
+        if m is not None and size is not None and m.shape != (size[1], size[0]):
+            raise ValueError(f"object {p['object_id']}: its mask is {m.shape[1]}x{m.shape[0]}, expected the video's "
+                             f"{size[0]}x{size[1]}; redraw it in the Video tab")
     threshold = propagator.default_drift_threshold if drift_threshold is None else float(drift_threshold)
     writer = _ChunkWriter(registry, source_id, k, prompts, propagator.name, result, owner, members, on_frame,
                           version=getattr(propagator, "version", propagator.name))
-    size = (int(source["width"]), int(source["height"])) if source.get("width") and source.get("height") else None
     stream = propagator.propagate(_frame_images(registry, [by_idx[k], *later], size), boxes, masks,
                                   drift_threshold=threshold)
     bar = None
