@@ -1,4 +1,4 @@
-"""The Gradio Blocks workbench: six tabs, one module each. ``build_app`` never launches.
+"""The Gradio Blocks workbench: one module per tab. ``build_app`` never launches.
 
 Launch options that belong to ``launch()`` in Gradio 6 (theme, css, head/js, allowed paths,
 upload limit) come from :func:`launch_kwargs`, shared by ``launch.py serve`` and the tests.
@@ -32,7 +32,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
     shared = Shared()
     with gr.Blocks(title="AgenticLabeling", analytics_enabled=False) as demo:
         gr.HTML("<div class='agl-header'><h1>AgenticLabeling</h1>"
-                "<span>auto-label · refine · review · search · export</span></div>")
+                "<span>auto-label · refine · review · video · search · classify · export · train</span></div>")
         with gr.Tabs(selected="autolabel", elem_id="agl-tabs") as tabs:
             shared.tabs = tabs
             with gr.Tab("Auto-label", id=TAB_IDS["Auto-label"], elem_id="tab-autolabel"):
