@@ -12,6 +12,8 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from registry import dedupe as overlap
 from registry import masks as rle_ops
 from registry.categories import check_category_name, name_key, resolve_category_tx
@@ -36,6 +38,7 @@ def prepare(source: dict, objects: Sequence[ObjectIn], project: str | None, dim:
     per batch (which re-runs the per-object check to word the error when one fails).
     """
     width, height = source["width"], source["height"]
+    boxes = _boxes_if_valid(objects, width, height)  # None: check_box words the first bad one
     prepared = []
     given_rle: list[int] = []
     with_emb: list[int] = []
@@ -49,7 +52,7 @@ def prepare(source: dict, objects: Sequence[ObjectIn], project: str | None, dim:
         if name is None:
             name = check_category_name(raw_name)
             names[raw_name] = name
-        x0, y0, x1, y1 = check_box(obj.xyxy, width, height, where)
+        x0, y0, x1, y1 = check_box(obj.xyxy, width, height, where) if boxes is None else boxes[i]
         if obj.validation_status not in STATUSES:
             raise ValueError(f"{where}: expected validation_status in {STATUSES}, got {obj.validation_status!r}")
         # RLEs given by the caller are validated below in one vectorised pass.
@@ -93,6 +96,23 @@ def prepare(source: dict, objects: Sequence[ObjectIn], project: str | None, dim:
     for i, a in given_area.items():
         prepared[i]["area"] = float(a)
     return prepared
+
+
+def _boxes_if_valid(objects: Sequence[ObjectIn], width: int | None, height: int | None) -> list | None:
+    """Every ``xyxy`` as 4 floats when all pass :func:`check_box`'s rules (one vectorised pass
+    for the batch), else None so the per-object check raises for the first bad one."""
+    try:
+        arr = np.asarray([o.xyxy for o in objects], dtype=np.float64)
+    except (TypeError, ValueError, AttributeError):
+        return None
+    if arr.shape != (len(objects), 4) or not np.isfinite(arr).all():
+        return None
+    ok = (arr[:, 0] >= 0) & (arr[:, 1] >= 0) & (arr[:, 2] > arr[:, 0]) & (arr[:, 3] > arr[:, 1])
+    if width is not None:
+        ok &= arr[:, 2] <= width + 1e-6
+    if height is not None:
+        ok &= arr[:, 3] <= height + 1e-6
+    return [tuple(r) for r in arr.tolist()] if ok.all() else None
 
 
 def duplicates_tx(tx: sqlite3.Connection, source_id: str, items: list[dict], iou: float) -> dict[int, str]:
