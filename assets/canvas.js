@@ -268,10 +268,11 @@
       this.data = d; this.masks = {}; this.pendingClass = null;
       const b = this.batch, answered = b && d.seq > b.seq;
       const show = () => {
+        if (answered) this.batch = null;  // its previews (dots, strokes, boxes) are answered now
         this.render();
         if (answered) {
           (C.latencies[this.name] = C.latencies[this.name] || []).push(performance.now() - b.t0);
-          this.batch = null; this.flush();
+          this.flush();
         }
       };
       if (d.image) this.images[d.image_key] = d.image;

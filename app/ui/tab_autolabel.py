@@ -10,13 +10,15 @@ import gradio as gr
 from app.context import AppContext, is_weights_missing
 from app.ui.common import Shared, errors_in_status, ui_errors
 from app.workflows import autolabel_session as al
+from app.workflows import canvas as cw
+from app.workflows import canvas_autolabel as cal
 from app.workflows import train as train_wf
 
 HEADERS = ["key", "image", "class", "confidence", "area px"]
 NO_WEIGHTS = ("**No detector weights are installed**, so automatic labeling is off. "
               "Get them with `python launch.py models download` (or `models import DIR` on an "
-              "offline machine). Meanwhile you can label by hand: open *Label by hand*, type a class, "
-              "then click two opposite corners of a box on the image; the segmenter draws the mask.")
+              "offline machine). Meanwhile you can label by hand: type a class in *Label by hand* (or press "
+              "its number key), then drag a box on the image; the segmenter draws the mask.")
 
 
 def _new_state() -> dict:
@@ -38,27 +40,32 @@ def _saved_note(ids: list[str]) -> str:
     return f" Saved ids: {', '.join(f'`{o}`' for o in ids[:8])}{more}. Open them in Review or Refine below."
 
 
-def _view(st: dict, keep: list[str] | None):
-    """(overlay, table rows, keep choices+value, image choices) for the state."""
+def _view(st: dict, keep: list[str] | None, classes: list[str] | None = None, current_class: str | None = None,
+          note: str = ""):
+    """(canvas view JSON, table rows, keep choices+value, image choices) for the state.
+
+    Unticked rows stay in the table marked "(dropped)" and are drawn dashed on the canvas.
+    """
     images = st["images"]
     if not images:
-        return None, [], gr.update(choices=[], value=[]), gr.update(choices=[], value=None)
-    cur = images[min(st["current"], len(images) - 1)]
+        return (cw.dumps(cal.autolabel_view(st, None, [], note=note)), [], gr.update(choices=[], value=[]),
+                gr.update(choices=[], value=None))
+    st["current"] = min(st["current"], len(images) - 1)
+    cur = images[st["current"]]
     keys = al.keys(images)
     keep_set = set(keys if keep is None else [k for k in keep if k in keys])
-    img = al.overlay(cur, keep_set)
-    if st.get("corner"):
-        from app.workflows.render import render_overlay
-
-        img = render_overlay(img, points=[st["corner"]], point_labels=[1])
-    return (img, al.rows(images), gr.update(choices=keys, value=sorted(keep_set, key=keys.index)),
+    classes = classes if classes is not None else cal.legend(st, None)
+    view = cal.autolabel_view(st, keep_set, classes, current_class, note)
+    rows = [[*r[:2], r[2] if r[0] in keep_set else f"{r[2]} (dropped)", *r[3:]] for r in al.rows(images)]
+    return (cw.dumps(view), rows, gr.update(choices=keys, value=sorted(keep_set, key=keys.index)),
             gr.update(choices=[r.name for r in images], value=cur.name))
 
 
 def build(ctx: AppContext, shared: Shared) -> None:
     state = gr.State(_new_state())  # deep-copied per browser session
     gr.Markdown("Upload images, type the classes to find, run, untick what is wrong, save. "
-                "Click two corners on the image to add a box by hand.")
+                "Drag a box on the image to add one by hand; click an object to select it, then Delete, "
+                "a number key (class), the brush, eraser or polygon fix it.")
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
             files = gr.File(label="Images", file_count="multiple", file_types=["image"], type="filepath",
@@ -75,13 +82,16 @@ def build(ctx: AppContext, shared: Shared) -> None:
             status = gr.Markdown(elem_id="autolabel-status")
         with gr.Column(scale=2):
             which = gr.Dropdown(label="Image", choices=[], interactive=True, elem_id="autolabel-which")
-            overlay = gr.Image(label="Overlay (click two corners to add a box)", format="jpeg", interactive=False,
-                               elem_id="autolabel-overlay", height=480)
+            gr.HTML("<div class='agl-canvas-host' data-canvas='autolabel'></div>", elem_id="autolabel-overlay")
+            # the canvas bridge (docs/canvas.md): the server's view in, the user's events out
+            overlay = gr.Textbox(visible="hidden", elem_id="autolabel-canvas-data")
+            events = gr.Textbox(visible="hidden", elem_id="autolabel-canvas-events")
+            send = gr.Button("send", visible="hidden", elem_id="autolabel-canvas-send")
             with gr.Accordion("Label by hand", open=False, elem_id="autolabel-manual") as manual:
                 with gr.Row():
                     manual_class = gr.Textbox(label="Class of the next box", elem_id="autolabel-manual-class")
                     segmenter = gr.Dropdown(ctx.segmenter_names, value=ctx.segmenter_names[0], label="Segmenter")
-                    clear_corner = gr.Button("Cancel box", size="sm")
+                    clear_corner = gr.Button("Clear selection", size="sm")
             table = gr.Dataframe(headers=HEADERS, label="Objects", interactive=False, elem_id="autolabel-table",
                                  wrap=True)
             keep = gr.CheckboxGroup(label="Keep (untick to drop before saving)", choices=[], elem_id="autolabel-keep")
@@ -164,46 +174,36 @@ def build(ctx: AppContext, shared: Shared) -> None:
         names = [r.name for r in st["images"]]
         if name in names:
             st["current"] = names.index(name)
-        st["corner"] = None
+        st["corner"], st["selected"] = None, None
         return (_view(st, keep_v)[0], st)
 
     which.input(on_which, [which, keep, state], [overlay, state], api_visibility="private")
 
     @ui_errors
     def on_keep(keep_v, st):
-        return _view(st, keep_v)[0]
+        return _view(st, keep_v)[:2]  # the canvas draws a dropped object dashed, the table marks its row
 
-    keep.input(on_keep, [keep, state], [overlay], api_visibility="private")
+    keep.input(on_keep, [keep, state], [overlay, table], api_visibility="private")
 
     @ui_errors
-    def on_click(keep_v, cls_v, seg_v, st, evt: gr.SelectData, request: gr.Request = None):
-        if not st["images"]:
-            raise gr.Error("Upload an image first.")
-        x, y = float(evt.index[0]), float(evt.index[1])
-        if st.get("corner") is None:
-            st["corner"] = (x, y)
-            return (*_view(st, keep_v), "First corner set: click the opposite corner.", st)
-        if not (cls_v or "").strip():
-            raise gr.Error("Type the class of the box in *Class of the next box* first, then click the second corner.")
-        (ax, ay), st["corner"] = st["corner"], None
-        x0, x1 = sorted((ax, x))
-        y0, y1 = sorted((ay, y))
-        if x1 - x0 < 3 or y1 - y0 < 3:
-            raise gr.Error("The two corners are too close: click two opposite corners of the object.")
-        cur = st["images"][st["current"]]
-        before = set(al.keys(st["images"]))
-        al.add_manual(ctx, cur, (x0, y0, x1, y1), cls_v, seg_v, user=ctx.user_name(request))
-        added = [k for k in al.keys(st["images"]) if k not in before]
-        keep_now = (list(keep_v) if keep_v is not None else list(before)) + added
-        return (*_view(st, keep_now), f"Added a **{cls_v.strip()}** box ({len(cur.det)} objects on this image).", st)
+    def on_canvas(events_v, keep_v, cls_v, classes_v, seg_v, st, request: gr.Request = None):
+        """What the canvas sent: a dragged box (a hand-made object of the next-box class),
+        clicks (select), brush/eraser/polygon edits, Delete, class keys, ←/→, undo/redo."""
+        legend = cal.legend(st, classes_v, cls_v)
+        note, keep_now, cls_now = cal.autolabel_events(ctx, st, cw.parse_events(events_v), keep_v, legend, cls_v,
+                                                       seg_v, user=ctx.user_name(request))
+        legend = cal.legend(st, classes_v, cls_now)
+        return (*_view(st, keep_now, legend, cls_now, note), note or gr.skip(), st, cls_now or "")
 
-    overlay.select(on_click, [keep, manual_class, segmenter, state],
-                   errors_in_status(on_click, [*view_out, status, state], status),
-                   api_visibility="private", concurrency_id="segment")
+    send.click(on_canvas, [events, keep, manual_class, classes, segmenter, state],
+               errors_in_status(on_canvas, [*view_out, status, state, manual_class], status),
+               api_visibility="private", js="(e, ...rest) => [window.aglCanvas.take('autolabel'), ...rest]",
+               concurrency_id="segment", trigger_mode="multiple",
+               ).then(None, None, None, js="() => window.aglCanvas.done('autolabel')")
 
     @ui_errors
     def on_cancel(keep_v, st):
-        st["corner"] = None
+        st["corner"], st["selected"] = None, None
         return _view(st, keep_v)[0], st
 
     clear_corner.click(on_cancel, [keep, state], [overlay, state], api_visibility="private")

@@ -69,7 +69,9 @@ def test_autolabel_preview_drop_and_save(ctx, scenes, tmp_path):
     assert "1 image(s) ready" in out[4]
     assert ctx.registry.count_sources() == 0  # nothing stored on upload, bad file refused
     overlay, rows, keep, which, status, st, *_ = run([str(scenes[0]), str(bad)], "red, green, blue", 0.3, "p1", False, st)
-    assert overlay.shape == (240, 320, 3)
+    view = json.loads(overlay)  # the canvas view of the first image: its size, 3 objects with masks
+    assert (view["height"], view["width"]) == (240, 320) and len(view["objects"]) == 3
+    assert all(o["mask"]["rle"] for o in view["objects"]) and view["count"] == 1
     assert [r[2] for r in rows] == ["blue", "green", "red"] or sorted(r[2] for r in rows) == ["blue", "green", "red"]
     assert len(keep["choices"]) == 3 and len(keep["value"]) == 3
     assert all(r[4] > 100 for r in rows)  # GrabCut masks have real areas
@@ -86,21 +88,20 @@ def test_no_weights_says_so_and_manual_box_labels(data_dir, scenes):
     ctx = make_context(data_dir, with_labeler=False)
     demo = build_app(ctx)
     run = handler(demo, "on_run", "autolabel-files")
-    on_click = handler(demo, "on_click", "autolabel-overlay")
+    on_canvas = handler(demo, "on_canvas", "autolabel-canvas-data")
     save = handler(demo, "on_save", "autolabel-status")
     st = {"images": [], "current": 0, "corner": None, "key": None}
     overlay, rows, keep, which, status, st, manual, manual_class = run([str(scenes[0])], "ball", 0.3, "", False, st)
     assert "No detector weights" in status and "label by hand" in status
     assert manual["open"] is True and manual_class["value"] == "ball"
-    # The red disc of scene 0 sits around (80, 84); two corners of a box around it.
-    out = on_click(None, "ball", "grabcut", st, click(40, 40))
-    assert "First corner" in out[4]
-    with pytest.raises(gr.Error):
-        on_click(None, "", "grabcut", out[5], click(125, 125))  # no class typed
-    st = out[5]
-    st["corner"] = (40.0, 40.0)
-    overlay, rows, keep, which, status, st = on_click(None, "ball", "grabcut", st, click(125, 125))
+    # The red disc of scene 0 sits around (80, 84); a box dragged around it on the canvas.
+    box = json.dumps([{"type": "box", "box": [40, 40, 125, 125]}])
+    with pytest.raises(gr.Error, match="Type the class of the box"):
+        on_canvas(box, None, "", "", "grabcut", st)  # no class typed
+    assert len(st["images"][0].det) == 0  # nothing half-written
+    overlay, rows, keep, which, status, st, cls = on_canvas(box, None, "ball", "", "grabcut", st)
     assert len(rows) == 1 and rows[0][2] == "ball" and 1000 < rows[0][4] < 45 * 45 * 4
+    assert "Added a **ball** box" in status and json.loads(overlay)["objects"][0]["label"] == "ball"
     assert "Saved **1**" in save(keep["value"], "", st)
     o = ctx.registry.list_objects()[0]
     assert o["category"] == "ball" and o["has_mask"]

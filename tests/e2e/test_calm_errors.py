@@ -8,13 +8,24 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.test_workbench import click_image_at, open_tab
+from tests.e2e.test_workbench import open_tab
 
 pytestmark = pytest.mark.e2e
 
-OUTPUTS = ["#autolabel-overlay", "#autolabel-table", "#autolabel-keep", "#autolabel-which"]
+OUTPUTS = ["#autolabel-overlay", "#autolabel-canvas-data", "#autolabel-table", "#autolabel-keep", "#autolabel-which"]
 # Gradio 6's status tracker marks a failed output with <span class="error">Error</span> (+ a clear button)
 ERROR_BADGE = "span.error"
+
+
+def drag_canvas(page, name: str, a: tuple[float, float], b: tuple[float, float]) -> None:
+    """Drags a box on the labeling canvas from image pixel ``a`` to ``b`` (assets/canvas.js)."""
+    page.wait_for_function("(n) => { const c = window.aglCanvas && window.aglCanvas.inst[n]; return c && c.img && !c.batch; }",
+                           arg=name)
+    pts = [page.evaluate("([n, x, y]) => window.aglCanvas.inst[n].clientPoint(x, y)", [name, *p]) for p in (a, b)]
+    page.mouse.move(*pts[0])
+    page.mouse.down()
+    page.mouse.move(*pts[1], steps=5)
+    page.mouse.up()
 
 
 def test_second_corner_without_class_warns_without_covering_outputs(page, server, artifacts_dir: Path):
@@ -23,9 +34,7 @@ def test_second_corner_without_class_warns_without_covering_outputs(page, server
     expect(page.locator("#autolabel-status")).to_contain_text("1 image(s) ready")
     page.locator("#autolabel-manual").get_by_text("Label by hand").click()
     page.locator("#autolabel-manual-class").get_by_role("textbox").fill("")
-    click_image_at(page, "#autolabel-overlay", 40, 40)
-    expect(page.locator("#autolabel-status")).to_contain_text("First corner set")
-    click_image_at(page, "#autolabel-overlay", 160, 140)
+    drag_canvas(page, "autolabel", (40, 40), (160, 140))
 
     expect(page.locator("#autolabel-status")).to_contain_text("Type the class of the box")
     toast = page.locator(".toast-body", has_text="Type the class of the box")
@@ -35,9 +44,9 @@ def test_second_corner_without_class_warns_without_covering_outputs(page, server
         expect(page.locator(f"{sel} {ERROR_BADGE}")).to_have_count(0)
         expect(page.locator(sel).get_by_text("Error", exact=True)).to_have_count(0)
 
-    # the next click still works: with a class typed, it is the second corner of the box
+    # the next drag still works: with a class typed, it adds the box
     page.locator("#autolabel-manual-class").get_by_role("textbox").fill("thing")
-    click_image_at(page, "#autolabel-overlay", 160, 140)
+    drag_canvas(page, "autolabel", (40, 40), (160, 140))
     expect(page.locator("#autolabel-status")).to_contain_text("Added a thing box", timeout=60_000)
     expect(page.locator("#autolabel-table")).to_contain_text("thing")
     page.screenshot(path=str(artifacts_dir / "calm_after.png"), full_page=True)

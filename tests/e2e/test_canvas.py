@@ -229,3 +229,65 @@ def test_polygon_vertex_drag_delete_and_class_key(page, seeded, restore, artifac
     expect(page.locator("#refine-cv-legend .agl-cv-class.agl-on")).to_have_text(re.compile(rf"2\s*{classes[1]}"))
     shot(page, artifacts_dir, "class_key")
     assert np.array_equal(reg.get_mask(oid), after)  # nothing above was saved without Accept
+
+
+def test_autolabel_keys_delete_hand_box_and_save(page, server, tmp_path, artifacts_dir):
+    from tests.app.fakes import write_scene
+
+    reg = server["ctx"].registry
+    uploads = [write_scene(tmp_path / f"canvas_{i}.jpg", seed=70 + i, size=(300, 400)) for i in range(3)]
+    open_tab(page, "Auto-label")
+    page.locator("#autolabel-files input[type=file]").set_input_files([str(p) for p in uploads])
+    expect(page.locator("#autolabel-status")).to_contain_text("3 image(s) ready")
+    page.locator("#autolabel-classes").get_by_role("textbox").fill("red, green, blue")
+    page.locator("#autolabel-project").get_by_role("textbox").fill("canvas")
+    page.locator("#autolabel-run").click()
+    expect(page.locator("#autolabel-status")).to_contain_text("Found 9", timeout=60_000)
+    page.wait_for_function("() => { const c = window.aglCanvas.inst.autolabel; return c.img && c.data.objects.length === 3; }")
+    expect(page.locator("#autolabel-cv-pos")).to_have_text("1 of 3")
+    # → moves to image 2 of 3 (the Image dropdown follows), ← back
+    page.locator("#autolabel-cv").click(position={"x": 2, "y": 2})  # focus the canvas (an empty corner: no object)
+    press(page, "autolabel", "ArrowRight")
+    expect(page.locator("#autolabel-cv-pos")).to_have_text("2 of 3")
+    expect(page.locator("#autolabel-which").get_by_role("combobox")).to_have_value(uploads[1].name)
+    # click an object: selected; press 2: it becomes the legend's second class
+    objs = cv(page, "autolabel", "c.data.objects")
+    red = next(o for o in objs if o["label"] == "red")
+    x0, y0, x1, y1 = red["box"]
+    click(page, "autolabel", (x0 + x1) / 2, (y0 + y1) / 2)
+    assert cv(page, "autolabel", "c.data.selected") == red["index"]
+    press(page, "autolabel", "2")
+    expect(page.locator("#autolabel-cv-legend .agl-cv-class.agl-on")).to_have_text(re.compile(r"2\s*green"))
+    assert cv(page, "autolabel", "c.data.objects")[red["index"]]["label"] == "green"
+    expect(page.locator("#autolabel-table")).to_contain_text(f"{uploads[1].name}#{red['index'] + 1}")
+    shot_al = artifacts_dir / "canvas_autolabel_selected.png"
+    page.locator("#autolabel-overlay").screenshot(path=str(shot_al))
+    # Delete removes it (table and canvas), Ctrl+Z brings it back, Delete again
+    press(page, "autolabel", "Delete")
+    assert len(cv(page, "autolabel", "c.data.objects")) == 2
+    press(page, "autolabel", "Control+z")
+    assert len(cv(page, "autolabel", "c.data.objects")) == 3
+    click(page, "autolabel", (x0 + x1) / 2, (y0 + y1) / 2)
+    press(page, "autolabel", "Delete")
+    assert len(cv(page, "autolabel", "c.data.objects")) == 2
+    # a hand box: drag on empty background with the class picked by its number key (3 = blue)
+    page.locator("#autolabel-manual").get_by_text("Label by hand").click()
+    page.locator("#autolabel-cv").focus()
+    press(page, "autolabel", "3")
+    drag(page, "autolabel", [(x0 - 2, y0 - 2), (x1 + 2, y1 + 2)])
+    expect(page.locator("#autolabel-status")).to_contain_text("Added a blue box")
+    objs = cv(page, "autolabel", "c.data.objects")
+    assert len(objs) == 3 and objs[-1]["label"] == "blue" and objs[-1]["mask"]["rle"]
+    page.locator("#autolabel-overlay").screenshot(path=str(artifacts_dir / "canvas_autolabel_hand_box.png"))
+    # the hand box is deleted from the table's Keep list too: untick it → drawn dashed, row marked
+    hand_key = objs[-1]["id"]
+    page.locator("#autolabel-keep").get_by_label(hand_key).uncheck()
+    expect(page.locator("#autolabel-table")).to_contain_text("blue (dropped)")
+    page.wait_for_function("() => window.aglCanvas.inst.autolabel.data.objects.some((o) => o.dropped)")
+    press(page, "autolabel", "ArrowRight")
+    expect(page.locator("#autolabel-cv-pos")).to_have_text("3 of 3")
+    page.locator("#autolabel-save").click()
+    expect(page.locator("#autolabel-status")).to_contain_text("Saved 8 object(s)")
+    assert reg.count_objects(project="canvas") == 8  # 9 found - 1 deleted (+ 1 hand box, dropped)
+    cats = sorted(o["category"] for o in reg.list_objects(project="canvas", limit=20))
+    assert cats == ["blue"] * 3 + ["green"] * 3 + ["red"] * 2  # the deleted one had been relabeled green

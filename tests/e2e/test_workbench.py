@@ -66,7 +66,7 @@ def test_autolabel_upload_run_and_save(page, server, artifacts_dir):
     page.locator("#autolabel-project").get_by_role("textbox").fill("e2e")
     page.locator("#autolabel-run").click()
     expect(page.locator("#autolabel-status")).to_contain_text("Found **6**".replace("**", ""), timeout=60_000)
-    expect(page.locator("#autolabel-overlay img")).to_be_visible()
+    page.wait_for_function("() => { const c = window.aglCanvas.inst.autolabel; return c && c.img && c.data.objects.length === 3; }")
     expect(page.locator("#autolabel-table")).to_contain_text("green")
     shot(page, artifacts_dir, "autolabel")
     page.locator("#autolabel-save").click()
