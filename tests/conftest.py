@@ -11,6 +11,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
+# Models run in float32 in the suite whatever the CPU (the default is bfloat16 on CPUs with native
+# bf16): numeric expectations stay machine-independent; tests/pipeline/test_bf16_parity.py
+# covers the bfloat16 default against float32.
+os.environ.setdefault("AGL_CPU_DTYPE", "float32")
 os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="agl-gradio-"))
 
 ROOT = Path(__file__).resolve().parents[1]

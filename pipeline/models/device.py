@@ -1,9 +1,14 @@
 """Pick the device and dtype models run in.
 
 CUDA, when present: bfloat16 where the GPU supports it (Ampere and newer), else float16.
-CPU: float32 by default. bfloat16 on CPU is opt-in with ``AGL_CPU_DTYPE=bfloat16``: on CPUs
-with AMX it roughly halves Florence-2's time (DESIGN.md), but on CPUs without bf16 units it is
-slower than float32 and it costs some accuracy, so it is not the default.
+CPU: bfloat16 where the CPU has native bfloat16 arithmetic (``avx512_bf16`` or ``amx_bf16`` in
+``/proc/cpuinfo``: AMD Zen 4+, Intel Cooper Lake / Sapphire Rapids+), float32 elsewhere (without
+bf16 units, oneDNN emulates it and it is slower than float32). ``AGL_CPU_DTYPE=float32`` (or
+``bfloat16``) overrides the choice; so do ``--dtype`` / ``ModelManager(dtype=...)``.
+
+Fidelity of bfloat16 against float32 on the same inputs is measured by ``bench pipeline``
+(``fidelity``) and pinned on tiny models by ``tests/pipeline/test_bf16_parity.py``; embeddings
+of the two precisions stay comparable in one index (cosine >= 0.99). See docs/speed.md.
 """
 from __future__ import annotations
 
@@ -33,8 +38,41 @@ def parse_dtype(name: str) -> torch.dtype:
     return _DTYPES[key]
 
 
+_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The feature flags of the first CPU in ``/proc/cpuinfo`` (empty where there is none).
+
+    Args:
+        cpuinfo: the file's text (for tests); None reads ``/proc/cpuinfo``.
+    """
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return frozenset()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool:
+    """True when the CPU computes bfloat16 natively (``avx512_bf16`` or ``amx_bf16``)."""
+    flags = cpu_flags() if flags is None else flags
+    return any(f in flags for f in _BF16_FLAGS)
+
+
+def default_cpu_dtype(flags: frozenset[str] | None = None) -> torch.dtype:
+    """bfloat16 on CPUs with native bf16 arithmetic, else float32 (no override applied)."""
+    return torch.bfloat16 if cpu_has_native_bf16(flags) else torch.float32
+
+
 def cpu_dtype() -> torch.dtype:
-    """float32, or ``$AGL_CPU_DTYPE`` (``bfloat16`` / ``float32``) when set.
+    """``$AGL_CPU_DTYPE`` (``bfloat16`` / ``float32``) when set, else :func:`default_cpu_dtype`.
 
     Raises:
         ValueError: ``AGL_CPU_DTYPE`` names something other than float32 or bfloat16
@@ -42,7 +80,7 @@ def cpu_dtype() -> torch.dtype:
     """
     value = os.environ.get("AGL_CPU_DTYPE", "").strip()
     if not value:
-        return torch.float32
+        return default_cpu_dtype()
     dtype = parse_dtype(value)
     if dtype not in (torch.float32, torch.bfloat16):
         raise ValueError(f"AGL_CPU_DTYPE: expected 'float32' or 'bfloat16', got {value!r}")
@@ -57,8 +95,8 @@ def pick_device_dtype(prefer: str | torch.device | None = None) -> tuple[torch.d
             ``"cuda:N"``. ``$AGL_DEVICE`` is used when ``prefer`` is None.
 
     Returns:
-        (device, dtype): CUDA -> bfloat16 if supported else float16; CPU -> float32 (or
-        ``$AGL_CPU_DTYPE``).
+        (device, dtype): CUDA -> bfloat16 if supported else float16; CPU -> ``cpu_dtype()``
+        (bfloat16 with native bf16 units, else float32; ``$AGL_CPU_DTYPE`` overrides).
 
     Raises:
         RuntimeError: CUDA was asked for but is not available.

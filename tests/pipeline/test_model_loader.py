@@ -178,9 +178,11 @@ def test_download_can_be_disabled(isolated_hub, monkeypatch):
 
 def test_pick_device_dtype_on_cpu(monkeypatch):
     torch = pytest.importorskip("torch")
-    from pipeline.models.device import pick_device_dtype
+    from pipeline.models.device import default_cpu_dtype, pick_device_dtype
 
     monkeypatch.delenv("AGL_CPU_DTYPE", raising=False)
+    assert pick_device_dtype("cpu") == (torch.device("cpu"), default_cpu_dtype())
+    monkeypatch.setenv("AGL_CPU_DTYPE", "float32")
     assert pick_device_dtype("cpu") == (torch.device("cpu"), torch.float32)
     monkeypatch.setenv("AGL_CPU_DTYPE", "bfloat16")
     assert pick_device_dtype("cpu") == (torch.device("cpu"), torch.bfloat16)
@@ -193,7 +195,7 @@ def test_pick_device_dtype_on_cpu(monkeypatch):
         with pytest.raises(RuntimeError, match="CUDA"):
             pick_device_dtype("cuda")
         monkeypatch.delenv("AGL_CPU_DTYPE")
-        assert pick_device_dtype() == (torch.device("cpu"), torch.float32)
+        assert pick_device_dtype() == (torch.device("cpu"), default_cpu_dtype())
     else:
         device, dtype = pick_device_dtype("cuda")
         assert device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)
