@@ -189,9 +189,9 @@
         if (d.kind === "stroke") {
           const pts = d.pts.filter((p, i) => i === 0 || Math.hypot(p[0] - d.pts[i - 1][0], p[1] - d.pts[i - 1][1]) >= 1);
           this.send({ type: this.mode === "eraser" ? "erase" : "brush", index: this.data.selected, radius: this.size,
-            points: pts.map((p) => [Math.round(p[0] * 10) / 10, Math.round(p[1] * 10) / 10]) }, d.t0, { stroke: pts, erase: this.mode === "eraser" });
-        } else if (d.kind === "vertex") {
-          this.sendPolygon(d.ring, d.ringPts, d.t0);
+            points: pts.map((p) => [Math.round(p[0] * 10) / 10, Math.round(p[1] * 10) / 10]) }, performance.now(), { stroke: pts, erase: this.mode === "eraser" });
+        } else if (d.kind === "vertex") {  // strokes and vertex drags: latency from the mouseup
+          this.sendPolygon(d.ring, d.ringPts, performance.now());
         } else if (d.kind === "prompt") {
           if (d.moved && !d.neg) this.send({ type: "box", box: [d.x0, d.y0, d.x1, d.y1].map((v) => Math.round(v)) }, d.t0, { box: [d.x0, d.y0, d.x1, d.y1] });
           else if (!d.moved && this.inside(d.x0, d.y0)) this.send({ type: "point", x: Math.round(d.x0 * 10) / 10, y: Math.round(d.y0 * 10) / 10, label: d.neg ? 0 : 1 }, d.t0, { point: [d.x0, d.y0, d.neg ? 0 : 1] });
@@ -245,6 +245,7 @@
       const btn = document.querySelector(`#${this.name}-canvas-send`);
       if (!btn) return;
       this.batch = { events: this.queue, seq: this.data ? this.data.seq : 0, t0: this.queue[0].t0, at: performance.now() };
+      C.sentAt = this.batch.at;
       this.queue = [];
       (btn.tagName === "BUTTON" ? btn : btn.querySelector("button") || btn).click();
       const b = this.batch;
@@ -262,7 +263,7 @@
 
     receive(raw) {
       if (!raw || raw === this.raw) return;
-      this.raw = raw;
+      this.raw = raw; C.receivedAt = performance.now();
       let d; try { d = JSON.parse(raw); } catch (e) { return; }
       if (this.data && d.seq <= this.data.seq) return;
       this.data = d; this.masks = {}; this.pendingClass = null;

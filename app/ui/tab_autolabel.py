@@ -197,7 +197,7 @@ def build(ctx: AppContext, shared: Shared) -> None:
 
     send.click(on_canvas, [events, keep, manual_class, classes, segmenter, state],
                errors_in_status(on_canvas, [*view_out, status, state, manual_class], status),
-               api_visibility="private", js="(e, ...rest) => [window.aglCanvas.take('autolabel'), ...rest]",
+               api_visibility="private", js="(e, ...rest) => [window.aglCanvas.take('autolabel'), ...rest]", show_progress="hidden",
                concurrency_id="segment", trigger_mode="multiple",
                ).then(None, None, None, js="() => window.aglCanvas.done('autolabel')")
 

@@ -106,7 +106,7 @@ def build(ctx: AppContext, shared: Shared) -> None:
     # One segmentation at a time per process queue slot; the context lock also guards the predictor.
     send.click(on_canvas, [events, state, mode, segmenter, category],
                errors_in_status(on_canvas, [*outs, category], info), api_visibility="private",
-               js="(e, ...rest) => [window.aglCanvas.take('refine'), ...rest]",
+               js="(e, ...rest) => [window.aglCanvas.take('refine'), ...rest]", show_progress="hidden",
                concurrency_id="segment", concurrency_limit=2, trigger_mode="multiple",
                ).then(None, None, None, js="() => window.aglCanvas.done('refine')")
 

@@ -173,8 +173,9 @@ def test_clicks_brush_eraser_undo_and_accept(page, green, seeded, artifacts_dir)
     assert shrunk < grown
     shot(page, artifacts_dir, "clicks")
     after_ms = cv(page, "refine", "window.aglCanvas.latencies.refine")[latencies0:]
+    seg_ms = page.locator("#refine-click-ms").inner_text()
     print(f"\nclick-to-visible-update in Chromium, ms: before (image round trip) {BEFORE_MS}, "
-          f"after (canvas) {[round(v, 1) for v in after_ms]}")
+          f"after (canvas) {[round(v, 1) for v in after_ms]} (last click's segmentation on the server: {seg_ms} ms)")
     assert len(after_ms) == 2
     # the brush paints a stroke outside the object: the stored mask gets those pixels
     page.locator("#refine-cv-mode-brush").click()
@@ -183,6 +184,8 @@ def test_clicks_brush_eraser_undo_and_accept(page, green, seeded, artifacts_dir)
     drag(page, "refine", [(bx, by), (bx, by + 20)])
     painted = area(page)
     assert painted > shrunk + 100
+    print("brush stroke, mouseup-to-visible-update ms:",
+          round(cv(page, "refine", "window.aglCanvas.latencies.refine.slice(-1)[0]"), 1))
     page.locator("#refine-accept").click()
     expect(page.locator("#refine-info")).to_contain_text("Saved the mask")
     mask = reg.get_mask(oid)
