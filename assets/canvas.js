@@ -201,10 +201,14 @@
       cv.addEventListener("dblclick", (ev) => {
         if (this.mode !== "polygon") return;
         const e = this.edgeAt(ev); if (!e || this.vertexAt(ev)) return;
-        const ring = this.selectedObject().polygons[e.ring].map((p) => p.slice());
-        ring.splice(e.after + 1, 0, [e.a[0] + e.t * (e.b[0] - e.a[0]), e.a[1] + e.t * (e.b[1] - e.a[1])]);
-        this.sendPolygon(e.ring, ring, performance.now());
+        // A vertex on an edge does not change the mask: it stays on the page (the outline the
+        // server sends next is derived from the mask again) until it is dragged.
+        const o = this.selectedObject();
+        o.polygons[e.ring].splice(e.after + 1, 0, [e.a[0] + e.t * (e.b[0] - e.a[0]), e.a[1] + e.t * (e.b[1] - e.a[1])]);
+        this.draw();
       });
+      cv.addEventListener("mouseenter", () => { this.hover = true; });
+      cv.addEventListener("mouseleave", () => { this.hover = false; this.cursor = null; this.draw(); });
     }
 
     inside(x, y) { return this.data && x >= 0 && y >= 0 && x <= this.data.width && y <= this.data.height; }
@@ -213,7 +217,11 @@
       if (!this.cv || this.cv.offsetParent === null || !this.data) return false;  // tab not shown
       if (typing(ev.target)) return false;
       const k = ev.key, lower = (k || "").toLowerCase(), ctrl = ev.ctrlKey || ev.metaKey;
-      if (k === " ") { this.space = down; this.cv.style.cursor = down ? "grab" : ""; if (!down) this.setMode(this.mode); return true; }
+      if (k === " ") {  // pan while held: only over the canvas (Space still presses a focused button elsewhere)
+        if (down && !this.hover && document.activeElement !== this.cv) return false;
+        if (!down && !this.space) return false;
+        this.space = down; this.cv.style.cursor = down ? "grab" : ""; if (!down) this.setMode(this.mode); return true;
+      }
       if (!down) return false;
       if (ctrl && lower === "z") { this.send({ type: ev.shiftKey ? "redo" : "undo" }); return true; }
       if (ctrl && lower === "y") { this.send({ type: "redo" }); return true; }
@@ -303,7 +311,7 @@
         this.legend.appendChild(item);
       }
       if (!(d.classes || []).length) this.legend.appendChild(el("span", "agl-cv-none", "no classes yet"));
-      this.pos.textContent = d.count ? `${d.index + 1} of ${d.count}` : "—";
+      this.pos.textContent = d.pos_label || (d.count ? `${d.index + 1} of ${d.count}` : "—");
       const help = { prompt: "click = add · right-click / Shift+click = remove · drag = box · wheel = zoom · Space+drag = pan",
         brush: "drag to paint the selected mask", eraser: "drag to erase from the selected mask",
         polygon: "drag a vertex · double-click an edge = new vertex · Alt/right-click a vertex = remove it" };

@@ -14,7 +14,8 @@ from app.workflows import refine as rf
 MODE_CHOICES = [("+ add (positive)", "positive"), ("− remove (negative)", "negative"), ("□ box (two clicks)", "box")]
 
 
-def _out(s: rf.RefineSession | None, note: str = "", classes: list[str] | None = None):
+def _out(s: rf.RefineSession | None, note: str = "", classes: list[str] | None = None,
+         siblings: list[str] | None = None):
     """(canvas view JSON, status Markdown, session) for the session."""
     if s is None:
         note = note or "Open an object by id, or upload an image."
@@ -23,7 +24,7 @@ def _out(s: rf.RefineSession | None, note: str = "", classes: list[str] | None =
     if s.timings:
         timing = f"<span id='refine-click-ms'>{s.timings[-1] * 1000:.0f}</span>"
         timing = f" · click {len(s.timings)}: {timing} ms"
-    view = cw.refine_view(s, classes if classes is not None else [s.category or ""], note)
+    view = cw.refine_view(s, classes if classes is not None else [s.category or ""], note, siblings)
     return cw.dumps(view), (note + "\n\n" if note else "") + s.summary() + timing, s
 
 
@@ -57,10 +58,18 @@ def build(ctx: AppContext, shared: Shared) -> None:
     def classes(s):
         return cw.refine_classes(ctx.registry, s)
 
+    def out(s, note: str = ""):
+        """_out with the legend and the objects on the same image (←/→), cached per session."""
+        if s is None:
+            return _out(None, note)
+        if getattr(s, "canvas_siblings", None) is None or s.object_id not in s.canvas_siblings:
+            s.canvas_siblings = cw.refine_siblings(ctx.registry, s)
+        return _out(s, note, classes(s), s.canvas_siblings)
+
     @ui_errors
     def on_open(oid):
         s = rf.open_object(ctx.registry, oid)
-        return (*_out(s, f"Opened **{s.object_id}**.", classes(s)), s.category or "")
+        return (*out(s, f"Opened **{s.object_id}**."), s.category or "")
 
     open_btn.click(on_open, [object_id], [*outs, category], api_name="refine_open")
     object_id.submit(on_open, [object_id], [*outs, category], api_visibility="private")
@@ -73,8 +82,7 @@ def build(ctx: AppContext, shared: Shared) -> None:
             s = rf.open_image(path)
         except ValueError as exc:
             raise gr.Error(f"Not an image we can read: {exc}") from exc
-        return _out(s, "New image: click on the object (or drag a box), type its class (or press its number), accept.",
-                    classes(s))
+        return out(s, "New image: click on the object (or drag a box), type its class (or press its number), accept.")
 
     upload.upload(on_upload, [upload], outs, api_visibility="private")
 
@@ -99,13 +107,16 @@ def build(ctx: AppContext, shared: Shared) -> None:
                 x, y = cw._xy(ev)
                 rf.click(ctx, s, x, y, "box", seg_v)
                 note = "First box corner set: click the opposite corner." if s.box_corner else ""
+            elif ev["type"] == "nav":  # ←/→: the previous / next object on the same image
+                s = cw.refine_nav(ctx.registry, s, int(ev.get("delta", 1)))
+                note = f"Opened **{s.object_id}**."
             else:
                 note = cw.refine_events(ctx, s, [ev], seg_v, classes(s)) or note
-        return (*_out(s, note, classes(s)), s.category or "")
+        return (*out(s, note), s.category or "", s.object_id or "")
 
     # One segmentation at a time per process queue slot; the context lock also guards the predictor.
     send.click(on_canvas, [events, state, mode, segmenter, category],
-               errors_in_status(on_canvas, [*outs, category], info), api_visibility="private",
+               errors_in_status(on_canvas, [*outs, category, object_id], info), api_visibility="private",
                js="(e, ...rest) => [window.aglCanvas.take('refine'), ...rest]", show_progress="hidden",
                concurrency_id="segment", concurrency_limit=2, trigger_mode="multiple",
                ).then(None, None, None, js="() => window.aglCanvas.done('refine')")
@@ -114,7 +125,7 @@ def build(ctx: AppContext, shared: Shared) -> None:
     def on_undo(s):
         if s is None:
             return _out(None)
-        return _out(s, "" if rf.undo_state(s) else "Nothing to undo.", classes(s))
+        return out(s, "" if rf.undo_state(s) else "Nothing to undo.")
 
     undo.click(on_undo, [state], outs, api_visibility="private")
 
@@ -122,7 +133,7 @@ def build(ctx: AppContext, shared: Shared) -> None:
     def on_reset(s):
         if s is None:
             return _out(None)
-        return _out(rf.reset(s), "Reset to the stored mask.", classes(s))
+        return out(rf.reset(s), "Reset to the stored mask.")
 
     reset.click(on_reset, [state], outs, api_visibility="private")
 
@@ -132,7 +143,7 @@ def build(ctx: AppContext, shared: Shared) -> None:
             raise gr.Error("Open an object or upload an image first.")
         oid = rf.accept(ctx.registry, s, category=cat_v, validated_by=ctx.user_name(request, None))
         gr.Info(f"Saved the mask of {oid}.")
-        return (*_out(s, f"Saved the mask of **{oid}**.", classes(s)), oid)
+        return (*out(s, f"Saved the mask of **{oid}**."), oid)
 
     accept.click(on_accept, [state, category], [*outs, object_id], api_visibility="private")
 

@@ -172,19 +172,56 @@ def refine_classes(reg: Any, s: rf.RefineSession | None) -> list[str]:
     return names
 
 
-def refine_view(s: rf.RefineSession | None, classes: Sequence[str], note: str = "") -> dict:
-    """The Refine canvas view: one object (the session's mask), its clicks and box prompt."""
+def refine_siblings(reg: Any, s: rf.RefineSession) -> list[str]:
+    """The ids of the objects on the session's image (same source and frame), oldest first:
+    what ←/→ step through in Refine."""
+    if not s.object_id or not s.source_id:
+        return []
+    frame = reg.get_object(s.object_id).get("frame_id")
+    ids = [o["object_id"] for o in reg.list_objects(source_id=s.source_id, order="created_asc", limit=1000)
+           if o.get("frame_id") == frame]
+    return ids if s.object_id in ids else [s.object_id]
+
+
+def refine_view(s: rf.RefineSession | None, classes: Sequence[str], note: str = "",
+                siblings: Sequence[str] | None = None) -> dict:
+    """The Refine canvas view: one object (the session's mask), its clicks and box prompt;
+    "n of N" counts the objects on its image (``siblings``)."""
     if s is None:
         return empty_view("refine", note)
     sent = getattr(s, "canvas_image", None)
     box = s.box if s.box is not None else (None if s.mask is not None else s.initial_box)
     obj = canvas_object(0, s.category, s.mask, box, ident=s.object_id or "new", polygons=True)
     pts, labs = list(s.points), list(s.labels)
+    if s.box_corner is not None:  # the first corner of a two-click box
+        pts, labs = [*pts, s.box_corner], [*labs, 1]
+    sib = list(siblings or [])
+    at = sib.index(s.object_id) if s.object_id in sib else 0
     v = view(canvas="refine", image_path=s.image_path, image_key=s.image_key, width=s.width, height=s.height,
              objects=[obj], classes=classes, current_class=s.category, selected=0, points=pts, labels=labs,
-             prompt_box=s.box, note=note, send_image=sent != s.image_key)
+             prompt_box=s.box, note=note, send_image=sent != s.image_key, index=at, count=max(1, len(sib)))
+    v["pos_label"] = f"object {at + 1} of {len(sib)} on this image" if sib else "new object"
     s.canvas_image = s.image_key  # type: ignore[attr-defined]
     return v
+
+
+def refine_nav(reg: Any, s: rf.RefineSession, delta: int) -> rf.RefineSession:
+    """The session of the previous / next object on the same image (``delta`` = -1 / +1).
+
+    Refuses while the current object has edits not yet accepted (they would be lost).
+    """
+    sib = refine_siblings(reg, s)
+    if s.object_id not in sib:
+        raise ValueError("←/→: expected an object opened from the registry, got a new image; accept it first")
+    j = min(max(sib.index(s.object_id) + int(delta), 0), len(sib) - 1)
+    if sib[j] == s.object_id:
+        return s
+    if s.history:
+        raise ValueError(f"←/→: {s.object_id} has {len(s.history)} edit(s) not accepted; Accept or Reset first")
+    nxt = rf.open_object(reg, sib[j])
+    if nxt.image_key == getattr(s, "canvas_image", None):
+        nxt.canvas_image = s.canvas_image  # type: ignore[attr-defined]  # the page has the image
+    return nxt
 
 
 def refine_events(ctx: Any, s: rf.RefineSession, events: list[dict], segmenter: str | None,

@@ -214,6 +214,30 @@ def test_polygon_vertex_drag_delete_and_class_key(page, seeded, restore, artifac
     after = reg.get_mask(oid)
     assert after.sum() > before.sum()
     assert after[int(vy + 10), int(vx + 10)] and not before[int(vy + 10), int(vx + 10)]
+    # double-click an edge: a new vertex there (on the page: the mask is unchanged until it moves)
+    ring = cv(page, "refine", "c.data.objects[0].polygons[0]")
+    (ax, ay), (bx, by) = max(zip(ring, ring[1:] + ring[:1], strict=True), key=lambda e: (e[0][0] - e[1][0]) ** 2 + (e[0][1] - e[1][1]) ** 2)
+    mx, my = (ax + bx) / 2, (ay + by) / 2  # the middle of the longest edge
+    page.mouse.dblclick(*at(page, "refine", mx, my))
+    assert len(cv(page, "refine", "c.data.objects[0].polygons[0]")) == len(ring) + 1
+    cx, cy = (sum(p[0] for p in ring) / len(ring), sum(p[1] for p in ring) / len(ring))
+    ox, oy = mx + (mx - cx) * 0.3, my + (my - cy) * 0.3  # pulled away from the centre
+    a0 = area(page)
+    drag(page, "refine", [(mx, my), (ox, oy)])
+    assert area(page) > a0
+    # Alt+click on a vertex removes it (the outline is cut along the new edge)
+    ring = cv(page, "refine", "c.data.objects[0].polygons[0]")
+    far = max(ring, key=lambda p: (p[0] - cx) ** 2 + (p[1] - cy) ** 2)
+    a1 = area(page)
+    before_seq = seq(page, "refine")
+    page.keyboard.down("Alt")
+    page.mouse.click(*at(page, "refine", *far))
+    page.keyboard.up("Alt")
+    settled(page, "refine", before_seq)
+    assert area(page) < a1
+    press(page, "refine", "Control+z")
+    press(page, "refine", "Control+z")
+    assert area(page) == int(after.sum())
     # Delete clears the mask, Ctrl+Z brings it back
     page.locator("#refine-cv-mode-prompt").click()
     press(page, "refine", "Delete")
@@ -294,3 +318,46 @@ def test_autolabel_keys_delete_hand_box_and_save(page, server, tmp_path, artifac
     assert reg.count_objects(project="canvas") == 8  # 9 found - 1 deleted (+ 1 hand box, dropped)
     cats = sorted(o["category"] for o in reg.list_objects(project="canvas", limit=20))
     assert cats == ["blue"] * 3 + ["green"] * 3 + ["red"] * 2  # the deleted one had been relabeled green
+
+
+def test_refine_arrows_step_through_the_image_objects_shift_click_and_middle_pan(page, seeded, restore, artifacts_dir):
+    reg = seeded["ctx"].registry
+    obj = reg.list_objects(category="green", project="seed", limit=1)[0]
+    siblings = [o["object_id"] for o in reg.list_objects(source_id=obj["source_id"], order="created_asc", limit=10)]
+    assert len(siblings) == 3
+    oid = restore(obj["object_id"])
+    open_refine(page, oid)
+    k = siblings.index(oid)
+    expect(page.locator("#refine-cv-pos")).to_have_text(f"object {k + 1} of 3 on this image")
+    # Shift+click is a negative point too
+    x, y, w, h = obj["bbox_xywh"]
+    before = seq(page, "refine")
+    page.keyboard.down("Shift")
+    page.mouse.click(*at(page, "refine", x + w * 0.2, y + h * 0.2))
+    page.keyboard.up("Shift")
+    settled(page, "refine", before)
+    assert cv(page, "refine", "c.data.labels") == [0]
+    # ← / → refuse to drop an edit not accepted; after Reset they open the neighbour
+    page.keyboard.press("ArrowRight" if k < 2 else "ArrowLeft")  # refused: no new view, a warning
+    expect(page.locator("#refine-info")).to_contain_text("not accepted")
+    page.wait_for_function("() => !window.aglCanvas.inst.refine.batch")
+    assert cv(page, "refine", "c.data.objects[0].id") == oid
+    page.locator("#refine-reset").click()
+    expect(page.locator("#refine-info")).to_contain_text("Reset to the stored mask")
+    page.locator("#refine-cv").focus()
+    step = 1 if k < 2 else -1
+    press(page, "refine", "ArrowRight" if step > 0 else "ArrowLeft")
+    expect(page.locator("#refine-cv-pos")).to_have_text(f"object {k + step + 1} of 3 on this image")
+    expect(page.locator("#refine-object-id").get_by_role("textbox")).to_have_value(siblings[k + step])
+    expect(page.locator("#refine-info")).to_contain_text(siblings[k + step])
+    assert cv(page, "refine", "c.data.objects[0].id") == siblings[k + step]
+    # the middle button pans
+    v1 = cv(page, "refine", "({...c.view})")
+    px, py = at(page, "refine", 100, 100)
+    page.mouse.move(px, py)
+    page.mouse.down(button="middle")
+    page.mouse.move(px - 40, py + 25, steps=4)
+    page.mouse.up(button="middle")
+    v2 = cv(page, "refine", "({...c.view})")
+    assert (v2["tx"] - v1["tx"], v2["ty"] - v1["ty"]) == pytest.approx((-40, 25), abs=1.0)
+    shot(page, artifacts_dir, "refine_next_object")
