@@ -77,13 +77,15 @@ def measure(reg: Any, queries: np.ndarray, filters: list[dict], truth: Any, offs
             "paths": paths}
 
 
-def _forced(reg: Any, path: str) -> tuple[int, int]:
+def _forced(reg: Any, path: str) -> dict[str, Any]:
+    from dataclasses import asdict
+
     cfg = reg._vectors.planner
-    old = cfg.exact_threshold, cfg.max_ann_fetch
+    old = asdict(cfg)
     if path == "exact":
         cfg.exact_threshold = 1 << 40
     else:
-        cfg.exact_threshold, cfg.max_ann_fetch = 0, 1 << 40
+        cfg.exact_threshold, cfg.max_ann_fetch, cfg.exact_us_per_candidate = 0, 1 << 40, float("inf")
     return old
 
 
@@ -127,7 +129,8 @@ def run_default(folder: Path, data: Any, qvecs: np.ndarray, qcats: list[str], tr
                 try:
                     forced[name][path] = measure(reg, qvecs, fl, truth, off)
                 finally:
-                    reg._vectors.planner.exact_threshold, reg._vectors.planner.max_ann_fetch = old
+                    for key, value in old.items():
+                        setattr(reg._vectors.planner, key, value)
         default["planner_paths"] = forced
         two = {}
         for name in ("unfiltered", "category_filter"):

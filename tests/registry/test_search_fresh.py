@@ -11,6 +11,7 @@ def test_a_committed_object_not_yet_synced_is_found(data_dir):
     reg, _ = seeded(data_dir, {"ant": 40, "bee": 40}, index="chroma")
     try:
         reg._vectors.planner.exact_threshold = 10  # the category filter takes the ANN path
+        reg._vectors.planner.exact_us_per_candidate = 1e6
         reg.sync_on_write = False
         before = reg.index.count()
         new = np.random.default_rng(99).standard_normal(DIM).astype(np.float32)

@@ -15,6 +15,7 @@ COUNTS = {"ant": 30, "bee": 120, "cow": 150}
 def chroma_reg(data_dir):
     reg, vectors = seeded(data_dir, COUNTS, index="chroma")
     reg._vectors.planner.exact_threshold = 50
+    reg._vectors.planner.exact_us_per_candidate = 1e6  # above the threshold ANN is "cheaper"
     yield reg, vectors
     reg.close()
 
@@ -112,3 +113,22 @@ def test_a_process_without_the_matrix_scores_exactly_from_sqlite(data_dir, monke
             assert {h["stage"] for h in ranked} == {"exact"}
     finally:
         reg.close()
+
+
+def test_above_the_threshold_the_cost_model_picks_the_cheaper_path():
+    from registry.search_planner import PlannerConfig, choose
+
+    cfg = PlannerConfig()
+    # 100k objects, a 5.5 % category: ~6.6 ms exact vs ~13 ms for ANN's 380 neighbours -> exact
+    p = choose(cfg, k=10, need=10, estimate=5_500, total=100_000)
+    assert p.path == "exact" and "cheaper" in p.reason
+    # 1M objects, a 5 % category: 60 ms exact vs ANN with max(10, 10 / 0.05 · 2 + 16) = 416 -> ann
+    p = choose(cfg, k=10, need=10, estimate=50_000, total=1_000_000)
+    assert p.path == "ann" and p.fetch == 416
+    # a third of 1M: ANN with 76 neighbours
+    p = choose(cfg, k=10, need=10, estimate=333_333, total=1_000_000)
+    assert p.path == "ann" and p.fetch == 76
+    # tiny filters are exact whatever the costs say; huge fetches never go to the index
+    assert choose(cfg, k=10, need=10, estimate=4_000, total=10**7).path == "exact"
+    assert choose(cfg, k=10, need=10, estimate=6_000, total=10**7).path == "exact"  # fetch > max_ann_fetch
+    assert choose(cfg, k=10, need=10, estimate=None, total=50).fetch == 10
