@@ -74,7 +74,10 @@ def _swap(st: dict, src: str, dst: str) -> bool:
     i, det = stack.pop()
     st.setdefault(dst, []).append((i, st["images"][i].det))
     st["images"][i].det = det
-    st["current"], st["selected"] = i, None
+    sel = st.get("selected")
+    if st.get("current") != i or sel is None or sel >= len(det):  # the selection stays where it still means the same
+        st["selected"] = None
+    st["current"] = i
     return True
 
 
