@@ -168,7 +168,12 @@ class IndexHandle:
                     remove_files(folder)
                     m, fresh = VectorMatrix(folder, self.embedding_dim), True
                 if fresh and self._embedding_count():
-                    self.matrix_recovery = self.matrix_recovery or "missing; rebuilt from SQLite"
+                    # Missing although vectors were relayed before (a persistent matrix would
+                    # hold them): say so. In memory, or before any relay, filling is routine.
+                    if folder is not None and self.conn.scalar(
+                            "SELECT EXISTS (SELECT 1 FROM embedding_outbox WHERE status = 'synced' AND version_id = ?)",
+                            (self.embedding_version,)):
+                        self.matrix_recovery = self.matrix_recovery or "missing; rebuilt from SQLite"
                     self._fill_matrix(m)
                 self._matrix = m
         return self._matrix

@@ -34,6 +34,7 @@ def test_matrix_stays_in_step_after_updates_and_deletes(data_dir):
     reg, vectors = seeded(data_dir, {"ant": 25, "bee": 25}, index="chroma")
     try:
         assert (data_dir / "matrix" / "objects_search-test" / "vectors.f32").exists()
+        assert reg._vectors.matrix_recovery is None  # a new folder's first fill is no recovery
         _assert_in_step(reg)
         ids = list(vectors)
         rng = np.random.default_rng(5)
