@@ -33,6 +33,16 @@ the ORIGINAL image; they are scaled to the model's input grid here. Masks are (H
 (N, H, W) bool on the original pixel grid. Scores are SAM2's predicted mask IoU, clipped to
 [0, 1] (a random-weight or badly prompted model can predict slightly outside).
 
+Click latency: a click runs only the prompt encoder + mask decoder, hundreds of small ops
+(matmuls of at most 4096 x 256, element-wise work on 64^2 x 256 and 256^2 x 32 maps). A second
+OpenMP thread gains little on them and its synchronisation costs a lot whenever the cores are
+shared (another request encoding, other processes): ``predict_points`` therefore runs with
+``click_threads`` (1) intra-op threads in the calling thread only (OpenMP's thread count is
+per calling thread, so threads already running elsewhere keep theirs). Measured on the 2-core
+bench machine under load, bfloat16 SAM2.1-tiny, same process, alternating: p50 121 vs 213 ms,
+p90 157 vs 807 ms (1 vs 2 threads); ``bench pipeline`` prints both (``click_p95_ms`` and
+``click_p95_ms_all_threads``). Box batches (``predict_boxes``) keep every thread.
+
 Thread safety: the predictor holds per-image state. Every public call takes ``self.lock`` (an
 ``RLock``), so a call never sees half of another's state. Two users sharing one instance must
 also keep *their* image between calls: ``with seg.using(image): seg.predict_points(...)`` holds
@@ -44,7 +54,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +80,20 @@ MASK_LOGIT_LIMIT = 32.0
 _POSTPROCESS_ELEMENTS = 64_000_000
 
 
+@contextmanager
+def intra_op_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads in this thread, then restore the count."""
+    before = torch.get_num_threads()
+    if n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def image_key(image: np.ndarray) -> str:
     """A content hash of an image array (shape, dtype and pixels), used as the LRU key."""
     h = hashlib.blake2b(digest_size=20)
@@ -89,6 +113,8 @@ class Sam2Segmenter:
         input_size: the square side the image is resized to (1024 for released checkpoints).
         encoder_calls: how many times the image encoder ran (LRU misses); for tests/benchmarks.
         lock: the ``RLock`` guarding the predictor state.
+        click_threads: intra-op threads of ``predict_points`` (1; None = torch's setting), see
+            the module docstring.
     """
 
     def __init__(
@@ -114,6 +140,7 @@ class Sam2Segmenter:
         self.cache_size = cache_size
         self.box_batch = max(1, int(box_batch))
         self.encoder_calls = 0
+        self.click_threads: int | None = 1
         self.lock = threading.RLock()
         self._mean = torch.tensor(image_mean, dtype=torch.float32).view(3, 1, 1)
         self._std = torch.tensor(image_std, dtype=torch.float32).view(3, 1, 1)
@@ -372,7 +399,8 @@ class Sam2Segmenter:
                 raise ValueError(f"box: expected 4 finite xyxy pixel values, got {box.shape}")
         if len(pts) == 0 and box is None:
             raise ValueError("predict_points: expected at least one point or a box, got neither")
-        with self.lock:
+        threads = nullcontext() if self.click_threads is None else intra_op_threads(self.click_threads)
+        with self.lock, threads:
             feats, hw = self._require_image()
             mask_t = None if mask_input is None else self._mask_prompt(mask_input, hw)
             pt_t = lab_t = box_t = None

@@ -1,6 +1,6 @@
 """Pipeline speed and memory: full-size SAM2.1-tiny, Florence-2-base, DINOv2-base (random weights).
 
-    python launch.py bench pipeline                        # CPU, float32 + a bfloat16 comparison
+    python launch.py bench pipeline                        # CPU, the default precision + the other one
     python launch.py bench pipeline --dtype bfloat16 --no-compare-dtype --json
     python launch.py bench pipeline --device cuda --batch-images 8   # + batched images/s
 
@@ -34,6 +34,16 @@ Measured (seconds unless named otherwise; medians of ``--repeats``):
 - ``reference.matmul_gflops``: a 1024^3 float32 matmul, measured in the same run, so runs on
   busy or different machines can be compared.
 
+- ``main.flops`` (``tests/bench/pipeline_flops.py``): each stage's FLOPs counted with
+  ``FlopCounterMode``, achieved GFLOP/s and ``fraction_of_peak`` against the matmul of the same
+  precision (``largest_gap``: the stage losing most seconds against the peak).
+- ``fidelity`` (``tests/bench/pipeline_fidelity.py``): bfloat16 against float32 on the same
+  inputs (Florence logits, auto-label boxes / masks / embeddings, SAM2 masks and logits, DINOv2
+  cosine); measured whenever both precisions run.
+
+``main`` is the default configuration (``pipeline.models.device.cpu_dtype()``: bfloat16 on CPUs
+with native bf16, else float32); ``compare`` the other precision.
+
 Targets (issue 3, 2 CPU cores): click p95 <= 50 ms, whole image <= 3 s, peak RSS <= 4 GB.
 ``ratios`` are measured / target (<= 1 meets the target). ``gaps`` explains each miss.
 """
@@ -60,7 +70,7 @@ BUILD_VERSION = "v1"  # bump when the generated model folders change
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where models run (cpu)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
-                        help="precision (default: float32 on CPU, the device default on CUDA)")
+                        help="precision (default: the app's, bfloat16 on CPUs with native bf16, else float32)")
     parser.add_argument("--compare-dtype", action=argparse.BooleanOptionalAction, default=None,
                         help="also measure the other precision (default: on for CPU)")
     parser.add_argument("--clicks", type=int, default=30, help="timed clicks (30)")
@@ -245,8 +255,43 @@ def measure_sam2(seg, clicks: int, repeats: int, device: str) -> dict[str, float
     pre = time.perf_counter() - t
     del x
     image, boxes, _ = scene(100 + repeats)
+    times, previous = _click_session(seg, boxes, clicks, device)
+    default_threads = seg.click_threads
+    seg.click_threads = None  # the same clicks with torch's thread count (before click_threads)
+    try:
+        all_threads, _ = _click_session(seg, boxes, clicks, device)
+    finally:
+        seg.click_threads = default_threads
+    import torch
+
+    low = torch.from_numpy(previous)[None, None]
+    post = []
+    for _ in range(5):
+        t = time.perf_counter()
+        seg._postprocess(low, (IMAGE_SIDE, IMAGE_SIDE))
+        post.append((time.perf_counter() - t) * 1000)
+    t = time.perf_counter()
+    seg.predict_boxes(boxes)
+    _sync(device)
+    box5 = time.perf_counter() - t
+    return {
+        "encoder_s": _median(enc),
+        "preprocess_s": pre,
+        "click_p50_ms": float(np.percentile(times, 50)),
+        "click_p95_ms": float(np.percentile(times, 95)),
+        "click_max_ms": float(np.max(times)),
+        "click_p50_ms_all_threads": float(np.percentile(all_threads, 50)),
+        "click_p95_ms_all_threads": float(np.percentile(all_threads, 95)),
+        "click_mask_resize_ms": _median(post),
+        "boxes5_decode_s": box5,
+    }
+
+
+def _click_session(seg, boxes: np.ndarray, clicks: int, device: str) -> tuple[list[float], np.ndarray]:
+    """Milliseconds of ``clicks`` refinement clicks (+/- points, previous logits fed back; a new
+    object every 6 clicks) on the current image, and the last low-res logits."""
     rng = np.random.default_rng(1)
-    times = []
+    times: list[float] = []
     points: list[list[float]] = []
     labels: list[int] = []
     previous = None
@@ -266,27 +311,7 @@ def measure_sam2(seg, clicks: int, repeats: int, device: str) -> dict[str, float
         if i:  # the first click warms up the decoder
             times.append((time.perf_counter() - t) * 1000)
         previous = pred.low_res_logits
-    import torch
-
-    low = torch.from_numpy(previous)[None, None]
-    post = []
-    for _ in range(5):
-        t = time.perf_counter()
-        seg._postprocess(low, (IMAGE_SIDE, IMAGE_SIDE))
-        post.append((time.perf_counter() - t) * 1000)
-    t = time.perf_counter()
-    seg.predict_boxes(boxes)
-    _sync(device)
-    box5 = time.perf_counter() - t
-    return {
-        "encoder_s": _median(enc),
-        "preprocess_s": pre,
-        "click_p50_ms": float(np.percentile(times, 50)),
-        "click_p95_ms": float(np.percentile(times, 95)),
-        "click_max_ms": float(np.max(times)),
-        "click_mask_resize_ms": _median(post),
-        "boxes5_decode_s": box5,
-    }
+    return times, previous
 
 
 def measure_florence(det, tokens: int, repeats: int, device: str) -> dict[str, float]:
@@ -342,18 +367,33 @@ def measure_dinov2(emb, repeats: int, device: str) -> dict[str, float]:
     return {"batch5_s": _median(times), "crop_preprocess_s": _median(pre)}
 
 
-def measure_autolabel(labeler, repeats: int, seed0: int) -> dict[str, Any]:
+def scripted_ids(det, boxes: np.ndarray, labels: list[str]) -> list[int]:
+    """The token ids of Florence's grounding output naming ``labels`` at ``boxes``."""
+    from tests.pipeline.tiny_models import florence_output_ids
+
+    return florence_output_ids(det.processor.tokenizer, _script_for(boxes, labels, IMAGE_SIDE))
+
+
+def scripted_kwargs(det, boxes: np.ndarray, labels: list[str]) -> dict[str, Any]:
+    """``generate_kwargs`` forcing Florence to emit ``labels`` at ``boxes`` (a fresh processor)."""
     from transformers import LogitsProcessorList
 
-    from tests.pipeline.tiny_models import florence_output_ids, scripted_logits_processor
+    from tests.pipeline.tiny_models import scripted_logits_processor
 
+    ids = scripted_ids(det, boxes, labels)
+    eos = det.processor.tokenizer.eos_token_id
+    return {"logits_processor": LogitsProcessorList([scripted_logits_processor(ids, eos)])}
+
+
+def measure_autolabel(labeler, repeats: int, seed0: int) -> tuple[dict[str, Any], Any]:
+    """Timings of scripted auto-label runs on new images, and the last run's ``Detections``."""
     det = labeler.detector
-    tok = det.processor.tokenizer
     runs = []
+    result = None
     for r in range(repeats):
         image, boxes, labels = scene(seed0 + r)  # a new image: the SAM2 encoder runs each time
-        ids = florence_output_ids(tok, _script_for(boxes, labels, IMAGE_SIDE))
-        kwargs = {"logits_processor": LogitsProcessorList([scripted_logits_processor(ids, tok.eos_token_id)])}
+        ids = scripted_ids(det, boxes, labels)
+        kwargs = scripted_kwargs(det, boxes, labels)
         original = det.detect
 
         def scripted_detect(image, classes, *, synonyms=None, confidence=0.0, _kw=kwargs, _orig=original):
@@ -366,7 +406,8 @@ def measure_autolabel(labeler, repeats: int, seed0: int) -> dict[str, Any]:
             del det.detect
         runs.append((dict(labeler.last_timings), len(result), len(ids) + 1))
     stages = {k: _median([r[0][k] for r in runs]) for k in runs[0][0]}
-    return {"objects": runs[-1][1], "detector_tokens": runs[-1][2], **{f"{k}_s": v for k, v in stages.items()}}
+    timings = {"objects": runs[-1][1], "detector_tokens": runs[-1][2], **{f"{k}_s": v for k, v in stages.items()}}
+    return timings, result
 
 
 def measure_batched(mgr, n: int, device: str) -> dict[str, float]:
@@ -395,8 +436,13 @@ def measure_batched(mgr, n: int, device: str) -> dict[str, float]:
 
 
 def run_suite(folders: dict[str, str], device: str, dtype: str | None, args: argparse.Namespace,
-              *, memory: bool) -> dict[str, Any]:
+              *, memory: bool, count_flops: bool = True,
+              flop_counts: dict[str, int] | None = None) -> dict[str, Any]:
+    """Every measurement in one precision; ``_capture`` (numpy outputs for ``fidelity``) and
+    ``_flop_counts`` are popped by ``run``. ``flop_counts``: counts from another precision's
+    suite (FLOPs do not depend on the precision, so they are counted once)."""
     from pipeline.models.manager import ModelManager
+    from tests.bench import pipeline_fidelity, pipeline_flops
 
     rss0 = _rss_mb()
     mgr = ModelManager("cpu" if device == "cpu" else "gpu", overrides=folders, device=device, dtype=dtype)
@@ -407,7 +453,11 @@ def run_suite(folders: dict[str, str], device: str, dtype: str | None, args: arg
     out["sam2"] = measure_sam2(seg, args.clicks, args.repeats, device)
     out["florence"] = measure_florence(det, args.tokens, args.repeats, device)
     out["dinov2"] = measure_dinov2(emb, args.repeats, device)
-    out["autolabel"] = measure_autolabel(mgr.labeler(), args.repeats, seed0=500)
+    labeler = mgr.labeler()
+    out["autolabel"], last = measure_autolabel(labeler, args.repeats, seed0=500)
+    if count_flops:
+        out["_flop_counts"] = flop_counts or pipeline_flops.count_stage_flops(labeler, scripted_kwargs, scene)
+    out["_capture"] = pipeline_fidelity.capture(labeler, last, scripted_ids, scene)
     if memory:
         params = sum(p.numel() * p.element_size() for m in (seg.model, det.model, emb.model)
                      for p in m.parameters())
@@ -469,22 +519,42 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda: expected a CUDA GPU, torch sees none; use --device cpu")
-    dtype = args.dtype or ("float32" if device == "cpu" else None)
+    from pipeline.models.device import cpu_dtype, cpu_has_native_bf16
+    from tests.bench.pipeline_flops import flops_report
+
+    dtype = args.dtype or (str(cpu_dtype()).removeprefix("torch.") if device == "cpu" else None)
     compare = args.compare_dtype if args.compare_dtype is not None else device == "cpu"
     folders = ensure_models(_models_dir(args.models_dir))
+    peaks = reference_gflops()  # re-measured after each suite; the best counts (a busy machine)
     result: dict[str, Any] = {
         "machine": {"device": device, "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-                    "load_avg_1m_at_start": os.getloadavg()[0],
-                    **reference_gflops()},
+                    "load_avg_1m_at_start": os.getloadavg()[0], "cpu_native_bf16": cpu_has_native_bf16(),
+                    **peaks},
     }
     main = run_suite(folders, device, dtype, args, memory=True)
+    peaks = {k: max(v, w) for (k, v), w in zip(peaks.items(), reference_gflops().values(), strict=True)}
     result["main"] = main
+    captures = {main["dtype"]: main.pop("_capture")}
+    counts = main.pop("_flop_counts")
     other = None
     if compare and device == "cpu":
         other_dtype = "bfloat16" if main["dtype"] == "float32" else "float32"
         args_other = argparse.Namespace(**{**vars(args), "batch_images": 0})
-        other = run_suite(folders, device, other_dtype, args_other, memory=False)
+        other = run_suite(folders, device, other_dtype, args_other, memory=False, flop_counts=counts)
+        peaks = {k: max(v, w) for (k, v), w in zip(peaks.items(), reference_gflops().values(), strict=True)}
+        captures[other["dtype"]] = other.pop("_capture")
+        other.pop("_flop_counts")
         result["compare"] = other
+    result["machine"].update(peaks)
+    for suite in (main, other):
+        if suite is not None:
+            peak = peaks.get(f"matmul_{suite['dtype']}_gflops", 0.0)
+            suite["flops"] = flops_report(counts, suite, peak)
+    if "float32" in captures and "bfloat16" in captures:
+        from tests.bench.pipeline_fidelity import compare as compare_fidelity
+
+        result["fidelity"] = {"reference": "float32", "measured": "bfloat16",
+                              **compare_fidelity(captures["float32"], captures["bfloat16"])}
     mem = main["memory"]
     result["ratios"] = {
         "click_p95_vs_50ms": main["sam2"]["click_p95_ms"] / TARGET_CLICK_P95_MS,
