@@ -79,7 +79,7 @@ def launch_kwargs(ctx: AppContext, *, auth: tuple[str, str] | None = None) -> di
     """
     from app.web_security import served_paths
 
-    js = "\n".join((ASSETS / name).read_text(encoding="utf-8") for name in ("shortcuts.js", "video.js", "canvas.js"))
+    js = "\n".join((ASSETS / name).read_text(encoding="utf-8") for name in ("shortcuts.js", "video.js", "canvas.js", "canvas_draw.js"))
     allowed, blocked = served_paths(ctx.data_dir)
     return {
         "share": False,
