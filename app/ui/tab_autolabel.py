@@ -94,6 +94,9 @@ def build(ctx: AppContext, shared: Shared) -> None:
                     clear_corner = gr.Button("Clear selection", size="sm")
             table = gr.Dataframe(headers=HEADERS, label="Objects", interactive=False, elem_id="autolabel-table",
                                  wrap=True)
+            with gr.Row():
+                gr.Markdown("Click a row to select its object on the image.", elem_classes="agl-shortcuts")
+                delete_sel = gr.Button("Delete selected object", size="sm", elem_id="autolabel-delete", scale=0)
             keep = gr.CheckboxGroup(label="Keep (untick to drop before saving)", choices=[], elem_id="autolabel-keep")
             save = gr.Button("Save to registry", variant="primary", elem_id="autolabel-save")
             with gr.Row(visible=False, elem_id="autolabel-saved-row") as saved_row:
@@ -207,6 +210,25 @@ def build(ctx: AppContext, shared: Shared) -> None:
         return _view(st, keep_v)[0], st
 
     clear_corner.click(on_cancel, [keep, state], [overlay, state], api_visibility="private")
+
+    @ui_errors
+    def on_row(keep_v, st, evt: gr.SelectData):
+        """A table row picked: show its image with the object selected (Delete / keys then act on it)."""
+        key = str((evt.row_value or [""])[0])
+        for i, r in enumerate(st["images"]):
+            if key.startswith(f"{r.name}#"):
+                st["current"], st["selected"] = i, int(key.rsplit("#", 1)[1]) - 1
+        return (*_view(st, keep_v, note=f"Selected {key}."), st)
+
+    table.select(on_row, [keep, state], [*view_out, state], api_visibility="private")
+
+    @ui_errors
+    def on_delete(keep_v, classes_v, st):
+        note, keep_now, _ = cal.autolabel_events(ctx, st, [{"type": "delete"}], keep_v, [], None, None)
+        return (*_view(st, keep_now, cal.legend(st, classes_v), note=note), note, st)
+
+    delete_sel.click(on_delete, [keep, classes, state], errors_in_status(on_delete, [*view_out, status, state], status),
+                     api_visibility="private")
 
     @ui_errors
     def on_save(keep_v, project_v, st):

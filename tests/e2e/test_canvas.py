@@ -313,11 +313,19 @@ def test_autolabel_keys_delete_hand_box_and_save(page, server, tmp_path, artifac
     page.wait_for_function("() => window.aglCanvas.inst.autolabel.data.objects.some((o) => o.dropped)")
     press(page, "autolabel", "ArrowRight")
     expect(page.locator("#autolabel-cv-pos")).to_have_text("3 of 3")
+    # a table row selects its object (on its image); "Delete selected object" removes it
+    page.locator("#autolabel-table").get_by_role("gridcell", name=f"{uploads[0].name}#2", exact=True).click()
+    page.wait_for_function("() => { const d = window.aglCanvas.inst.autolabel.data; return d.index === 0 && d.selected === 1; }")
+    expect(page.locator("#autolabel-cv-pos")).to_have_text("1 of 3")
+    assert cv(page, "autolabel", "c.data.objects[1].label") == "green"
+    page.locator("#autolabel-delete").click()
+    expect(page.locator("#autolabel-status")).to_contain_text("Deleted object #2")
+    expect(page.locator("#autolabel-table")).not_to_contain_text(f"{uploads[0].name}#3")
     page.locator("#autolabel-save").click()
-    expect(page.locator("#autolabel-status")).to_contain_text("Saved 8 object(s)")
-    assert reg.count_objects(project="canvas") == 8  # 9 found - 1 deleted (+ 1 hand box, dropped)
+    expect(page.locator("#autolabel-status")).to_contain_text("Saved 7 object(s)")
+    assert reg.count_objects(project="canvas") == 7  # 9 found - 2 deleted (+ 1 hand box, dropped)
     cats = sorted(o["category"] for o in reg.list_objects(project="canvas", limit=20))
-    assert cats == ["blue"] * 3 + ["green"] * 3 + ["red"] * 2  # the deleted one had been relabeled green
+    assert cats == ["blue"] * 3 + ["green"] * 2 + ["red"] * 2  # the first deleted one had been relabeled green
 
 
 def test_refine_arrows_step_through_the_image_objects_shift_click_and_middle_pan(page, seeded, restore, artifacts_dir):
