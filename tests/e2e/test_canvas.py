@@ -164,6 +164,16 @@ def test_clicks_brush_eraser_undo_and_accept(page, green, seeded, artifacts_dir)
     click(page, "refine", x + w / 2, y + h / 2)
     grown = area(page)
     assert grown > cut
+    # the click dot: >= 10 px across (green fill), a white ring and a dark outer ring
+    sx, sy = cv(page, "refine", f"c.toScreen({x + w / 2}, {y + h / 2})")
+    px = page.evaluate("""([x, y]) => { const c = window.aglCanvas.inst.refine, d = window.devicePixelRatio || 1;
+        const g = c.cv.getContext('2d');
+        return [[2.5, 2.5], [0, 6], [0, 7.8]].map(([dx, dy]) => Array.from(g.getImageData(Math.round((x + dx) * d), Math.round((y + dy) * d), 1, 1).data)); }""",
+                       [sx, sy])
+    fill, ring, outer = px
+    assert fill[1] > 150 and fill[0] < 100  # green
+    assert min(ring[:3]) > 220  # white
+    assert max(outer[:3]) < 60  # black
     expect(page.locator("#refine-info")).to_contain_text("1 clicks")
     # a right click near the object's corner is a negative point: the mask shrinks
     click(page, "refine", x + w * 0.15, y + h * 0.15, button="right")
