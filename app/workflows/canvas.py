@@ -40,11 +40,18 @@ def hex_color(name: str | None) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
-@functools.lru_cache(maxsize=16)
+MAX_SIDE = 3072  # longer side of the picture sent to the page; masks and clicks stay in full-resolution pixels
+
+
+@functools.lru_cache(maxsize=8)
 def _image_url(path: str, mtime_key: str) -> str:
     import cv2
 
     rgb = np.asarray(IMAGES.get(path))
+    h, w = rgb.shape[:2]
+    if max(h, w) > MAX_SIDE:  # the canvas stretches it back to (w, h): only the picture is coarser
+        k = MAX_SIDE / max(h, w)
+        rgb = cv2.resize(rgb, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:  # pragma: no cover - opencv always encodes a uint8 image
         raise RuntimeError(f"image {path}: could not encode it as JPEG for the canvas")
@@ -52,7 +59,8 @@ def _image_url(path: str, mtime_key: str) -> str:
 
 
 def image_url(path: str, key: str) -> str:
-    """The image as the user sees it (8-bit RGB, as the segmenter sees it) in a JPEG data URL."""
+    """The image as the user sees it (8-bit RGB, as the segmenter sees it) in a JPEG data URL,
+    at most ``MAX_SIDE`` pixels on its longer side."""
     return _image_url(str(path), key)
 
 

@@ -95,3 +95,19 @@ def test_failed_box_keeps_the_previous_state(ctx, session, monkeypatch):
         cw.refine_events(ctx, session, [{"type": "box", "box": [150, 20, 230, 100]}], "grabcut", [])
     assert np.array_equal(session.mask, before) and session.box == (40.0, 40.0, 125.0, 125.0)
     assert not session.future
+
+
+def test_a_huge_image_is_sent_smaller_but_keeps_its_pixel_grid(tmp_path, monkeypatch):
+    import base64
+
+    import cv2
+
+    monkeypatch.setattr(cw, "MAX_SIDE", 64)
+    big = np.full((100, 200, 3), 128, np.uint8)
+    path = tmp_path / "big.png"
+    cv2.imwrite(str(path), big)
+    s = rf.open_image(str(path))
+    v = cw.refine_view(s, [])
+    jpg = base64.b64decode(v["image"].split(",", 1)[1])
+    shown = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)
+    assert shown.shape[:2] == (32, 64) and (v["width"], v["height"]) == (200, 100)
