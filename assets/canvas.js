@@ -209,7 +209,7 @@
     inside(x, y) { return this.data && x >= 0 && y >= 0 && x <= this.data.width && y <= this.data.height; }
 
     key(ev, down) {
-      if (!this.cv || this.cv.offsetParent === null || !this.data) return false;  // tab not shown
+      if (!this.cv || this.cv.offsetParent === null || !this.data || !this.data.width) return false;  // tab not shown / nothing open
       if (typing(ev.target)) return false;
       const k = ev.key, lower = (k || "").toLowerCase(), ctrl = ev.ctrlKey || ev.metaKey;
       if (k === " ") {  // pan while held: only over the canvas (Space still presses a focused button elsewhere)
@@ -275,7 +275,8 @@
         if (answered) this.batch = null;  // its previews (dots, strokes, boxes) are answered now
         this.render();
         if (answered) {
-          (C.latencies[this.name] = C.latencies[this.name] || []).push(performance.now() - b.t0);
+          const lat = (C.latencies[this.name] = C.latencies[this.name] || []);
+          lat.push(performance.now() - b.t0); if (lat.length > 200) lat.shift();
           this.flush();
         }
       };
