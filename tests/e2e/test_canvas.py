@@ -379,3 +379,36 @@ def test_refine_arrows_step_through_the_image_objects_shift_click_and_middle_pan
     v2 = cv(page, "refine", "({...c.view})")
     assert (v2["tx"] - v1["tx"], v2["ty"] - v1["ty"]) == pytest.approx((-40, 25), abs=1.0)
     shot(page, artifacts_dir, "refine_next_object")
+
+
+def test_autolabel_brush_on_the_selected_object_is_saved(page, server, tmp_path, artifacts_dir):
+    from tests.app.fakes import write_scene
+
+    reg = server["ctx"].registry
+    upload = write_scene(tmp_path / "brush_me.jpg", seed=90, size=(300, 400))
+    open_tab(page, "Auto-label")
+    page.locator("#autolabel-files input[type=file]").set_input_files([str(upload)])
+    expect(page.locator("#autolabel-status")).to_contain_text("1 image(s) ready")
+    page.locator("#autolabel-classes").get_by_role("textbox").fill("red, green, blue")
+    page.locator("#autolabel-project").get_by_role("textbox").fill("brush")
+    page.locator("#autolabel-run").click()
+    expect(page.locator("#autolabel-status")).to_contain_text("Found 3", timeout=60_000)
+    page.wait_for_function("() => { const c = window.aglCanvas.inst.autolabel; return c.img && c.data.objects.length === 3; }")
+    green = next(o for o in cv(page, "autolabel", "c.data.objects") if o["label"] == "green")
+    k = green["index"]
+    x0, y0, x1, y1 = green["box"]
+    click(page, "autolabel", (x0 + x1) / 2, (y0 + y1) / 2)
+    assert cv(page, "autolabel", "c.data.selected") == k
+    page.keyboard.press("b")
+    page.locator("#autolabel-cv-size").fill("4")
+    bx, by = x1 + 15, (y0 + y1) / 2
+    drag(page, "autolabel", [(bx, by - 10), (bx, by + 10)])
+    expect(page.locator("#autolabel-status")).to_contain_text(f"Edited the mask of #{k + 1}")
+    assert cv(page, "autolabel", f"c.data.objects[{k}].box")[2] >= bx + 3  # the box follows the mask
+    page.locator("#autolabel-overlay").screenshot(path=str(artifacts_dir / "canvas_autolabel_brush.png"))
+    page.locator("#autolabel-save").click()
+    expect(page.locator("#autolabel-status")).to_contain_text("Saved 3 object(s)")
+    obj = reg.list_objects(project="brush", category="green", limit=5)[0]
+    mask = reg.get_mask(obj["object_id"])
+    assert mask[int(by), int(bx)] and not mask[int(by), int(bx) + 8]
+    assert obj["bbox_xywh"][0] + obj["bbox_xywh"][2] >= bx + 3
