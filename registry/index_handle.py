@@ -156,17 +156,27 @@ class IndexHandle:
             return None
         with self._sync_lock, self._matrix_lock:
             if self._matrix is None:
-                from registry.vectors.matrix import MatrixCorruptError, VectorMatrix, remove_files
+                from registry.vectors.matrix import (
+                    MatrixCorruptError,
+                    VectorMatrix,
+                    open_shared,
+                    remove_files,
+                )
 
                 folder = self.matrix_dir
-                fresh = folder is None or not (folder / "matrix.json").exists()
-                try:
-                    m = VectorMatrix(folder, self.embedding_dim)
-                except MatrixCorruptError as exc:
-                    log.warning("exact matrix at %s is damaged (%s); rebuilding it from SQLite", folder, exc)
-                    self.matrix_recovery = str(exc)
-                    remove_files(folder)
-                    m, fresh = VectorMatrix(folder, self.embedding_dim), True
+                if folder is None:
+                    m, fresh = VectorMatrix(None, self.embedding_dim), True
+                else:
+                    # One matrix per folder and process, shared by its registries (as the lock is).
+                    missing = not (folder / "matrix.json").exists()
+                    try:
+                        m, opened = open_shared(folder, self.embedding_dim)
+                    except MatrixCorruptError as exc:
+                        log.warning("exact matrix at %s is damaged (%s); rebuilding it from SQLite", folder, exc)
+                        self.matrix_recovery = str(exc)
+                        remove_files(folder)
+                        (m, opened), missing = open_shared(folder, self.embedding_dim), True
+                    fresh = opened and missing
                 if fresh and self._embedding_count():
                     # Missing although vectors were relayed before (a persistent matrix would
                     # hold them): say so. In memory, or before any relay, filling is routine.
@@ -211,8 +221,10 @@ class IndexHandle:
     def close(self) -> None:
         """Closes the index and the matrix and gives the writer lock back."""
         if self._matrix is not None:
+            from registry.vectors.matrix import release_shared
+
             with contextlib.suppress(Exception):
-                self._matrix.close()
+                release_shared(self._matrix)
             self._matrix = None
         close = getattr(self._index, "close", None)
         if callable(close):

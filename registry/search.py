@@ -215,15 +215,9 @@ def _exact(conn: Connection, vectors: IndexHandle, q: np.ndarray, where: str, pa
     rowids = np.fromstring(text, dtype=np.int64, sep=",") if text else np.zeros(0, np.int64)
     if exclude_rowids:
         rowids = rowids[~np.isin(rowids, np.fromiter(exclude_rowids, np.int64))]
-    rows = matrix.rows_for(rowids)
-    rows = np.sort(rows[rows >= 0])  # gather in file order: sequential reads
-    if rows.size == 0:
-        return []
-    sims = matrix.scores(q, rows)
-    top = np.argpartition(-sims, need - 1)[:need] if need < sims.size else np.arange(sims.size)
-    ids = matrix.ids_at(rows[top])
+    ids, sims = matrix.top_rowids(q, rowids, need)
     return [{"object_id": i, "rowid": None, "ann": None, "exact": float(s)}
-            for i, s in zip(ids, sims[top].tolist(), strict=True)]
+            for i, s in zip(ids, sims.tolist(), strict=True)]
 
 
 def _exact_sqlite(conn: Connection, version: str, q: np.ndarray, where: str, params: list, need: int,
@@ -256,13 +250,11 @@ def _rerank(conn: Connection, vectors: IndexHandle, q: np.ndarray, hits: list[Hi
     matrix = vectors.matrix
     missing = todo
     if matrix is not None:
-        rows = matrix.rows_for(np.array([h["rowid"] for h in todo], np.int64))
-        ok = rows >= 0
-        if ok.any():
-            sims = matrix.scores(q, rows[ok])
-            for h, s in zip((h for h, good in zip(todo, ok, strict=True) if good), sims.tolist(), strict=True):
+        sims = matrix.score_rowids(q, np.array([h["rowid"] for h in todo], np.int64))
+        for h, s in zip(todo, sims.tolist(), strict=True):
+            if s == s:  # not NaN: the matrix holds the row
                 h["exact"] = float(s)
-        missing = [h for h, good in zip(todo, ok, strict=True) if not good]
+        missing = [h for h in todo if h.get("exact") is None]
     if missing:
         with conn.lock:
             rows = dict(conn.conn.execute(

@@ -17,11 +17,16 @@ Layout of a persistent matrix (a folder, ``<data>/matrix/<collection>/``):
 Rows ``0 .. rows-1`` are live and dense (a delete moves the last row into the hole). The
 rowid → row map is a dense int32 array rebuilt in memory at open (-1 = no row). An in-memory
 matrix (``folder=None``) has the same behaviour without files.
+
+Every registry of a folder in one process shares one matrix (:func:`open_shared`), as they share
+the index-writer lock and Chroma's client; its methods take the matrix's lock, so relays and
+queries of different threads see whole writes.
 """
 from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,6 +59,7 @@ class VectorMatrix:
         self.folder = None if folder is None else Path(folder)
         self.dim = dim
         self.rows = 0
+        self.lock = threading.RLock()
         self._row_of = np.full(0, -1, dtype=np.int32)
         self._id_rows: dict[bytes, int] | None = None  # built on the first delete
         if self.folder is not None and (self.folder / "matrix.json").exists():
@@ -154,6 +160,11 @@ class VectorMatrix:
 
     # -- writes --------------------------------------------------------------------------------
     def upsert(self, rowids: Sequence[int] | np.ndarray, ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Inserts or replaces rows (see :meth:`_upsert`), under the matrix's lock."""
+        with self.lock:
+            self._upsert(rowids, ids, vectors)
+
+    def _upsert(self, rowids: Sequence[int] | np.ndarray, ids: Sequence[str], vectors: np.ndarray) -> None:
         """Inserts or replaces the rows of ``rowids`` (objects.rowid) with ``vectors``.
 
         Args:
@@ -211,6 +222,10 @@ class VectorMatrix:
 
     def delete(self, ids: Sequence[str]) -> int:
         """Removes the rows of these object ids (unknown ids are ignored); returns how many."""
+        with self.lock:
+            return self._delete(ids)
+
+    def _delete(self, ids: Sequence[str]) -> int:
         if not ids or not self.rows:
             return 0
         if self._id_rows is None:
@@ -237,8 +252,9 @@ class VectorMatrix:
 
     def reset(self) -> None:
         """Drops every row (the files shrink back to a small capacity)."""
-        self._close_maps()
-        self._create(1024)
+        with self.lock:
+            self._close_maps()
+            self._create(1024)
 
     # -- reads ---------------------------------------------------------------------------------
     def rows_for(self, rowids: np.ndarray) -> np.ndarray:
@@ -256,6 +272,29 @@ class VectorMatrix:
         rows = np.asarray(rows, dtype=np.int64)
         # np.take on the underlying ndarray: no memmap subclass bookkeeping per call.
         return np.take(np.asarray(self.vectors), rows, axis=0) @ query
+
+    def score_rowids(self, query: np.ndarray, rowids: np.ndarray) -> np.ndarray:
+        """Cosine of the unit ``query`` to the rows of ``rowids`` (float32, NaN where the
+        matrix holds no row), read under the lock."""
+        with self.lock:
+            rows = self.rows_for(rowids)
+            out = np.full(rows.shape, np.nan, dtype=np.float32)
+            ok = rows >= 0
+            if ok.any():
+                out[ok] = self.scores(query, rows[ok])
+            return out
+
+    def top_rowids(self, query: np.ndarray, rowids: np.ndarray, n: int) -> tuple[list[str], np.ndarray]:
+        """``(object ids, cosines)`` of the ``n`` rows of ``rowids`` nearest to the unit ``query``
+        (any order; rowids without a row are skipped), read under the lock."""
+        with self.lock:
+            rows = self.rows_for(rowids)
+            rows = np.sort(rows[rows >= 0])  # gather in file order: sequential reads
+            if rows.size == 0:
+                return [], np.zeros(0, np.float32)
+            sims = self.scores(query, rows)
+            top = np.argpartition(-sims, n - 1)[:n] if n < sims.size else np.arange(sims.size)
+            return self.ids_at(rows[top]), sims[top]
 
     def ids_at(self, rows: np.ndarray) -> list[str]:
         """The object ids of ``rows``."""
@@ -279,6 +318,48 @@ class VectorMatrix:
         """Flushes and unmaps the files; the object is unusable afterwards."""
         if hasattr(self, "vectors"):
             self._close_maps()
+
+
+_SHARED: dict[str, list] = {}  # resolved folder -> [matrix, open count]
+_SHARED_LOCK = threading.Lock()
+
+
+def open_shared(folder: Path, dim: int) -> tuple[VectorMatrix, bool]:
+    """This process's matrix of ``folder`` (opened on first use, counted); returns it and whether
+    this call opened it (so the caller fills a new one).
+
+    Raises:
+        MatrixCorruptError: see :class:`VectorMatrix` (nothing is counted then).
+    """
+    key = str(Path(folder).resolve())
+    with _SHARED_LOCK:
+        held = _SHARED.get(key)
+        if held is not None:
+            if held[0].dim != dim:
+                raise ValueError(f"the matrix at {folder} holds {held[0].dim}-d vectors, got dim={dim}")
+            held[1] += 1
+            return held[0], False
+        m = VectorMatrix(Path(folder), dim)
+        _SHARED[key] = [m, 1]
+        return m, True
+
+
+def release_shared(matrix: VectorMatrix) -> None:
+    """One :func:`open_shared` fewer; the last closes the matrix. In-memory ones just close."""
+    if matrix.folder is None:
+        matrix.close()
+        return
+    key = str(matrix.folder.resolve())
+    with _SHARED_LOCK:
+        held = _SHARED.get(key)
+        if held is None or held[0] is not matrix:
+            matrix.close()
+            return
+        held[1] -= 1
+        if held[1] <= 0:
+            del _SHARED[key]
+            with matrix.lock:
+                matrix.close()
 
 
 def remove_files(folder: Path) -> None:

@@ -113,3 +113,38 @@ def test_doctor_finds_a_matrix_out_of_step_and_repair_rebuilds_it(data_dir):
         _assert_in_step(reg)
     finally:
         reg.close()
+
+
+def test_registries_of_one_process_share_one_matrix(data_dir):
+    """All registries of a folder in a process are index writers together: they must relay into
+    one matrix, or each would append rows over the others' in the same files."""
+    import threading
+
+    a, _ = seeded(data_dir, {"ant": 5}, index="chroma")
+    b = _reopen(data_dir)
+    try:
+        assert a._vectors.matrix is b._vectors.matrix
+        sid = a.list_sources()[0]["source_id"]
+
+        def write(reg: Registry, seed: int) -> None:
+            rng = np.random.default_rng(seed)
+            for _ in range(6):
+                reg.register_objects(sid, [ObjectIn("bee", (1, 1, 4, 4), embedding=rng.standard_normal(DIM))
+                                           for _ in range(4)], dedupe=False)
+
+        threads = [threading.Thread(target=write, args=(r, i)) for i, r in enumerate((a, b))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        a.sync_outbox()
+        _assert_in_step(a)
+        assert a._vectors.matrix.rows == 5 + 2 * 6 * 4
+    finally:
+        b.close()
+        a.close()
+    again = _reopen(data_dir)
+    try:
+        _assert_in_step(again)  # the files on disk agree too
+    finally:
+        again.close()
