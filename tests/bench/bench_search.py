@@ -360,7 +360,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if len(kinds) > 1:  # free its memory before measuring the next one
                 idx.close()
                 del indexes[kind]
-        if not args.no_default:
+        if not args.no_default and "chroma" not in kinds:
+            result["default"] = {"skipped": "the serve configuration needs chroma among --index"}
+        elif not args.no_default:
             from tests.bench.search_default import run_default
 
             for idx in indexes.values():
