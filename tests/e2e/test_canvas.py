@@ -80,6 +80,20 @@ def open_refine(page, oid: str) -> None:
     settled(page, "refine", before)
     page.wait_for_function("() => window.aglCanvas.inst.refine.img && window.aglCanvas.inst.refine.view.s > 0")
     page.locator("#refine-mode").get_by_text("add (positive)").click()
+    page.locator("#refine-cv-mode-prompt").click()  # the tool an earlier test left picked
+    page.locator("#refine-cv-fit").click()  # the view an earlier test left on this image
+
+
+def upload_fresh(page, paths: list[Path]) -> None:
+    """Uploads ``paths`` to Auto-label as the only images (a multi-file box adds to its list:
+    clear what an earlier test left there first)."""
+    clear = page.locator("#autolabel-files").get_by_role("button", name="Clear")
+    if clear.count():
+        clear.first.click()
+        expect(page.locator("#autolabel-files input[type=file]")).to_have_count(1)
+    page.locator("#autolabel-files input[type=file]").set_input_files([str(p) for p in paths])
+    expect(page.locator("#autolabel-status")).to_contain_text(f"{len(paths)} image(s) ready")
+    page.locator("#autolabel-cv-mode-prompt").click()  # the tool an earlier test left picked
 
 
 def shot(page, artifacts_dir: Path, name: str) -> None:
@@ -274,8 +288,7 @@ def test_autolabel_keys_delete_hand_box_and_save(page, server, tmp_path, artifac
     reg = server["ctx"].registry
     uploads = [write_scene(tmp_path / f"canvas_{i}.jpg", seed=70 + i, size=(300, 400)) for i in range(3)]
     open_tab(page, "Auto-label")
-    page.locator("#autolabel-files input[type=file]").set_input_files([str(p) for p in uploads])
-    expect(page.locator("#autolabel-status")).to_contain_text("3 image(s) ready")
+    upload_fresh(page, uploads)
     page.locator("#autolabel-classes").get_by_role("textbox").fill("red, green, blue")
     page.locator("#autolabel-project").get_by_role("textbox").fill("canvas")
     page.locator("#autolabel-run").click()
@@ -387,8 +400,7 @@ def test_autolabel_brush_on_the_selected_object_is_saved(page, server, tmp_path,
     reg = server["ctx"].registry
     upload = write_scene(tmp_path / "brush_me.jpg", seed=90, size=(300, 400))
     open_tab(page, "Auto-label")
-    page.locator("#autolabel-files input[type=file]").set_input_files([str(upload)])
-    expect(page.locator("#autolabel-status")).to_contain_text("1 image(s) ready")
+    upload_fresh(page, [upload])
     page.locator("#autolabel-classes").get_by_role("textbox").fill("red, green, blue")
     page.locator("#autolabel-project").get_by_role("textbox").fill("brush")
     page.locator("#autolabel-run").click()
