@@ -489,6 +489,11 @@ def _gaps(main: dict[str, Any], other: dict[str, Any] | None) -> dict[str, str]:
             text += (f" Measured in {other['dtype']}: whole image {other['autolabel']['total_s']:.2f} s "
                      f"(detect {other['autolabel']['detect_s']:.2f} s, SAM2 encoder "
                      f"{other['autolabel']['segment_encode_s']:.2f} s).")
+        fl_stages = main.get("flops", {}).get("stages")
+        if fl_stages:
+            gflop = sum(fl_stages[k]["gflop"] for k in ("detect", "segment_encode", "segment_decode", "embed"))
+            text += (f" Arithmetic: {gflop:.0f} GFLOP per image = {gflop / main['flops']['peak_gflops']:.1f} s at "
+                     f"this run's {main['dtype']} matmul peak; largest gap: {main['flops']['largest_gap']['stage']}.")
         best = min(total, other["autolabel"]["total_s"] if other else total)
         if best > TARGET_IMAGE_S:
             text += (f" Further levers: fewer generated tokens (~6 per object: label + 4 locations; each "
@@ -501,8 +506,12 @@ def _gaps(main: dict[str, Any], other: dict[str, Any] | None) -> dict[str, str]:
         text = (f"p95 {sam['click_p95_ms']:.0f} ms vs {TARGET_CLICK_P95_MS:.0f} ms ({main['dtype']}); p50 "
                 f"{sam['click_p50_ms']:.0f} ms, of which the mask resize to 1024^2 is "
                 f"{sam['click_mask_resize_ms']:.0f} ms: the rest is SAM2's prompt encoder + two-way "
-                f"transformer + upscaling on cached features (memory-bound adds/copies of 64^2 x 256 "
-                f"and 256^2 x 32 maps).")
+                f"transformer + upscaling on cached features")
+        click = main.get("flops", {}).get("stages", {}).get("click")
+        if click:
+            text += (f" ({click['gflop']:.1f} GFLOP per click, {click['gflop'] / main['flops']['peak_gflops'] * 1000:.0f} ms "
+                     f"at this run's matmul peak; achieved {click['fraction_of_peak']:.1%} of it)")
+        text += (f". With torch's thread count: p95 {sam['click_p95_ms_all_threads']:.0f} ms.")
         if other is not None:
             text += f" {other['dtype']}: p95 {other['sam2']['click_p95_ms']:.0f} ms."
         gaps["click"] = text
