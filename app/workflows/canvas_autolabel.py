@@ -167,6 +167,8 @@ def autolabel_events(ctx: Any, st: dict, events: list[dict], keep: Sequence[str]
         elif t == "select":
             st["selected"] = _target(st, ev, "select")
         elif t in ("brush", "erase", "polygon"):
+            if ev.get("index") is None and st.get("selected") is None and ev.get("points"):
+                st["selected"] = object_at(r.det, *(float(v) for v in ev["points"][0]))  # the stroke starts on it
             i = _target(st, ev, t)
             mask = cw.edit_mask(None if r.det.mask is None else r.det.mask[i], ev, r.height, r.width)
             _push(st)

@@ -108,3 +108,15 @@ def test_nav_moves_between_images_and_clears_the_selection(ctx, st):
     assert st["current"] == 2  # clamped at the last image
     run(ctx, st, [{"type": "nav", "delta": -1}])
     assert cal.autolabel_view(st, None, CLASSES)["index"] == 1
+
+
+def test_a_stroke_starting_on_an_object_edits_it_without_a_click_first(ctx, st):
+    r = st["images"][0]
+    i = _index_of(st, "green")
+    x0, y0, x1, y1 = (float(v) for v in r.det.xyxy[i])
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    run(ctx, st, [{"type": "erase", "index": None, "points": [[cx, cy], [cx + 5, cy]], "radius": 3}])
+    assert st["selected"] == i and not r.det.mask[i][int(cy), int(cx)]
+    st["selected"] = None
+    with pytest.raises(ValueError, match="click one first"):
+        run(ctx, st, [{"type": "brush", "index": None, "points": [[1, 1]], "radius": 3}])  # on the background
