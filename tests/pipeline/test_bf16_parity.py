@@ -1,12 +1,12 @@
 """bfloat16 (the CPU default where the CPU has native bf16) against float32 on tiny models.
 
-The same inputs run through both precisions; tolerances (measured on these tiny random models,
-with margin):
+The same inputs run through both precisions; tolerances, with what these tiny random models
+measured (torch 2.14, AVX-512 with avx512_bf16):
 
 - Florence-2 (scripted to emit the scene's boxes): the same boxes (IoU >= 0.99 after one-to-one
-  matching), same classes, confidences within 0.05.
-- SAM2: box masks IoU >= 0.9 and a refinement click's mask IoU >= 0.9; low-res logits within
-  0.25 x their float32 spread (std).
+  matching; measured 1.0), same classes, confidences within 0.01 (measured < 0.001).
+- SAM2: box masks IoU >= 0.9 (measured 0.978, 0.987) and a refinement click's mask IoU >= 0.9
+  (0.990); click low-res logits' mean |diff| <= 0.1 x their float32 std (0.016).
 - DINOv2: cosine >= 0.99 between the two precisions' vectors of the same crop, and a bf16 query
   finds its own object's float32 vector first among the scene's objects: vectors of both
   precisions stay comparable in one index.
@@ -86,7 +86,7 @@ def test_florence_bf16_boxes_match_float32(chain):
     rows, cols = linear_sum_assignment(-iou)
     assert np.all(iou[rows, cols] >= BOX_IOU), iou
     assert list(ref.class_id[rows]) == list(half.class_id[cols])
-    np.testing.assert_allclose(ref.confidence[rows], half.confidence[cols], atol=0.05)
+    np.testing.assert_allclose(ref.confidence[rows], half.confidence[cols], atol=0.01)
 
 
 def test_sam2_bf16_masks_and_logits_match_float32(chain):
@@ -109,7 +109,7 @@ def test_sam2_bf16_masks_and_logits_match_float32(chain):
     assert _mask_iou(c32.mask, c16.mask) >= MASK_IOU
     spread = float(c32.low_res_logits.std())
     assert spread > 0
-    assert float(np.abs(c32.low_res_logits - c16.low_res_logits).mean()) <= 0.25 * spread
+    assert float(np.abs(c32.low_res_logits - c16.low_res_logits).mean()) <= 0.1 * spread
 
 
 def test_dinov2_bf16_vectors_are_searchable_against_float32(chain):
