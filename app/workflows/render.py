@@ -92,7 +92,9 @@ def render_overlay(
                 raise ValueError(f"mask {i}: expected shape {(h, w)}, got {m.shape}")
             layer[m] = cols[i % len(cols)] if cols else (255, 0, 0)
             covered |= m
-        out[covered] = (out[covered] * (1 - alpha) + layer[covered] * alpha).astype(np.uint8)
+        # cv2 blends the whole uint8 image in ~0.4 ms at 1024^2; float boolean-indexed blending of
+        # the covered pixels took ~12 ms (a third of a refinement click's render)
+        np.copyto(out, cv2.addWeighted(out, 1 - alpha, layer, alpha, 0), where=covered[..., None])
         for i, m in enumerate(masks):
             contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             cv2.drawContours(out, contours, -1, cols[i % len(cols)] if cols else (255, 0, 0), thickness)
