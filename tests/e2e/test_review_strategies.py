@@ -41,6 +41,9 @@ def _load(page, category: str, order: str) -> str:
     page.locator("#review-filter-order input").first.click()
     page.get_by_role("option").filter(has_text=order).first.click()
     page.locator("#review-load").click()
+    # The info line names the shown object's category: waiting for it (not only "in queue",
+    # which the previous queue's text also holds) waits for this load's answer.
+    expect(page.locator("#review-info")).to_contain_text(f"{category} · ")
     expect(page.locator("#review-info")).to_contain_text("in queue")
     return page.locator("#review-info").inner_text()
 
