@@ -114,7 +114,8 @@ def flops_report(counts: dict[str, int], suite: dict[str, Any], peak_gflops: flo
                "click": sam["click_p50_ms"] / 1000.0, "embed": al["embed_s"]}
     stages = {k: stage(counts[k], seconds[k], peak_gflops) for k in counts}
     # where the distance is largest: seconds lost against running this stage at the peak
-    lost = {k: v["seconds"] - v["gflop"] / peak_gflops for k, v in stages.items() if k != "florence_vision"}
+    floor = (lambda gflop: gflop / peak_gflops) if peak_gflops > 0 else (lambda gflop: 0.0)
+    lost = {k: v["seconds"] - floor(v["gflop"]) for k, v in stages.items() if k != "florence_vision"}
     worst = max(lost, key=lost.get)
     return {"peak_gflops": peak_gflops, "stages": stages,
             "largest_gap": {"stage": worst, "seconds_above_peak": lost[worst]}}
