@@ -59,6 +59,31 @@ def combine_confidence(det_score: np.ndarray, mask_iou: np.ndarray) -> np.ndarra
     return np.sqrt(d * m).astype(np.float32)
 
 
+
+def label_inputs(
+    image: np.ndarray | str | Path | bytes, classes: list[str], confidence: float, image_key: str | None
+) -> tuple[np.ndarray, list[str], str | None]:
+    """Checks a labeler's arguments and loads the image: ``(RGB uint8 (H, W, 3), classes, key)``.
+
+    Class names are stripped (empty ones dropped); a path's ``image_key`` defaults to the file's
+    sha256 (the SAM2 cache key). Shared by every labeler (:class:`AutoLabeler`, a trained run).
+
+    Raises:
+        ValueError: no classes, a confidence outside [0, 1], or an unusable image.
+    """
+    classes = [str(c).strip() for c in classes if str(c).strip()]
+    if not classes:
+        raise ValueError("classes: expected at least one class name, got none")
+    if not 0.0 <= confidence <= 1.0:
+        raise ValueError(f"confidence: expected a value in [0, 1], got {confidence}")
+    if not isinstance(image, np.ndarray):
+        from pipeline.image_io import image_sha256, load_image
+
+        if image_key is None and isinstance(image, (str, Path)):
+            image_key = image_sha256(image)
+        image = load_image(image)
+    return check_image(image), classes, image_key
+
 def set_image(segmenter: Any, image: np.ndarray, image_key: str | None) -> None:
     """``segmenter.set_image(image, key=image_key)`` for segmenters that cache by key (SAM2);
     plain ``set_image(image)`` for those that do not (GrabCut) or when there is no key."""
@@ -144,18 +169,7 @@ class AutoLabeler:
         """
         t_start = time.perf_counter()
         timings = dict.fromkeys(TIMING_KEYS, 0.0)
-        classes = [str(c).strip() for c in classes if str(c).strip()]
-        if not classes:
-            raise ValueError("classes: expected at least one class name, got none")
-        if not 0.0 <= confidence <= 1.0:
-            raise ValueError(f"confidence: expected a value in [0, 1], got {confidence}")
-        if not isinstance(image, np.ndarray):
-            from pipeline.image_io import image_sha256, load_image
-
-            if image_key is None and isinstance(image, (str, Path)):
-                image_key = image_sha256(image)
-            image = load_image(image)
-        image = check_image(image)
+        image, classes, image_key = label_inputs(image, classes, confidence, image_key)
         timings["load"] = time.perf_counter() - t_start
         hw = (image.shape[0], image.shape[1])
 

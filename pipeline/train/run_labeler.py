@@ -21,8 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.autolabel import set_image
-from pipeline.segment.base import check_image
+from pipeline.autolabel import label_inputs, set_image
 from pipeline.train.yolo_detector import YoloDetector
 from pipeline.types import Detections
 
@@ -65,18 +64,7 @@ class RunLabeler:
             ValueError: no classes, a confidence outside [0, 1], or an unusable image.
         """
         t0 = time.perf_counter()
-        classes = [str(c).strip() for c in classes if str(c).strip()]
-        if not classes:
-            raise ValueError("classes: expected at least one class name, got none")
-        if not 0.0 <= confidence <= 1.0:
-            raise ValueError(f"confidence: expected a value in [0, 1], got {confidence}")
-        if not isinstance(image, np.ndarray):
-            from pipeline.image_io import image_sha256, load_image
-
-            if image_key is None and isinstance(image, (str, Path)):
-                image_key = image_sha256(image)
-            image = load_image(image)
-        image = check_image(image)
+        image, classes, image_key = label_inputs(image, classes, confidence, image_key)
         det = self.detector.detect(image, classes, synonyms=synonyms, confidence=confidence)
         t_detect = time.perf_counter()
         mask_iou = np.ones(len(det), np.float32)
