@@ -61,6 +61,10 @@ class ImportReport:
             f"{self.images_registered} of {self.images_seen} images ({self.sources_new} new), "
             f"{self.objects_duplicate} duplicates skipped, {len(self.categories)} categories"
         )
+        return self.with_errors(head)
+
+    def with_errors(self, head: str) -> str:
+        """``head`` + "; no errors", or + the count and up to 10 "  item: reason" lines."""
         if not self.errors:
             return head + "; no errors"
         lines = [head + f"; {len(self.errors)} items skipped:"]

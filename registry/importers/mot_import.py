@@ -137,13 +137,7 @@ class MotImportReport(ImportReport):
         head = (f"mot import of {self.path} into {self.source_id}: {self.objects_imported} objects on "
                 f"{self.images_registered} of {self.images_seen} frames, {self.tracks_new} new tracks, "
                 f"{len(self.categories)} categories")
-        if not self.errors:
-            return head + "; no errors"
-        lines = [head + f"; {len(self.errors)} items skipped:"]
-        lines += [f"  {item}: {reason}" for item, reason in self.errors[:10]]
-        if len(self.errors) > 10:
-            lines.append(f"  … and {len(self.errors) - 10} more")
-        return "\n".join(lines)
+        return self.with_errors(head)
 
     def to_dict(self) -> dict:
         return {**super().to_dict(), "source_id": self.source_id, "tracks_new": self.tracks_new,
