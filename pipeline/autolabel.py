@@ -60,6 +60,13 @@ def combine_confidence(det_score: np.ndarray, mask_iou: np.ndarray) -> np.ndarra
 
 
 
+
+def model_label(model: Any) -> str | None:
+    """A model's version label for the registry (``version``, else ``name``, else its class)."""
+    if model is None:
+        return None
+    return getattr(model, "version", None) or getattr(model, "name", None) or type(model).__name__
+
 def label_inputs(
     image: np.ndarray | str | Path | bytes, classes: list[str], confidence: float, image_key: str | None
 ) -> tuple[np.ndarray, list[str], str | None]:
@@ -123,12 +130,8 @@ class AutoLabeler:
     def model_names(self) -> dict[str, str | None]:
         """Version labels of the models in use (for the registry's detection_model etc.)."""
 
-        def name(model: Any) -> str | None:
-            if model is None:
-                return None
-            return getattr(model, "version", None) or getattr(model, "name", None) or type(model).__name__
-
-        return {"detector": name(self.detector), "segmenter": name(self.segmenter), "embedder": name(self.embedder)}
+        return {"detector": model_label(self.detector), "segmenter": model_label(self.segmenter),
+                "embedder": model_label(self.embedder)}
 
     def _empty(self, classes: list[str], hw: tuple[int, int]) -> Detections:
         det = Detections.empty(classes, image_hw=hw)

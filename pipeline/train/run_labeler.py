@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.autolabel import label_inputs, set_image
+from pipeline.autolabel import label_inputs, model_label, set_image
 from pipeline.train.yolo_detector import YoloDetector
 from pipeline.types import Detections
 
@@ -47,14 +47,8 @@ class RunLabeler:
     @property
     def model_names(self) -> dict[str, str | None]:
         """``detector`` = ``"run:<run_id>"`` (stored as the objects' ``detection_model``)."""
-
-        def name(model: Any) -> str | None:
-            if model is None:
-                return None
-            return getattr(model, "version", None) or getattr(model, "name", None) or type(model).__name__
-
         seg = None if self.detector.task == "segment" else self.segmenter
-        return {"detector": self.detector.version, "segmenter": name(seg), "embedder": name(self.embedder)}
+        return {"detector": self.detector.version, "segmenter": model_label(seg), "embedder": model_label(self.embedder)}
 
     def label(self, image: np.ndarray | str | Path | bytes, classes: list[str], *, confidence: float = 0.3,
               synonyms: dict[str, list[str]] | None = None, image_key: str | None = None) -> Detections:
