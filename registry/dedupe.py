@@ -26,7 +26,7 @@ IoU > t needs the masks' box intersection >= t * the larger mask area.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -55,6 +55,10 @@ class Items:
     box: np.ndarray
     rle: list[dict | None]
     area: np.ndarray
+    #: Per-item caches filled on first use: mask tight boxes (xywh, NaN = not computed yet) and
+    #: pycocotools-ready RLEs (bytes counts), so each mask is converted and boxed at most once.
+    _mask_box: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _coco: list | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def build(cls, category: Sequence[int], box: Sequence, rle: Sequence[dict | None],
@@ -80,11 +84,31 @@ class Items:
         ext = np.stack([b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]], axis=1)
         masked = np.flatnonzero(self.has_mask())
         if masked.size:
-            mb = rle_ops.bboxes([self.rle[i] for i in masked])
+            mb = self.mask_boxes(masked)
             mx = np.stack([mb[:, 0], mb[:, 1], mb[:, 0] + mb[:, 2], mb[:, 1] + mb[:, 3]], axis=1)
             ext[masked, :2] = np.minimum(ext[masked, :2], mx[:, :2])
             ext[masked, 2:] = np.maximum(ext[masked, 2:], mx[:, 2:])
         return ext
+
+    def mask_boxes(self, idx: np.ndarray) -> np.ndarray:
+        """``(len(idx), 4)`` xywh tight boxes of the masks of items ``idx`` (all must have one),
+        computed with one pycocotools call for those not boxed yet."""
+        if self._mask_box is None:
+            self._mask_box = np.full((len(self), 4), np.nan)
+        idx = np.asarray(idx, dtype=np.int64)
+        todo = np.unique(idx[np.isnan(self._mask_box[idx, 0])])
+        if todo.size:
+            self._mask_box[todo] = rle_ops.bboxes_coco([self.coco(i) for i in todo.tolist()])
+        return self._mask_box[idx]
+
+    def coco(self, i: int) -> dict:
+        """Item ``i``'s RLE in pycocotools' form (bytes counts), converted once."""
+        if self._coco is None:
+            self._coco = [None] * len(self)
+        c = self._coco[i]
+        if c is None:
+            c = self._coco[i] = rle_ops.to_coco(self.rle[i])
+        return c
 
 
 def find_duplicates(new: Items, stored: Items, t: float) -> dict[int, tuple[str, int]]:
@@ -232,12 +256,7 @@ def _pair_iou(a: Items, b: Items, pi: np.ndarray, pj: np.ndarray, t: float) -> n
     k = np.flatnonzero(masked & (np.minimum(area_a, area_b) >= t * big))
     if not k.size:
         return vals
-    rows_a, rows_b = np.unique(pi[k]), np.unique(pj[k])
-    geo_a = np.zeros((len(a), 4))
-    geo_a[rows_a] = rle_ops.bboxes([a.rle[i] for i in rows_a])
-    geo_b = np.zeros((len(b), 4))
-    geo_b[rows_b] = rle_ops.bboxes([b.rle[j] for j in rows_b])
-    ma, mb = geo_a[pi[k]], geo_b[pj[k]]
+    ma, mb = a.mask_boxes(pi[k]), b.mask_boxes(pj[k])
     iw = np.minimum(ma[:, 0] + ma[:, 2], mb[:, 0] + mb[:, 2]) - np.maximum(ma[:, 0], mb[:, 0])
     ih = np.minimum(ma[:, 1] + ma[:, 3], mb[:, 1] + mb[:, 3]) - np.maximum(ma[:, 1], mb[:, 1])
     k = k[np.clip(iw, 0, None) * np.clip(ih, 0, None) >= t * big[k]]
@@ -247,5 +266,5 @@ def _pair_iou(a: Items, b: Items, pi: np.ndarray, pj: np.ndarray, t: float) -> n
         bounds = np.flatnonzero(np.r_[True, pi[ks][1:] != pi[ks][:-1], True])
         for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
             sel = ks[s:e]
-            vals[sel] = rle_ops.iou([a.rle[int(pi[sel[0]])]], [b.rle[j] for j in pj[sel].tolist()])[0]
+            vals[sel] = rle_ops.iou_coco([a.coco(int(pi[sel[0]]))], [b.coco(j) for j in pj[sel].tolist()])[0]
     return vals

@@ -71,11 +71,15 @@ def encode_many(masks: Sequence[np.ndarray] | np.ndarray) -> list[RLE]:
     return [encode(m) for m in masks]
 
 
-def _coco(rle: RLE) -> dict:
+def to_coco(rle: RLE) -> dict:
+    """The RLE as pycocotools' C functions take it: ``{"size": [H, W] ints, "counts": bytes}``."""
     counts = rle["counts"]
     if isinstance(counts, str):
         counts = counts.encode("ascii")
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": counts}
+
+
+_coco = to_coco
 
 
 def decode(rle: RLE) -> np.ndarray:
@@ -166,6 +170,13 @@ def iou(a: Sequence[RLE], b: Sequence[RLE]) -> np.ndarray:
     return np.asarray(
         mask_utils.iou([_coco(r) for r in a], [_coco(r) for r in b], [0] * len(b)), dtype=np.float64
     ).reshape(len(a), len(b))
+
+
+def iou_coco(a: Sequence[dict], b: Sequence[dict]) -> np.ndarray:
+    """:func:`iou` for RLEs already in :func:`to_coco` form (no per-call conversion)."""
+    if not a or not b:
+        return np.zeros((len(a), len(b)), dtype=np.float64)
+    return np.asarray(mask_utils.iou(list(a), list(b), [0] * len(b)), dtype=np.float64).reshape(len(a), len(b))
 
 
 def box_iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -283,7 +294,14 @@ def bboxes(rles: Sequence[RLE]) -> np.ndarray:
     """``(N, 4)`` xywh tight boxes of many RLEs in one pycocotools call."""
     if not rles:
         return np.zeros((0, 4))
-    coco = [_coco(r) for r in rles]
+    return bboxes_coco([_coco(r) for r in rles])
+
+
+def bboxes_coco(coco: Sequence[dict]) -> np.ndarray:
+    """:func:`bboxes` for RLEs already in :func:`to_coco` form."""
+    if not coco:
+        return np.zeros((0, 4))
     return np.concatenate([
-        np.asarray(mask_utils.toBbox(coco[i:i + 255]), dtype=np.float64).reshape(-1, 4) for i in range(0, len(coco), 255)
+        np.asarray(mask_utils.toBbox(list(coco[i:i + 255])), dtype=np.float64).reshape(-1, 4)
+        for i in range(0, len(coco), 255)
     ])

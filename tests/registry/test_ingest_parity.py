@@ -1,0 +1,121 @@
+"""Parity of the ingest fast paths with the plain pycocotools calls they replace.
+
+Masks are ``(H, W)`` bool arrays, RLEs compressed COCO ``{"size": [H, W], "counts": str}``,
+boxes ``xywh`` absolute pixels. Random masks include empty ones, masks touching every border,
+full masks and odd sizes.
+"""
+from __future__ import annotations
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from registry import dedupe
+from registry import masks as rle_ops
+
+
+def _random_rles(rng: np.random.Generator, n: int, h: int, w: int) -> list[dict]:
+    out = []
+    for k in range(n):
+        m = np.zeros((h, w), dtype=bool)
+        kind = k % 5
+        if kind == 0:
+            pass  # empty
+        elif kind == 1:
+            m[:] = True  # full: touches all four borders
+        elif kind == 2:
+            m = rng.random((h, w)) < 0.3  # speckle, runs crossing columns
+        else:
+            y0, x0 = int(rng.integers(0, h)), int(rng.integers(0, w))
+            m[y0:y0 + int(rng.integers(1, h + 1)), x0:x0 + int(rng.integers(1, w + 1))] = True
+            if kind == 4:
+                m[-1, :] = True  # bottom border row
+                m[:, 0] = True  # left border column
+        out.append(rle_ops.encode(m))
+    return out
+
+
+def test_bboxes_coco_and_iou_coco_match_pycocotools_on_random_masks() -> None:
+    rng = np.random.default_rng(7)
+    for h, w in [(1, 1), (7, 13), (31, 17), (64, 1)]:
+        rles = _random_rles(rng, 23, h, w)
+        coco = [rle_ops.to_coco(r) for r in rles]
+        ref_boxes = np.asarray([mask_utils.toBbox(c) for c in coco], dtype=np.float64).reshape(-1, 4)
+        np.testing.assert_array_equal(rle_ops.bboxes_coco(coco), ref_boxes)
+        np.testing.assert_array_equal(rle_ops.bboxes(rles), ref_boxes)
+        assert (ref_boxes[0] == 0).all() and ref_boxes[1].tolist() == [0, 0, w, h]
+        ref_iou = np.asarray(mask_utils.iou(coco, coco, [0] * len(coco)), dtype=np.float64)
+        np.testing.assert_array_equal(rle_ops.iou_coco(coco, coco), ref_iou)
+        np.testing.assert_array_equal(rle_ops.iou(rles, rles), ref_iou)
+        assert ref_iou[1, 1] == 1.0
+
+
+def test_items_cache_mask_boxes_and_coco_once_and_match_direct_calls() -> None:
+    rng = np.random.default_rng(3)
+    rles = _random_rles(rng, 300, 29, 37)  # > 255: crosses pycocotools' chunk size
+    rle_list: list[dict | None] = [r if k % 7 else None for k, r in enumerate(rles)]
+    masked = np.array([k for k, r in enumerate(rle_list) if r is not None])
+    items = dedupe.Items.build([k % 3 for k in range(300)], [(0.0, 0.0, 5.0, 5.0)] * 300, rle_list,
+                               [None] * 300)
+    some = masked[::3]
+    first = items.mask_boxes(some)  # partial fill, then the rest
+    allb = items.mask_boxes(masked)
+    ref = np.asarray([rle_ops.bbox_xywh(rle_list[i]) for i in masked])
+    np.testing.assert_array_equal(allb, ref)
+    np.testing.assert_array_equal(first, ref[::3])
+    assert np.isnan(items._mask_box[0]).all()  # item 0 has no mask: never boxed
+    c = items.coco(int(masked[0]))
+    assert c is items.coco(int(masked[0])) and isinstance(c["counts"], bytes)
+    assert c["counts"].decode("ascii") == rle_list[int(masked[0])]["counts"]
+
+
+def _old_find_duplicates(new: dedupe.Items, stored: dedupe.Items, t: float) -> dict:
+    """Brute force over all pairs with plain pycocotools calls (the behaviour to keep)."""
+    out: dict[int, tuple[str, int]] = {}
+
+    def pair(a: dedupe.Items, i: int, b: dedupe.Items, j: int) -> float:
+        if a.rle[i] is not None and b.rle[j] is not None:
+            return float(rle_ops.iou([a.rle[i]], [b.rle[j]])[0, 0])
+        return float(rle_ops.box_iou_xywh(a.box[i:i + 1], b.box[j:j + 1])[0, 0])
+
+    kept: list[int] = []
+    for i in range(len(new)):
+        best, arg = t, None
+        for j in range(len(stored)):
+            if stored.category[j] == new.category[i]:
+                v = pair(new, i, stored, j)
+                if v > best:
+                    best, arg = v, j
+        if arg is not None:
+            out[i] = ("stored", arg)
+            continue
+        for j in kept:
+            if new.category[j] == new.category[i]:
+                v = pair(new, i, new, j)
+                if v > best:
+                    best, arg = v, j
+        if arg is not None:
+            out[i] = ("new", arg)
+        else:
+            kept.append(i)
+    return out
+
+
+def test_find_duplicates_with_cached_geometry_matches_brute_force() -> None:
+    rng = np.random.default_rng(11)
+    h, w = 24, 33
+    base = _random_rles(rng, 12, h, w)
+    for trial in range(4):
+        n_new, n_old = 40, 15
+        picks = rng.integers(0, len(base), n_new + n_old)
+        rles = [base[p] if rng.random() < 0.8 else None for p in picks]
+        boxes = [rle_ops.bbox_xywh(base[p]) for p in picks]
+        boxes = [(x, y, max(bw, 1.0), max(bh, 1.0)) for x, y, bw, bh in boxes]
+        areas = [None if r is None else rle_ops.area(r) for r in rles]
+        cats = rng.integers(0, 2, n_new + n_old).tolist()
+        new = dedupe.Items.build(cats[:n_new], boxes[:n_new], rles[:n_new], areas[:n_new])
+        old = dedupe.Items.build(cats[n_new:], boxes[n_new:], rles[n_new:], areas[n_new:])
+        got = dedupe.find_duplicates(new, old, 0.5)
+        ref = _old_find_duplicates(new, old, 0.5)
+        assert got == ref, f"trial {trial}"
+        assert len(ref) > 5  # the random draw really has duplicates of both kinds
+        assert {k for k, _ in ref.values()} == {"stored", "new"}
