@@ -224,10 +224,10 @@ def validate_many(rles: Sequence[RLE]) -> np.ndarray:
     def owner_of(char_pos: int) -> int:
         return int(np.searchsorted(blob_end, char_pos, side="right"))
 
-    if raw.min() < 48 or raw.max() > 111:
-        bad = int(np.flatnonzero((raw < 48) | (raw > 111))[0])
+    c = raw - np.uint8(48)  # uint8: characters below '0' wrap around to >= 208
+    if c.max() > 63:
+        bad = int(np.flatnonzero(c > 63)[0])
         raise ValueError(f"RLE {owner_of(bad)}: expected counts characters in '0'..'o': the mask is corrupt")
-    c = raw - np.uint8(48)
     end_of_blob = (c[blob_end - 1] & 0x20) == 0
     if not end_of_blob.all():
         i = int(np.flatnonzero(~end_of_blob)[0])
@@ -253,7 +253,8 @@ def validate_many(rles: Sequence[RLE]) -> np.ndarray:
     # Numbers per RLE and each number's position j inside its RLE.
     per = np.diff(np.concatenate(([0], np.searchsorted(ends, blob_end - 1, side="right"))))
     first = np.concatenate(([0], np.cumsum(per)[:-1]))
-    j = np.arange(x.size) - np.repeat(first, per)
+    first_rep = np.repeat(first, per)
+    odd = (np.arange(x.size) - first_rep) & 1
     # Deltas: entry j > 2 was stored relative to entry j - 2, so within an RLE the runs at odd
     # j are a running sum from j = 1 and those at even j >= 2 one from j = 2. Running sums over
     # the whole array in steps of two (S[k] = x[k] + S[k-2]) give them as differences:
@@ -262,13 +263,14 @@ def validate_many(rles: Sequence[RLE]) -> np.ndarray:
     s2[-1] = 0  # S[-1]: before the first RLE's odd chain
     s2[0:-1:2] = np.cumsum(x[0::2])
     s2[1:-1:2] = np.cumsum(x[1::2])
-    first_rep = np.repeat(first, per)
-    runs = s2[:-1] - s2[first_rep - (j & 1)]
+    runs = s2[:-1] - s2[first_rep - odd]
     runs[first] = x[first]
-    # Each run within [0, H*W] also keeps the int64 sums below from wrapping around.
+    # Each run within [0, H*W] also keeps the int64 sums below from wrapping around. Checked
+    # against the batch's largest H*W first (two reductions); a run above its own RLE's H*W
+    # but below that bound still fails the per-RLE sum check below.
     size_arr = np.asarray(sizes, dtype=np.int64)
-    out_of_range = (runs < 0) | (runs > np.repeat(size_arr, per))
-    if out_of_range.any():
+    if runs.min() < 0 or runs.max() > size_arr.max():
+        out_of_range = (runs < 0) | (runs > np.repeat(size_arr, per))
         i = int(np.searchsorted(first, np.argmax(out_of_range), side="right")) - 1
         raise ValueError(f"RLE {i}: expected runs between 0 and H*W: the mask is corrupt")
     totals = np.add.reduceat(runs, first)
@@ -276,7 +278,7 @@ def validate_many(rles: Sequence[RLE]) -> np.ndarray:
     if wrong.size:
         i = int(wrong[0])
         raise ValueError(f"RLE {i}: expected runs summing to H*W = {sizes[i]}, got {int(totals[i])}: the mask is corrupt")
-    return np.add.reduceat(np.where(j & 1, runs, 0), first)
+    return np.add.reduceat(runs * odd, first)
 
 
 def areas(rles: Sequence[RLE]) -> np.ndarray:

@@ -11,8 +11,8 @@ higher is better, or target/figure where lower is better):
   headline figure, the others are ``ingest_batch_<n>``). Masks come pre-encoded
   (``ObjectIn.mask_rle``, as importers pass them); the cost of encoding dense masks is measured
   separately (``mask_encode``), against ``pycocotools.mask.encode`` on the same masks as the
-  in-run reference. Each ingest figure carries ``sqlite_ceiling_obj_s``: the same rows (random
-  ids, masks, embeddings, outbox) written with bare ``executemany`` in transactions of the same
+  in-run reference. Each ingest figure carries ``sqlite_ceiling_obj_s``: the same rows (every
+  column the registry writes, time-ordered ids, masks, embeddings, outbox) written with bare ``executemany`` in transactions of the same
   size into the same schema, without validation or dedupe, so ``ratio_vs_sqlite_ceiling`` says
   how much of the gap is the registry's Python and how much is SQLite on this machine.
 * ``searchable``: committed -> searchable: the objects of the last ingest are found by search
@@ -249,7 +249,8 @@ def _ingest_batches(reg, src_dir: Path, n: int, per: int, rles: list[dict], vecs
 
 def sqlite_ceiling(data: Path, n: int, per: int, rles: list[dict], vecs: np.ndarray, new_ids, Registry) -> float:
     """Objects/s for the ingest's rows written with bare ``executemany`` (same schema, same PRAGMAs,
-    random ids, one transaction per ``per`` objects), rows built before the clock starts."""
+    time-ordered ids, every column the registry writes, one transaction per ``per`` objects),
+    rows built before the clock starts."""
     from registry.ids import utc_now
 
     reg = Registry(data, embedding_dim=vecs.shape[1], embedding_version="bench", index="exact", sync_on_write=False)
@@ -267,8 +268,10 @@ def sqlite_ceiling(data: Path, n: int, per: int, rles: list[dict], vecs: np.ndar
             rows, embs = [], []
             for i in range(m):
                 r = rles[(k + i) % len(rles)]
-                rows.append((ids[i], sid, cids[(k + i) % 20], 10.0, 10.0, 100.0, 100.0, r["counts"], H, W, 5000.0,
-                             float(rng.random()), "bench", now, now))
+                # Every column the registry writes (registry/objects_write.py), NULLs included.
+                rows.append((ids[i], sid, cids[(k + i) % 20], None, None, 10.0, 10.0, 100.0, 100.0, r["counts"], H, W,
+                             5000.0, float(rng.random()), "bench", None, None, 0, "pending", None, None, None,
+                             0, 0, 0, None, now, now))
                 embs.append((ids[i], "bench", vecs.shape[1], vecs[(k + i) % len(vecs)].tobytes()))
             batches.append((rows, embs))
             k += m
@@ -276,9 +279,11 @@ def sqlite_ceiling(data: Path, n: int, per: int, rles: list[dict], vecs: np.ndar
         for rows, embs in batches:
             with reg.transaction() as tx:
                 tx.executemany(
-                    "INSERT INTO objects (object_id, source_id, category_id, bbox_x, bbox_y, bbox_w, bbox_h, mask_counts, "
-                    "mask_h, mask_w, area, confidence, detection_model, created_at, updated_at) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                    "INSERT INTO objects (object_id, source_id, category_id, frame_id, project_id, bbox_x, bbox_y, "
+                    "bbox_w, bbox_h, mask_counts, mask_h, mask_w, area, confidence, detection_model, "
+                    "classification_model, classification_confidence, is_validated, validation_status, validated_by, "
+                    "validated_at, quality_score, is_occluded, is_truncated, is_difficult, metadata, created_at, "
+                    "updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
                 tx.executemany("INSERT INTO embeddings (object_id, version_id, dim, vector) VALUES (?, ?, ?, ?)", embs)
                 tx.executemany("INSERT INTO embedding_outbox (object_id, version_id, operation) VALUES (?, ?, 'upsert')",
                                [(e[0], e[1]) for e in embs])
