@@ -36,12 +36,16 @@ the ORIGINAL image; they are scaled to the model's input grid here. Masks are (H
 Click latency: a click runs only the prompt encoder + mask decoder, hundreds of small ops
 (matmuls of at most 4096 x 256, element-wise work on 64^2 x 256 and 256^2 x 32 maps). A second
 OpenMP thread gains little on them and its synchronisation costs a lot whenever the cores are
-shared (another request encoding, other processes): ``predict_points`` therefore runs with
-``click_threads`` (1) intra-op threads in the calling thread only (OpenMP's thread count is
-per calling thread, so threads already running elsewhere keep theirs). Measured on the 2-core
-bench machine under load, bfloat16 SAM2.1-tiny, same process, alternating: p50 121 vs 213 ms,
-p90 157 vs 807 ms (1 vs 2 threads); ``bench pipeline`` prints both (``click_p95_ms`` and
-``click_p95_ms_all_threads``). Box batches (``predict_boxes``) keep every thread.
+shared (another request encoding, other processes). ``click_threads="auto"`` (the default)
+therefore decodes a click on one intra-op thread while the 1-minute load average exceeds the
+core count by more than half a core (others compete), and on torch's thread count otherwise;
+an int forces that count, None keeps torch's. The count is set in the calling thread only
+(OpenMP's thread count is per calling thread, so threads already running elsewhere keep theirs)
+and restored after. Measured on the 2-core bench machine, bfloat16 SAM2.1-tiny, same process,
+60 clicks alternating, load average 2-3: p50 136 vs 427 ms, p90 201 vs 859 ms (1 vs 2 threads);
+float32 p50 109 vs 267 ms, but the quietest clicks were faster on 2 threads (min 63 vs 88 ms).
+``bench pipeline`` prints both (``click_p95_ms`` with the default, ``click_p95_ms_all_threads``).
+Box batches (``predict_boxes``) keep every thread.
 
 Thread safety: the predictor holds per-image state. Every public call takes ``self.lock`` (an
 ``RLock``), so a call never sees half of another's state. Two users sharing one instance must
@@ -51,6 +55,7 @@ the lock from ``set_image`` to the last prediction (cheap on an LRU hit).
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -94,6 +99,15 @@ def intra_op_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def cores_contended() -> bool:
+    """True when the 1-minute load average exceeds the core count by more than half a core."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on this platform
+        return False
+    return load > (os.cpu_count() or 1) + 0.5
+
+
 def image_key(image: np.ndarray) -> str:
     """A content hash of an image array (shape, dtype and pixels), used as the LRU key."""
     h = hashlib.blake2b(digest_size=20)
@@ -113,8 +127,9 @@ class Sam2Segmenter:
         input_size: the square side the image is resized to (1024 for released checkpoints).
         encoder_calls: how many times the image encoder ran (LRU misses); for tests/benchmarks.
         lock: the ``RLock`` guarding the predictor state.
-        click_threads: intra-op threads of ``predict_points`` (1; None = torch's setting), see
-            the module docstring.
+        click_threads: intra-op threads of ``predict_points``: ``"auto"`` (1 while the cores are
+            contended, else torch's count), an int, or None (torch's count); see the module
+            docstring.
     """
 
     def __init__(
@@ -140,7 +155,7 @@ class Sam2Segmenter:
         self.cache_size = cache_size
         self.box_batch = max(1, int(box_batch))
         self.encoder_calls = 0
-        self.click_threads: int | None = 1
+        self.click_threads: int | str | None = "auto"
         self.lock = threading.RLock()
         self._mean = torch.tensor(image_mean, dtype=torch.float32).view(3, 1, 1)
         self._std = torch.tensor(image_std, dtype=torch.float32).view(3, 1, 1)
@@ -399,7 +414,10 @@ class Sam2Segmenter:
                 raise ValueError(f"box: expected 4 finite xyxy pixel values, got {box.shape}")
         if len(pts) == 0 and box is None:
             raise ValueError("predict_points: expected at least one point or a box, got neither")
-        threads = nullcontext() if self.click_threads is None else intra_op_threads(self.click_threads)
+        n = self.click_threads
+        if n == "auto":
+            n = 1 if cores_contended() else None
+        threads = nullcontext() if n is None else intra_op_threads(int(n))
         with self.lock, threads:
             feats, hw = self._require_image()
             mask_t = None if mask_input is None else self._mask_prompt(mask_input, hw)

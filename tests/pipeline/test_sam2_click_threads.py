@@ -36,6 +36,7 @@ def _threads_seen_by_decoder(seg: Sam2Segmenter, monkeypatch) -> list[int]:
 def test_click_decodes_with_click_threads_and_restores_the_count(seg, monkeypatch):
     torch.set_num_threads(2)
     seen = _threads_seen_by_decoder(seg, monkeypatch)
+    seg.click_threads = 1
     pts, labels = np.array([[40.0, 30.0], [10.0, 10.0]]), np.array([1, 0])
     fast = seg.predict_points(pts, labels)
     assert seen == [1] and torch.get_num_threads() == 2
@@ -43,7 +44,7 @@ def test_click_decodes_with_click_threads_and_restores_the_count(seg, monkeypatc
     try:
         reference = seg.predict_points(pts, labels)
     finally:
-        seg.click_threads = 1
+        seg.click_threads = "auto"
     assert seen == [1, 2]
     # the thread count changes the schedule, not the result
     assert fast.mask.any() and np.array_equal(fast.mask, reference.mask)
@@ -74,3 +75,18 @@ def test_intra_op_threads_leaves_other_running_threads_alone():
         go.set()
         t.join()
     assert inside == [1] and other == [2, 2] and torch.get_num_threads() == 2
+
+
+def test_auto_uses_one_thread_only_while_the_cores_are_contended(seg, monkeypatch):
+    import pipeline.segment.sam2 as sam2_mod
+
+    torch.set_num_threads(2)
+    seen = _threads_seen_by_decoder(seg, monkeypatch)
+    assert seg.click_threads == "auto"
+    monkeypatch.setattr(sam2_mod.os, "cpu_count", lambda: 2)
+    pts, labels = np.array([[40.0, 30.0]]), np.array([1])
+    monkeypatch.setattr(sam2_mod.os, "getloadavg", lambda: (5.0, 5.0, 5.0))
+    seg.predict_points(pts, labels)
+    monkeypatch.setattr(sam2_mod.os, "getloadavg", lambda: (1.2, 1.0, 1.0))
+    seg.predict_points(pts, labels)
+    assert seen == [1, 2] and torch.get_num_threads() == 2
