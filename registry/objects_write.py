@@ -66,9 +66,9 @@ def prepare(source: dict, objects: Sequence[ObjectIn], project: str | None, dim:
             "box": (x0, y0, x1 - x0, y1 - y0),
             "rle": rle,
             "area": (x1 - x0) * (y1 - y0),
-            "confidence": finite_unit(obj.confidence, f"{where} confidence"),
-            "classification_confidence": finite_unit(obj.classification_confidence, f"{where} classification_confidence"),
-            "quality_score": finite_unit(obj.quality_score, f"{where} quality_score"),
+            "confidence": _unit(obj.confidence, where, "confidence"),
+            "classification_confidence": _unit(obj.classification_confidence, where, "classification_confidence"),
+            "quality_score": _unit(obj.quality_score, where, "quality_score"),
             "embedding": None,
             "detection_model": obj.detection_model,
             "classification_model": obj.classification_model,
@@ -96,6 +96,14 @@ def prepare(source: dict, objects: Sequence[ObjectIn], project: str | None, dim:
     for i, a in given_area.items():
         prepared[i]["area"] = float(a)
     return prepared
+
+
+def _unit(value: Any, where: str, what: str) -> float | None:
+    """:func:`finite_unit` with a fast path for the common case (None or a float in [0, 1];
+    NaN fails the comparison and takes the checked path, which words the error)."""
+    if value is None or (type(value) is float and 0.0 <= value <= 1.0):
+        return value
+    return finite_unit(value, f"{where} {what}")
 
 
 def _boxes_if_valid(objects: Sequence[ObjectIn], width: int | None, height: int | None) -> list | None:
@@ -134,11 +142,7 @@ def duplicates_tx(tx: sqlite3.Connection, source_id: str, items: list[dict], iou
             out.update({ks[i]: oid for i, oid in sub.items()})
         return out
     cat_set = sorted({it["category_id"] for it in items})
-    rows = tx.execute(
-        "SELECT object_id, bbox_x, bbox_y, bbox_w, bbox_h, mask_counts, mask_h, mask_w, category_id "
-        f"FROM objects WHERE source_id = ? AND frame_id IS ? AND category_id IN ({','.join('?' * len(cat_set))})",
-        (source_id, items[0]["frame_id"], *cat_set),
-    ).fetchall()
+    rows = tx.execute(*stored_query(source_id, items[0]["frame_id"], cat_set)).fetchall()
     rles = [{"size": [r[6], r[7]], "counts": r[5]} if r[5] is not None else None for r in rows]
     with_mask = [k for k, r in enumerate(rles) if r is not None]
     areas = dict(zip(with_mask, rle_ops.areas([rles[k] for k in with_mask]).tolist(), strict=True))
@@ -148,6 +152,22 @@ def duplicates_tx(tx: sqlite3.Connection, source_id: str, items: list[dict], iou
                              [it["rle"] for it in items], [it["area"] for it in items])
     found = overlap.find_duplicates(new, stored, iou)
     return {i: rows[j][0] if kind == "stored" else items[j]["object_id"] for i, (kind, j) in found.items()}
+
+
+def stored_query(source_id: str, frame_id: str | None, category_ids: Sequence[int]) -> tuple[str, tuple]:
+    """``(sql, params)`` reading the stored objects a batch is deduplicated against.
+
+    An image's objects (``frame_id`` None) come from ``idx_objects_source`` (source, category):
+    written as ``frame_id IS ?``, SQLite picked ``idx_objects_frame`` for NULL and scanned every
+    image object of the registry per batch. A frame's objects come from ``idx_objects_frame``.
+    """
+    marks = ",".join("?" * len(category_ids))
+    cols = "object_id, bbox_x, bbox_y, bbox_w, bbox_h, mask_counts, mask_h, mask_w, category_id"
+    if frame_id is None:
+        return (f"SELECT {cols} FROM objects WHERE source_id = ? AND +frame_id IS NULL AND category_id IN ({marks})",
+                (source_id, *category_ids))
+    return (f"SELECT {cols} FROM objects WHERE frame_id = ? AND source_id = ? AND category_id IN ({marks})",
+            (frame_id, source_id, *category_ids))
 
 
 def register_objects(
@@ -192,7 +212,7 @@ def register_objects(
             if row is None or row[0] != source_id:
                 raise ValueError(f"expected frame_id of a frame of {source_id}, got {fid!r}; use add_frame() first")
         # One lookup for all the batch's names; only unknown ones are created one by one.
-        keys = {it["category"]: name_key(it["category"]) for it in items}
+        keys = {c: name_key(c) for c in {it["category"] for it in items}}
         wanted = sorted(set(keys.values()))
         cat_ids: dict[str, int] = {}
         for start in range(0, len(wanted), 10_000):  # below SQLite's bound-parameter limit

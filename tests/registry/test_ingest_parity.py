@@ -119,3 +119,26 @@ def test_find_duplicates_with_cached_geometry_matches_brute_force() -> None:
         assert got == ref, f"trial {trial}"
         assert len(ref) > 5  # the random draw really has duplicates of both kinds
         assert {k for k, _ in ref.values()} == {"stored", "new"}
+
+
+def test_dedupe_reads_stored_objects_through_the_source_or_frame_index(tmp_path) -> None:
+    from registry.facade import ObjectIn, Registry
+    from registry.objects_write import stored_query
+
+    reg = Registry(tmp_path / "data", embedding_dim=4, index="exact", sync_on_write=False)
+    try:
+        img = tmp_path / "a.jpg"
+        img.write_bytes(b"a")
+        sid = reg.register_source(img, width=40, height=30, copy=False)
+        box = (2.0, 3.0, 20.0, 25.0)
+        first = reg.register_objects(sid, [ObjectIn("cat", box)])
+        again = reg.register_objects(sid, [ObjectIn("cat", box), ObjectIn("dog", box)])
+        assert again.duplicates == [(0, first.object_ids[0])] and again.object_ids[1] is not None
+        for frame, index in ((None, "idx_objects_source"), ("frm_x", "idx_objects_frame")):
+            sql, params = stored_query(sid, frame, [1, 2])
+            plan = " ".join(r["detail"] for r in reg.connection.query("EXPLAIN QUERY PLAN " + sql, params))
+            assert f"USING INDEX {index}" in plan, plan
+        rows = reg.connection.query(*stored_query(sid, None, [1, 2]))
+        assert sorted(r["object_id"] for r in rows) == sorted([first.object_ids[0], again.object_ids[1]])
+    finally:
+        reg.close()
