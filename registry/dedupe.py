@@ -20,8 +20,8 @@ all-pairs matrices of ~23 GB).
 
 The extent used to find candidates is the object's box, widened to its mask's tight box when
 it has a mask (a mask may leave its box), so no pair with a non-zero IoU is missed. Mask pairs
-are pruned with two exact bounds before pycocotools runs: IoU <= min(area) / max(area), and
-IoU > t needs the masks' box intersection >= t * the larger mask area.
+are pruned with exact bounds before pycocotools runs: IoU <= min(area) / max(area), then
+IoU <= I / (area_a + area_b - I) with I = min(area_a, area_b, the masks' box intersection).
 """
 from __future__ import annotations
 
@@ -259,7 +259,13 @@ def _pair_iou(a: Items, b: Items, pi: np.ndarray, pj: np.ndarray, t: float) -> n
     ma, mb = a.mask_boxes(pi[k]), b.mask_boxes(pj[k])
     iw = np.minimum(ma[:, 0] + ma[:, 2], mb[:, 0] + mb[:, 2]) - np.maximum(ma[:, 0], mb[:, 0])
     ih = np.minimum(ma[:, 1] + ma[:, 3], mb[:, 1] + mb[:, 3]) - np.maximum(ma[:, 1], mb[:, 1])
-    k = k[np.clip(iw, 0, None) * np.clip(ih, 0, None) >= t * big[k]]
+    # |A & B| <= I = min(area_a, area_b, box intersection) and |A | B| = a + b - |A & B|
+    # >= a + b - I, so IoU <= I / (a + b - I): pairs below t are left at 0 (a tiny margin
+    # keeps pairs at the bound for pycocotools' own rounding).
+    inter = np.minimum(np.minimum(area_a[k], area_b[k]), np.clip(iw, 0, None) * np.clip(ih, 0, None))
+    union = area_a[k] + area_b[k] - inter
+    bound = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    k = k[bound >= t - 1e-9]
     # Exact mask IoU for what is left, one pycocotools call per item of ``a``.
     ks = k[np.argsort(pi[k], kind="stable")]
     if ks.size:
