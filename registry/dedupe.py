@@ -62,14 +62,16 @@ class Items:
 
     @classmethod
     def build(cls, category: Sequence[int], box: Sequence, rle: Sequence[dict | None],
-              area: Sequence[float | None]) -> Items:
-        """Items from plain sequences (``area`` entries may be None where there is no mask)."""
+              area: Sequence[float | None], coco: Sequence[dict | None] | None = None) -> Items:
+        """Items from plain sequences (``area`` entries may be None where there is no mask;
+        ``coco``, where given, holds each RLE already in pycocotools form or None)."""
         n = len(category)
         return cls(
             category=np.asarray(category, dtype=np.int64).reshape(n),
             box=np.asarray(box, dtype=np.float64).reshape(n, 4),
             rle=list(rle),
             area=np.array([0.0 if a is None else float(a) for a in area], dtype=np.float64).reshape(n),
+            _coco=None if coco is None else list(coco),
         )
 
     def __len__(self) -> int:

@@ -188,13 +188,18 @@ def box_iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(mask_utils.iou(a.tolist(), b.tolist(), [0] * len(b)), dtype=np.float64).reshape(len(a), len(b))
 
 
-def validate_many(rles: Sequence[RLE]) -> np.ndarray:
+def validate_many(rles: Sequence[RLE], coco_out: list | None = None) -> np.ndarray:
     """:func:`validate` for many RLEs with a handful of numpy calls (registration batches).
 
     Decodes every counts string at once (segmented) and checks the runs are non-negative and
     sum to ``H*W`` per RLE. The work is per *number* (a few per column of an object), not per
     character: numbers are assembled from their characters in at most 13 vectorised steps,
     and the delta chains are two segmented cumulative sums.
+
+    Args:
+        rles: the RLEs to check.
+        coco_out: when given, each RLE in :func:`to_coco` form (bytes counts, made here anyway)
+            is appended to it, in order, once all passed.
 
     Returns:
         The foreground pixel count (int64) of each RLE, which the caller would otherwise
@@ -205,10 +210,10 @@ def validate_many(rles: Sequence[RLE]) -> np.ndarray:
     """
     if not rles:
         return np.zeros(0, dtype=np.int64)
-    blobs, sizes = [], []
+    blobs, sizes, hws = [], [], []
     for i, rle in enumerate(rles):
         try:
-            h, w = (int(v) for v in rle["size"])
+            h, w = map(int, rle["size"])
             counts = rle["counts"]
             blob = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
         except (KeyError, TypeError, ValueError, UnicodeEncodeError) as exc:
@@ -217,6 +222,7 @@ def validate_many(rles: Sequence[RLE]) -> np.ndarray:
             validate(rle)  # raises the precise message
         blobs.append(blob)
         sizes.append(h * w)
+        hws.append((h, w))
     n = len(blobs)
     blob_end = np.cumsum(np.fromiter((len(b) for b in blobs), dtype=np.int64, count=n))
     raw = np.frombuffer(b"".join(blobs), dtype=np.uint8)
@@ -278,6 +284,8 @@ def validate_many(rles: Sequence[RLE]) -> np.ndarray:
     if wrong.size:
         i = int(wrong[0])
         raise ValueError(f"RLE {i}: expected runs summing to H*W = {sizes[i]}, got {int(totals[i])}: the mask is corrupt")
+    if coco_out is not None:
+        coco_out.extend({"size": [h, w], "counts": b} for (h, w), b in zip(hws, blobs, strict=True))
     return np.add.reduceat(runs * odd, first)
 
 

@@ -7,6 +7,7 @@ full masks and odd sizes.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from pycocotools import mask as mask_utils
 
 from registry import dedupe
@@ -142,3 +143,20 @@ def test_dedupe_reads_stored_objects_through_the_source_or_frame_index(tmp_path)
         assert sorted(r["object_id"] for r in rows) == sorted([first.object_ids[0], again.object_ids[1]])
     finally:
         reg.close()
+
+
+def test_validate_many_hands_back_the_pycocotools_form_it_made() -> None:
+    rng = np.random.default_rng(5)
+    rles = _random_rles(rng, 17, 9, 14)
+    out: list = []
+    areas = rle_ops.validate_many(rles, out)
+    assert out == [rle_ops.to_coco(r) for r in rles]
+    assert areas.tolist() == [int(mask_utils.area(c)) for c in out]
+    bad = [*rles[:3], {"size": [9, 14], "counts": "0"}]
+    out2: list = []
+    with pytest.raises(ValueError, match="^RLE 3: expected runs summing to H\\*W = 126"):
+        rle_ops.validate_many(bad, out2)
+    assert out2 == []  # nothing handed back from a batch that failed
+    seeded = dedupe.Items.build([0] * 17, [(0.0, 0.0, 1.0, 1.0)] * 17, rles, areas.tolist(), out)
+    assert seeded.coco(4) is out[4]
+    np.testing.assert_array_equal(seeded.mask_boxes(np.arange(17)), rle_ops.bboxes(rles))
