@@ -17,14 +17,17 @@ from fastapi_offline import FastAPIOffline
 
 from app.api import (
     categories,
+    classify,
     datasets,
     errors,
     health,
     index,
     models,
     objects,
+    runs,
     sources,
     stats,
+    suggest,
     tracks,
 )
 from app.api.auth import ApiAuth
@@ -42,7 +45,9 @@ ROUTERS = [
     stats.router,
     index.router,
     models.router,
-    # video.router, classify.router, train.router: later issues add theirs here.
+    classify.router,
+    runs.router,
+    suggest.router,
 ]
 """Routers behind authentication, in the order the docs show them."""
 

@@ -1,0 +1,84 @@
+"""``/runs``: training runs (:mod:`app.workflows.train`) and their evaluation
+(:mod:`app.workflows.evaluate`).
+
+``POST /runs`` records the run and trains it in a background thread, as the Train tab does
+(:class:`app.workflows.train.BackgroundTraining`, one run at a time per API); poll
+``GET /runs/{id}`` for its status and epochs. Metrics are fractions in [0, 1].
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+
+from app.api.deps import Ctx, lookup
+from app.api.errors import ApiError
+from app.api.schemas_ml import EvaluateIn, RunIn, plain
+
+router = APIRouter(prefix="/runs", tags=["training"])
+
+
+def trainer(request: Request) -> Any:
+    """The API's background runner (created on first use, kept on ``app.state.training``)."""
+    from app.workflows.train import BackgroundTraining
+
+    state = request.app.state
+    if getattr(state, "training", None) is None:
+        state.training = BackgroundTraining()
+    return state.training
+
+
+@router.get("")
+def list_runs(ctx: Ctx, limit: int | None = Query(None, ge=1, le=1000)) -> list[dict]:
+    """Training runs, newest first (``status`` queued/running/stopped/finished/failed)."""
+    return plain(ctx.registry.list_runs(limit=limit))
+
+
+@router.get("/{run_id}")
+def get_run(ctx: Ctx, run_id: str) -> dict:
+    """A run with its ``epochs`` (losses and validation metrics, in epoch order)."""
+    run = lookup(ctx.registry.get_run, run_id)
+    return plain({**run, "epochs": ctx.registry.run_epochs(run_id)})
+
+
+@router.post("", status_code=202)
+def start_run(ctx: Ctx, body: RunIn, request: Request) -> dict:
+    """Records a run and starts training it in the background → ``{"run_id", "status"}``.
+    409 while another run started here is training; 400 for a bad model/dataset/number."""
+    from app.workflows.train import TrainRequest
+
+    job = trainer(request)
+    if job.running:
+        raise ApiError(409, f"run {job.run_id} is still training; POST /api/v1/runs/{job.run_id}/stop first "
+                            "or wait for it to finish")
+    req = TrainRequest(dataset=body.dataset, model=body.model, epochs=body.epochs, imgsz=body.imgsz,
+                       batch=body.batch, device=body.device, workers=0, version=body.version, extra=body.extra)
+    try:
+        run_id = job.start(ctx.registry, ctx.data_dir, req)
+    except RuntimeError as exc:  # lost a race with another start
+        raise ApiError(409, str(exc)) from exc
+    return {"run_id": run_id, "status": ctx.registry.get_run(run_id)["status"]}
+
+
+@router.post("/{run_id}/stop")
+def stop_run(ctx: Ctx, run_id: str, request: Request) -> dict:
+    """Asks the run to stop after the epoch in progress (it ends ``stopped`` with its best
+    weights so far) → ``{"run_id", "stopping": true}``; 409 when it is not training here."""
+    run = lookup(ctx.registry.get_run, run_id)
+    job = trainer(request)
+    if not (job.running and job.run_id == run_id) or not job.stop():
+        raise ApiError(409, f"run {run_id} is not training in this server (status {run['status']}); "
+                            "only a run started with POST /api/v1/runs can be stopped here")
+    return {"run_id": run_id, "stopping": True}
+
+
+@router.post("/{run_id}/evaluate")
+def evaluate_run(ctx: Ctx, run_id: str, body: EvaluateIn | None = None) -> dict:
+    """COCO evaluation of the run's best weights on ``split`` → ``{"run_id", "split", "images",
+    "bbox", "segm" (segment runs), "confusion_matrix", "files"}`` (files written under
+    ``<data>/runs/<id>/eval/``)."""
+    from app.workflows.evaluate import evaluate_run as run
+
+    lookup(ctx.registry.get_run, run_id)
+    body = body or EvaluateIn()
+    return plain(run(ctx.registry, ctx.data_dir, run_id, split=body.split, conf=body.conf))

@@ -1,0 +1,161 @@
+"""/api/v1 domains + classify, runs, suggest and the auto-label evaluation, over a seeded registry."""
+from __future__ import annotations
+
+import numpy as np
+
+from registry.facade import ObjectIn
+from tests.app.api.conftest import unit
+from tests.app.fakes import write_scene
+
+
+def _noisy(dim: int, hot: int, rng: np.random.Generator) -> np.ndarray:
+    v = unit(dim, hot) + rng.normal(0, 0.05, dim).astype(np.float32)
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def seed_support(reg, tmp_path, *, per_class: int = 6) -> dict:
+    """Approved cats (around axis 0) and dogs (around axis 5) with embeddings, plus three pending
+    objects: one near the cats (conf 0.8), one near the dogs (conf 0.3), one off both (conf 0.55)."""
+    rng = np.random.default_rng(0)
+    dim = reg.embedding_dim
+    sid = reg.register_source(write_scene(tmp_path / "s" / "scene.png", seed=0), project="p1")
+    objs = [ObjectIn(category=c, xyxy=(4 * i, 4 * i, 4 * i + 30, 4 * i + 30), confidence=0.9,
+                     embedding=_noisy(dim, hot, rng), detection_model="test")
+            for c, hot in (("cat", 0), ("dog", 5)) for i in range(per_class)]
+    ids = reg.register_objects(sid, objs, project="p1", dedupe=False).object_ids
+    for oid in ids:
+        reg.update_object(oid, status="approved", validated_by="t")
+    pend = reg.register_objects(sid, [
+        ObjectIn(category="thing", xyxy=(100, 100, 140, 140), confidence=0.8, embedding=_noisy(dim, 0, rng)),
+        ObjectIn(category="thing", xyxy=(150, 100, 190, 140), confidence=0.3, embedding=_noisy(dim, 5, rng)),
+        ObjectIn(category="thing", xyxy=(200, 100, 240, 140), confidence=0.55, embedding=unit(dim, 20)),
+    ], project="p1", dedupe=False).object_ids
+    return {"source_id": sid, "approved": ids, "near_cat": pend[0], "near_dog": pend[1], "odd": pend[2]}
+
+
+def test_build_list_classify_and_delete_a_domain(ctx, client, tmp_path):
+    s = seed_support(ctx.registry, tmp_path)
+    r = client.post("/api/v1/domains", json={"name": "pets"})
+    assert r.status_code == 201, r.text
+    meta = r.json()
+    assert meta["domain"] == "pets" and sorted(meta["classes"]) == ["cat", "dog"]
+    assert meta["counts"] == {"cat": 6, "dog": 6} and meta["embedding_dim"] == ctx.registry.embedding_dim
+    assert client.post("/api/v1/domains", json={"name": "pets"}).status_code == 409
+    listed = client.get("/api/v1/domains").json()
+    assert [d["domain"] for d in listed] == ["pets"] and listed[0]["version"] == meta["version"]
+
+    r = client.post("/api/v1/domains/pets/classify", json={"object_ids": [s["near_cat"], s["near_dog"], s["odd"]]})
+    assert r.status_code == 200, r.text
+    items = r.json()["items"]
+    assert [i["object_id"] for i in items] == [s["near_cat"], s["near_dog"], s["odd"]]
+    assert [i["verdict"] for i in items[:2]] == ["cat", "dog"] and not items[0]["is_unknown"]
+    assert items[2]["is_unknown"] and items[2]["verdict"] == "unknown"
+    first = items[0]
+    assert first["top_k"][0]["class"] == "cat" and abs(first["s1"] - first["top_k"][0]["score"]) < 1e-5
+    assert first["margin"] > 0 and first["model"] == f"domain:pets@{meta['version']}"
+
+    vec = unit(ctx.registry.embedding_dim, 5).tolist()  # the dogs' centre: above both thresholds
+    r = client.post("/api/v1/domains/pets/classify", json={"embedding": vec, "top_k": 1})
+    assert r.json()["items"][0]["verdict"] == "dog" and len(r.json()["items"][0]["top_k"]) == 1
+    # nothing was written by the per-object answers
+    assert ctx.registry.get_object(s["near_cat"])["classification_model"] is None
+
+    r = client.delete("/api/v1/domains/pets")
+    assert r.json() == {"deleted": "pets"} and client.get("/api/v1/domains").json() == []
+    r = client.delete("/api/v1/domains/pets")
+    assert r.status_code == 404 and "pets" in r.json()["detail"]
+
+
+def test_classify_errors_name_the_problem(ctx, client, tmp_path):
+    s = seed_support(ctx.registry, tmp_path)
+    r = client.post("/api/v1/domains", json={"name": "pets", "categories": ["horse"]})
+    assert r.status_code == 400 and "horse" in r.json()["detail"]
+    assert client.post("/api/v1/domains", json={"name": "pets"}).status_code == 201
+    r = client.post("/api/v1/domains/zoo/classify", json={"object_ids": [s["odd"]]})
+    assert r.status_code == 404 and "zoo" in r.json()["detail"]
+    r = client.post("/api/v1/domains/pets/classify", json={"object_ids": ["obj_nope"]})
+    assert r.status_code == 404 and "obj_nope" in r.json()["detail"]
+    r = client.post("/api/v1/domains/pets/classify", json={"embedding": [0.1, 0.2]})
+    assert r.status_code == 400 and str(ctx.registry.embedding_dim) in r.json()["detail"]
+    r = client.post("/api/v1/domains/pets/classify", json={})
+    assert r.status_code == 400 and "exactly one" in r.json()["detail"]
+
+
+def test_classify_pending_and_apply(ctx, client, tmp_path):
+    s = seed_support(ctx.registry, tmp_path)
+    assert client.post("/api/v1/domains", json={"name": "pets"}).status_code == 201
+    r = client.post("/api/v1/classify", json={"domain": "pets", "only_pending": True, "apply": True})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert (out["classified"], out["applied"], out["skipped"]) == (3, 2, 0)
+    assert out["verdicts"] == {"cat": 1, "dog": 1, "unknown": 1}
+    reg = ctx.registry
+    assert [reg.get_object(s[k])["category"] for k in ("near_cat", "near_dog", "odd")] == ["cat", "dog", "thing"]
+    assert reg.get_object(s["odd"])["metadata"]["classification"]["is_unknown"] is True
+    again = client.post("/api/v1/classify", json={"domain": "pets", "only_pending": True}).json()
+    assert (again["classified"], again["skipped"]) == (0, 3)
+    assert client.post("/api/v1/classify", json={"domain": "zoo"}).status_code == 404
+
+
+def test_suggest_least_confident_order_and_bad_strategy(ctx, client, tmp_path):
+    s = seed_support(ctx.registry, tmp_path)
+    r = client.get("/api/v1/suggest", params={"n": 2, "strategy": "least-confident"})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["ids"] == [s["near_dog"], s["odd"]]  # confidence 0.3, then 0.55 (0.8 left out)
+    assert np.allclose(out["scores"], [0.7, 0.45])
+    assert [o["object_id"] for o in out["items"]] == out["ids"] and out["candidates"] == 3
+    r = client.get("/api/v1/suggest", params={"n": 3, "strategy": "diversity"})
+    assert r.status_code == 200 and sorted(r.json()["ids"]) == sorted([s["near_cat"], s["near_dog"], s["odd"]])
+    r = client.get("/api/v1/suggest", params={"strategy": "smartest"})
+    assert r.status_code == 400 and "least-confident" in r.json()["detail"]
+
+
+def test_evaluate_auto_labels_on_a_seeded_case(ctx, client, tmp_path):
+    """Detector 'det' proposed two cats on one image: one approved as is (TP), one rejected
+    (FP); a reviewer drew the cat it missed (FN) → precision = recall = 1/2."""
+    reg = ctx.registry
+    sid = reg.register_source(write_scene(tmp_path / "s" / "a.png", seed=1))
+    a, b = reg.register_objects(sid, [
+        ObjectIn(category="cat", xyxy=(10, 10, 60, 60), confidence=0.9, detection_model="det"),
+        ObjectIn(category="cat", xyxy=(100, 100, 150, 150), confidence=0.2, detection_model="det"),
+    ], dedupe=False).object_ids
+    (m,) = reg.register_objects(sid, [ObjectIn(category="cat", xyxy=(200, 20, 260, 90), detection_model="manual")],
+                                dedupe=False).object_ids
+    reg.update_object(a, status="approved")
+    reg.update_object(b, status="rejected")
+    reg.update_object(m, status="approved")
+    r = client.get("/api/v1/evaluate/auto-labels")
+    assert r.status_code == 200, r.text
+    out = r.json()
+    cat = out["per_class"]["cat"]
+    assert (cat["tp"], cat["fp"], cat["fn"]) == (1, 1, 1) and cat["precision"] == 0.5 and cat["recall"] == 0.5
+    assert out["outcomes"]["approved"] == 1 and out["outcomes"]["rejected"] == 1
+    assert out["outcomes"]["added by hand"] == 1 and out["detection_models"] == {"det": 2}
+    r = client.get("/api/v1/evaluate/auto-labels", params={"detection_model": "yolo"})
+    assert r.status_code == 400 and "yolo" in r.json()["detail"]
+
+
+def test_runs_list_get_and_refusals(ctx, client):
+    reg = ctx.registry
+    rid = reg.create_run(model="yolo11n.yaml", task="detect", params={"epochs": 2}, dataset_name="shapes",
+                         dataset_version="1")
+    reg.record_epoch(rid, 1, {"box_loss": 1.5, "box_map50": 0.1})
+    reg.record_epoch(rid, 2, {"box_loss": 1.2, "box_map50": 0.25, "lr": 0.01})
+    reg.update_run(rid, status="finished", best_metrics={"box_map50": 0.25})
+    listed = client.get("/api/v1/runs").json()
+    assert [r["run_id"] for r in listed] == [rid] and listed[0]["status"] == "finished"
+    got = client.get(f"/api/v1/runs/{rid}").json()
+    assert got["params"] == {"epochs": 2} and got["best_metrics"] == {"box_map50": 0.25}
+    assert [(e["epoch"], e["box_map50"]) for e in got["epochs"]] == [(1, 0.1), (2, 0.25)]
+    assert got["epochs"][1]["extras"] == {"lr": 0.01}
+    r = client.get("/api/v1/runs/run_nope")
+    assert r.status_code == 404 and "run_nope" in r.json()["detail"]
+    r = client.post(f"/api/v1/runs/{rid}/stop")
+    assert r.status_code == 409 and "not training" in r.json()["detail"]
+    r = client.post(f"/api/v1/runs/{rid}/evaluate", json={"split": "test"})
+    assert r.status_code == 400 and rid in r.json()["detail"]
+    r = client.post("/api/v1/runs", json={"dataset": "nope", "model": "yolo11n.yaml", "epochs": 1})
+    assert r.status_code == 400 and "nope" in r.json()["detail"]
+    assert client.get("/api/v1/runs").json()[0]["run_id"] == rid  # nothing recorded
+    assert client.post("/api/v1/runs", json={"dataset": "x", "epochs": 0}).status_code == 422
