@@ -160,3 +160,15 @@ def test_validate_many_hands_back_the_pycocotools_form_it_made() -> None:
     seeded = dedupe.Items.build([0] * 17, [(0.0, 0.0, 1.0, 1.0)] * 17, rles, areas.tolist(), out)
     assert seeded.coco(4) is out[4]
     np.testing.assert_array_equal(seeded.mask_boxes(np.arange(17)), rle_ops.bboxes(rles))
+
+
+def test_validate_many_names_a_run_beyond_its_own_size_in_a_mixed_batch() -> None:
+    # A run of 150 fits the batch's largest H*W (10,000) but not its own 10x10 mask.
+    big = rle_ops.encode(np.ones((100, 100), dtype=bool))
+    small = mask_utils.frPyObjects({"size": [10, 10], "counts": [0, 150]}, 10, 10)
+    small = {"size": [10, 10], "counts": small["counts"].decode("ascii")}
+    with pytest.raises(ValueError, match="^RLE 1: .*corrupt"):
+        rle_ops.validate_many([big, small])
+    with pytest.raises(ValueError, match="corrupt"):
+        rle_ops.validate(small)
+    assert rle_ops.validate_many([big, big]).tolist() == [10_000, 10_000]
