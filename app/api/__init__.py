@@ -29,6 +29,7 @@ from app.api import (
     stats,
     suggest,
     tracks,
+    video,
 )
 from app.api.auth import ApiAuth
 from app.api.deps import UploadLimit
@@ -48,6 +49,7 @@ ROUTERS = [
     classify.router,
     runs.router,
     suggest.router,
+    video.router,
 ]
 """Routers behind authentication, in the order the docs show them."""
 
