@@ -188,6 +188,10 @@ def box_iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(mask_utils.iou(a.tolist(), b.tolist(), [0] * len(b)), dtype=np.float64).reshape(len(a), len(b))
 
 
+#: ``-(1 << 5 * g)`` for a number of ``g`` characters (g <= 13; numpy's shift gives 0 at 65 bits).
+_NEG_EXTEND = -np.left_shift(np.int64(1), 5 * np.arange(14, dtype=np.int64))
+
+
 def validate_many(rles: Sequence[RLE], coco_out: list | None = None) -> np.ndarray:
     """:func:`validate` for many RLEs with a handful of numpy calls (registration batches).
 
@@ -234,11 +238,11 @@ def validate_many(rles: Sequence[RLE], coco_out: list | None = None) -> np.ndarr
     if c.max() > 63:
         bad = int(np.flatnonzero(c > 63)[0])
         raise ValueError(f"RLE {owner_of(bad)}: expected counts characters in '0'..'o': the mask is corrupt")
-    end_of_blob = (c[blob_end - 1] & 0x20) == 0
+    end_of_blob = c[blob_end - 1] < 32  # c <= 63 here: bit 0x20 (more characters follow) clear
     if not end_of_blob.all():
         i = int(np.flatnonzero(~end_of_blob)[0])
         raise ValueError(f"RLE {i}: expected the counts string to end on a complete number: the mask is corrupt")
-    ends = np.flatnonzero((c & 0x20) == 0)  # the last character of each number
+    ends = np.flatnonzero(c < 32)  # the last character of each number (0x20 clear)
     starts = np.empty_like(ends)
     starts[0] = 0
     starts[1:] = ends[:-1] + 1
@@ -250,12 +254,15 @@ def validate_many(rles: Sequence[RLE], coco_out: list | None = None) -> np.ndarr
         )
     # Number k of the string is sum over its characters j of (c & 0x1F) << 5*j, sign-extended
     # from its last character's 0x10 bit.
+    # Most numbers are one character (RLE deltas are small): the loop only visits the others.
     x = (c[starts] & 0x1F).astype(np.int64)
+    more = np.flatnonzero(glen > 1)
     for j in range(1, longest):
-        more = np.flatnonzero(glen > j)
+        more = more[glen[more] > j]
         x[more] |= (c[starts[more] + j] & 0x1F).astype(np.int64) << (5 * j)
-    neg = np.flatnonzero(c[ends] & 0x10)
-    x[neg] |= -(np.int64(1) << (5 * glen[neg]))
+    # Dense (a table lookup times the sign bit): a scatter into the ~half of numbers that are
+    # negative deltas cost 2-3x more.
+    x |= _NEG_EXTEND.take(glen) * ((c[ends] >> 4) & 1)
     # Numbers per RLE and each number's position j inside its RLE.
     per = np.diff(np.concatenate(([0], np.searchsorted(ends, blob_end - 1, side="right"))))
     first = np.concatenate(([0], np.cumsum(per)[:-1]))
