@@ -69,6 +69,14 @@ def test_upload_video_then_list_its_frames_page_by_page(ctx, client, tmp_path):
     assert len(ctx.registry.list_frames(sid)) == 3
 
 
+def test_upload_passes_the_sampling_options_through(ctx, client, tmp_path):
+    out, _, _ = _upload(client, tmp_path, scene_change="true", max_frames=2, project="clips")
+    assert out["sampling"]["scene_change"] is True and out["sampling"]["max_frames"] == 2
+    assert 1 <= out["frames"] <= 2 == out["sampling"]["max_frames"]
+    src = ctx.registry.get_source(out["source_id"])
+    assert src["project_id"] == "clips" and len(ctx.registry.list_frames(out["source_id"])) == out["frames"]
+
+
 def test_video_upload_errors_are_clear_and_write_nothing(ctx, client, tmp_path):
     frames, _ = moving_boxes(4)
     video = write_video(tmp_path / "clip.mp4", frames)
@@ -183,3 +191,49 @@ def test_propagate_with_the_grabcut_fallback_follows_the_squares(ctx, client, tm
 def test_track_edit_bodies_are_validated(client, route):
     r = client.post(f"/api/v1/tracks/trk_x/{route}", json={"nope": 1})
     assert r.status_code == 422
+
+
+def test_merge_of_tracks_sharing_a_frame_refuses_or_keeps_the_confident_one(ctx, client, tmp_path):
+    out, frames, truth = _upload(client, tmp_path, n=3)
+    sid = out["source_id"]
+    ids = _seed_objects(ctx, sid, frames, truth)  # red, blue on frames 0, 1, 2
+    reg = ctx.registry
+    frame1 = reg.list_frames(sid)[1]["frame_id"]
+    extra = reg.register_objects(sid, [ObjectIn(category="red", xyxy=(60.0, 40.0, 80.0, 60.0), confidence=0.5,
+                                                frame_id=frame1)], dedupe=False).object_ids[0]
+    a = client.post("/api/v1/tracks", json={"object_ids": [ids[0], ids[2], ids[4]]}).json()["track_id"]
+    b = client.post("/api/v1/tracks", json={"object_ids": [extra]}).json()["track_id"]
+
+    refused = client.post(f"/api/v1/tracks/{a}/merge", json={"other_id": b, "edited_by": "bob"})
+    assert refused.status_code == 409 and "frame(s) [1]" in refused.json()["detail"]
+    assert len(reg.get_track(a)["objects"]) == 3 and reg.get_track(b)["track_id"] == b  # nothing written
+    kept = client.post(f"/api/v1/tracks/{a}/merge", json={"other_id": b, "keep": "confidence", "edited_by": "bob"})
+    assert kept.status_code == 200 and kept.json()["dropped"] == [extra] and kept.json()["moved"] == 0
+    assert [o["object_id"] for o in reg.get_track(a)["objects"]] == [ids[0], ids[2], ids[4]]
+    assert reg.get_object(extra)["object_id"] == extra  # left out of the track, still registered
+
+    bad = client.post(f"/api/v1/tracks/{a}/split", json={"frame_idx": 0, "edited_by": "bob"})
+    assert bad.status_code == 400 and "split" in bad.json()["detail"]
+    gone = client.delete(f"/api/v1/tracks/{a}", params={"with_objects": "true"}).json()
+    assert gone["deleted_objects"] == 3 and reg.count_objects(source_id=sid) == 4
+    assert not reg.get_objects([ids[0], ids[2], ids[4]])
+
+
+def test_production_context_without_video_weights_falls_back_to_grabcut(tmp_path):
+    from app.cli.serve import build_context
+
+    data = tmp_path / "data"
+    data.mkdir()
+    context = build_context(data, profile="cpu", segmenter="sam2", weights_dir=tmp_path / "no-weights")
+    try:
+        with mount(context) as client:
+            out, frames, truth = _upload(client, tmp_path, n=3)
+            sid = out["source_id"]
+            _seed_objects(context, sid, frames, truth, on={0}, masks=True)
+            res = client.post(f"/api/v1/sources/{sid}/propagate", json={"from_frame": 0}).json()
+            assert res["segmenter"] == "grabcut-track" and "weights" in res["warning"]
+            assert res["written"] == 4 and res["frames"] == 2
+            tracks = client.get(f"/api/v1/sources/{sid}/tracks").json()["items"]
+            assert sorted((t["category"], t["object_count"]) for t in tracks) == [("blue", 3), ("red", 3)]
+    finally:
+        context.registry.close()
