@@ -1,11 +1,18 @@
-"""/api/v1 domains + classify, runs, suggest and the auto-label evaluation, over a seeded registry."""
+"""/api/v1 domains + classify, runs (recorded directly, one tiny 1-epoch run, a stub trainer for
+the busy/stop states), suggest and the auto-label evaluation, each over its own seeded registry."""
 from __future__ import annotations
+
+import threading
+from pathlib import Path
 
 import numpy as np
 
+from registry.datasets import build_dataset
 from registry.facade import ObjectIn
 from tests.app.api.conftest import unit
 from tests.app.fakes import write_scene
+from tests.pipeline.train.helpers import CLASSES, tiny_train_env
+from tests.registry.export_helpers import populate
 
 
 def _noisy(dim: int, hot: int, rng: np.random.Generator) -> np.ndarray:
@@ -159,3 +166,64 @@ def test_runs_list_get_and_refusals(ctx, client):
     assert r.status_code == 400 and "nope" in r.json()["detail"]
     assert client.get("/api/v1/runs").json()[0]["run_id"] == rid  # nothing recorded
     assert client.post("/api/v1/runs", json={"dataset": "x", "epochs": 0}).status_code == 422
+
+
+def test_start_a_tiny_run_in_the_background_then_evaluate_it(ctx, client, tmp_path, monkeypatch):
+    """One 1-epoch detection run at 64 px on 10 random images (the training tests' dataset),
+    started over the API, recorded with its epoch, then evaluated on val."""
+    tiny_train_env(monkeypatch, tmp_path)
+    seed_shapes(ctx.registry, tmp_path)
+    body = {"dataset": "shapes", "model": "yolo11n.yaml", "epochs": 1, "imgsz": 64, "batch": 4}
+    r = client.post("/api/v1/runs", json=body)
+    assert r.status_code == 202, r.text
+    run_id = r.json()["run_id"]
+    api = next(r.app for r in client.app.routes if getattr(r, "path", None) == "/api")
+    job = api.state.training  # the API's background runner
+    job.join(300)
+    assert not job.running and job.error is None
+    run = client.get(f"/api/v1/runs/{run_id}").json()
+    assert run["status"] == "finished" and run["task"] == "detect" and run["params"]["epochs"] == 1
+    assert [e["epoch"] for e in run["epochs"]] == [1] and run["epochs"][0]["box_loss"] > 0
+    assert client.post(f"/api/v1/runs/{run_id}/stop").status_code == 409  # finished: nothing to stop
+    r = client.post(f"/api/v1/runs/{run_id}/evaluate", json={"split": "val"})
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["run_id"] == run_id and report["split"] == "val" and report["images"] == 2
+    assert {c: v["gt"] for c, v in report["bbox"]["per_class"].items()} == {c: 2 for c in CLASSES}
+    assert 0.0 <= report["bbox"]["map50"] <= 1.0 and Path(report["files"]["metrics"]).is_file()
+    assert len(report["confusion_matrix"]["names"]) == len(report["confusion_matrix"]["matrix"])
+
+
+def seed_shapes(reg, tmp_path) -> None:
+    """Dataset "shapes" (10 random images, three masked objects each; split 0.6/0.2/0.2)."""
+    populate(reg, tmp_path / "raw", 10)
+    build_dataset(reg, "shapes", None, [0.6, 0.2, 0.2], 0)
+
+
+def test_a_second_start_is_refused_while_one_trains_and_stop_reaches_it(ctx, client, tmp_path, monkeypatch):
+    """The trainer is replaced by one that waits for the stop event, so "still training" is a
+    state, not a race; the real start_run still checks the request and records the run."""
+    import app.workflows.train as train_wf
+
+    seed_shapes(ctx.registry, tmp_path)
+    entered = threading.Event()
+
+    def waiting_trainer(reg, data_dir, run_id, *, stop, **_):
+        entered.set()
+        stop.wait(60)
+        return reg.update_run(run_id, status="stopped")
+
+    monkeypatch.setattr(train_wf, "execute_run", waiting_trainer)
+    body = {"dataset": "shapes", "model": "yolo11n.yaml", "epochs": 3, "imgsz": 64}
+    r = client.post("/api/v1/runs", json=body)
+    assert r.status_code == 202 and r.json()["status"] == "queued"
+    run_id = r.json()["run_id"]
+    assert entered.wait(30)
+    again = client.post("/api/v1/runs", json=body)
+    assert again.status_code == 409 and run_id in again.json()["detail"]
+    assert [x["run_id"] for x in client.get("/api/v1/runs").json()] == [run_id]  # the refused one left no row
+    r = client.post(f"/api/v1/runs/{run_id}/stop")
+    assert r.status_code == 200 and r.json() == {"run_id": run_id, "stopping": True}
+    api = next(x.app for x in client.app.routes if getattr(x, "path", None) == "/api")
+    api.state.training.join(30)
+    assert client.get(f"/api/v1/runs/{run_id}").json()["status"] == "stopped"
