@@ -237,3 +237,18 @@ def test_production_context_without_video_weights_falls_back_to_grabcut(tmp_path
             assert sorted((t["category"], t["object_count"]) for t in tracks) == [("blue", 3), ("red", 3)]
     finally:
         context.registry.close()
+
+
+def test_track_options_reach_the_tracker_interpolate_fills_a_gap(ctx, client, tmp_path):
+    out, frames, truth = _upload(client, tmp_path, n=5)
+    sid = out["source_id"]
+    _seed_objects(ctx, sid, frames, truth, on={0, 1, 3, 4})  # both squares missed on frame 2
+    res = client.post(f"/api/v1/sources/{sid}/track", json={"interpolate": True, "max_gap": 2}).json()
+    assert res["tracks"] == 2 and res["interpolated"] == 2 and res["params"]["interpolate"] is True
+    for t in client.get(f"/api/v1/sources/{sid}/tracks").json()["items"]:
+        objs = ctx.registry.get_track(t["track_id"])["objects"]
+        assert [o["frame_idx"] for o in objs] == [0, 1, 2, 3, 4]
+    strict = client.post(f"/api/v1/sources/{sid}/track", json={"max_gap": 0}).json()
+    assert strict["tracks"] == 4 and strict["interpolated"] == 0  # a gap of one frame now breaks each track
+    assert strict["replaced_tracks"] == 2 and ctx.registry.count_objects(source_id=sid) == 8  # interpolated gone
+    assert client.post(f"/api/v1/sources/{sid}/track", json={"max_gap": "x"}).status_code == 422
