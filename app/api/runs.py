@@ -2,7 +2,8 @@
 (:mod:`app.workflows.evaluate`).
 
 ``POST /runs`` records the run and trains it in a background thread, as the Train tab does
-(:class:`app.workflows.train.BackgroundTraining`, one run at a time per API); poll
+(:func:`app.workflows.train.shared_training`: the tab's runner, so one run trains at a time
+across both, and either can stop it); poll
 ``GET /runs/{id}`` for its status and epochs. Metrics are fractions in [0, 1].
 """
 from __future__ import annotations
@@ -19,13 +20,10 @@ router = APIRouter(prefix="/runs", tags=["training"])
 
 
 def trainer(request: Request) -> Any:
-    """The API's background runner (created on first use, kept on ``app.state.training``)."""
-    from app.workflows.train import BackgroundTraining
+    """The background runner this API shares with the Train tab (one per AppContext)."""
+    from app.workflows.train import shared_training
 
-    state = request.app.state
-    if getattr(state, "training", None) is None:
-        state.training = BackgroundTraining()
-    return state.training
+    return shared_training(request.app.state.ctx)
 
 
 @router.get("")
@@ -44,7 +42,7 @@ def get_run(ctx: Ctx, run_id: str) -> dict:
 @router.post("", status_code=202)
 def start_run(ctx: Ctx, body: RunIn, request: Request) -> dict:
     """Records a run and starts training it in the background → ``{"run_id", "status"}``.
-    409 while another run started here is training; 400 for a bad model/dataset/number."""
+    409 while another run (started here or in the Train tab) is training; 400 for a bad model/dataset/number."""
     from app.workflows.train import TrainRequest
 
     job = trainer(request)

@@ -79,7 +79,7 @@ def eval_view(report: dict | None) -> tuple[pd.DataFrame, str, str | None, str |
 
 
 def build(ctx: AppContext, shared: Shared):
-    job = train_wf.BackgroundTraining()
+    job = train_wf.shared_training(ctx)  # the REST API's /runs uses the same runner
     gr.Markdown("Train a YOLO model on a dataset version (build one in **Export**), watch it learn, "
                 "stop when it is good enough, evaluate it, then pick it as the detector in **Auto-label**.")
     with gr.Row():

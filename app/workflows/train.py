@@ -301,6 +301,18 @@ class BackgroundTraining:
             self._thread.join(timeout)
 
 
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_training(ctx: Any) -> BackgroundTraining:
+    """The one :class:`BackgroundTraining` of an AppContext, shared by the Train tab and the REST
+    API (``/api/v1/runs``): one run trains at a time and either surface can stop it."""
+    with _SHARED_LOCK:
+        if getattr(ctx, "_background_training", None) is None:
+            ctx._background_training = BackgroundTraining()
+        return ctx._background_training
+
+
 RUN_PREFIX = "run:"
 
 

@@ -177,8 +177,9 @@ def test_start_a_tiny_run_in_the_background_then_evaluate_it(ctx, client, tmp_pa
     r = client.post("/api/v1/runs", json=body)
     assert r.status_code == 202, r.text
     run_id = r.json()["run_id"]
-    api = next(r.app for r in client.app.routes if getattr(r, "path", None) == "/api")
-    job = api.state.training  # the API's background runner
+    from app.workflows.train import shared_training
+
+    job = shared_training(ctx)  # the runner the API shares with the Train tab
     job.join(300)
     assert not job.running and job.error is None
     run = client.get(f"/api/v1/runs/{run_id}").json()
@@ -202,7 +203,8 @@ def seed_shapes(reg, tmp_path) -> None:
 
 def test_a_second_start_is_refused_while_one_trains_and_stop_reaches_it(ctx, client, tmp_path, monkeypatch):
     """The trainer is replaced by one that waits for the stop event, so "still training" is a
-    state, not a race; the real start_run still checks the request and records the run."""
+    state, not a race; the real start_run still checks the request and records the run. A run
+    started the Train tab's way (its shared runner) blocks the API too, and the API stops it."""
     import app.workflows.train as train_wf
 
     seed_shapes(ctx.registry, tmp_path)
@@ -224,6 +226,16 @@ def test_a_second_start_is_refused_while_one_trains_and_stop_reaches_it(ctx, cli
     assert [x["run_id"] for x in client.get("/api/v1/runs").json()] == [run_id]  # the refused one left no row
     r = client.post(f"/api/v1/runs/{run_id}/stop")
     assert r.status_code == 200 and r.json() == {"run_id": run_id, "stopping": True}
-    api = next(x.app for x in client.app.routes if getattr(x, "path", None) == "/api")
-    api.state.training.join(30)
+    job = train_wf.shared_training(ctx)
+    job.join(30)
     assert client.get(f"/api/v1/runs/{run_id}").json()["status"] == "stopped"
+
+    entered.clear()  # now as the Train tab starts one
+    tab_run = job.start(ctx.registry, ctx.data_dir, train_wf.TrainRequest("shapes", "yolo11n.yaml", epochs=1))
+    assert entered.wait(30)
+    busy = client.post("/api/v1/runs", json=body)
+    assert busy.status_code == 409 and tab_run in busy.json()["detail"]
+    assert client.post(f"/api/v1/runs/{run_id}/stop").status_code == 409  # the old run is not the one training
+    assert client.post(f"/api/v1/runs/{tab_run}/stop").json()["stopping"] is True
+    job.join(30)
+    assert ctx.registry.get_run(tab_run)["status"] == "stopped"
