@@ -11,10 +11,11 @@ degrees, so width and height swap); only the header is read, no pixel is decoded
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from pathlib import Path
 
-__all__ = ["MAX_IMAGE_PIXELS", "TRANSPOSING_ORIENTATIONS", "check_pixels", "image_size"]
+__all__ = ["MAX_IMAGE_PIXELS", "TRANSPOSING_ORIENTATIONS", "check_pixels", "image_size", "pil_open"]
 
 #: The pixel limit (width * height) of every path: import, register, label, segment, the UI.
 #: 100 MP is a 10000 x 10000 image, about 300 MB as RGB uint8: above any camera a labeling tool
@@ -25,6 +26,24 @@ MAX_IMAGE_PIXELS = 100_000_000
 TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 _ORIENTATION_TAG = 0x0112
 
+
+
+def pil_open(fp, *args, **kwargs):
+    """``PIL.Image.open`` as Pillow ships it, even after ``ultralytics`` was imported.
+
+    Importing ultralytics replaces ``PIL.Image.open`` process-wide with a wrapper that, the first
+    time a file is not an image Pillow knows, runs its requirement check for ``pi-heif`` (a pip
+    install attempt) and then raises ``ModuleNotFoundError`` offline. A corrupt upload must get
+    our own "not an image Pillow can read" message instead, wherever training ran before, so
+    every image path of the project opens files through this function.
+    """
+    from PIL import Image
+
+    opener = Image.open
+    original = getattr(sys.modules.get("ultralytics.utils.patches"), "_image_open", None)
+    if callable(original):
+        opener = original
+    return opener(fp, *args, **kwargs)
 
 def check_pixels(width: int, height: int, name: str, *, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
     """Refuses an image larger than the pixel limit.
@@ -66,7 +85,7 @@ def image_size(path: str | os.PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS) -
         # Pillow's own global bomb check warns (or raises at twice its limit); ours below counts.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(p)
+            im = pil_open(p)
     except Image.DecompressionBombError as exc:
         raise ValueError(f"image {p.name!r} is refused as a possible decompression bomb ({exc}); "
                          f"the limit is {max_pixels:,} pixels") from exc

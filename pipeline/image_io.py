@@ -105,7 +105,7 @@ def _open(src: ImageSource, max_pixels: int) -> Image.Image:
         # here (and turned into an error when the caller escalated warnings to errors).
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(fp)
+            im = image_header.pil_open(fp)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageLoadError(
             f"cannot load image {name}: refused as a possible decompression bomb ({exc})"

@@ -99,9 +99,9 @@ def check_image(path: Path) -> tuple[int, int]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with image_header.pil_open(path) as im:
                 im.verify()
-            with Image.open(path) as im:
+            with image_header.pil_open(path) as im:
                 im.load()
     except Exception as exc:  # Pillow raises many types for bad files
         raise ValueError(f"corrupt or unreadable image {path.name!r}: {exc}") from exc
