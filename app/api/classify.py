@@ -14,7 +14,7 @@ from fastapi import APIRouter
 
 from app.api.deps import Ctx, lookup
 from app.api.errors import ApiError, not_found
-from app.api.schemas_ml import ClassifyIn, DomainClassifyIn, DomainIn, plain
+from app.api.schemas_ml import ClassAnswers, ClassifyIn, DomainClassifyIn, DomainIn, plain
 
 router = APIRouter(tags=["classification"])
 
@@ -64,7 +64,7 @@ def delete_domain(ctx: Ctx, name: str) -> dict:
     return {"deleted": name}
 
 
-@router.post("/domains/{name}/classify")
+@router.post("/domains/{name}/classify", response_model=ClassAnswers, response_model_by_alias=True)
 def classify_with_domain(ctx: Ctx, name: str, body: DomainClassifyIn) -> dict:
     """Answers for stored objects (``object_ids``) or one ``embedding`` (exactly one of them);
     nothing is written. → ``{"items": [answer, ...], "count"}``."""

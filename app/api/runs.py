@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query, Request
 
 from app.api.deps import Ctx, lookup
 from app.api.errors import ApiError
-from app.api.schemas_ml import EvaluateIn, RunIn, plain
+from app.api.schemas_ml import EvaluateIn, RunIn, RunStarted, RunStopping, plain
 
 router = APIRouter(prefix="/runs", tags=["training"])
 
@@ -39,7 +39,7 @@ def get_run(ctx: Ctx, run_id: str) -> dict:
     return plain({**run, "epochs": ctx.registry.run_epochs(run_id)})
 
 
-@router.post("", status_code=202)
+@router.post("", status_code=202, response_model=RunStarted)
 def start_run(ctx: Ctx, body: RunIn, request: Request) -> dict:
     """Records a run and starts training it in the background → ``{"run_id", "status"}``.
     409 while another run (started here or in the Train tab) is training; 400 for a bad model/dataset/number."""
@@ -58,7 +58,7 @@ def start_run(ctx: Ctx, body: RunIn, request: Request) -> dict:
     return {"run_id": run_id, "status": ctx.registry.get_run(run_id)["status"]}
 
 
-@router.post("/{run_id}/stop")
+@router.post("/{run_id}/stop", response_model=RunStopping)
 def stop_run(ctx: Ctx, run_id: str, request: Request) -> dict:
     """Asks the run to stop after the epoch in progress (it ends ``stopped`` with its best
     weights so far) → ``{"run_id", "stopping": true}``; 409 when it is not training here."""

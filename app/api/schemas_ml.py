@@ -61,6 +61,46 @@ class EvaluateIn(BaseModel):
     conf: float = Field(0.001, ge=0, le=1)
 
 
+class ClassScore(BaseModel):
+    """One entry of ``top_k``: a class and its score (cosine-based, higher = closer)."""
+
+    class_: str = Field(..., alias="class")
+    score: float
+
+
+class ClassAnswer(BaseModel):
+    """A classification answer (S4 shape): ``verdict`` is a class or ``"unknown"`` (when
+    ``s1 < tau1`` or ``margin < tau2``); ``object_id`` is set for stored objects."""
+
+    top_k: list[ClassScore]
+    s1: float
+    s2: float | None = None
+    margin: float
+    verdict: str
+    is_unknown: bool
+    confidence: float
+    tau1: float
+    tau2: float
+    domain: str
+    model: str
+    object_id: str | None = None
+
+
+class ClassAnswers(BaseModel):
+    items: list[ClassAnswer]
+    count: int
+
+
+class RunStarted(BaseModel):
+    run_id: str
+    status: str
+
+
+class RunStopping(BaseModel):
+    run_id: str
+    stopping: bool
+
+
 def plain(value: Any) -> Any:
     """``value`` with numpy scalars/arrays, tuples and paths made JSON-friendly (recursively)."""
     if isinstance(value, dict):

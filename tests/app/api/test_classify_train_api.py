@@ -9,7 +9,7 @@ import numpy as np
 
 from registry.datasets import build_dataset
 from registry.facade import ObjectIn
-from tests.app.api.conftest import unit
+from tests.app.api.conftest import AUTH, mount, unit
 from tests.app.fakes import write_scene
 from tests.pipeline.train.helpers import CLASSES, tiny_train_env
 from tests.registry.export_helpers import populate
@@ -239,3 +239,13 @@ def test_a_second_start_is_refused_while_one_trains_and_stop_reaches_it(ctx, cli
     assert client.post(f"/api/v1/runs/{tab_run}/stop").json()["stopping"] is True
     job.join(30)
     assert ctx.registry.get_run(tab_run)["status"] == "stopped"
+
+
+def test_the_new_routes_sit_behind_auth(ctx, tmp_path):
+    seed_support(ctx.registry, tmp_path)
+    with mount(ctx, auth=AUTH) as locked:
+        for method, path in (("get", "/api/v1/domains"), ("get", "/api/v1/runs"), ("get", "/api/v1/suggest"),
+                             ("get", "/api/v1/evaluate/auto-labels"), ("post", "/api/v1/classify")):
+            assert getattr(locked, method)(path).status_code == 401, path
+        r = locked.get("/api/v1/suggest", params={"n": 1}, auth=AUTH)
+        assert r.status_code == 200 and len(r.json()["ids"]) == 1
