@@ -33,10 +33,15 @@ def list_runs(ctx: Ctx, limit: int | None = Query(None, ge=1, le=1000)) -> list[
 
 
 @router.get("/{run_id}")
-def get_run(ctx: Ctx, run_id: str) -> dict:
-    """A run with its ``epochs`` (losses and validation metrics, in epoch order)."""
+def get_run(ctx: Ctx, run_id: str, request: Request) -> dict:
+    """A run with its ``epochs`` (losses and validation metrics, in epoch order), ``training``
+    (whether it is the run training in this server now) and ``log`` (the runner's latest lines
+    for the current or last run started in this server, else ``[]``)."""
     run = lookup(ctx.registry.get_run, run_id)
-    return plain({**run, "epochs": ctx.registry.run_epochs(run_id)})
+    job = trainer(request)
+    mine = job.run_id == run_id
+    return plain({**run, "epochs": ctx.registry.run_epochs(run_id), "training": mine and job.running,
+                  "log": list(job.lines) if mine else []})
 
 
 @router.post("", status_code=202, response_model=RunStarted)

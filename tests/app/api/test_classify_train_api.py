@@ -112,6 +112,8 @@ def test_suggest_least_confident_order_and_bad_strategy(ctx, client, tmp_path):
     assert out["ids"] == [s["near_dog"], s["odd"]]  # confidence 0.3, then 0.55 (0.8 left out)
     assert np.allclose(out["scores"], [0.7, 0.45])
     assert [o["object_id"] for o in out["items"]] == out["ids"] and out["candidates"] == 3
+    r = client.get("/api/v1/suggest", params={"n": 2, "exclude": [s["near_dog"]]})
+    assert r.json()["ids"] == [s["odd"], s["near_cat"]]  # the next page of the same queue
     r = client.get("/api/v1/suggest", params={"n": 3, "strategy": "diversity"})
     assert r.status_code == 200 and sorted(r.json()["ids"]) == sorted([s["near_cat"], s["near_dog"], s["odd"]])
     r = client.get("/api/v1/suggest", params={"strategy": "smartest"})
@@ -156,6 +158,7 @@ def test_runs_list_get_and_refusals(ctx, client):
     assert got["params"] == {"epochs": 2} and got["best_metrics"] == {"box_map50": 0.25}
     assert [(e["epoch"], e["box_map50"]) for e in got["epochs"]] == [(1, 0.1), (2, 0.25)]
     assert got["epochs"][1]["extras"] == {"lr": 0.01}
+    assert got["training"] is False and got["log"] == []  # not started in this server
     r = client.get("/api/v1/runs/run_nope")
     assert r.status_code == 404 and "run_nope" in r.json()["detail"]
     r = client.post(f"/api/v1/runs/{rid}/stop")
@@ -236,9 +239,13 @@ def test_a_second_start_is_refused_while_one_trains_and_stop_reaches_it(ctx, cli
     busy = client.post("/api/v1/runs", json=body)
     assert busy.status_code == 409 and tab_run in busy.json()["detail"]
     assert client.post(f"/api/v1/runs/{run_id}/stop").status_code == 409  # the old run is not the one training
+    assert client.get(f"/api/v1/runs/{tab_run}").json()["training"] is True
+    assert client.get(f"/api/v1/runs/{run_id}").json()["training"] is False
     assert client.post(f"/api/v1/runs/{tab_run}/stop").json()["stopping"] is True
     job.join(30)
     assert ctx.registry.get_run(tab_run)["status"] == "stopped"
+    got = client.get(f"/api/v1/runs/{tab_run}").json()
+    assert got["training"] is False and any("stop requested" in line for line in got["log"])
 
 
 def test_the_new_routes_sit_behind_auth(ctx, tmp_path):
