@@ -163,8 +163,10 @@ def test_runs_list_get_and_refusals(ctx, client):
     assert r.status_code == 404 and "run_nope" in r.json()["detail"]
     r = client.post(f"/api/v1/runs/{rid}/stop")
     assert r.status_code == 409 and "not training" in r.json()["detail"]
-    r = client.post(f"/api/v1/runs/{rid}/evaluate", json={"split": "test"})
-    assert r.status_code == 400 and rid in r.json()["detail"]
+    for kw in ({"json": {"split": "test"}}, {}):  # the body is optional
+        r = client.post(f"/api/v1/runs/{rid}/evaluate", **kw)
+        assert r.status_code == 400 and rid in r.json()["detail"]
+    assert client.post("/api/v1/runs/run_nope/evaluate").status_code == 404
     r = client.post("/api/v1/runs", json={"dataset": "nope", "model": "yolo11n.yaml", "epochs": 1})
     assert r.status_code == 400 and "nope" in r.json()["detail"]
     assert client.get("/api/v1/runs").json()[0]["run_id"] == rid  # nothing recorded
