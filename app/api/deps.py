@@ -102,19 +102,21 @@ class Upload:
 
 
 @contextmanager
-def saved_upload(upload: UploadFile | None, what: str = "image") -> Iterator[Upload]:
-    """Saves ``upload`` under its own (sanitised) name in a temporary folder and decodes it.
+def saved_file(upload: UploadFile | None, what: str = "image", *, field: str | None = None,
+               too_large_fix: str = "downscale it") -> Iterator[tuple[Path, str]]:
+    """Streams ``upload`` to a temporary folder under its own (sanitised) name: ``(path, name)``.
 
     The folder is removed afterwards (``Registry.register_source`` copies what it keeps).
+    ``what`` names the kind of file in messages ("image", "video"); ``field`` the multipart
+    field (default ``what``).
 
     Raises:
-        ApiError: 400 without a file, 413 over the size limit.
-        ValueError: not a decodable image (``ImageLoadError``: names the file and the reason).
+        ApiError: 400 without a file or for an empty one, 413 over the upload limit.
     """
-    from pipeline.image_io import load_image
-
+    field = field or what
+    a_what = f"{'an' if what[:1] in 'aeiou' else 'a'} {what}"
     if upload is None or not upload.filename:
-        raise ApiError(400, f"{what}: expected an image file in the multipart field {what!r}, got none")
+        raise ApiError(400, f"{field}: expected {a_what} file in the multipart field {field!r}, got none")
     limit = max_upload_bytes()
     name = _safe_name(upload.filename)
     tmp = Path(tempfile.mkdtemp(prefix="agl-api-"))
@@ -126,14 +128,27 @@ def saved_upload(upload: UploadFile | None, what: str = "image") -> Iterator[Upl
                 size += len(chunk)
                 if size > limit:
                     raise ApiError(413, f"{name}: upload too large (over {limit} bytes, the UI's limit too); "
-                                        "downscale it")
+                                        f"{too_large_fix}")
                 out.write(chunk)
         if size == 0:
-            raise ApiError(400, f"{name}: the file is empty; upload an image")
-        image = load_image(path)
-        yield Upload(path, name, image)
+            raise ApiError(400, f"{name}: the file is empty; upload {a_what}")
+        yield path, name
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def saved_upload(upload: UploadFile | None, what: str = "image") -> Iterator[Upload]:
+    """Saves ``upload`` (see :func:`saved_file`) and decodes it as an image.
+
+    Raises:
+        ApiError: 400 without a file, 413 over the size limit.
+        ValueError: not a decodable image (``ImageLoadError``: names the file and the reason).
+    """
+    from pipeline.image_io import load_image
+
+    with saved_file(upload, "image", field=what) as (path, name):
+        yield Upload(path, name, load_image(path))
 
 
 def embedder(ctx: Any) -> Any:

@@ -19,16 +19,11 @@ workflow's ``ValueError`` message). Frame numbers are original 0-based ``frame_i
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 
-from app.api.deps import _CHUNK, Ctx, _safe_name, api_user, lookup, max_upload_bytes
+from app.api.deps import Ctx, api_user, lookup, saved_file
 from app.api.errors import ApiError
 from app.api.schemas_video import (
     Editor,
@@ -49,35 +44,6 @@ from app.api.sources import public
 router = APIRouter(tags=["video"])
 
 
-@contextmanager
-def _saved_video(upload: UploadFile | None) -> Iterator[Path]:
-    """The upload written to a temporary file under its (sanitised) name; removed afterwards.
-
-    Raises:
-        ApiError: 400 without a file or for an empty one, 413 over the upload limit.
-    """
-    if upload is None or not upload.filename:
-        raise ApiError(400, "file: expected a video file in the multipart field 'file', got none")
-    limit = max_upload_bytes()
-    name = _safe_name(upload.filename)
-    tmp = Path(tempfile.mkdtemp(prefix="agl-api-video-"))
-    try:
-        path = tmp / name
-        size = 0
-        with path.open("wb") as out:
-            while chunk := upload.file.read(_CHUNK):
-                size += len(chunk)
-                if size > limit:
-                    raise ApiError(413, f"{name}: upload too large (over {limit} bytes, the UI's limit too); "
-                                        "trim the video or add it with `launch.py video add`")
-                out.write(chunk)
-        if size == 0:
-            raise ApiError(400, f"{name}: the file is empty; upload a video")
-        yield path
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 @router.post("/videos", response_model=VideoOut, status_code=201)
 def add_video(
     ctx: Ctx,
@@ -91,7 +57,8 @@ def add_video(
     """Registers an uploaded video and stores its sampled frames (``launch.py video add``)."""
     from app.workflows.video import add_video as add
 
-    with _saved_video(file) as path:
+    with saved_file(file, "video", field="file",
+                    too_large_fix="trim the video or add it with `launch.py video add`") as (path, _name):
         return add(ctx.registry, path, every=every, fps=fps, scene_change=scene_change, max_frames=max_frames,
                    project=project or None)
 
