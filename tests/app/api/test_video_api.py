@@ -85,6 +85,8 @@ def test_video_upload_errors_are_clear_and_write_nothing(ctx, client, tmp_path):
     assert r.status_code == 400 and "fps" in r.json()["detail"]
     r = client.post("/api/v1/videos", files={"file": ("notes.mp4", b"not a video at all", "video/mp4")})
     assert r.status_code == 400 and "notes.mp4" in r.json()["detail"]
+    r = client.post("/api/v1/videos", files={"file": ("empty.mp4", b"", "video/mp4")})
+    assert r.status_code == 400 and r.json()["detail"] == "empty.mp4: the file is empty; upload a video"
     assert ctx.registry.count_sources() == 0
     r = client.get("/api/v1/sources/src_nope/frames")
     assert r.status_code == 404 and "src_nope" in r.json()["detail"]
