@@ -1,6 +1,8 @@
 """Search tab: query by an uploaded image (whole, or a crop drawn with two clicks) or by an
 object id; a paginated JPEG gallery of the top-k similar objects; open a result in Review or
-Refine; give several results a class in one action."""
+Refine; give several results a class in one action. A collapsed "Ranking" accordion sets
+two-stage re-ranking and metadata fusion (docs/search.md); a table shows each result's stage,
+score and score components."""
 from __future__ import annotations
 
 import gradio as gr
@@ -13,6 +15,12 @@ from app.workflows import search as sw
 
 PAGE = 24
 GET_WEIGHTS = "`python launch.py models download` (or `models import DIR` offline)"
+RANKING_HELP = (
+    "**Re-rank** takes k × m nearest candidates and re-scores each exactly on its stored vector (0 = off). "
+    "**Fusion** re-orders those candidates by `similarity·w + [same category]·w + confidence·w + "
+    "[validated]·w`; e.g. a *validated* weight of 0.2 lifts a validated object above others up to 0.2 "
+    "more similar. Weights are ≥ 0 and not normalised; 1, 0, 0, 0 is plain similarity. With fusion and "
+    "re-rank 0, k × 4 candidates are re-ordered.")
 
 
 def embedder_available(ctx: AppContext) -> bool:
@@ -73,6 +81,18 @@ def build(ctx: AppContext, shared: Shared) -> None:
             f_min_conf = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="Min confidence")
             f_validated = gr.Checkbox(label="Validated only", value=False)
             k = gr.Slider(1, 200, value=48, step=1, label="Top k")
+            with gr.Accordion("Ranking", open=False, elem_id="search-ranking-options"):
+                gr.Markdown(RANKING_HELP)
+                rerank = gr.Slider(0, 16, value=0, step=1, label="re-rank exactly (×m candidates)",
+                                   elem_id="search-rerank")
+                w_sim = gr.Number(1.0, minimum=0, step=0.05, label="weight: similarity", elem_id="search-w-similarity")
+                with gr.Row():
+                    w_cat = gr.Number(0.0, minimum=0, step=0.05, label="weight: same category as",
+                                      elem_id="search-w-category")
+                    fusion_cat = gr.Dropdown([""], value="", label="favoured category", allow_custom_value=True,
+                                             elem_id="search-fusion-category")
+                w_conf = gr.Number(0.0, minimum=0, step=0.05, label="weight: confidence", elem_id="search-w-confidence")
+                w_val = gr.Number(0.0, minimum=0, step=0.05, label="weight: validated", elem_id="search-w-validated")
             go = gr.Button("Search", variant="primary", elem_id="search-run")
             status = gr.Markdown(elem_id="search-status")
         with gr.Column(scale=2):
@@ -83,6 +103,8 @@ def build(ctx: AppContext, shared: Shared) -> None:
                 page_md = gr.Markdown("", elem_id="search-page")
                 next_page = gr.Button("Page →", size="sm")
             selected_md = gr.Markdown("Click a result to select it.", elem_id="search-selected")
+            table = gr.Dataframe(headers=sw.RANKING_HEADERS, value=None, interactive=False, label="Ranking of this page",
+                                 elem_id="search-ranking")
             with gr.Row():
                 to_review = gr.Button("Open in Review", elem_id="search-to-review")
                 to_refine = gr.Button("Open in Refine", elem_id="search-to-refine")
@@ -103,10 +125,18 @@ def build(ctx: AppContext, shared: Shared) -> None:
     def filters(cat, mc, val):
         return sw.SearchFilters(category=cat or None, min_confidence=mc or None, validated_only=bool(val))
 
+    def page_table(st: dict):
+        start = st["page"] * PAGE
+        return sw.ranking_rows(st["hits"][start:start + PAGE], start=start + 1)
+
     @ui_errors
-    def on_search(img, oid, cat, mc, val, kk, st):
+    def on_search(img, oid, cat, mc, val, kk, st, rr=0, ws=1.0, wc=0.0, fc="", wco=0.0, wv=0.0):
         st = {**_new_state(), "crop": st.get("crop")}
         f = filters(cat, mc, val)
+        num = [1.0 if ws is None else ws, wc or 0.0, wco or 0.0, wv or 0.0]
+        ranking = sw.SearchRanking(int(rr or 0), *num[:2], fusion_category=fc or None, confidence=num[2],
+                                   validated=num[3])
+        ranking.kwargs()  # bad options fail before any model runs
         oid = (oid or "").strip()
         which = pick_query(img, oid)
         if which == "image":
@@ -119,11 +149,11 @@ def build(ctx: AppContext, shared: Shared) -> None:
                                    f"Get the weights with {GET_WEIGHTS}.") from exc
                 raise
             st["hits"] = sw.search_by_image(ctx.registry, emb, np.asarray(img), xyxy=st["crop"], k=kk, filters=f,
-                                            segment=sw.context_segment(ctx))
+                                            segment=sw.context_segment(ctx), ranking=ranking)
             what = "the crop" if st["crop"] else "the image"
         elif which == "object":
             try:
-                st["hits"] = sw.search_by_object(ctx.registry, oid, k=kk, filters=f)
+                st["hits"] = sw.search_by_object(ctx.registry, oid, k=kk, filters=f, ranking=ranking)
             except ValueError as exc:
                 if "no stored embedding" in str(exc) and not embedder_available(ctx):
                     raise gr.Error(f"Object {oid} has no stored embedding (it was saved without embedder "
@@ -140,10 +170,12 @@ def build(ctx: AppContext, shared: Shared) -> None:
         return items, pg, choices, msg, "Click a result to select it.", st
 
     search_outs = errors_in_status(on_search, [gallery, page_md, pick, status, selected_md, state], status)
-    go.click(on_search, [query, object_id, f_category, f_min_conf, f_validated, k, state],
-             search_outs, api_name="search_image")
-    object_id.submit(on_search, [query, object_id, f_category, f_min_conf, f_validated, k, state],
-                     search_outs, api_visibility="private")
+    search_ins = [query, object_id, f_category, f_min_conf, f_validated, k, state,
+                  rerank, w_sim, w_cat, fusion_cat, w_conf, w_val]
+    go.click(on_search, search_ins, search_outs, api_name="search_image").then(
+        page_table, [state], [table], api_visibility="private")
+    object_id.submit(on_search, search_ins, search_outs, api_visibility="private").then(
+        page_table, [state], [table], api_visibility="private")
 
     @ui_errors
     def on_query_click(img, st, evt: gr.SelectData):
@@ -178,8 +210,9 @@ def build(ctx: AppContext, shared: Shared) -> None:
         st["page"] += delta
         return (*render_page(st), st)
 
-    prev_page.click(lambda st: on_page(st, -1), [state], [gallery, page_md, pick, state], api_visibility="private")
-    next_page.click(lambda st: on_page(st, +1), [state], [gallery, page_md, pick, state], api_visibility="private")
+    for btn, delta in ((prev_page, -1), (next_page, +1)):
+        btn.click(lambda st, d=delta: on_page(st, d), [state], [gallery, page_md, pick, state],
+                  api_visibility="private").then(page_table, [state], [table], api_visibility="private")
 
     @ui_errors
     def on_select(st, evt: gr.SelectData):
@@ -245,7 +278,7 @@ def build(ctx: AppContext, shared: Shared) -> None:
                         api_visibility="private")
 
     def refresh_categories():
-        return (gr.update(choices=[""] + [c["name"] for c in ctx.registry.list_categories()]),
-                search_notice(embedder_available(ctx)))
+        names = [""] + [c["name"] for c in ctx.registry.list_categories()]
+        return gr.update(choices=names), search_notice(embedder_available(ctx)), gr.update(choices=names)
 
-    shared.parts["search"] = {"refresh": (refresh_categories, [f_category, notice])}
+    shared.parts["search"] = {"refresh": (refresh_categories, [f_category, notice, fusion_cat])}

@@ -1,7 +1,9 @@
 """Similarity search: query by an image (whole or a crop) or by a stored object's embedding.
 
 Query boxes ``xyxy`` are absolute pixels of the query image. Results are the registry's object
-dicts plus ``similarity`` (1.0 = identical), best first.
+dicts plus ``similarity`` (1.0 = identical), ``score`` (what ranked them), ``stage`` ("ann" |
+"exact" | "fused") and ``score_components``, best first. :class:`SearchRanking` carries the
+Search tab's two-stage / fusion options to ``Registry.search`` (docs/search.md).
 """
 from __future__ import annotations
 
@@ -28,6 +30,54 @@ class SearchFilters:
             "min_confidence": float(self.min_confidence) if self.min_confidence else None,
             "status": "approved" if self.validated_only else None,
         }
+
+
+@dataclass
+class SearchRanking:
+    """Two-stage retrieval and metadata fusion options (see docs/search.md).
+
+    ``rerank`` m: the top ``k · m`` ANN candidates are re-scored exactly (0 = off). Fusion
+    ``score = similarity·s + category·[category == fusion_category] + confidence·c +
+    validated·[approved]``; the defaults (1, 0, 0, 0, rerank 0) are today's plain similarity
+    order, and then nothing is passed to the registry at all.
+    """
+
+    rerank: int = 0
+    similarity: float = 1.0
+    category: float = 0.0
+    fusion_category: str | None = None
+    confidence: float = 0.0
+    validated: float = 0.0
+
+    def weights(self) -> dict[str, float] | None:
+        """The fusion weights, or None when they are the defaults (no fusion stage)."""
+        w = {"similarity": float(self.similarity), "category": float(self.category),
+             "confidence": float(self.confidence), "validated": float(self.validated)}
+        return None if w == {"similarity": 1.0, "category": 0.0, "confidence": 0.0, "validated": 0.0} else w
+
+    def kwargs(self) -> dict:
+        """``rerank`` / ``fusion`` / ``fusion_category`` for ``Registry.search`` ({} = defaults).
+
+        With fusion and ``rerank`` 0 the registry's own candidate pool (k · 4) is used, so
+        fusion has near neighbours to re-order.
+
+        Raises:
+            ValueError: a negative ``rerank``, or a category weight without a category.
+        """
+        m = int(self.rerank or 0)
+        if m < 0:
+            raise ValueError(f"re-rank: expected m >= 0 (0 = off), got {m}")
+        out: dict[str, Any] = {"rerank": m} if m else {}
+        weights = self.weights()
+        if weights is not None:
+            cat = (self.fusion_category or "").strip() or None
+            if weights["category"] > 0 and cat is None:
+                raise ValueError(f"fusion: the category weight is {weights['category']:g} but no category "
+                                 "is chosen; pick the category to favour, or set its weight to 0")
+            out["fusion"] = weights
+            if cat is not None:
+                out["fusion_category"] = cat
+        return out
 
 
 def embed_query(embedder: Any, image: np.ndarray, xyxy: tuple[float, float, float, float] | None = None,
@@ -93,8 +143,10 @@ def search_by_vector(reg: Any, vector: np.ndarray, *, k: int = 24, filters: Sear
     return hits[:k]
 
 
-def search_by_object(reg: Any, object_id: str, *, k: int = 24, filters: SearchFilters | None = None) -> list[dict]:
-    """Top-k objects similar to a stored object (its stored embedding; no model needed)."""
+def search_by_object(reg: Any, object_id: str, *, k: int = 24, filters: SearchFilters | None = None,
+                     ranking: SearchRanking | None = None) -> list[dict]:
+    """Top-k objects similar to a stored object (its stored embedding; no model needed),
+    ranked as ``ranking`` says (None = plain similarity)."""
     object_id = (object_id or "").strip()
     if not object_id:
         raise ValueError("object id: expected an id like obj_…, got nothing")
@@ -102,15 +154,18 @@ def search_by_object(reg: Any, object_id: str, *, k: int = 24, filters: SearchFi
     vec = reg.get_embedding(object_id)
     if vec is None:
         raise ValueError(f"object {object_id} has no stored embedding: label it with an embedder, or search by image")
-    return search_by_vector(reg, vec, k=k, filters=filters, exclude=object_id)
+    return search_by_vector(reg, vec, k=k, filters=filters, exclude=object_id,
+                            **(ranking or SearchRanking()).kwargs())
 
 
 def search_by_image(reg: Any, embedder: Any, image: np.ndarray, *, xyxy=None, k: int = 24,
                     filters: SearchFilters | None = None,
-                    segment: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> list[dict]:
+                    segment: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+                    ranking: SearchRanking | None = None) -> list[dict]:
     """Top-k objects similar to an uploaded image (or a region of it), the query prepared like
-    stored objects (see :func:`embed_query`)."""
-    return search_by_vector(reg, embed_query(embedder, image, xyxy, segment), k=k, filters=filters)
+    stored objects (see :func:`embed_query`), ranked as ``ranking`` says."""
+    kw = (ranking or SearchRanking()).kwargs()  # bad options fail before the model runs
+    return search_by_vector(reg, embed_query(embedder, image, xyxy, segment), k=k, filters=filters, **kw)
 
 
 def context_segment(ctx: Any) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
@@ -139,6 +194,33 @@ def assign_class(reg: Any, object_ids: list[str], category: str, *, validated_by
 
 
 def caption(hit: dict) -> str:
+    """One line per result: category, similarity, confidence, and for a re-ranked or fused
+    result the stage and score that ranked it."""
     conf = hit.get("confidence")
     conf_s = f" · conf {conf:.2f}" if conf is not None else ""
-    return f"{hit['category']} · sim {hit.get('similarity', 0):.2f}{conf_s} · {hit['object_id']}"
+    stage = hit.get("stage")
+    stage_s = f" · {stage} {hit['score']:.2f}" if stage in ("exact", "fused") and hit.get("score") is not None else ""
+    return f"{hit['category']} · sim {hit.get('similarity', 0):.2f}{conf_s}{stage_s} · {hit['object_id']}"
+
+
+RANKING_HEADERS = ["#", "object", "category", "stage", "score", "similarity", "similarity term", "category term",
+                   "confidence term", "validated term"]
+
+
+FUSION_TERMS = ("similarity", "category", "confidence", "validated")
+
+
+def ranking_rows(hits: list[dict], start: int = 1) -> list[list]:
+    """One row per result (best first) for the Search tab's "Ranking" table: rank, id,
+    category, ``stage``, ``score``, similarity and the weighted fusion terms (None without
+    fusion); ranks count from ``start``."""
+    rows = []
+    for i, h in enumerate(hits, start):
+        comp = h.get("score_components") or {}
+
+        def r(v):
+            return None if v is None else round(float(v), 4)
+
+        rows.append([i, h["object_id"], h.get("category"), h.get("stage"), r(h.get("score", h.get("similarity"))),
+                     r(h.get("similarity"))] + [r(comp.get(key)) for key in FUSION_TERMS])
+    return rows
