@@ -221,7 +221,10 @@
       if (ctrl && lower === "z") { this.send({ type: ev.shiftKey ? "redo" : "undo" }); return true; }
       if (ctrl && lower === "y") { this.send({ type: "redo" }); return true; }
       if (ctrl || ev.altKey) return false;
-      if (k === "Delete" || k === "Backspace") { this.send({ type: "delete", index: this.data.selected }); return true; }
+      if (k === "Delete" || k === "Backspace") {  // Refine: asks first (a second Delete deletes); Shift = clear the mask
+        this.send(ev.shiftKey ? { type: "delete", index: this.data.selected, clear: true } : { type: "delete", index: this.data.selected });
+        return true;
+      }
       if (/^[1-9]$/.test(k)) {
         const i = +k - 1; if (i >= (this.data.classes || []).length) return true;
         this.pendingClass = this.data.classes[i].name; this.renderLegend();
@@ -234,7 +237,11 @@
       if (lower === "f" || k === "0") { this.fit(); return true; }
       const modes = { v: "prompt", b: "brush", e: "eraser", p: "polygon" };
       if (modes[lower]) { this.setMode(modes[lower]); return true; }
-      if (k === "Escape") { this.drag = null; this.setMode("prompt"); return true; }
+      if (k === "Escape") {
+        this.drag = null; this.setMode("prompt");
+        if (this.data.confirm_delete) this.send({ type: "cancel" });  // a Delete waiting for its confirmation
+        return true;
+      }
       return false;
     }
 

@@ -44,7 +44,9 @@ def build(ctx: AppContext, shared: Shared) -> None:
                 undo = gr.Button("Undo", elem_id="refine-undo")
                 reset = gr.Button("Reset", elem_id="refine-reset")
             category = gr.Textbox(label="Class (required for a new object)", elem_id="refine-class")
-            accept = gr.Button("Accept mask", variant="primary", elem_id="refine-accept")
+            with gr.Row():
+                accept = gr.Button("Accept mask", variant="primary", elem_id="refine-accept")
+                delete = gr.Button("Delete object", variant="stop", elem_id="refine-delete")
             info = gr.Markdown("Open an object by id, or upload an image.", elem_id="refine-info")
         with gr.Column(scale=2):
             gr.HTML("<div class='agl-canvas-host' data-canvas='refine'></div>", elem_id="refine-canvas")
@@ -90,7 +92,7 @@ def build(ctx: AppContext, shared: Shared) -> None:
     def on_canvas(events_v, s, mode_v, seg_v, cat_v):
         """What the canvas sent: clicks (the Click mode radio decides what a left click is;
         right/Shift-click is always negative), dragged boxes, brush/eraser/polygon edits,
-        undo/redo, Delete, class keys."""
+        undo/redo, Delete (asks first; Shift+Delete clears the mask), Esc, class keys."""
         if s is None:
             raise gr.Error("Open an object or upload an image first.")
         evs = cw.parse_events(events_v)
@@ -103,6 +105,14 @@ def build(ctx: AppContext, shared: Shared) -> None:
                     ev["type"] = "corner"
         note = ""
         for ev in evs:
+            if ev["type"] == "delete" and not ev.get("clear") and s.object_id:
+                s, note = cw.refine_delete(ctx.registry, s)
+                if s is None:  # the image's last object is gone
+                    gr.Info(note.replace("**", ""))
+                    return (*out(None, note), "", "")
+                continue
+            if ev["type"] != "cancel":
+                cw.disarm_delete(s)
             if ev["type"] == "corner":
                 x, y = cw._xy(ev)
                 rf.click(ctx, s, x, y, "box", seg_v)
@@ -112,6 +122,8 @@ def build(ctx: AppContext, shared: Shared) -> None:
                 note = f"Opened **{s.object_id}**."
             else:
                 note = cw.refine_events(ctx, s, [ev], seg_v, classes(s)) or note
+        if note.startswith("Deleted"):
+            gr.Info(note.replace("**", ""))
         return (*out(s, note), s.category or "", s.object_id or "")
 
     # One segmentation at a time per process queue slot; the context lock also guards the predictor.
@@ -122,9 +134,24 @@ def build(ctx: AppContext, shared: Shared) -> None:
                ).then(None, None, None, js="() => window.aglCanvas.done('refine')")
 
     @ui_errors
+    def on_delete(s):
+        """The *Delete object* button: the same two steps as the Delete key."""
+        if s is None:
+            raise gr.Error("Open an object first: Delete object removes it from the registry.")
+        s, note = cw.refine_delete(ctx.registry, s)
+        if note.startswith("Deleted"):
+            gr.Info(note.replace("**", ""))
+        if s is None:
+            return (*out(None, note), "", "")
+        return (*out(s, note), s.category or "", s.object_id or "")
+
+    delete.click(on_delete, [state], [*outs, category, object_id], api_visibility="private")
+
+    @ui_errors
     def on_undo(s):
         if s is None:
             return _out(None)
+        cw.disarm_delete(s)
         return out(s, "" if rf.undo_state(s) else "Nothing to undo.")
 
     undo.click(on_undo, [state], outs, api_visibility="private")
@@ -133,6 +160,7 @@ def build(ctx: AppContext, shared: Shared) -> None:
     def on_reset(s):
         if s is None:
             return _out(None)
+        cw.disarm_delete(s)
         return out(rf.reset(s), "Reset to the stored mask.")
 
     reset.click(on_reset, [state], outs, api_visibility="private")
@@ -141,6 +169,7 @@ def build(ctx: AppContext, shared: Shared) -> None:
     def on_accept(s, cat_v, request: gr.Request):
         if s is None:
             raise gr.Error("Open an object or upload an image first.")
+        cw.disarm_delete(s)
         oid = rf.accept(ctx.registry, s, category=cat_v, validated_by=ctx.user_name(request, None))
         gr.Info(f"Saved the mask of {oid}.")
         return (*out(s, f"Saved the mask of **{oid}**."), oid)

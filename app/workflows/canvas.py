@@ -13,8 +13,12 @@ polygons as lists of [x, y] vertices. Event types:
 - ``brush`` / ``erase`` {points: [[x, y], ...], radius};
 - ``polygon`` {ring: index, old: [[x, y], ...], points: [[x, y], ...]} (old = the outline the
   canvas showed, new = after the edit);
-- ``select`` {index}; ``delete`` {index?}; ``class`` {index: 0-based}; ``nav`` {delta: ±1};
-- ``undo``; ``redo``.
+- ``select`` {index}; ``delete`` {index?, clear?}; ``class`` {index: 0-based}; ``nav`` {delta: ±1};
+- ``undo``; ``redo``; ``cancel`` (Esc while a Refine delete waits for its confirmation).
+
+In Refine, ``delete`` on a stored object is two steps (:func:`refine_delete`): the first arms it,
+a second within ``CONFIRM_S`` seconds deletes the object from the registry; any other event
+cancels. ``delete`` with ``clear`` (Shift+Delete) only clears the session's mask.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import base64
 import functools
 import itertools
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,8 +36,11 @@ from app.workflows import refine as rf
 from app.workflows.render import IMAGES, category_color
 from pipeline import mask_edit as me
 
-EVENT_TYPES = ("point", "box", "brush", "erase", "polygon", "select", "delete", "class", "nav", "undo", "redo")
+EVENT_TYPES = ("point", "box", "brush", "erase", "polygon", "select", "delete", "class", "nav", "undo", "redo",
+               "cancel")
 _SEQ = itertools.count(1)
+CONFIRM_S = 5.0  # seconds a first Delete in Refine waits for the second one
+_clock = time.monotonic
 
 
 def hex_color(name: str | None) -> str:
@@ -209,6 +217,7 @@ def refine_view(s: rf.RefineSession | None, classes: Sequence[str], note: str = 
              objects=[obj], classes=classes, current_class=s.category, selected=0, points=pts, labels=labs,
              prompt_box=s.box, note=note, send_image=sent != s.image_key, index=at, count=max(1, len(sib)))
     v["pos_label"] = f"object {at + 1} of {len(sib)} on this image" if sib else "new object"
+    v["confirm_delete"] = armed_delete(s)
     s.canvas_image = s.image_key  # type: ignore[attr-defined]
     return v
 
@@ -243,7 +252,10 @@ def refine_events(ctx: Any, s: rf.RefineSession, events: list[dict], segmenter: 
     note = ""
     for ev in events:
         t = ev["type"]
-        if t == "point":
+        was = disarm_delete(s)
+        if t == "cancel":
+            note = f"Delete cancelled: {was} stays." if was else note
+        elif t == "point":
             x, y = _xy(ev)
             rf.click(ctx, s, x, y, "positive" if int(ev.get("label", 1)) else "negative", segmenter)
         elif t == "box":
@@ -282,3 +294,51 @@ def set_box(ctx: Any, s: rf.RefineSession, box: tuple[float, float, float, float
         rf.undo_state(s)
         s.future.clear()
         raise
+
+
+# --- Refine: Delete removes the object, after a confirmation --------------------------------
+
+def armed_delete(s: rf.RefineSession | None) -> str | None:
+    """The object id a first Delete armed (and still waiting, ``CONFIRM_S``), else None."""
+    armed = getattr(s, "delete_armed", None)
+    if not armed or armed[0] != s.object_id or _clock() - armed[1] > CONFIRM_S:
+        return None
+    return armed[0]
+
+
+def disarm_delete(s: rf.RefineSession | None) -> str | None:
+    """Cancels a pending Delete; returns the id it was armed for (None if nothing was)."""
+    was = armed_delete(s)
+    if s is not None:
+        s.delete_armed = None  # type: ignore[attr-defined]
+    return was
+
+
+def refine_delete(reg: Any, s: rf.RefineSession) -> tuple[rf.RefineSession | None, str]:
+    """Delete (key or *Delete object* button) in Refine: (the session to show next, a note).
+
+    The first call arms the delete and asks for a confirmation; a second one within
+    ``CONFIRM_S`` seconds deletes the object from the registry (``Registry.delete_object``:
+    its mask, embedding and links go, its vector leaves the index through the outbox) and opens
+    the next object on the same image (the previous one after the last; None when it was the
+    only one). A session on a new image (nothing stored) has its mask cleared instead.
+    """
+    if not s.object_id:
+        refine_events(None, s, [{"type": "delete", "clear": True}], None, [])
+        return s, "Nothing stored to delete yet: mask cleared (Ctrl+Z brings it back)."
+    if armed_delete(s) != s.object_id:
+        s.delete_armed = (s.object_id, _clock())  # type: ignore[attr-defined]
+        return s, (f"Press Delete again (or click Delete object) to delete **{s.object_id}** from the registry; "
+                   "Esc or any other action cancels.")
+    oid = s.object_id
+    sib = refine_siblings(reg, s)
+    at = sib.index(oid) if oid in sib else 0
+    rest = [o for o in sib if o != oid]
+    reg.delete_object(oid)
+    s.delete_armed = None  # type: ignore[attr-defined]
+    if not rest:
+        return None, f"Deleted **{oid}**. No other objects on this image: open one by id, or upload an image."
+    nxt = rf.open_object(reg, rest[min(at, len(rest) - 1)])
+    if nxt.image_key == getattr(s, "canvas_image", None):
+        nxt.canvas_image = s.canvas_image  # type: ignore[attr-defined]  # the page has the image
+    return nxt, f"Deleted **{oid}**. Opened **{nxt.object_id}** (the next object on this image)."

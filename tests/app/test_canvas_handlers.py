@@ -111,3 +111,71 @@ def test_a_huge_image_is_sent_smaller_but_keeps_its_pixel_grid(tmp_path, monkeyp
     jpg = base64.b64decode(v["image"].split(",", 1)[1])
     shown = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)
     assert shown.shape[:2] == (32, 64) and (v["width"], v["height"]) == (200, 100)
+
+
+@pytest.fixture
+def three_on_one_image(ctx, scenes):
+    """Three stored objects (xyxy boxes) on scene 0, oldest first."""
+    from registry.facade import ObjectIn
+
+    reg = ctx.registry
+    src = reg.register_source(scenes[0])
+    boxes = [(10, 10, 60, 60), (100, 20, 160, 90), (200, 100, 280, 200)]
+    objs = [ObjectIn(category="disc", xyxy=b, confidence=0.9, embedding=np.eye(reg.embedding_dim, dtype=np.float32)[i])
+            for i, b in enumerate(boxes)]
+    return list(reg.register_objects(src, objs, dedupe=False).object_ids)
+
+
+def test_refine_delete_asks_first_then_deletes_and_opens_the_next(ctx, three_on_one_image, monkeypatch):
+    reg = ctx.registry
+    a, b, c = three_on_one_image
+    clock = [100.0]
+    monkeypatch.setattr(cw, "_clock", lambda: clock[0])
+    s = rf.open_object(reg, b)
+    same, note = cw.refine_delete(reg, s)
+    assert same is s and f"Press Delete again (or click Delete object) to delete **{b}**" in note
+    assert reg.get_object(b)["object_id"] == b  # nothing deleted by the first Delete
+    assert cw.refine_view(s, [])["confirm_delete"] == b
+    clock[0] += 2.0
+    nxt, note = cw.refine_delete(reg, s)
+    with pytest.raises(ValueError):
+        reg.get_object(b)
+    assert reg.get_embeddings([a, b])[0] == [a] and reg.count_objects() == 2
+    hits = reg.search(np.eye(reg.embedding_dim, dtype=np.float32)[1], k=5)
+    assert b not in [h["object_id"] for h in hits] and a in [h["object_id"] for h in hits]
+    assert nxt.object_id == c and f"Deleted **{b}**" in note and c in note
+    assert cw.refine_view(nxt, [])["confirm_delete"] is None
+    # the last one of the image: the previous opens; then none is left
+    nxt, _ = cw.refine_delete(reg, nxt)
+    nxt, _ = cw.refine_delete(reg, nxt)
+    assert nxt.object_id == a
+    cw.refine_delete(reg, nxt)
+    gone, note = cw.refine_delete(reg, nxt)
+    assert gone is None and "No other objects on this image" in note and reg.count_objects() == 0
+
+
+def test_refine_delete_cancelled_or_expired_deletes_nothing(ctx, three_on_one_image, monkeypatch):
+    reg = ctx.registry
+    a = three_on_one_image[0]
+    clock = [100.0]
+    monkeypatch.setattr(cw, "_clock", lambda: clock[0])
+    s = rf.open_object(reg, a)
+    cw.refine_delete(reg, s)
+    note = cw.refine_events(ctx, s, [{"type": "cancel"}], None, [])  # Esc
+    assert note == f"Delete cancelled: {a} stays." and cw.armed_delete(s) is None
+    same, note = cw.refine_delete(reg, s)  # asks again, deletes nothing
+    assert same is s and "Press Delete again" in note
+    cw.refine_events(ctx, s, [{"type": "class", "index": 0}], None, ["disc"])  # any other action cancels
+    assert cw.refine_delete(reg, s)[0] is s
+    clock[0] += cw.CONFIRM_S + 1  # too late: the second Delete asks again
+    assert cw.refine_delete(reg, s)[0] is s and cw.armed_delete(s) == a
+    assert reg.count_objects() == 3 and reg.get_object(a)["category"] == "disc"
+    # Shift+Delete (clear) only clears the mask
+    s.mask = np.ones((s.height, s.width), bool)
+    note = cw.refine_events(ctx, s, [{"type": "delete", "clear": True}], None, [])
+    assert s.mask is None and "Mask cleared" in note and reg.count_objects() == 3
+
+
+def test_refine_delete_on_a_new_image_clears_the_mask(ctx, session):
+    same, note = cw.refine_delete(ctx.registry, session)
+    assert same is session and session.mask is None and "Nothing stored to delete" in note

@@ -262,9 +262,9 @@ def test_polygon_vertex_drag_delete_and_class_key(page, seeded, restore, artifac
     press(page, "refine", "Control+z")
     press(page, "refine", "Control+z")
     assert area(page) == int(after.sum())
-    # Delete clears the mask, Ctrl+Z brings it back
+    # Shift+Delete clears the mask (Delete alone deletes the object, after a confirmation), Ctrl+Z brings it back
     page.locator("#refine-cv-mode-prompt").click()
-    press(page, "refine", "Delete")
+    press(page, "refine", "Shift+Delete")
     expect(page.locator("#refine-info")).to_contain_text("mask area 0 px")
     press(page, "refine", "Control+z")
     assert area(page) == int(after.sum())
@@ -392,6 +392,57 @@ def test_refine_arrows_step_through_the_image_objects_shift_click_and_middle_pan
     v2 = cv(page, "refine", "({...c.view})")
     assert (v2["tx"] - v1["tx"], v2["ty"] - v1["ty"]) == pytest.approx((-40, 25), abs=1.0)
     shot(page, artifacts_dir, "refine_next_object")
+
+
+def test_refine_delete_twice_deletes_the_object_and_opens_the_next(page, server, artifacts_dir):
+    from app.workflows import autolabel_session as al
+    from tests.app.fakes import write_scene
+
+    ctx = server["ctx"]
+    reg = ctx.registry
+    path = write_scene(server["root"] / "deltest" / "del_0.jpg", seed=77, size=(360, 480))
+    images, _ = al.load_uploads([str(path)])
+    assert not al.label_images(ctx.labeler(), images, ["red", "green", "blue"], confidence=0.0)
+    al.save(ctx, images, None, project="deltest")
+    ids = [o["object_id"] for o in reg.list_objects(project="deltest", order="created_asc", limit=10)]
+    assert len(ids) == 3
+    try:
+        open_refine(page, ids[1])
+        expect(page.locator("#refine-cv-pos")).to_have_text("object 2 of 3 on this image")
+        # the first Delete only asks
+        press(page, "refine", "Delete")
+        expect(page.locator("#refine-info")).to_contain_text(f"Press Delete again (or click Delete object) to delete {ids[1]}")
+        expect(page.locator("#refine-cv-hint")).to_contain_text("Press Delete again")
+        shot(page, artifacts_dir, "delete_confirm")
+        assert reg.get_object(ids[1])["object_id"] == ids[1]
+        # Esc cancels: nothing deleted, and the next Delete asks again
+        press(page, "refine", "Escape")
+        expect(page.locator("#refine-info")).to_contain_text(f"Delete cancelled: {ids[1]} stays")
+        assert reg.count_objects(project="deltest") == 3
+        # Delete, Delete: gone from the registry, the next object on the image opens
+        press(page, "refine", "Delete")
+        expect(page.locator("#refine-info")).to_contain_text("Press Delete again")
+        press(page, "refine", "Delete")
+        expect(page.locator("#refine-info")).to_contain_text(f"Deleted {ids[1]}")
+        with pytest.raises(ValueError):
+            reg.get_object(ids[1])
+        assert reg.count_objects(project="deltest") == 2
+        expect(page.locator("#refine-cv-pos")).to_have_text("object 2 of 2 on this image")
+        expect(page.locator("#refine-object-id").get_by_role("textbox")).to_have_value(ids[2])
+        assert cv(page, "refine", "c.data.objects[0].id") == ids[2]
+        assert cv(page, "refine", "c.data.confirm_delete") is None
+        shot(page, artifacts_dir, "delete_next")
+        # Delete then the Delete object button: the same confirmation
+        press(page, "refine", "Delete")
+        expect(page.locator("#refine-info")).to_contain_text(f"to delete {ids[2]}")
+        page.locator("#refine-delete").click()
+        expect(page.locator("#refine-info")).to_contain_text(f"Deleted {ids[2]}")
+        expect(page.locator("#refine-object-id").get_by_role("textbox")).to_have_value(ids[0])
+        assert [o["object_id"] for o in reg.list_objects(project="deltest", limit=10)] == [ids[0]]
+    finally:
+        for oid in ids:
+            if reg.get_objects([oid]):
+                reg.delete_object(oid)
 
 
 def test_autolabel_brush_on_the_selected_object_is_saved(page, server, tmp_path, artifacts_dir):
