@@ -17,8 +17,8 @@ PAGE = 24
 GET_WEIGHTS = "`python launch.py models download` (or `models import DIR` offline)"
 RANKING_HELP = (
     "**Re-rank** takes k × m nearest candidates and re-scores each exactly on its stored vector (0 = off). "
-    "**Fusion** re-orders those candidates by `similarity·w + [same category]·w + confidence·w + "
-    "[validated]·w`; e.g. a *validated* weight of 0.2 lifts a validated object above others up to 0.2 "
+    "**Fusion** re-orders those candidates by score = w·similarity + w·[same category] + w·confidence + "
+    "w·[validated]; e.g. a *validated* weight of 0.2 lifts a validated object above others up to 0.2 "
     "more similar. Weights are ≥ 0 and not normalised; 1, 0, 0, 0 is plain similarity. With fusion and "
     "re-rank 0, k × 4 candidates are re-ordered.")
 
@@ -104,6 +104,7 @@ def build(ctx: AppContext, shared: Shared) -> None:
                 next_page = gr.Button("Page →", size="sm")
             selected_md = gr.Markdown("Click a result to select it.", elem_id="search-selected")
             table = gr.Dataframe(headers=sw.RANKING_HEADERS, value=None, interactive=False, label="Ranking of this page",
+                                 wrap=True, column_widths=["4%", "24%", "9%", "8%"] + ["9%"] * 6,
                                  elem_id="search-ranking")
             with gr.Row():
                 to_review = gr.Button("Open in Review", elem_id="search-to-review")

@@ -200,11 +200,12 @@ def caption(hit: dict) -> str:
     conf_s = f" · conf {conf:.2f}" if conf is not None else ""
     stage = hit.get("stage")
     stage_s = f" · {stage} {hit['score']:.2f}" if stage in ("exact", "fused") and hit.get("score") is not None else ""
-    return f"{hit['category']} · sim {hit.get('similarity', 0):.2f}{conf_s}{stage_s} · {hit['object_id']}"
+    return f"{hit['category']}{stage_s} · sim {hit.get('similarity', 0):.2f}{conf_s} · {hit['object_id']}"
 
 
-RANKING_HEADERS = ["#", "object", "category", "stage", "score", "similarity", "similarity term", "category term",
-                   "confidence term", "validated term"]
+RANKING_HEADERS = ["#", "object", "category", "stage", "score", "similarity", "w·sim", "w·category", "w·conf",
+                   "w·validated"]
+"""Columns of :func:`ranking_rows`; the ``w·…`` columns are the weighted fusion terms that sum to ``score``."""
 
 
 FUSION_TERMS = ("similarity", "category", "confidence", "validated")

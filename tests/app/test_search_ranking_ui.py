@@ -100,8 +100,8 @@ def test_ranking_options_reach_registry_search_and_reorder_as_documented(ranked,
 
     rows = sw.ranking_rows(val)
     assert rows[0][:4] == [1, ids["B"], "cat", "fused"] and rows[0][4] == pytest.approx(0.95)
-    assert rows[0][sw.RANKING_HEADERS.index("validated term")] == pytest.approx(0.15)
-    assert rows[1][sw.RANKING_HEADERS.index("validated term")] == 0.0
+    assert rows[0][sw.RANKING_HEADERS.index("w·validated")] == pytest.approx(0.15)
+    assert rows[1][sw.RANKING_HEADERS.index("w·validated")] == 0.0
     assert "fused 0.95" in sw.caption(val[0]) and "fused" not in sw.caption(plain[0])
 
 
