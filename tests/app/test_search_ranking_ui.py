@@ -129,3 +129,11 @@ def test_tab_handler_passes_the_accordion_values_and_fills_the_table(ranked):
     assert [r[1] for r in rows] == [ids["B"], ids["A"], ids["C"]] and rows[0][3] == "fused"
     with pytest.raises(gr.Error, match="no category is chosen"):
         on_search(None, ids["Q"], "", 0.0, False, 3, st, 0, 1.0, 0.3, "", 0.0, 0.0)
+    # by image: the same options reach the search (every hit fused; B gets exactly its weight)
+    img = np.zeros((60, 60, 3), np.uint8)
+    img[10:50, 10:50] = (40, 200, 40)
+    _, _, _, msg, _, st = on_search(img, "", "", 0.0, False, 4, st, 2, 1.0, 0.0, "", 0.0, 0.2)
+    assert msg.startswith("4 result(s)") and {h["stage"] for h in st["hits"]} == {"fused"}
+    (b,) = [h for h in st["hits"] if h["object_id"] == ids["B"]]
+    assert b["score_components"]["validated"] == pytest.approx(0.2)
+    assert b["score"] == pytest.approx(b["similarity"] + 0.2)
