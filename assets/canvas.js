@@ -38,10 +38,10 @@
         b.addEventListener("click", (ev) => { ev.preventDefault(); fn(); }); bar.appendChild(b); return b;
       };
       this.modeBtns = {
-        prompt: btn("mode-prompt", "✚ Click / box", "click = add, right-click or Shift+click = remove, drag = box (V)", () => this.setMode("prompt")),
-        brush: btn("mode-brush", "✎ Brush", "paint the selected mask (B)", () => this.setMode("brush")),
-        eraser: btn("mode-eraser", "⌫ Eraser", "erase from the selected mask (E)", () => this.setMode("eraser")),
-        polygon: btn("mode-polygon", "⬠ Polygon", "drag vertices, double-click an edge to add one, Alt/right-click a vertex to remove it (P)", () => this.setMode("polygon")),
+        prompt: btn("mode-prompt", "✚ Click / box", "click = add, right-click or Shift+click = remove, drag = box (V)", () => this.pickMode("prompt")),
+        brush: btn("mode-brush", "✎ Brush", "paint the selected mask (B)", () => this.pickMode("brush")),
+        eraser: btn("mode-eraser", "⌫ Eraser", "erase from the selected mask (E)", () => this.pickMode("eraser")),
+        polygon: btn("mode-polygon", "⬠ Polygon", "drag vertices, double-click an edge to add one, Alt/right-click a vertex to remove it (P)", () => this.pickMode("polygon")),
       };
       const size = el("input"); size.type = "range"; size.min = "2"; size.max = "80"; size.value = String(this.size);
       size.id = `${n}-cv-size`; size.title = "brush / eraser radius (image px)";
@@ -67,6 +67,10 @@
       if (this.data) this.render();
     }
 
+    pickMode(m) {  // the user picks a tool: that cancels a Refine Delete waiting for its confirmation
+      if (this.data && this.data.confirm_delete) { this.data.confirm_delete = null; this.send({ type: "cancel" }); }
+      this.setMode(m);
+    }
     setMode(m) {
       this.mode = m;
       for (const [k, b] of Object.entries(this.modeBtns)) b.classList.toggle("agl-on", k === m);
@@ -236,11 +240,9 @@
       if (k === "-" || k === "_") { this.zoomBy(1 / 1.25); return true; }
       if (lower === "f" || k === "0") { this.fit(); return true; }
       const modes = { v: "prompt", b: "brush", e: "eraser", p: "polygon" };
-      if (modes[lower]) { this.setMode(modes[lower]); return true; }
+      if (modes[lower]) { this.pickMode(modes[lower]); return true; }
       if (k === "Escape") {
-        this.drag = null; this.setMode("prompt");
-        if (this.data.confirm_delete) this.send({ type: "cancel" });  // a Delete waiting for its confirmation
-        return true;
+        this.drag = null; this.pickMode("prompt"); return true;
       }
       return false;
     }

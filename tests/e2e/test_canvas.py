@@ -419,6 +419,12 @@ def test_refine_delete_twice_deletes_the_object_and_opens_the_next(page, server,
         press(page, "refine", "Escape")
         expect(page.locator("#refine-info")).to_contain_text(f"Delete cancelled: {ids[1]} stays")
         assert reg.count_objects(project="deltest") == 3
+        # so does picking another tool (B = brush)
+        press(page, "refine", "Delete")
+        press(page, "refine", "b")
+        expect(page.locator("#refine-info")).to_contain_text(f"Delete cancelled: {ids[1]} stays")
+        page.keyboard.press("v")
+        assert reg.count_objects(project="deltest") == 3
         # Delete, Delete: gone from the registry, the next object on the image opens
         press(page, "refine", "Delete")
         expect(page.locator("#refine-info")).to_contain_text("Press Delete again")
@@ -439,6 +445,12 @@ def test_refine_delete_twice_deletes_the_object_and_opens_the_next(page, server,
         expect(page.locator("#refine-info")).to_contain_text(f"Deleted {ids[2]}")
         expect(page.locator("#refine-object-id").get_by_role("textbox")).to_have_value(ids[0])
         assert [o["object_id"] for o in reg.list_objects(project="deltest", limit=10)] == [ids[0]]
+        # the image's last object: deleted, nothing left to open
+        press(page, "refine", "Delete")
+        press(page, "refine", "Delete")
+        expect(page.locator("#refine-info")).to_contain_text("No other objects on this image")
+        expect(page.locator("#refine-object-id").get_by_role("textbox")).to_have_value("")
+        assert reg.count_objects(project="deltest") == 0 and cv(page, "refine", "c.data.objects") == []
     finally:
         for oid in ids:
             if reg.get_objects([oid]):
