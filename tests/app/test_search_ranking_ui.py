@@ -120,6 +120,8 @@ def test_tab_handler_passes_the_accordion_values_and_fills_the_table(ranked):
     demo = build_app(ctx)
     on_search = handler(demo, "on_search", "search-gallery")
     page_table = handler(demo, "page_table", "search-ranking")
+    _, _, fusion_choices = handler(demo, "refresh_categories", "search-fusion-category")()
+    assert {"cat", "dog"} <= set(fusion_choices["choices"])  # the favoured-category list follows the registry
     st = {"hits": [], "page": 0, "selected": None, "corner": None, "crop": None}
     _, _, _, msg, _, st = on_search(None, ids["Q"], "", 0.0, False, 3, st)  # accordion untouched
     assert msg.startswith("3 result(s)") and _order(st["hits"], ids) == "ABC"
