@@ -414,6 +414,7 @@ def test_refine_delete_twice_deletes_the_object_and_opens_the_next(page, server,
         expect(page.locator("#refine-info")).to_contain_text(f"Press Delete again (or click Delete object) to delete {ids[1]}")
         expect(page.locator("#refine-cv-hint")).to_contain_text("Press Delete again")
         shot(page, artifacts_dir, "delete_confirm")
+        page.screenshot(path=str(artifacts_dir / "canvas_delete_confirm_page.png"))  # the button and status line
         assert reg.get_object(ids[1])["object_id"] == ids[1]
         # Esc cancels: nothing deleted, and the next Delete asks again
         press(page, "refine", "Escape")
