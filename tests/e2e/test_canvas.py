@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.test_workbench import open_tab
+from tests.e2e.ui_helpers import open_tab
 
 pytestmark = pytest.mark.e2e
 

@@ -17,7 +17,7 @@ from playwright.sync_api import expect
 
 from tests.chain_models import SCENE_CLASSES, build_chain_models, write_scene
 from tests.e2e.conftest import chromium_browser
-from tests.e2e.test_workbench import (
+from tests.e2e.ui_helpers import (
     click_canvas_at,
     open_tab,
     search_by_upload_and_select_first,

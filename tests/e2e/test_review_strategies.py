@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 
 from registry.facade import ObjectIn
 from tests.app.fakes import write_scene
-from tests.e2e.test_workbench import open_tab, shot
+from tests.e2e.ui_helpers import open_tab, shot
 
 CONF = {"a1": 0.11, "a2": 0.12, "a3": 0.13, "b": 0.55, "c": 0.65}
 

@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.app.test_search_ranking_ui import seed_known
-from tests.e2e.test_workbench import open_tab, shot
+from tests.e2e.ui_helpers import open_tab, shot
 
 pytestmark = pytest.mark.e2e
 

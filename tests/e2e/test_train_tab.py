@@ -10,8 +10,7 @@ from playwright.sync_api import expect
 
 from registry.datasets import build_dataset
 from tests.app.fakes import launch_test_app, make_context
-from tests.e2e.test_video_tab import choose
-from tests.e2e.test_workbench import open_tab, shot
+from tests.e2e.ui_helpers import choose, open_tab, shot
 from tests.registry.export_helpers import populate
 
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import expect
 
 from registry.facade import ObjectIn
-from tests.e2e.test_workbench import click_image_at, open_tab, shot
+from tests.e2e.ui_helpers import choose, click_image_at, open_tab, shot
 from tests.video_fixtures import moving_boxes, seed_video_source, write_video
 
 pytestmark = pytest.mark.e2e
@@ -55,12 +55,6 @@ def seed_video(server) -> dict:
     b = reg.create_track(red[8:], metadata={"created_by": "tracker"})
     c = reg.create_track(blue, metadata={"created_by": "tracker"})
     return {"source": sid, "a": a, "b": b, "c": c, "red": red, "blue": blue, "truth": truth}
-
-
-def choose(page, container: str, option_text: str) -> None:
-    """Opens a Gradio dropdown and clicks the option whose label contains ``option_text``."""
-    page.locator(f"{container} input").first.click()
-    page.get_by_role("option").filter(has_text=option_text).first.click()
 
 
 def pick_video(page, server, s) -> None:
