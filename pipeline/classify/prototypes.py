@@ -151,7 +151,9 @@ def build_model(embeddings: np.ndarray, labels: Sequence[str], *, centre: bool =
     """A :class:`PrototypeModel` from support embeddings (N, D) and their class names (N,).
 
     Classes are sorted by name. Thresholds are 0 (nothing unknown) until calibrated
-    (:func:`pipeline.classify.calibrate.calibrate`).
+    (:func:`pipeline.classify.calibrate.calibrate`). ``centre`` is ignored for a one-class
+    support set: the mean of a single class *is* that class, so subtracting it would leave
+    only the members' noise and make the class indistinguishable from anything else.
 
     Raises:
         ValueError: no support items, mismatched lengths, non-finite values, or zero vectors.
@@ -175,6 +177,7 @@ def build_model(embeddings: np.ndarray, labels: Sequence[str], *, centre: bool =
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[n] for n in names], np.int64)
     xn = l2_normalize(x)
+    centre = centre and len(classes) > 1
     c_vec = xn.mean(axis=0) if centre else None
     z = l2_normalize(xn - c_vec) if centre else xn
     return PrototypeModel(classes=classes, prototypes=class_means(z, y, len(classes)), support=z, labels=y,

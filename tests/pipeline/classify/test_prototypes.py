@@ -134,3 +134,21 @@ def test_blocked_similarities_give_the_same_scores(monkeypatch):
     assert np.allclose(m.scores(q), whole, atol=1e-6)
     assert calls and all(shape[0] <= 2 for shape in calls)  # the blocked path ran
     assert np.allclose(loo_scores(m), loo_whole, atol=1e-6)
+
+
+def test_one_class_domain_keeps_its_class_and_rejects_unrelated_queries():
+    # Centring on the mean of a single class removes the class itself (only noise is left), so a
+    # one-class domain ("bird or unknown") must not be centred; calibration must keep coverage.
+    rng = np.random.default_rng(0)
+    dim = 32
+    u = rng.standard_normal(dim)
+    u /= np.linalg.norm(u)
+    support = (u + 0.15 * rng.standard_normal((20, dim))).astype(np.float32)
+    m = build_model(support, ["bird"] * 20)
+    assert m.centre is None
+    report = calibrate(m)
+    assert report["coverage"] >= 0.95
+    inside = m.classify((u + 0.15 * rng.standard_normal((10, dim))).astype(np.float32))
+    outside = m.classify(rng.standard_normal((10, dim)).astype(np.float32))
+    assert [a["verdict"] for a in inside].count("bird") >= 9
+    assert all(a["verdict"] == UNKNOWN for a in outside)
