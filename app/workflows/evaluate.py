@@ -27,12 +27,16 @@ CONFUSION_CONF = 0.25
 
 
 def _gt_export(reg: Any, run: dict, folder: Path) -> Path:
+    """The COCO ground truth of the run's dataset, reused only while no object changed since it
+    was written (the manifest's ``registry_state``): a label fixed in Review counts at once."""
     from registry.export import export_dataset
+    from registry.runs import objects_state
 
     manifest = folder / "manifest.json"
     if manifest.is_file():
         m = json.loads(manifest.read_text(encoding="utf-8"))
-        if (m.get("dataset") or {}).get("dataset_id") == run["dataset_id"] and m.get("task") == run["task"]:
+        if ((m.get("dataset") or {}).get("dataset_id") == run["dataset_id"] and m.get("task") == run["task"]
+                and m.get("registry_state") == objects_state(reg.connection)):
             return folder
     if not run.get("dataset_id"):
         raise ValueError(f"run {run['run_id']}: expected the dataset it was trained on, got none recorded")

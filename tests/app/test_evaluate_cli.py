@@ -125,3 +125,31 @@ def test_evaluate_scores_perfect_predictions_as_perfect(data_dir, tmp_path, monk
     order = [cm["names"].index(n) for n in CLASSES]
     assert [[cm["matrix"][i][j] for j in order] for i in order] == [[2, 0, 0], [0, 2, 0], [0, 0, 2]]
     assert cm["matrix"][-1] == [0, 0, 0, 0] and all(row[-1] == 0 for row in cm["matrix"])
+
+
+def test_evaluate_again_after_a_label_fix_uses_the_fixed_ground_truth(data_dir, tmp_path, monkeypatch):
+    # The ground-truth export is cached per run; a reviewer fixing a label in the split must not
+    # leave later evaluations scoring against the labels as they were before the fix.
+    import pipeline.train.yolo_detector as yd
+
+    built = seed_dataset(data_dir, tmp_path / "raw", n_images=10)
+    weights = tmp_path / "best.pt"
+    weights.write_bytes(b"stand-in")
+    monkeypatch.setattr(yd, "YoloDetector", _PerfectDetector)
+    from app.workflows.evaluate import evaluate_run
+
+    with Registry(data_dir, sync_on_write=False) as reg:
+        run_id = reg.create_run(model="yolo11n.yaml", task="detect", dataset_id=built["dataset_id"],
+                                dataset_name="shapes", dataset_version="1.0")
+        reg.update_run(run_id, status="finished", best_weights=str(weights))
+        first = evaluate_run(reg, data_dir, run_id, split="val")
+        assert {n: c["gt"] for n, c in first["bbox"]["per_class"].items()} == {n: 2 for n in CLASSES}
+        oid, cat = reg.db.execute(
+            "SELECT o.object_id, c.name FROM dataset_objects d JOIN objects o ON o.object_id = d.object_id "
+            "JOIN categories c ON c.category_id = o.category_id WHERE d.dataset_id = ? AND d.split = 'val' "
+            "ORDER BY o.object_id LIMIT 1", (built["dataset_id"],)).fetchone()
+        other = next(n for n in CLASSES if n != cat)
+        reg.update_object(oid, category=other)
+        second = evaluate_run(reg, data_dir, run_id, split="val")
+    counts = {n: c["gt"] for n, c in second["bbox"]["per_class"].items()}
+    assert counts[cat] == 1 and counts[other] == 3
