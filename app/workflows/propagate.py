@@ -136,6 +136,14 @@ def _select_prompts(registry: Any, source_id: str, frame: dict, objects: list[di
                     object_ids: Sequence[str] | None) -> list[dict]:
     on_frame = [o for o in objects if o["frame_id"] == frame["frame_id"]]
     if not object_ids:
+        # "every object of frame K" leaves out the ones a person rejected (false positives),
+        # as the tracker does; naming a rejected object in object_ids still follows it.
+        kept = [o for o in on_frame if o["validation_status"] != "rejected"]
+        if on_frame and not kept:
+            raise ValueError(
+                f"every object on frame {frame['frame_idx']} of source {source_id} was rejected; approve one or "
+                "name it explicitly (--objects / the picked object) to propagate it")
+        on_frame = kept
         if not on_frame:
             raise ValueError(
                 f"frame {frame['frame_idx']} of source {source_id} has no objects to propagate; label it first "
@@ -175,7 +183,8 @@ def propagate(
         registry: the ``registry.facade.Registry``.
         source_id: a video source with stored frames.
         from_frame: K, the original 0-based frame index of the prompt frame.
-        object_ids: the prompting objects (all on frame K); None = every object on frame K.
+        object_ids: the prompting objects (all on frame K); None = every object on frame K that
+            is not rejected.
         max_frames: stored frames to follow after K (None: to the end of the video).
         backward: follow frames K-1, K-2, ... instead.
         drift_threshold: the score below which an object drifts (default: the propagator's).

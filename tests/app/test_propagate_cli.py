@@ -251,3 +251,21 @@ def test_cli_summary_names_drift_and_kept_frames():
         "  drift: obj_b at frame 5 (score 0.12); re-prompt from there",
         "  1 frame(s) kept their existing track object instead (e.g. obj_k on frame 4)",
     ]
+
+
+def test_a_rejected_object_on_the_prompt_frame_is_not_followed(data_dir):
+    """A false positive a person rejected on frame K must not be propagated by "all objects of K"."""
+    src, fids, prompts, _ = _seed(data_dir, n=4)
+    with Registry(data_dir, sync_on_write=False) as reg:
+        reg.update_object(prompts[1], status="rejected", validated_by="ann")
+        res = propagate(object(), reg, src, 0)
+        assert res["prompts"] == [prompts[0]]
+        assert res["written"] == 3
+        followed = {o["metadata"]["propagation"]["from_object"] for f, objs in _objects_by_frame(reg, src, fids).items()
+                    if f > 0 for o in objs}
+        assert followed == {prompts[0]}
+        reg.update_object(prompts[0], status="rejected", validated_by="ann")
+        with pytest.raises(ValueError, match="rejected"):
+            propagate(object(), reg, src, 0)
+        # naming a rejected object on purpose still follows it
+        assert propagate(object(), reg, src, 0, object_ids=[prompts[1]])["prompts"] == [prompts[1]]
