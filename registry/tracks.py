@@ -335,10 +335,11 @@ def tracking_inputs(conn: Connection, source_id: str, *, version: str | None = N
 
 def track_members(conn: Connection, source_id: str) -> list[dict]:
     """Every framed object of the source's tracks: ``track_id, object_id, frame_idx, category,
-    bbox_xywh`` (absolute pixels), ``is_occluded``, ``confidence``; by track then frame."""
+    bbox_xywh`` (absolute pixels), ``is_occluded``, ``confidence``, ``validation_status``; by track
+    then frame."""
     rows = conn.query(
         "SELECT x.track_id, o.object_id, f.frame_idx, c.name AS category, o.bbox_x, o.bbox_y, o.bbox_w, o.bbox_h, "
-        "o.is_occluded, o.confidence FROM tracks t JOIN track_objects x USING (track_id) "
+        "o.is_occluded, o.confidence, o.validation_status FROM tracks t JOIN track_objects x USING (track_id) "
         "JOIN objects o USING (object_id) JOIN frames f ON f.frame_id = o.frame_id "
         "JOIN categories c ON c.category_id = o.category_id WHERE t.source_id = ? ORDER BY x.track_id, f.frame_idx",
         (source_id,))

@@ -224,7 +224,7 @@ def _interpolated_objects(t, by_id: dict[str, dict], frame_ids: dict[int, str],
 def export_mot(registry: Registry, source_id: str, out_dir, *, overwrite: bool = False) -> dict[str, Any]:
     """Writes the source's tracks as a MOTChallenge sequence under ``out_dir``.
 
-    Layout: ``<out>/<seq>/gt/gt.txt``, ``<out>/<seq>/seqinfo.ini`` (see
+    Objects a person rejected are left out. Layout: ``<out>/<seq>/gt/gt.txt``, ``<out>/<seq>/seqinfo.ini`` (see
     :mod:`registry.formats.mot`) and ``<out>/manifest.json`` (source, track numbers -> track
     ids, class numbers -> names). ``<seq>`` is the video's safe file stem (else the source id).
     Track numbers are 1.. in :meth:`Registry.list_tracks` order (by first frame); class numbers
@@ -241,9 +241,10 @@ def export_mot(registry: Registry, source_id: str, out_dir, *, overwrite: bool =
     tracks = registry.list_tracks(source_id)
     if not tracks:
         raise ValueError(f"source {source_id} has no tracks; run `launch.py track --source {source_id}` first")
-    members = track_members(registry.connection, source_id)
+    # a box a reviewer rejected is no ground truth (dataset exports leave rejected objects out too)
+    members = [m for m in track_members(registry.connection, source_id) if m["validation_status"] != "rejected"]
     if not members:
-        raise ValueError(f"the tracks of source {source_id} hold no objects on frames; nothing to export")
+        raise ValueError(f"the tracks of source {source_id} hold no objects on frames (rejected ones aside); nothing to export")
     number = {t["track_id"]: k for k, t in enumerate(tracks, 1)}
     names = sorted({m["category"] for m in members})
     cls = {n: k for k, n in enumerate(names, 1)}

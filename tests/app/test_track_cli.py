@@ -254,3 +254,23 @@ def test_rerun_keeps_ids_of_tracks_found_again_and_replaces_changed_ones(data_di
         out = track_source(reg, sid, max_gap=0)
         assert (out["tracks"], out["unchanged_tracks"], out["replaced_tracks"]) == (3, 1, 1)
         assert sorted(t["object_count"] for t in reg.list_tracks(sid)) == [3, 4, 8]
+
+
+def test_mot_export_leaves_out_objects_a_person_rejected(data_dir: Path, tmp_path: Path):
+    """Ground truth must not hold a box a reviewer rejected after tracking (datasets leave them out too)."""
+    from app.workflows.tracking import export_mot
+    from registry.formats.mot import read_gt
+
+    frames, truth = moving_boxes(4)
+    path = tmp_path / "v.mp4"
+    path.write_bytes(b"stand-in bytes: export reads the registry, not the video file")
+    with open_reg(data_dir) as reg:
+        sid, fids = seed_video_source(reg, path, frames)
+        ids = reg.register_objects(sid, [ObjectIn("block", tuple(map(float, b[0][1])), frame_id=fids[i])
+                                         for i, b in enumerate(truth)], dedupe=False).object_ids
+        reg.create_track(ids)
+        reg.update_object(ids[2], status="rejected", validated_by="ann")
+        out = export_mot(reg, sid, tmp_path / "mot")
+        rows = read_gt(Path(out["out_dir"]) / out["sequence"] / "gt" / "gt.txt")
+        assert out["boxes"] == 3
+        assert [r[0] for r in rows] == [1, 2, 4]  # 1-based frames; frame index 2 was rejected
