@@ -108,7 +108,11 @@ def evaluate_run(reg: Any, data_dir: Path, run_id: str, *, split: str = "test", 
     gt_by_image: dict[int, list[dict]] = {}
     for a in gt["annotations"]:
         gt_by_image.setdefault(a["image_id"], []).append(a)
-    for img, det in zip(images, detector.predict(paths, conf=conf, masks=segm), strict=True):
+    # Segmentation: one image per predict call. At conf 0.001 the model returns up to 300 masks per
+    # image at full resolution (~620 MB of uint8 at 1080p); a whole predict batch would hold 16x that.
+    dets = ((d for p in paths for d in detector.predict([p], conf=conf, masks=True)) if segm
+            else detector.predict(paths, conf=conf, masks=False))
+    for img, det in zip(images, dets, strict=True):
         results.extend(_results(det, img["id"], cat_ids, segm))
         anns = gt_by_image.get(img["id"], [])
         g_xyxy = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]

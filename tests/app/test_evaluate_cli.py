@@ -153,3 +153,36 @@ def test_evaluate_again_after_a_label_fix_uses_the_fixed_ground_truth(data_dir, 
         second = evaluate_run(reg, data_dir, run_id, split="val")
     counts = {n: c["gt"] for n, c in second["bbox"]["per_class"].items()}
     assert counts[cat] == 1 and counts[other] == 3
+
+
+class _BatchRecordingSegDetector(_PerfectDetector):
+    """A segmentation stand-in that records how many images each predict call held."""
+
+    task = "segment"
+    calls: list[int] = []
+
+    def predict(self, paths, *, conf=0.25, masks=True):
+        paths = list(paths)
+        type(self).calls.append(len(paths))
+        yield from super().predict(paths, conf=conf, masks=masks)
+
+
+def test_segmentation_evaluation_predicts_one_image_at_a_time(data_dir, tmp_path, monkeypatch):
+    # At conf 0.001 a segmentation model returns up to 300 full-resolution masks per image
+    # (~620 MB of uint8 at 1080p); a 16-image predict batch held ~10 GB at once.
+    import pipeline.train.yolo_detector as yd
+
+    built = seed_dataset(data_dir, tmp_path / "raw", n_images=10)
+    weights = tmp_path / "best.pt"
+    weights.write_bytes(b"stand-in")
+    _BatchRecordingSegDetector.calls = []
+    monkeypatch.setattr(yd, "YoloDetector", _BatchRecordingSegDetector)
+    from app.workflows.evaluate import evaluate_run
+
+    with Registry(data_dir, sync_on_write=False) as reg:
+        run_id = reg.create_run(model="yolo11n-seg.yaml", task="segment", dataset_id=built["dataset_id"],
+                                dataset_name="shapes", dataset_version="1.0")
+        reg.update_run(run_id, status="finished", best_weights=str(weights))
+        report = evaluate_run(reg, data_dir, run_id, split="val")
+    assert report["images"] == 2 and "segm" in report and report["bbox"]["map50"] == pytest.approx(1.0)
+    assert _BatchRecordingSegDetector.calls == [1, 1]
