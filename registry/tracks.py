@@ -9,6 +9,7 @@ import json
 import math
 from collections.abc import Sequence
 
+from registry import outbox
 from registry.categories import check_category_name, resolve_category_tx
 from registry.db import Connection
 from registry.ids import new_id
@@ -254,7 +255,8 @@ def delete_tracker_tracks(conn: Connection, source_id: str, *, delete_interpolat
     ``metadata.edited_by`` is set (any value). Edited and person-made tracks are never touched,
     nor the tracks named in ``keep`` (a re-run that found the same track again).
     With ``delete_interpolated`` the interpolated objects (``metadata.interpolated`` true) of
-    the deleted tracks go too, since the tracker made them; detections stay (only unlinked).
+    the deleted tracks go too, since the tracker made them (their vectors, if an embed pass
+    gave them any, leave the index through the outbox); detections stay (only unlinked).
 
     Returns:
         ``{"tracks": n_deleted_tracks, "objects": n_deleted_interpolated_objects}``.
@@ -274,13 +276,20 @@ def delete_tracker_tracks(conn: Connection, source_id: str, *, delete_interpolat
         if delete_interpolated:
             doomed = [r[0] for r in tx.execute(
                 f"SELECT x.object_id FROM track_objects x JOIN objects o USING (object_id) WHERE x.track_id IN ({marks}) "
-                "AND json_extract(o.metadata, '$.interpolated') = 1 "
-                "AND NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.object_id = o.object_id)", tids)]
+                "AND json_extract(o.metadata, '$.interpolated') = 1", tids)]
         # Tracks first: deleting their objects while the tracks exist would refresh each track's
         # summary once per object (the schema's delete trigger), O(n²) for a long track.
         tx.execute(f"DELETE FROM tracks WHERE track_id IN ({marks})", tids)
         for start in range(0, len(doomed), 500):
             chunk = doomed[start:start + 500]
+            # an embed pass may have given them vectors: those leave the index through the outbox
+            # (else they would stay orphaned, and pile up on the same frames with each re-run)
+            by_version: dict[str, list[str]] = {}
+            for oid, ver in tx.execute(f"SELECT object_id, version_id FROM embeddings WHERE object_id IN "
+                                       f"({','.join('?' * len(chunk))})", chunk):
+                by_version.setdefault(ver, []).append(oid)
+            for ver, oids in by_version.items():
+                outbox.enqueue_tx(tx, oids, ver, "delete")
             n_objects += tx.execute(f"DELETE FROM objects WHERE object_id IN ({','.join('?' * len(chunk))})",
                                     chunk).rowcount
     return {"tracks": len(tids), "objects": n_objects}

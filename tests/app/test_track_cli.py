@@ -274,3 +274,33 @@ def test_mot_export_leaves_out_objects_a_person_rejected(data_dir: Path, tmp_pat
         rows = read_gt(Path(out["out_dir"]) / out["sequence"] / "gt" / "gt.txt")
         assert out["boxes"] == 3
         assert [r[0] for r in rows] == [1, 2, 4]  # 1-based frames; frame index 2 was rejected
+
+
+def test_rerun_removes_replaced_interpolated_objects_even_once_embedded(data_dir: Path, tmp_path: Path):
+    """An embed pass gives interpolated boxes vectors too; a re-run that replaces their track must
+    still remove them (and their vectors), not leave orphans that pile up on the same frames."""
+    from app.workflows.tracking import track_source
+
+    frames, truth = moving_boxes(5)
+    path = tmp_path / "v.mp4"
+    path.write_bytes(b"stand-in bytes: the tracker reads frames and objects, not the video file")
+    with open_reg(data_dir) as reg:
+        sid, fids = seed_video_source(reg, path, frames)
+        reg.register_objects(sid, [ObjectIn("block", tuple(map(float, truth[i][0][1])), frame_id=fids[i])
+                                   for i in (0, 1, 3, 4)], dedupe=False)
+        assert track_source(reg, sid, interpolate=True)["interpolated"] == 1
+        interp = [o for o in reg.list_objects(source_id=sid, limit=None) if o["detection_model"] == "interpolated"]
+        assert len(interp) == 1
+        reg.update_object(interp[0]["object_id"], embedding=np.eye(8, dtype=np.float32)[0])  # e.g. `embed`
+        out = track_source(reg, sid, interpolate=False)
+        assert out["replaced_tracks"] == 1
+        left = [o for o in reg.list_objects(source_id=sid, limit=None) if o["detection_model"] == "interpolated"]
+        assert left == []
+        queued = reg.connection.query("SELECT operation FROM embedding_outbox WHERE object_id = ? ORDER BY id",
+                                      (interp[0]["object_id"],))
+        assert queued[-1]["operation"] == "delete"  # its vector leaves the index too
+        track_source(reg, sid, interpolate=True)
+        again = [o for o in reg.list_objects(source_id=sid, limit=None) if o["detection_model"] == "interpolated"]
+        assert len(again) == 1
+        reg.sync_outbox()
+        assert interp[0]["object_id"] not in {h["object_id"] for h in reg.search(np.eye(8, dtype=np.float32)[0], k=10)}
