@@ -213,6 +213,9 @@ def propagate(
                          "pass one of those as --from-frame")
     if max_frames is not None and int(max_frames) < 1:
         raise ValueError(f"max_frames: expected >= 1 (or None for all), got {max_frames}")
+    if drift_threshold is not None and not 0.0 <= float(drift_threshold) <= 1.0:  # NaN fails too
+        raise ValueError(f"drift_threshold: expected a score in [0, 1] (0 = never drift on the score), got "
+                         f"{drift_threshold}; leave it out for the propagator's default")
     objects = registry.list_objects(source_id=source_id, limit=None, order="created_asc")
     prompts = _select_prompts(registry, source_id, by_idx[k], objects, object_ids)
     later = sorted((f for f in frames if (f["frame_idx"] < k if backward else f["frame_idx"] > k)),

@@ -269,3 +269,13 @@ def test_a_rejected_object_on_the_prompt_frame_is_not_followed(data_dir):
             propagate(object(), reg, src, 0)
         # naming a rejected object on purpose still follows it
         assert propagate(object(), reg, src, 0, object_ids=[prompts[1]])["prompts"] == [prompts[1]]
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
+def test_a_drift_threshold_outside_0_1_is_refused_before_anything_is_written(data_dir, bad):
+    src, _, _, _ = _seed(data_dir, n=3)
+    with Registry(data_dir, sync_on_write=False) as reg:
+        before = reg.count_objects(source_id=src)
+        with pytest.raises(ValueError, match="drift_threshold"):
+            propagate(object(), reg, src, 0, drift_threshold=bad)
+        assert reg.count_objects(source_id=src) == before
