@@ -16,6 +16,7 @@ original 0-based frame indices.
 """
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import shutil
@@ -30,6 +31,7 @@ from pipeline.track import FrameDetections, Track, TrackerConfig, interpolate_bo
 from registry.export_output import check_out_dir, publish_dir, remove_stale_parts, safe_stem
 from registry.facade import ObjectIn, Registry
 from registry.formats.mot import MotBox, write_sequence
+from registry.frames import frame_ids_by_index
 from registry.ids import utc_now
 from registry.tracks import (
     delete_tracker_tracks,
@@ -159,7 +161,7 @@ def fill_track_gaps(registry: Registry, track_id: str, *, edited_by: str | None 
     if not framed:
         raise ValueError(f"track {track_id} has no objects on video frames; nothing to interpolate")
     source = registry.get_source(t["source_id"])
-    frame_ids = {idx: fid for fid, idx in tracking_inputs(registry.connection, t["source_id"])["frames"]}
+    frame_ids = frame_ids_by_index(registry.connection, t["source_id"])  # not every object and vector
     keys = [o["object_id"] for o in framed]
     boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (o["bbox_xywh"] for o in framed)], float)
     pseudo = Track(0, framed[0]["category_id"], [o["frame_idx"] for o in framed], keys, boxes)
@@ -213,7 +215,7 @@ def _interpolated_objects(t, by_id: dict[str, dict], frame_ids: dict[int, str],
     category = by_id[t.keys[0]]["category"]
     out = []
     for f, b in zip(gaps, boxes, strict=True):
-        prev = max(k for k, fr in enumerate(t.frames) if fr < f)
+        prev = bisect.bisect_left(t.frames, f) - 1  # the keyframe before f (t.frames increase)
         out.append(ObjectIn(
             category, tuple(float(v) for v in b), frame_id=frame_ids[f], detection_model=INTERPOLATED,
             metadata={"interpolated": True, "between": [t.keys[prev], t.keys[prev + 1]]},
