@@ -76,12 +76,17 @@ def stop_run(ctx: Ctx, run_id: str, request: Request) -> dict:
 
 
 @router.post("/{run_id}/evaluate")
-def evaluate_run(ctx: Ctx, run_id: str, body: EvaluateIn | None = None) -> dict:
+def evaluate_run(ctx: Ctx, run_id: str, request: Request, body: EvaluateIn | None = None) -> dict:
     """COCO evaluation of the run's best weights on ``split`` → ``{"run_id", "split", "images",
     "bbox", "segm" (segment runs), "confusion_matrix", "files"}`` (files written under
-    ``<data>/runs/<id>/eval/``)."""
+    ``<data>/runs/<id>/eval/``). 409 while the run trains here (its ``best.pt`` is rewritten
+    after every better epoch), as the Train tab refuses."""
     from app.workflows.evaluate import evaluate_run as run
 
     lookup(ctx.registry.get_run, run_id)
+    job = trainer(request)
+    if job.running and job.run_id == run_id:
+        raise ApiError(409, f"run {run_id} is still training: POST /api/v1/runs/{run_id}/stop or wait for it "
+                            "to finish, then evaluate")
     body = body or EvaluateIn()
     return plain(run(ctx.registry, ctx.data_dir, run_id, split=body.split, conf=body.conf))

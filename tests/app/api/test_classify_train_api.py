@@ -258,3 +258,32 @@ def test_the_new_routes_sit_behind_auth(ctx, tmp_path):
             assert getattr(locked, method)(path).status_code == 401, path
         r = locked.get("/api/v1/suggest", params={"n": 1}, auth=AUTH)
         assert r.status_code == 200 and len(r.json()["ids"]) == 1
+
+
+def test_evaluate_is_refused_while_the_run_still_trains(ctx, client, tmp_path, monkeypatch):
+    """best.pt is rewritten after every better epoch while a run trains: evaluating it then reads
+    a half-written checkpoint. The Train tab refuses; the API must too (409, naming the run)."""
+    import app.workflows.train as train_wf
+
+    seed_shapes(ctx.registry, tmp_path)
+    entered = threading.Event()
+    weights = tmp_path / "best.pt"
+    weights.write_bytes(b"half-written")
+
+    def waiting_trainer(reg, data_dir, run_id, *, stop, **_):
+        reg.update_run(run_id, status="running", best_weights=str(weights))
+        entered.set()
+        stop.wait(60)
+        return reg.update_run(run_id, status="stopped")
+
+    monkeypatch.setattr(train_wf, "execute_run", waiting_trainer)
+    r = client.post("/api/v1/runs", json={"dataset": "shapes", "model": "yolo11n.yaml", "epochs": 3, "imgsz": 64})
+    run_id = r.json()["run_id"]
+    assert entered.wait(30)
+    try:
+        busy = client.post(f"/api/v1/runs/{run_id}/evaluate", json={"split": "val"})
+        assert busy.status_code == 409 and run_id in busy.json()["detail"] and "training" in busy.json()["detail"]
+    finally:
+        client.post(f"/api/v1/runs/{run_id}/stop")
+        train_wf.shared_training(ctx).join(30)
+    assert ctx.registry.get_run(run_id)["status"] == "stopped"
