@@ -73,9 +73,11 @@ def video_sources(reg: Any) -> list[dict]:
 
 def source_choices(reg: Any) -> list[tuple[str, str]]:
     """``(label, source_id)`` pairs for a dropdown: file name, frame count and id."""
+    from registry.frames import count_frames
+
     out = []
     for s in video_sources(reg):
-        n = len(reg.list_frames(s["source_id"]))
+        n = count_frames(reg.connection, s["source_id"])  # a count, not every frame row of every video
         out.append((f"{s.get('file_name') or s['source_id']} · {n} frames · {s['source_id']}", s["source_id"]))
     return out
 

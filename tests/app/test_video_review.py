@@ -149,6 +149,7 @@ def test_load_view_refuses_images_and_videos_without_frames(reg, tmp_path):
     with pytest.raises(ValueError, match="pick a video source"):
         vr.load_view(reg, "")
     assert [c[1] for c in vr.source_choices(reg)] == [empty]
+    assert " · 0 frames · " in vr.source_choices(reg)[0][0]
 
 
 def test_propagation_summary_names_segmenter_counts_drift_and_warning():
