@@ -21,6 +21,7 @@ from pipeline.classify.prototypes import (
     DEFAULT_CONFIDENCE_SCALE,
     EPS,
     PrototypeModel,
+    class_sums,
     knn_votes,
     row_chunks,
     top2,
@@ -41,9 +42,7 @@ def loo_scores(model: PrototypeModel, items: np.ndarray | None = None) -> np.nda
     z, y = model.support, model.labels
     idx = np.arange(len(z)) if items is None else np.asarray(items, np.int64)
     n_classes = len(model.classes)
-    onehot = np.zeros((n_classes, len(y)), np.float32)
-    onehot[y, np.arange(len(y))] = 1.0
-    sums = onehot @ z  # (C, D) class sums of the unit rows
+    sums = class_sums(z, y, n_classes)  # (C, D) class sums of the unit rows
     zq = z[idx]
     proto = zq @ model.prototypes.T  # (B, C)
     own = y[idx]
@@ -52,7 +51,7 @@ def loo_scores(model: PrototypeModel, items: np.ndarray | None = None) -> np.nda
     own_cos = np.where(norm > 1e-6, np.einsum("bd,bd->b", rest, zq) / np.maximum(norm, EPS), -1.0)
     proto[np.arange(len(idx)), own] = own_cos
     if model.knn_weight <= 0.0 or len(z) < 2:
-        return proto.astype(np.float32)
+        return proto.astype(np.float32, copy=False)
     votes = np.empty_like(proto, dtype=np.float32)
     for rows in row_chunks(len(idx), len(z)):  # bounded (rows, N) similarity blocks
         sims = zq[rows] @ z.T

@@ -184,11 +184,27 @@ def build_model(embeddings: np.ndarray, labels: Sequence[str], *, centre: bool =
                           centre=c_vec, k=int(k), knn_weight=float(knn_weight))
 
 
+def class_sums(z: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
+    """(C, D) float32 per-class sums of the rows of ``z`` (zero rows for classes without members).
+
+    Sorted by label and summed per run (``np.add.reduceat``): memory O(N·D), never the dense
+    (C, N) one-hot that 1,000 classes over 100k items would make 400 MB.
+    """
+    z = np.asarray(z, np.float32)
+    y = np.asarray(y, np.int64)
+    sums = np.zeros((n_classes, z.shape[1]), np.float32)
+    if len(y) == 0:
+        return sums
+    order = np.argsort(y, kind="stable")
+    ys = y[order]
+    starts = np.flatnonzero(np.r_[True, ys[1:] != ys[:-1]])
+    sums[ys[starts]] = np.add.reduceat(z[order], starts, axis=0)
+    return sums
+
+
 def class_means(z: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
-    """(C, D) L2-normalised per-class means of the rows of ``z`` (one matrix product)."""
-    onehot = np.zeros((n_classes, len(y)), np.float32)
-    onehot[y, np.arange(len(y))] = 1.0
-    return l2_normalize(onehot @ z)
+    """(C, D) L2-normalised per-class means of the rows of ``z``."""
+    return l2_normalize(class_sums(z, y, n_classes))
 
 
 def knn_votes(sims: np.ndarray, labels: np.ndarray, n_classes: int, k: int) -> np.ndarray:

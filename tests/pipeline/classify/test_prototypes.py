@@ -152,3 +152,25 @@ def test_one_class_domain_keeps_its_class_and_rejects_unrelated_queries():
     outside = m.classify(rng.standard_normal((10, dim)).astype(np.float32))
     assert [a["verdict"] for a in inside].count("bird") >= 9
     assert all(a["verdict"] == UNKNOWN for a in outside)
+
+
+def test_class_sums_do_not_build_a_classes_by_support_matrix():
+    # A dense (C, N) one-hot is C*N*4 bytes: 400 MB for 1,000 classes over 100k support items.
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    n_classes, per, dim = 1000, 10, 8
+    x = rng.standard_normal((n_classes * per, dim)).astype(np.float32)
+    y = [f"c{i:04d}" for i in range(n_classes) for _ in range(per)]
+    tracemalloc.start()
+    try:
+        m = build_model(x, y, knn_weight=0.0)
+        loo = loo_scores(m)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert loo.shape == (n_classes * per, n_classes)
+    # the (N, C) LOO score matrix itself is 40 MB; a one-hot would add another 40 MB on top
+    assert peak < 1.5 * loo.nbytes
+    z = m.support
+    assert np.allclose(m.prototypes[3], z[30:40].sum(0) / np.linalg.norm(z[30:40].sum(0)), atol=1e-5)
