@@ -21,8 +21,12 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit L2 norm (zero rows stay zero, NaN rows stay NaN)."""
     x = np.asarray(x, dtype=np.float64)
     norm = np.linalg.norm(x, axis=1, keepdims=True)
+    if not x.size:
+        return x
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(norm > 0, x / norm, 0.0) if x.size else x
+        # NaN > 0 is False: without the NaN case a NaN row ("no embedding") became a zero row,
+        # i.e. cosine 0 with everything, which the cosine gate then refused
+        return np.where(norm > 0, x / norm, np.where(np.isnan(norm), np.nan, 0.0))
 
 
 def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -127,3 +127,24 @@ def test_a_lost_track_is_found_again_where_it_turned_back():
     rows = {f: [(f"a{f}", box(x, 10), "cat", None)] for f, x in xs.items()}
     tracks = track(frames_of(rows, 16), TrackerConfig(max_gap=5, min_length=1))
     assert len(tracks) == 1 and tracks[0].frames == sorted(xs)
+
+
+def test_a_detection_without_embedding_beside_ones_with_embeddings_links_on_iou():
+    """A NaN embedding row means "no embedding": that detection is matched on IoU alone, even
+    when other detections of its frame have embeddings (it must not read as cosine 0)."""
+    from pipeline.track import FrameDetections, TrackerConfig, track
+    from pipeline.track.association import cosine_matrix
+
+    a, b = np.eye(4)[0], np.eye(4)[2]
+    frames = []
+    for f in range(4):
+        xa, xb = 10 + 4 * f, 200 - 4 * f
+        emb = np.stack([a, b]).astype(float)
+        if f == 2:
+            emb[0] = np.nan  # the embed pass missed square A on frame 2
+        frames.append(FrameDetections(f, [[xa, 10, xa + 30, 40], [xb, 10, xb + 30, 40]], ["sq", "sq"], emb,
+                                      keys=[f"A{f}", f"B{f}"]))
+    tracks = track(frames, TrackerConfig(iou_weight=0.5, min_cosine=0.5, max_gap=0))
+    assert sorted(t.keys for t in tracks) == [[f"A{f}" for f in range(4)], [f"B{f}" for f in range(4)]]
+    cos = cosine_matrix(np.array([a, [np.nan] * 4]), np.array([b, a]))
+    assert np.isnan(cos[1]).all() and cos[0].tolist() == [0.0, 1.0]
