@@ -115,7 +115,7 @@ def start_run(reg: Any, data_dir: Path, req: TrainRequest) -> str:
     task = model_task(model)
     ds, export_dir, reused = export_for_training(reg, data_dir, req.dataset, task, version=req.version)
     TrainConfig(export_dir / "data.yaml", model, Path(data_dir) / RUNS_DIR, "check", epochs=req.epochs,
-                imgsz=req.imgsz, batch=req.batch, device=req.device).check()
+                imgsz=req.imgsz, batch=req.batch, device=req.device, extra=dict(req.extra or {})).check()
     params = {**asdict(req), "resolved_model": model, "export_reused": reused}
     return reg.create_run(model=req.model, task=task, params=params, dataset_id=ds["dataset_id"],
                           dataset_name=ds["name"], dataset_version=str(ds["version"]), export_path=str(export_dir))

@@ -43,6 +43,10 @@ METRIC_KEYS = {
     "fitness": "fitness",
 }
 DEVICES = ("cpu", "cuda")
+#: train arguments the config itself sets: ``extra`` may not override them (the run folder, the
+#: dataset, the recorded numbers and the in-process dataloader depend on them).
+OWNED_ARGS = ("data", "model", "project", "name", "exist_ok", "epochs", "imgsz", "batch", "device", "workers",
+              "resume")
 
 
 def normalize_metrics(raw: dict[str, Any]) -> dict[str, float]:
@@ -187,6 +191,11 @@ class TrainConfig:
                 raise ValueError(f"--{name}: expected an integer >= {low}, got {getattr(self, name)}")
         if not (self.device in DEVICES or str(self.device).isdigit()):
             raise ValueError(f"--device: expected one of {DEVICES} or a CUDA index, got {self.device!r}")
+        owned = sorted(set(self.extra) & set(OWNED_ARGS))
+        if owned:
+            raise ValueError(f"extra train arguments: expected ultralytics options other than {list(OWNED_ARGS)}, "
+                             f"got {owned}; set epochs/imgsz/batch/device with their own fields (the run folder "
+                             "and dataset are the run's own)")
 
     def train_args(self) -> dict[str, Any]:
         """Keyword arguments for ``YOLO.train`` (offline-safe defaults, see the module doc)."""

@@ -287,3 +287,17 @@ def test_evaluate_is_refused_while_the_run_still_trains(ctx, client, tmp_path, m
         client.post(f"/api/v1/runs/{run_id}/stop")
         train_wf.shared_training(ctx).join(30)
     assert ctx.registry.get_run(run_id)["status"] == "stopped"
+
+
+def test_extra_train_arguments_cannot_override_what_the_run_owns(ctx, client, tmp_path):
+    """``extra`` is for ultralytics knobs (patience, lr0...): ``project``/``name`` would put the
+    weights outside <data>/runs/<run_id> (where stop, evaluate and the labeler look), ``workers``
+    would fork dataloaders inside the server, ``epochs`` would disagree with the recorded run."""
+    seed_shapes(ctx.registry, tmp_path)
+    for key, value in (("project", str(tmp_path / "elsewhere")), ("name", "mine"), ("workers", 4), ("epochs", 9)):
+        r = client.post("/api/v1/runs", json={"dataset": "shapes", "model": "yolo11n.yaml", "epochs": 1,
+                                              "extra": {key: value}})
+        assert r.status_code == 400, (key, r.json())
+        assert key in r.json()["detail"] and "extra" in r.json()["detail"]
+    assert client.get("/api/v1/runs").json() == []  # nothing recorded
+    assert not (tmp_path / "elsewhere").exists()
