@@ -193,3 +193,33 @@ def test_merge_tracks_sharing_an_object_keeps_it_once(reg, tmp_path):
     out = reg.merge_tracks(a, b, edited_by="ana", keep="confidence")
     assert out["dropped"] == [] and out["moved"] == 3
     assert [o["object_id"] for o in reg.get_track(a)["objects"]] == s["red"]
+
+
+def test_split_and_merge_of_a_long_track_keep_the_summary_right(reg, tmp_path):
+    """More objects than the bulk threshold (the trigger-less delete/insert path): count, first
+    and last frame and mean confidence are those of the members after each edit."""
+    from registry import frames as frame_store
+    from registry.tracks import BULK_ROWS
+
+    n = BULK_ROWS * 2 + 5
+    video = tmp_path / "long.mp4"
+    video.write_bytes(b"stand-in bytes: track edits read the registry only")
+    sid = reg.register_source(video, source_type="video", width=64, height=64, frame_count=n)
+    frame_store.add_frames(reg.connection, sid, [(i, i / 10, None) for i in range(n)])
+    fids = frame_store.frame_ids_by_index(reg.connection, sid)
+    conf = [0.2 if i < 50 else 0.8 for i in range(n)]
+    ids = reg.register_objects(sid, [ObjectIn("car", (1, 1, 9, 9), confidence=conf[i], frame_id=fids[i])
+                                     for i in range(n)], dedupe=False).object_ids
+    tid = reg.create_track(ids)
+    out = reg.split_track(tid, 50, edited_by="ann")
+    head, tail = (next(t for t in reg.list_tracks(sid) if t["track_id"] == k) for k in (tid, out["new_track_id"]))
+    assert (head["object_count"], head["start_frame_idx"], head["end_frame_idx"]) == (50, 0, 49)
+    assert (tail["object_count"], tail["start_frame_idx"], tail["end_frame_idx"]) == (n - 50, 50, n - 1)
+    assert head["avg_confidence"] == pytest.approx(0.2) and tail["avg_confidence"] == pytest.approx(0.8)
+    reg.merge_tracks(tid, out["new_track_id"], edited_by="ann")
+    (whole,) = reg.list_tracks(sid)
+    assert (whole["object_count"], whole["start_frame_idx"], whole["end_frame_idx"]) == (n, 0, n - 1)
+    assert whole["avg_confidence"] == pytest.approx(sum(conf) / n)
+    assert frames_of(reg, tid) == list(range(n))
+    trig = reg.connection.query("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'trg_track%'")
+    assert sorted(r["name"] for r in trig) == ["trg_track_objects_delete", "trg_track_objects_insert"]
