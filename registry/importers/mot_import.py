@@ -258,10 +258,12 @@ def import_mot(
     seen_categories: dict[str, None] = {}
     for start in range(0, len(todo), int(batch_size)):
         batch = todo[start:start + int(batch_size)]
+        links: dict[str, list[tuple[str, MotLine]]] = defaultdict(list)
         with reg.transaction():
             for frame in batch:
                 _import_frame(reg, src, frame, by_frame[frame], frames[frame - 1], width, height, category, names,
-                              validated, project, tracks, report, seen_categories)
+                              validated, project, links, report, seen_categories)
+            _link_tracks(reg, links, tracks, report)
             report.images_registered += len(batch)
             _save_record(reg, source_id, key, file.name, max(done_through, batch[-1]), tracks, missing,
                          complete=False)
@@ -273,8 +275,9 @@ def import_mot(
 
 
 def _import_frame(reg, src, frame, lines, frame_id, width, height, category, names, validated, project,
-                  tracks, report, seen_categories) -> None:
-    """Registers one frame's lines and links the tracked ones (inside the batch transaction)."""
+                  links, report, seen_categories) -> None:
+    """Registers one frame's lines (inside the batch transaction); the tracked ones are queued
+    in ``links`` (MOT id -> [(object id, line)]) for :func:`_link_tracks`."""
     objs: list[ObjectIn] = []
     rows: list[MotLine] = []
     ids_here: set[int] = set()
@@ -312,18 +315,36 @@ def _import_frame(reg, src, frame, lines, frame_id, width, height, category, nam
         seen_categories.setdefault(obj.category)
     report.objects_imported += len(result.registered)
     for row, oid in zip(rows, result.object_ids, strict=True):
-        if oid is None or row.mot_id < 0:
-            continue
-        key = str(row.mot_id)
-        try:
-            if key in tracks:
-                reg.add_objects_to_track(tracks[key], [oid])
-            else:
-                tracks[key] = reg.create_track([oid], metadata={"created_by": "import", "mot_id": row.mot_id,
+        if oid is not None and row.mot_id >= 0:
+            links[str(row.mot_id)].append((oid, row))
+
+
+def _link_tracks(reg, links: dict[str, list[tuple[str, MotLine]]], tracks: dict[str, str], report) -> None:
+    """Links a batch's objects into their MOT ids' tracks: one call per track and batch (the
+    schema's per-row summary trigger makes frame-by-frame appends O(n²) in a track's length).
+    When a track refuses the batch (nothing is written then), its objects are linked one by
+    one, so the refused line is named and the others are linked."""
+
+    def add(key: str, oids: list[str], mot_id: int) -> None:
+        if key not in tracks:
+            tracks[key] = reg.create_track(oids[:1], metadata={"created_by": "import", "mot_id": mot_id,
                                                                 "imported_at": utc_now()})
-                report.tracks_new += 1
-        except ValueError as exc:  # e.g. the id changes class midway: the object stays untracked
-            report.error(f"line {row.line_no}", f"not linked into the track of id {row.mot_id}: {exc}")
+            report.tracks_new += 1
+            oids = oids[1:]
+        if oids:
+            reg.add_objects_to_track(tracks[key], oids)
+
+    for key, items in links.items():
+        try:
+            add(key, [oid for oid, _ in items], items[0][1].mot_id)
+            continue
+        except ValueError:  # validated before writing: link one by one to name the line
+            pass
+        for oid, row in items:
+            try:
+                add(key, [oid], row.mot_id)
+            except ValueError as exc:  # e.g. the id changes class midway: the object stays untracked
+                report.error(f"line {row.line_no}", f"not linked into the track of id {row.mot_id}: {exc}")
 
 
 def _save_record(reg, source_id: str, key: str, file_name: str, done_through: int, tracks: dict[str, str],

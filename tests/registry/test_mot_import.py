@@ -209,3 +209,18 @@ def test_cli_import_mot(reg, video, tmp_path, capsys):
     assert out["errors"] == [{"item": "line 3", "reason": "expected at least 6 comma-separated values (frame,id,x,y,w,h), got 2"}]
     assert main(["import", "--data", data, "--format", "mot", str(gt)]) == 2
     assert "expected --source SRC_ID" in capsys.readouterr().err
+
+
+def test_an_id_that_changes_class_midway_links_the_rest_and_names_the_refused_lines(reg, video, tmp_path):
+    """Tracks are linked once per batch; when a track refuses part of a batch (another class),
+    the other lines of that batch are still linked and each refused line is named."""
+    sid, _, _ = video
+    lines = [f"{f},1,{11 + 4 * f},21,20,20,1,{1 if f != 3 else 3},1" for f in range(1, 6)]  # frame 3: a car
+    lines += [f"{f},2,61,41,19,19,1,1,1" for f in range(1, 6)]
+    report = import_mot(reg, sid, _write(tmp_path, lines), batch_size=10)
+    assert report.objects_imported == 10 and report.tracks_new == 2
+    assert [e for e in report.errors if "not linked" in str(e)] and "line 3" in str(report.errors)
+    by_id = {t["metadata"]["mot_id"]: reg.get_track(t["track_id"]) for t in reg.list_tracks(sid)}
+    assert [o["frame_idx"] for o in by_id[1]["objects"]] == [0, 1, 3, 4]  # frame_idx 2 (line 3) left out
+    assert [o["frame_idx"] for o in by_id[2]["objects"]] == [0, 1, 2, 3, 4]
+    assert {o["category"] for o in by_id[1]["objects"]} == {"pedestrian"}
