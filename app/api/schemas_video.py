@@ -81,10 +81,11 @@ class PropagateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     from_frame: int = Field(description="frame_idx of the stored frame whose objects prompt")
-    object_ids: list[str] | None = Field(None, description="prompting objects on that frame (default: all)")
+    object_ids: list[str] | None = Field(None, description="prompting objects on that frame (default: all but rejected ones)")
     max_frames: int | None = Field(None, ge=1, description="stored frames to follow (default: to the end)")
     backward: bool = Field(False, description="follow the frames before from_frame instead")
-    drift_threshold: float | None = Field(None, description="default 0.5 for SAM2, 0.15 for GrabCut")
+    drift_threshold: float | None = Field(None, ge=0.0, le=1.0,
+                                          description="in [0, 1]; default 0.5 for SAM2, 0.15 for GrabCut")
 
 
 class PropagateOut(BaseModel):

@@ -254,3 +254,9 @@ def test_track_options_reach_the_tracker_interpolate_fills_a_gap(ctx, client, tm
     assert strict["tracks"] == 4 and strict["interpolated"] == 0  # a gap of one frame now breaks each track
     assert strict["replaced_tracks"] == 2 and ctx.registry.count_objects(source_id=sid) == 8  # interpolated gone
     assert client.post(f"/api/v1/sources/{sid}/track", json={"max_gap": "x"}).status_code == 422
+
+
+def test_propagate_refuses_a_drift_threshold_outside_0_1(ctx, client, tmp_path):
+    out, _frames, _truth = _upload(client, tmp_path)
+    r = client.post(f"/api/v1/sources/{out['source_id']}/propagate", json={"from_frame": 0, "drift_threshold": 5})
+    assert r.status_code == 422 and "drift_threshold" in r.text
