@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from app.cli.common import add_data_arg, add_json_arg, ensure_data_dir
 
@@ -74,9 +75,14 @@ def _embedding_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", choices=["cpu", "gpu"], default="cpu", help="model sizes (default cpu)")
 
 
-def open_registry(args: argparse.Namespace, manager=None):
+def open_registry(args: argparse.Namespace, manager=None, *, embedder_first: bool = False):
     """The registry of ``--data`` opened with its embedding identity: ``--embedding-version``,
-    else the version most stored embeddings have, else the installed embedder's (no index sync)."""
+    else the version most stored embeddings have, else the installed embedder's (no index sync).
+
+    ``embedder_first`` (``--folders``: the pack's vectors come from the installed embedder)
+    opens it with the embedder's identity whatever is stored, and says so on stderr when the
+    registry's objects were embedded by another model (``classify`` will refuse the pack there).
+    """
     from registry.facade import Registry
     from registry.queries import embedding_versions
 
@@ -84,6 +90,14 @@ def open_registry(args: argparse.Namespace, manager=None):
     want = getattr(args, "embedding_version", None)
     with Registry(data, sync_on_write=False) as probe:
         stored = embedding_versions(probe.connection)
+    ident = manager.embedding_identity() if embedder_first and manager is not None else None
+    if ident and want in (None, ident["embedding_version"]):
+        others = sorted({s["version"] for s in stored} - {ident["embedding_version"]})
+        if others:
+            print(f"note: this registry's objects were embedded by {', '.join(others)}; the folder images by "
+                  f"{ident['embedding_version']}: `classify` here will refuse this pack for those objects",
+                  file=sys.stderr)
+        return Registry(data, sync_on_write=False, **ident)
     match = [s for s in stored if want is None or s["version"] == want]
     if match:
         return Registry(data, embedding_version=match[0]["version"], embedding_dim=match[0]["dim"], sync_on_write=False)
@@ -112,7 +126,7 @@ def run_build(args: argparse.Namespace) -> int:
     if args.folders:
         manager = _manager(args)
         embedder = manager.embedder()  # WeightsMissingError (fast, says how to get them) without weights
-        with open_registry(args, manager) as reg:
+        with open_registry(args, manager, embedder_first=True) as reg:
             meta = cw.build_from_folders(reg, embedder, args.name, args.folders, **kw)
     else:
         cats = [c.strip() for c in (args.categories or "").split(",") if c.strip()] or None

@@ -240,3 +240,33 @@ def test_thresholds_override_makes_a_new_version_that_reclassifies(seeded, capsy
     assert again["verdicts"] == {"unknown": 8}  # no fused score reaches 1.5
     rc, _, err = _cli(capsys, "domains", "thresholds", "--data", str(data), "bugs")
     assert rc == 2 and "expected --tau1 and/or --tau2" in err
+
+
+def test_folders_pack_carries_the_embedders_identity_not_the_registrys_majority(tmp_path, capsys, monkeypatch):
+    """A registry whose stored vectors come from another model must not lend that model's name
+    to a pack whose vectors the installed DINOv2 made (classify would then trust them)."""
+    from PIL import Image
+
+    from registry.facade import ObjectIn, Registry
+    from tests.chain_models import FOLDERS
+    from tests.pipeline.tiny_models_sam2_dino import TINY_DINO_DIM, build_tiny_dinov2
+
+    monkeypatch.delenv("AGL_WEIGHTS", raising=False)
+    data = tmp_path / "data"
+    build_tiny_dinov2(data / "models" / FOLDERS["embedder"])
+    img = tmp_path / "scene.png"
+    Image.fromarray(np.full((20, 20, 3), 90, np.uint8)).save(img)
+    with Registry(data, embedding_version="other-model", embedding_dim=TINY_DINO_DIM, sync_on_write=False) as reg:
+        sid = reg.register_source(img)
+        vec = np.ones(TINY_DINO_DIM, np.float32) / np.sqrt(TINY_DINO_DIM)
+        reg.register_objects(sid, [ObjectIn("cat", (1, 1, 9, 9), embedding=vec)], dedupe=False)
+    for cls, colour in (("red", (220, 30, 30)), ("blue", (30, 40, 220))):
+        (tmp_path / "classes" / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(2):
+            Image.fromarray(np.full((32, 32, 3), colour, np.uint8)).save(tmp_path / "classes" / cls / f"{i}.png")
+    rc, out, err = _cli(capsys, "domains", "build", "--data", str(data), "--name", "colours",
+                        "--folders", str(tmp_path / "classes"), "--json")
+    assert rc == 0, err
+    meta = json.loads(out)
+    assert meta["embedding_model"].startswith("dinov2") and meta["embedding_model"] != "other-model"
+    assert "other-model" in err  # the user is told that this registry's objects were embedded otherwise
