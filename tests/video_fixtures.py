@@ -60,6 +60,14 @@ def moving_boxes(n_frames: int, size: tuple[int, int] = (96, 128), *, step: int 
     return frames, truth
 
 
+def box_mask(box: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """The (H, W) bool mask filling ``box`` (xyxy, absolute pixels, truncated to ints) of a frame of size ``hw``."""
+    m = np.zeros(hw, bool)
+    x0, y0, x1, y1 = np.asarray(box).astype(int)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
 def seed_video_source(registry, video_path: Path, frames: Sequence[np.ndarray], *, fps: float = 10.0,
                       frame_indices: Sequence[int] | None = None) -> tuple[str, list[str]]:
     """Registers ``video_path`` as a video source and ``frames`` as its frames (PNG files + rows).

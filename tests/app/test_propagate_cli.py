@@ -21,7 +21,7 @@ from tests.pipeline.segment_video.tiny_video_model import (
     build_tiny_sam2_video,
     script_object_scores,
 )
-from tests.video_fixtures import moving_boxes, seed_video_source, write_video
+from tests.video_fixtures import box_mask, moving_boxes, seed_video_source, write_video
 
 N_FRAMES = 6
 
@@ -33,11 +33,7 @@ def _seed(data_dir, n=N_FRAMES, *, prompt_frame=0, with_masks=False):
         src, fids = seed_video_source(reg, video, frames)
         objs = []
         for tid, box in truth[prompt_frame]:
-            mask = None
-            if with_masks:
-                mask = np.zeros(frames[0].shape[:2], bool)
-                x0, y0, x1, y1 = box.astype(int)
-                mask[y0:y1, x0:x1] = True
+            mask = box_mask(box, frames[0].shape[:2]) if with_masks else None
             objs.append(ObjectIn(category=("red", "blue")[tid], xyxy=tuple(float(v) for v in box), mask=mask,
                                  confidence=0.9, frame_id=fids[prompt_frame], detection_model="manual"))
         prompts = reg.register_objects(src, objs, dedupe=False).object_ids

@@ -8,7 +8,7 @@ import pytest
 from pipeline.mask_ops import box_iou_matrix
 from registry.records import ObjectIn
 from tests.app.api.conftest import AUTH, mount
-from tests.video_fixtures import moving_boxes, write_video
+from tests.video_fixtures import box_mask, moving_boxes, write_video
 
 N = 6
 COLORS = ("red", "blue")
@@ -34,11 +34,7 @@ def _seed_objects(ctx, sid, frames, truth, *, on=None, masks=False):
             continue
         objs = []
         for tid, box in truth[i]:
-            mask = None
-            if masks:
-                mask = np.zeros(frames[0].shape[:2], bool)
-                x0, y0, x1, y1 = box.astype(int)
-                mask[y0:y1, x0:x1] = True
+            mask = box_mask(box, frames[0].shape[:2]) if masks else None
             objs.append(ObjectIn(category=COLORS[tid], xyxy=tuple(float(v) for v in box), mask=mask,
                                  confidence=0.9, frame_id=f["frame_id"], detection_model="manual"))
         ids += reg.register_objects(sid, objs, dedupe=False).object_ids

@@ -6,14 +6,7 @@ import pytest
 
 from pipeline.mask_ops import mask_iou
 from pipeline.segment.grabcut_track import GrabCutTracker
-from tests.video_fixtures import moving_boxes
-
-
-def _truth_mask(box: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    m = np.zeros(hw, bool)
-    x0, y0, x1, y1 = box.astype(int)
-    m[y0:y1, x0:x1] = True
-    return m
+from tests.video_fixtures import box_mask, moving_boxes
 
 
 @pytest.mark.parametrize("noise", [0, 20])
@@ -26,7 +19,7 @@ def test_follows_a_moving_square_from_its_box(track_id, noise):
     start = dict(truth[0])[track_id]
     out = list(GrabCutTracker().propagate(iter(frames), [start]))
     assert len(out) == 12
-    ious = [mask_iou(r.masks[0], _truth_mask(dict(t)[track_id], hw)) for r, t in zip(out, truth, strict=True)]
+    ious = [mask_iou(r.masks[0], box_mask(dict(t)[track_id], hw)) for r, t in zip(out, truth, strict=True)]
     print("IoU per frame", [round(v, 3) for v in ious])
     assert min(ious) >= 0.7
     assert not any(r.drift.any() for r in out) and all(r.active.all() for r in out)
@@ -38,12 +31,12 @@ def test_follows_a_moving_square_from_its_box(track_id, noise):
 def test_a_mask_prompt_is_used_as_given_and_both_squares_follow():
     frames, truth = moving_boxes(6)
     hw = frames[0].shape[:2]
-    masks = [_truth_mask(b, hw) for _, b in truth[0]]
+    masks = [box_mask(b, hw) for _, b in truth[0]]
     out = list(GrabCutTracker().propagate(iter(frames), None, masks))
     assert np.array_equal(out[0].masks, np.stack(masks))
     for r, t in zip(out, truth, strict=True):
         for k, (_, box) in enumerate(t):
-            assert mask_iou(r.masks[k], _truth_mask(box, hw)) >= 0.7
+            assert mask_iou(r.masks[k], box_mask(box, hw)) >= 0.7
 
 
 def test_a_vanished_object_drifts_and_stops():

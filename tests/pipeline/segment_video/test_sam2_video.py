@@ -17,7 +17,7 @@ from tests.pipeline.segment_video.tiny_video_model import (
     build_tiny_sam2_video,
     script_object_scores,
 )
-from tests.video_fixtures import moving_boxes
+from tests.video_fixtures import box_mask, moving_boxes
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +202,5 @@ def test_released_sam2_follows_the_moving_squares():
     assert len(out) == 8 and not any(r.drift.any() for r in out)
     for r, t in zip(out, truth, strict=True):
         for k, (_, box) in enumerate(t):
-            m = np.zeros((96, 128), bool)
-            x0, y0, x1, y1 = box.astype(int)
-            m[y0:y1, x0:x1] = True
+            m = box_mask(box, (96, 128))
             assert mask_iou(r.masks[k], m) >= 0.7
