@@ -104,19 +104,25 @@ class _PerfectDetector:
                              class_id=[self.names.index(cats[a["category_id"]]) for a in anns], class_names=self.names)
 
 
-def test_evaluate_scores_perfect_predictions_as_perfect(data_dir, tmp_path, monkeypatch):
+def _finished_run_with_perfect_detector(reg, data_dir, tmp_path, monkeypatch) -> str:
+    """A finished detect run over a seeded 10-image dataset whose detector returns the ground truth."""
     import pipeline.train.yolo_detector as yd
 
     built = seed_dataset(data_dir, tmp_path / "raw", n_images=10)
     weights = tmp_path / "best.pt"
     weights.write_bytes(b"stand-in")
     monkeypatch.setattr(yd, "YoloDetector", _PerfectDetector)
+    run_id = reg.create_run(model="yolo11n.yaml", task="detect", dataset_id=built["dataset_id"],
+                            dataset_name="shapes", dataset_version="1.0")
+    reg.update_run(run_id, status="finished", best_weights=str(weights))
+    return run_id
+
+
+def test_evaluate_scores_perfect_predictions_as_perfect(data_dir, tmp_path, monkeypatch):
     from app.workflows.evaluate import evaluate_run
 
     with Registry(data_dir, sync_on_write=False) as reg:
-        run_id = reg.create_run(model="yolo11n.yaml", task="detect", dataset_id=built["dataset_id"],
-                                dataset_name="shapes", dataset_version="1.0")
-        reg.update_run(run_id, status="finished", best_weights=str(weights))
+        run_id = _finished_run_with_perfect_detector(reg, data_dir, tmp_path, monkeypatch)
         report = evaluate_run(reg, data_dir, run_id, split="val")
     assert report["images"] == 2 and report["bbox"]["detections"] == 6
     assert report["bbox"]["map"] == pytest.approx(1.0) and report["bbox"]["map50"] == pytest.approx(1.0)
@@ -130,24 +136,16 @@ def test_evaluate_scores_perfect_predictions_as_perfect(data_dir, tmp_path, monk
 def test_evaluate_again_after_a_label_fix_uses_the_fixed_ground_truth(data_dir, tmp_path, monkeypatch):
     # The ground-truth export is cached per run; a reviewer fixing a label in the split must not
     # leave later evaluations scoring against the labels as they were before the fix.
-    import pipeline.train.yolo_detector as yd
-
-    built = seed_dataset(data_dir, tmp_path / "raw", n_images=10)
-    weights = tmp_path / "best.pt"
-    weights.write_bytes(b"stand-in")
-    monkeypatch.setattr(yd, "YoloDetector", _PerfectDetector)
     from app.workflows.evaluate import evaluate_run
 
     with Registry(data_dir, sync_on_write=False) as reg:
-        run_id = reg.create_run(model="yolo11n.yaml", task="detect", dataset_id=built["dataset_id"],
-                                dataset_name="shapes", dataset_version="1.0")
-        reg.update_run(run_id, status="finished", best_weights=str(weights))
+        run_id = _finished_run_with_perfect_detector(reg, data_dir, tmp_path, monkeypatch)
         first = evaluate_run(reg, data_dir, run_id, split="val")
         assert {n: c["gt"] for n, c in first["bbox"]["per_class"].items()} == {n: 2 for n in CLASSES}
         oid, cat = reg.db.execute(
             "SELECT o.object_id, c.name FROM dataset_objects d JOIN objects o ON o.object_id = d.object_id "
             "JOIN categories c ON c.category_id = o.category_id WHERE d.dataset_id = ? AND d.split = 'val' "
-            "ORDER BY o.object_id LIMIT 1", (built["dataset_id"],)).fetchone()
+            "ORDER BY o.object_id LIMIT 1", (reg.get_run(run_id)["dataset_id"],)).fetchone()
         other = next(n for n in CLASSES if n != cat)
         reg.update_object(oid, category=other)
         second = evaluate_run(reg, data_dir, run_id, split="val")
