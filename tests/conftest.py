@@ -15,6 +15,9 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 # bf16): numeric expectations stay machine-independent; tests/pipeline/test_bf16_parity.py
 # covers the bfloat16 default against float32.
 os.environ.setdefault("AGL_CPU_DTYPE", "float32")
+# The vision encoders run on PyTorch in the suite (the CPU default is OpenVINO when installed):
+# tests/pipeline/test_openvino_parity.py covers OpenVINO against PyTorch.
+os.environ.setdefault("AGL_CPU_RUNTIME", "torch")
 os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="agl-gradio-"))
 
 ROOT = Path(__file__).resolve().parents[1]

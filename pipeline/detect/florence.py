@@ -91,6 +91,9 @@ class FlorenceDetector:
         # phrases never used as labels, as in transformers' post-processing ("the image")
         post = getattr(processor, "post_processor", None)
         self.banned = sorted(getattr(post, "banned_grounding_tokens", ()) or ())
+        # The vision tower + projector compiled with OpenVINO (CPU), or None for PyTorch's;
+        # set by ``from_pretrained``, read on every call (None = the PyTorch module again).
+        self.vision: Any = None
 
     @property
     def device(self) -> torch.device:
@@ -117,6 +120,7 @@ class FlorenceDetector:
         path: str | Path,
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
+        runtime: str | None = None,
         **kwargs: Any,
     ) -> FlorenceDetector:
         """Load model and processor from a folder (see ``pipeline.models.loader.resolve_weights``).
@@ -126,6 +130,8 @@ class FlorenceDetector:
             device: ``"cpu"``, ``"cuda"``, ... ; None picks automatically (``pick_device_dtype``).
             dtype: torch dtype or its name; None uses the device's default (CUDA: bf16/fp16,
                 CPU: float32 or ``$AGL_CPU_DTYPE``).
+            runtime: the vision tower's CPU runtime, ``"openvino"`` or ``"torch"``; default
+                ``pipeline.models.openvino_runtime.cpu_runtime()``.
             **kwargs: passed to the constructor (``name``, ``max_new_tokens``, ``loc_tolerance``,
                 ``num_beams``).
 
@@ -135,6 +141,7 @@ class FlorenceDetector:
         from transformers import Florence2ForConditionalGeneration, Florence2Processor
 
         from pipeline.models.device import parse_dtype
+        from pipeline.models.openvino_runtime import CallModule, accelerate
 
         path = Path(path)
         if not path.is_dir():
@@ -147,7 +154,25 @@ class FlorenceDetector:
         model.to(auto_device).eval()
         processor = Florence2Processor.from_pretrained(path)
         kwargs.setdefault("name", path.name)
-        return cls(model, processor, **kwargs)
+        det = cls(model, processor, **kwargs)
+        size = processor.image_processor.size
+        det.vision = accelerate(
+            "florence-vision", path, auto_device,
+            lambda: CallModule(Florence2ForConditionalGeneration.from_pretrained(path),
+                               lambda m, x: m.model.get_image_features(x).pooler_output),
+            (1, 3, int(size["height"]), int(size["width"])), dtype, runtime)
+        if det.vision is not None:
+            model.model.get_image_features = det._image_features  # read by the model's forward
+        return det
+
+    def _image_features(self, pixel_values: torch.Tensor, **kwargs: Any) -> Any:
+        """``Florence2Model.get_image_features`` through :attr:`vision` (or PyTorch when None)."""
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        inner = self.model.model
+        if self.vision is None:
+            return type(inner).get_image_features(inner, pixel_values, **kwargs)
+        return BaseModelOutputWithPooling(pooler_output=self.vision(pixel_values)[0])
 
     # ------------------------------------------------------------------ prompts
     def prompt_tokens(self, caption: str) -> int:
@@ -276,6 +301,8 @@ class FlorenceDetector:
                 f"included), got {length}; split the classes with plan_prompts"
             )
         device, dtype = self.device, self.dtype
+        if self.vision is not None:  # OpenVINO takes float32 pixels (no rounding to bfloat16)
+            dtype = torch.float32
         return {
             k: v.to(device=device, dtype=dtype) if k == "pixel_values" else v.to(device)
             for k, v in inputs.items()

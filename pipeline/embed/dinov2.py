@@ -23,6 +23,7 @@ Coordinates: ``xyxy`` is (N, 4) absolute pixels of the image, x = column, y = ro
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -98,6 +99,8 @@ class Dinov2Embedder:
         self._first_patch = 1 + int(getattr(model.config, "num_register_tokens", 0) or 0)
         self._mean = np.asarray(image_mean, np.float32) * 255.0
         self._std = np.asarray(image_std, np.float32) * 255.0
+        # The ViT compiled with OpenVINO (CPU), or None for the PyTorch module.
+        self.vision: Any = None
 
     @classmethod
     def from_pretrained(
@@ -109,6 +112,7 @@ class Dinov2Embedder:
         version: str | None = None,
         pooling: str = "cls",
         batch_size: int = 16,
+        runtime: str | None = None,
     ) -> Dinov2Embedder:
         """Load a ``save_pretrained`` DINOv2 folder.
 
@@ -118,18 +122,27 @@ class Dinov2Embedder:
             version: version label; default from the hidden size (``"dinov2-base"`` for 768).
             pooling: ``"cls"`` or ``"cls+mean"``.
             batch_size: crops per forward pass.
+            runtime: the ViT's CPU runtime, ``"openvino"`` or ``"torch"``; default
+                ``pipeline.models.openvino_runtime.cpu_runtime()``.
         """
         from transformers import AutoModel
 
         from pipeline.models.device import resolve_device_dtype
         from pipeline.models.loader import read_normalisation
+        from pipeline.models.openvino_runtime import CallModule, accelerate
 
         device, dtype = resolve_device_dtype(device, dtype)
         path = Path(path)
         model = AutoModel.from_pretrained(path, dtype=dtype).to(device)
         mean, std = read_normalisation(path, IMAGENET_MEAN, IMAGENET_STD)
-        return cls(model, device=device, dtype=dtype, version=version, pooling=pooling,
-                   batch_size=batch_size, image_mean=mean, image_std=std)
+        emb = cls(model, device=device, dtype=dtype, version=version, pooling=pooling,
+                  batch_size=batch_size, image_mean=mean, image_std=std)
+        size = emb.input_size
+        emb.vision = accelerate(
+            "dinov2", path, device,
+            lambda: CallModule(AutoModel.from_pretrained(path), lambda m, x: m(pixel_values=x).last_hidden_state),
+            (1, 3, size, size), dtype, runtime)
+        return emb
 
     def preprocess(self, image: np.ndarray, xyxy: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
         """Masked, padded, letterboxed crops: (N, input_size, input_size, 3) uint8.
@@ -163,8 +176,11 @@ class Dinov2Embedder:
         result = np.zeros((n, self.dim), dtype=np.float32)
         for i in range(0, n, self.batch_size):
             batch = (crops[i:i + self.batch_size].astype(np.float32) - self._mean) / self._std
-            x = torch.from_numpy(batch).permute(0, 3, 1, 2).to(device=self.device, dtype=self.dtype)
-            hidden = self.model(pixel_values=x).last_hidden_state  # (B, 1 + R + P, C), layer-normed
+            x = torch.from_numpy(batch).permute(0, 3, 1, 2)
+            if self.vision is not None:  # OpenVINO (pipeline.models.openvino_runtime)
+                hidden = self.vision(x)[0]
+            else:  # (B, 1 + R + P, C), layer-normed
+                hidden = self.model(pixel_values=x.to(device=self.device, dtype=self.dtype)).last_hidden_state
             feats = hidden[:, 0]
             if self.pooling == "cls+mean":
                 feats = torch.cat([feats, hidden[:, self._first_patch:].mean(dim=1)], dim=-1)

@@ -45,6 +45,9 @@ class ModelManager:
         dtype: a torch dtype or its name to force one precision for every model; None uses the
             device's default (CUDA bf16/fp16, CPU float32 or ``$AGL_CPU_DTYPE``).
         download: allow hub downloads when weights are not on disk (offline still fails fast).
+        runtime: the vision encoders' CPU runtime, ``"openvino"`` or ``"torch"``; None uses
+            ``pipeline.models.openvino_runtime.cpu_runtime()`` (``$AGL_CPU_RUNTIME``, else
+            OpenVINO when installed).
 
     Raises:
         ValueError: unknown profile, role or dtype name.
@@ -59,8 +62,10 @@ class ModelManager:
         *,
         dtype: Any = None,
         download: bool = True,
+        runtime: str | None = None,
     ) -> None:
         self.profile = profile
+        self.runtime = runtime
         self.specs: dict[str, ModelSpec] = get_profile(profile, overrides)
         self.weights_dir = None if weights_dir is None else Path(weights_dir)
         self.device_pref = device
@@ -137,7 +142,8 @@ class ModelManager:
             path = self.weights_path("detector")
             device, dtype = self.device_dtype()
             self._paths["detector"] = path
-            return FlorenceDetector.from_pretrained(path, device=device, dtype=dtype, name=self.specs["detector"].name)
+            return FlorenceDetector.from_pretrained(path, device=device, dtype=dtype, name=self.specs["detector"].name,
+                                                    runtime=self.runtime)
 
         return self._get("detector", build)
 
@@ -161,7 +167,8 @@ class ModelManager:
             path = self.weights_path("segmenter")
             device, dtype = self.device_dtype()
             self._paths["segmenter"] = path
-            return Sam2Segmenter.from_pretrained(path, device=device, dtype=dtype, name=self.specs["segmenter"].name)
+            return Sam2Segmenter.from_pretrained(path, device=device, dtype=dtype, name=self.specs["segmenter"].name,
+                                                 runtime=self.runtime)
 
         return self._get("segmenter", build)
 
@@ -198,7 +205,8 @@ class ModelManager:
             path = self.weights_path("embedder")
             device, dtype = self.device_dtype()
             self._paths["embedder"] = path
-            return Dinov2Embedder.from_pretrained(path, device=device, dtype=dtype, version=_release_name(spec))
+            return Dinov2Embedder.from_pretrained(path, device=device, dtype=dtype, version=_release_name(spec),
+                                                  runtime=self.runtime)
 
         return self._get("embedder", build)
 
@@ -285,7 +293,8 @@ class ModelManager:
 
         Returns:
             ``{role: {"name", "hub_id", "loaded", "weights_present", "path", "source", "device",
-            "dtype", "error"}}`` for ``detector``, ``segmenter``, ``embedder`` and ``grabcut``
+            "dtype", "runtime", "error"}}`` (``runtime``: the loaded model's vision encoder on
+            ``"openvino"`` or ``"torch"``) for ``detector``, ``segmenter``, ``embedder`` and ``grabcut``
             (which needs no weights). ``source`` is ``"local"``, ``"weights-dir"``,
             ``"hf-cache"`` or None; ``error`` is the last load failure or a folder problem.
         """
@@ -295,7 +304,7 @@ class ModelManager:
             entry: dict[str, Any] = {
                 "name": spec.name, "hub_id": spec.hub_id, "loaded": role in self._objects,
                 "weights_present": False, "path": None, "source": None,
-                "device": None, "dtype": None, "error": self._errors.get(role),
+                "device": None, "dtype": None, "runtime": None, "error": self._errors.get(role),
             }
             try:
                 found = locate_weights(spec, weights_dir=self.weights_dir)
@@ -308,11 +317,13 @@ class ModelManager:
                 entry["path"] = str(self._paths.get(role, entry["path"]))
                 entry["device"] = str(getattr(obj, "device", "")) or None
                 entry["dtype"] = str(getattr(obj, "dtype", "")).removeprefix("torch.") or None
+                # the vision encoder's runtime (pipeline.models.openvino_runtime)
+                entry["runtime"] = "openvino" if getattr(obj, "vision", None) is not None else "torch"
             out[role] = entry
         out["grabcut"] = {
             "name": "grabcut", "hub_id": None, "loaded": "grabcut" in self._objects,
             "weights_present": True, "path": None, "source": "builtin",
-            "device": "cpu", "dtype": None, "error": None,
+            "device": "cpu", "dtype": None, "runtime": None, "error": None,
         }
         return out
 

@@ -61,6 +61,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -163,6 +164,8 @@ class Sam2Segmenter:
         self._key: str | None = None
         self._hw: tuple[int, int] | None = None
         self._features: list[torch.Tensor] | None = None
+        # The image encoder compiled with OpenVINO (CPU), or None for the PyTorch module.
+        self.vision: Any = None
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -174,6 +177,7 @@ class Sam2Segmenter:
         *,
         cache_size: int = 6,
         name: str | None = None,
+        runtime: str | None = None,
     ) -> Sam2Segmenter:
         """Load a ``save_pretrained`` SAM2 folder (config.json + weights).
 
@@ -182,18 +186,27 @@ class Sam2Segmenter:
             device / dtype: default ``pipeline.models.device.pick_device_dtype()``.
             cache_size: how many image embeddings the LRU keeps (~17 MB each in float32 at 1024^2).
             name: version label; default the folder name.
+            runtime: the image encoder's CPU runtime, ``"openvino"`` or ``"torch"``; default
+                ``pipeline.models.openvino_runtime.cpu_runtime()``.
         """
         from transformers import Sam2Model
 
         from pipeline.models.device import resolve_device_dtype
         from pipeline.models.loader import read_normalisation
+        from pipeline.models.openvino_runtime import CallModule, accelerate
 
         device, dtype = resolve_device_dtype(device, dtype)
         path = Path(path)
         model = Sam2Model.from_pretrained(path, dtype=dtype).to(device)
         mean, std = read_normalisation(path, IMAGENET_MEAN, IMAGENET_STD)
-        return cls(model, device=device, dtype=dtype, image_mean=mean, image_std=std,
-                   cache_size=cache_size, name=name or path.name)
+        seg = cls(model, device=device, dtype=dtype, image_mean=mean, image_std=std,
+                  cache_size=cache_size, name=name or path.name)
+        size = seg.input_size
+        seg.vision = accelerate(
+            "sam2-encoder", path, device,
+            lambda: CallModule(Sam2Model.from_pretrained(path), lambda m, x: tuple(m.get_image_embeddings(x))),
+            (1, 3, size, size), dtype, runtime)
+        return seg
 
     # ------------------------------------------------------------------ image state
     @property
@@ -213,15 +226,20 @@ class Sam2Segmenter:
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """RGB uint8 (H, W, 3) -> normalised (1, 3, S, S) tensor on the model's device/dtype."""
+        return self._pixels(image).to(device=self.device, dtype=self.dtype)
+
+    def _pixels(self, image: np.ndarray) -> torch.Tensor:
+        """:meth:`preprocess` in float32 on the CPU (what the OpenVINO encoder is given)."""
         x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
         x = F.interpolate(x[None], size=(self.input_size, self.input_size), mode="bilinear",
                           align_corners=False, antialias=True)[0]
-        x = (x - self._mean) / self._std
-        return x[None].to(device=self.device, dtype=self.dtype)
+        return ((x - self._mean) / self._std)[None]
 
     @torch.inference_mode()
     def _encode(self, image: np.ndarray) -> list[torch.Tensor]:
         self.encoder_calls += 1
+        if self.vision is not None:  # OpenVINO (pipeline.models.openvino_runtime)
+            return self.vision(self._pixels(image))
         feats = self.model.get_image_embeddings(self.preprocess(image))
         return [f.detach() for f in feats]
 
@@ -436,3 +454,4 @@ class Sam2Segmenter:
         # the mask comes from the raw logits; the logits handed back are clamped (SAM2's predictor)
         low_res = low[0].clamp(-MASK_LOGIT_LIMIT, MASK_LOGIT_LIMIT).cpu().numpy().astype(np.float32)
         return PointPrediction(mask=mask, score=score, low_res_logits=low_res)
+

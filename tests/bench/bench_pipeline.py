@@ -39,10 +39,16 @@ Measured (seconds unless named otherwise; medians of ``--repeats``):
   precision (``largest_gap``: the stage losing most seconds against the peak).
 - ``fidelity`` (``tests/bench/pipeline_fidelity.py``): bfloat16 against float32 on the same
   inputs (Florence logits, auto-label boxes / masks / embeddings, SAM2 masks and logits, DINOv2
-  cosine); measured whenever both precisions run.
+  cosine); measured whenever both precisions run. With the defaults that is the app's path
+  (bfloat16, encoders on OpenVINO) against the reference (float32, transformers on PyTorch).
+- ``main.runtime`` and ``main.runtime_speedup`` (``tests/bench/pipeline_runtime.py``): which
+  runtime each model's vision encoder used, and each OpenVINO encoder against its PyTorch module
+  in the same precision, same inputs, interleaved (``speedup`` = PyTorch s / OpenVINO s).
 
 ``main`` is the default configuration (``pipeline.models.device.cpu_dtype()``: bfloat16 on CPUs
-with native bf16, else float32); ``compare`` the other precision.
+with native bf16, else float32; ``pipeline.models.openvino_runtime.cpu_runtime()``: the vision
+encoders on OpenVINO when installed); ``compare`` the reference: the other precision with every
+model on PyTorch. ``--runtime torch`` measures the PyTorch-only app.
 
 Targets (issue 3, 2 CPU cores): click p95 <= 50 ms, whole image <= 3 s, peak RSS <= 4 GB.
 ``ratios`` are measured / target (<= 1 meets the target). ``gaps`` explains each miss.
@@ -71,8 +77,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where models run (cpu)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
                         help="precision (default: the app's, bfloat16 on CPUs with native bf16, else float32)")
+    parser.add_argument("--runtime", choices=["torch", "openvino"], default=None,
+                        help="the vision encoders' CPU runtime (default: the app's, OpenVINO when installed)")
     parser.add_argument("--compare-dtype", action=argparse.BooleanOptionalAction, default=None,
-                        help="also measure the other precision (default: on for CPU)")
+                        help="also measure the reference: the other precision on PyTorch (default: on for CPU)")
     parser.add_argument("--clicks", type=int, default=30, help="timed clicks (30)")
     parser.add_argument("--tokens", type=int, default=60, help="generated tokens for the Florence timing (60)")
     parser.add_argument("--repeats", type=int, default=2, help="repeats of the slow measurements (2)")
@@ -436,27 +444,35 @@ def measure_batched(mgr, n: int, device: str) -> dict[str, float]:
 
 
 def run_suite(folders: dict[str, str], device: str, dtype: str | None, args: argparse.Namespace,
-              *, memory: bool, count_flops: bool = True,
+              *, memory: bool, count_flops: bool = True, runtime: str | None = None,
               flop_counts: dict[str, int] | None = None) -> dict[str, Any]:
-    """Every measurement in one precision; ``_capture`` (numpy outputs for ``fidelity``) and
-    ``_flop_counts`` are popped by ``run``. ``flop_counts``: counts from another precision's
-    suite (FLOPs do not depend on the precision, so they are counted once)."""
+    """Every measurement in one precision and runtime; ``_capture`` (numpy outputs for
+    ``fidelity``) and ``_flop_counts`` are popped by ``run``. ``flop_counts``: counts from another
+    suite (FLOPs depend on neither the precision nor the runtime, so they are counted once, on
+    the PyTorch modules: FlopCounterMode cannot see OpenVINO's work)."""
     from pipeline.models.manager import ModelManager
-    from tests.bench import pipeline_fidelity, pipeline_flops
+    from tests.bench import pipeline_fidelity, pipeline_flops, pipeline_runtime
 
     rss0 = _rss_mb()
-    mgr = ModelManager("cpu" if device == "cpu" else "gpu", overrides=folders, device=device, dtype=dtype)
+    mgr = ModelManager("cpu" if device == "cpu" else "gpu", overrides=folders, device=device, dtype=dtype,
+                       runtime=runtime)
     t = time.perf_counter()
     seg, det, emb = mgr.segmenter(), mgr.detector(), mgr.embedder()
     load_s = time.perf_counter() - t
     out: dict[str, Any] = {"dtype": str(seg.dtype).removeprefix("torch."), "load_s": load_s}
+    labeler = mgr.labeler()
+    out["runtime"] = pipeline_runtime.runtimes(labeler)
     out["sam2"] = measure_sam2(seg, args.clicks, args.repeats, device)
     out["florence"] = measure_florence(det, args.tokens, args.repeats, device)
     out["dinov2"] = measure_dinov2(emb, args.repeats, device)
-    labeler = mgr.labeler()
     out["autolabel"], last = measure_autolabel(labeler, args.repeats, seed0=500)
+    if "openvino" in out["runtime"].values():
+        out["runtime_speedup"] = pipeline_runtime.encoder_speedup(labeler, scene, args.repeats)
+    if count_flops and not flop_counts:
+        with pipeline_runtime.pytorch_encoders(labeler):
+            flop_counts = pipeline_flops.count_stage_flops(labeler, scripted_kwargs, scene)
     if count_flops:
-        out["_flop_counts"] = flop_counts or pipeline_flops.count_stage_flops(labeler, scripted_kwargs, scene)
+        out["_flop_counts"] = flop_counts
     out["_capture"] = pipeline_fidelity.capture(labeler, last, scripted_ids, scene)
     if memory:
         params = sum(p.numel() * p.element_size() for m in (seg.model, det.model, emb.model)
@@ -522,6 +538,11 @@ def _gaps(main: dict[str, Any], other: dict[str, Any] | None) -> dict[str, str]:
     return gaps
 
 
+def _runtime_label(suite: dict[str, Any]) -> str:
+    """``"openvino"``, ``"torch"``, or ``"openvino+torch"`` when the models differ."""
+    return "+".join(sorted(set(suite["runtime"].values())))
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -540,7 +561,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "load_avg_1m_at_start": os.getloadavg()[0], "cpu_native_bf16": cpu_has_native_bf16(),
                     **peaks},
     }
-    main = run_suite(folders, device, dtype, args, memory=True)
+    from pipeline.models.openvino_runtime import cpu_runtime
+
+    runtime = args.runtime or (cpu_runtime() if device == "cpu" else "torch")
+    main = run_suite(folders, device, dtype, args, memory=True, runtime=runtime)
     peaks = {k: max(v, w) for (k, v), w in zip(peaks.items(), reference_gflops().values(), strict=True)}
     result["main"] = main
     captures = {main["dtype"]: main.pop("_capture")}
@@ -549,7 +573,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if compare and device == "cpu":
         other_dtype = "bfloat16" if main["dtype"] == "float32" else "float32"
         args_other = argparse.Namespace(**{**vars(args), "batch_images": 0})
-        other = run_suite(folders, device, other_dtype, args_other, memory=False, flop_counts=counts)
+        # the reference: the transformers modules (PyTorch) in the other precision
+        other = run_suite(folders, device, other_dtype, args_other, memory=False, flop_counts=counts, runtime="torch")
         peaks = {k: max(v, w) for (k, v), w in zip(peaks.items(), reference_gflops().values(), strict=True)}
         captures[other["dtype"]] = other.pop("_capture")
         other.pop("_flop_counts")
@@ -563,7 +588,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if "float32" in captures and "bfloat16" in captures:
         from tests.bench.pipeline_fidelity import compare as compare_fidelity
 
-        result["fidelity"] = {"reference": "float32", "measured": "bfloat16",
+        suites = {s["dtype"]: s for s in (main, other) if s is not None}
+        result["fidelity"] = {"reference": f"float32 on {_runtime_label(suites['float32'])}",
+                              "measured": f"bfloat16 on {_runtime_label(suites['bfloat16'])}",
                               **compare_fidelity(captures["float32"], captures["bfloat16"])}
     mem = main["memory"]
     result["ratios"] = {
@@ -572,13 +599,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "whole_image_vs_3s": main["autolabel"]["total_s"] / TARGET_IMAGE_S,
         "peak_rss_vs_4GB": mem["peak_rss_mb"] / TARGET_RSS_MB,
     }
+    for name, row in main.get("runtime_speedup", {}).items():
+        result["ratios"][f"pytorch_vs_openvino_{name}"] = row["speedup"]
     if other is not None:
+        o, m = (f"{x['dtype']}_{_runtime_label(x)}" for x in (other, main))
         result["ratios"].update({
-            f"{other['dtype']}_click_p95_vs_50ms": other["sam2"]["click_p95_ms"] / TARGET_CLICK_P95_MS,
-            f"{other['dtype']}_whole_image_vs_3s": other["autolabel"]["total_s"] / TARGET_IMAGE_S,
-            f"{other['dtype']}_vs_{main['dtype']}_whole_image": other["autolabel"]["total_s"] / main["autolabel"]["total_s"],
-            f"{other['dtype']}_vs_{main['dtype']}_sam2_encoder": other["sam2"]["encoder_s"] / main["sam2"]["encoder_s"],
-            f"{other['dtype']}_vs_{main['dtype']}_florence": other["florence"]["generate_s"] / main["florence"]["generate_s"],
+            f"{o}_click_p95_vs_50ms": other["sam2"]["click_p95_ms"] / TARGET_CLICK_P95_MS,
+            f"{o}_whole_image_vs_3s": other["autolabel"]["total_s"] / TARGET_IMAGE_S,
+            f"{o}_vs_{m}_whole_image": other["autolabel"]["total_s"] / main["autolabel"]["total_s"],
+            f"{o}_vs_{m}_sam2_encoder": other["sam2"]["encoder_s"] / main["sam2"]["encoder_s"],
+            f"{o}_vs_{m}_florence": other["florence"]["generate_s"] / main["florence"]["generate_s"],
         })
     result["gaps"] = _gaps(main, other) or {"none": "all targets met"}
     return result

@@ -67,3 +67,29 @@ def test_fidelity_of_a_precision_against_itself_and_bf16(managers):
     assert 0.0 < half["florence"]["logits_max_abs_diff"] < 1.0 and half["florence"]["argmax_agreement"] >= 0.9
     assert half["dinov2"]["cosine_min"] >= 0.99
     assert np.isfinite(half["sam2"]["click_logits_max_abs_diff"])
+
+
+def test_runtime_speedup_times_both_runtimes_and_flops_count_pytorch(tmp_path, monkeypatch):
+    from pipeline.models import openvino_runtime
+    from pipeline.models.manager import ModelManager
+    from tests.bench.pipeline_runtime import encoder_speedup, pytorch_encoders, runtimes
+
+    if not openvino_runtime.openvino_installed():
+        pytest.skip("openvino is not installed")
+    monkeypatch.setenv("AGL_OV_CACHE", str(tmp_path / "ov"))
+    root = build_chain_models(tmp_path / "chain")["detector"].parent
+    labeler = ModelManager("cpu", weights_dir=root, device="cpu", dtype="float32", download=False,
+                           runtime="openvino").labeler()
+    assert runtimes(labeler) == {"detector": "openvino", "segmenter": "openvino", "embedder": "openvino"}
+    rows = encoder_speedup(labeler, scene, repeats=2)
+    assert set(rows) == {"sam2_encoder", "florence_vision", "dinov2_5_crops"}
+    for row in rows.values():
+        assert row["openvino_s"] > 0 and row["pytorch_s"] > 0
+        assert row["speedup"] == pytest.approx(row["pytorch_s"] / row["openvino_s"])
+    calls = labeler.segmenter.vision.calls
+    with pytorch_encoders(labeler):
+        assert set(runtimes(labeler).values()) == {"torch"}
+        counts = count_stage_flops(labeler, scripted_kwargs, scene)
+    assert labeler.segmenter.vision.calls == calls  # counted on PyTorch: OpenVINO did not run
+    assert set(runtimes(labeler).values()) == {"openvino"}  # restored
+    assert counts["segment_encode"] > 0 and counts["florence_vision"] > 0 and counts["embed"] > 0

@@ -1,0 +1,230 @@
+"""OpenVINO for the three vision encoders on CPU; the transformers modules stay the reference.
+
+On a CPU, ``Sam2Model.get_image_embeddings`` (Hiera + FPN), Florence-2's DaViT vision tower +
+projector and DINOv2's ViT are the bulk of an auto-label's arithmetic. Compiled with OpenVINO's
+CPU plugin (oneDNN kernels with fused permutes, layout-aware convolutions and bfloat16 on CPUs
+with native bf16 units) they run 1.7-3.5x faster than PyTorch's eager bfloat16 on the build
+machine's AVX-512 cores (``launch.py bench pipeline`` prints the same-run figures). Everything
+else (SAM2's prompt decoder and clicks, Florence's text encoder and token loop) stays PyTorch.
+
+How it works:
+
+- :func:`cpu_runtime`: ``$AGL_CPU_RUNTIME`` (``openvino`` / ``torch``) when set, else
+  ``openvino`` when the package is installed, else ``torch``.
+- :func:`compile_encoder`: traces the encoder module (float32 weights) with
+  ``openvino.convert_model`` once, saves the IR (``model.xml`` + ``model.bin``, float32
+  weights) under ``$AGL_OV_CACHE`` or ``~/.cache/agenticlabeling/openvino/<role>-<key>/``
+  (the key hashes the model folder's config and weight files, the input shape and the library
+  versions, so new weights or a new OpenVINO convert again), and compiles it for the CPU with
+  the precision the PyTorch model runs in (``bf16`` for bfloat16, ``f32`` for float32). The
+  first load of each model converts (tens of seconds, logged); later loads read the IR (~1 s).
+- :class:`OvEncoder`: ``encoder(x) -> [torch.Tensor]`` in the caller's dtype; one infer
+  request per call, so threads can share it.
+- :func:`accelerate`: what the model classes call; returns None (PyTorch) when the runtime is
+  ``torch``, the device is not a CPU, or conversion fails (logged with the reason: the app
+  keeps working on the PyTorch path).
+
+OpenVINO's converter sends usage statistics through ``openvino_telemetry`` unless the user
+opted out; this module blocks that import before OpenVINO's tools load, so the stub that
+sends nothing is used (a local-first tool does not phone home).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("torch", "openvino")
+FORMAT_VERSION = "1"  # bump when the traced wrappers change what they compute
+
+
+def openvino_installed() -> bool:
+    """True when the ``openvino`` package can be imported."""
+    return importlib.util.find_spec("openvino") is not None
+
+
+def cpu_runtime() -> str:
+    """The CPU runtime of the vision encoders: ``$AGL_CPU_RUNTIME`` when set, else
+    ``"openvino"`` when installed, else ``"torch"``.
+
+    Raises:
+        ValueError: ``AGL_CPU_RUNTIME`` names something else, or asks for OpenVINO that is not
+            installed.
+    """
+    value = os.environ.get("AGL_CPU_RUNTIME", "").strip().lower()
+    if not value:
+        return "openvino" if openvino_installed() else "torch"
+    if value not in RUNTIMES:
+        raise ValueError(f"AGL_CPU_RUNTIME: expected one of {RUNTIMES}, got {value!r}")
+    if value == "openvino" and not openvino_installed():
+        raise ValueError("AGL_CPU_RUNTIME=openvino: the openvino package is not installed (pip install -r requirements.txt)")
+    return value
+
+
+def cache_root() -> Path:
+    """Where converted models are kept: ``$AGL_OV_CACHE`` or ``~/.cache/agenticlabeling/openvino``."""
+    env = os.environ.get("AGL_OV_CACHE", "").strip()
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "agenticlabeling" / "openvino"
+
+
+def _import_openvino() -> Any:
+    """``openvino``, with its converter's telemetry replaced by the stub that sends nothing."""
+    if "openvino.tools.ovc.convert_impl" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]  # import -> ImportError
+    import openvino as ov
+    from openvino.tools.ovc import convert_impl, telemetry_stub, telemetry_utils
+
+    convert_impl.tm = telemetry_stub
+    telemetry_utils.tm = telemetry_stub
+    return ov
+
+
+def cache_key(role: str, folder: Path, input_shape: Sequence[int]) -> str:
+    """A hash of what the converted model depends on: the folder's config and weight files
+    (names, sizes, modification times), the traced input shape and the library versions."""
+    import transformers
+
+    ov = _import_openvino()
+    files = []
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and (f.name == "config.json" or f.suffix in (".safetensors", ".bin", ".pt")):
+            st = f.stat()
+            files.append([f.name, st.st_size, st.st_mtime_ns])
+    blob = json.dumps({
+        "role": role, "format": FORMAT_VERSION, "folder": str(folder.resolve()), "files": files,
+        "shape": list(input_shape), "openvino": ov.__version__, "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class CallModule(torch.nn.Module):
+    """``call(model, x)`` as a float32 module's ``forward``: what OpenVINO traces."""
+
+    def __init__(self, model: torch.nn.Module, call: Callable[[torch.nn.Module, torch.Tensor], Any]) -> None:
+        super().__init__()
+        self.model = model.float().eval()
+        self.call = call
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.call(self.model, x)
+
+
+class OvEncoder:
+    """A compiled encoder: ``encoder(x)`` -> its outputs as torch tensors of ``out_dtype``.
+
+    Args:
+        compiled: an ``openvino.CompiledModel``.
+        out_dtype: the dtype the PyTorch code downstream expects.
+        precision: the inference precision it was compiled with (``"bf16"`` / ``"f32"``).
+        source: the IR file it came from.
+    """
+
+    def __init__(self, compiled: Any, out_dtype: torch.dtype, precision: str, source: Path) -> None:
+        self.compiled = compiled
+        self.out_dtype = out_dtype
+        self.precision = precision
+        self.source = source
+        self.calls = 0
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Runs the encoder on ``x`` (any float dtype; given to OpenVINO as float32)."""
+        arr = np.ascontiguousarray(x.detach().to(device="cpu", dtype=torch.float32).numpy())
+        request = self.compiled.create_infer_request()  # per call: requests are not thread-safe
+        out = request.infer({0: arr})
+        self.calls += 1
+        return [torch.from_numpy(np.array(out[o])).to(self.out_dtype) for o in self.compiled.outputs]
+
+
+def compile_encoder(
+    role: str,
+    folder: str | Path,
+    build: Callable[[], torch.nn.Module],
+    input_shape: Sequence[int],
+    out_dtype: torch.dtype,
+) -> OvEncoder:
+    """The encoder of ``role`` compiled with OpenVINO, converted on first use and cached.
+
+    Args:
+        role: a name for logs and the cache folder (``"sam2-encoder"``, ...).
+        folder: the model's weights folder (part of the cache key).
+        build: returns the float32 PyTorch module to trace (called only when converting);
+            its ``forward`` takes one ``(B, 3, S, S)`` float32 tensor.
+        input_shape: ``(B, 3, S, S)`` of the example input; B is dynamic in the IR.
+        out_dtype: the PyTorch model's dtype: also picks OpenVINO's inference precision
+            (bfloat16 -> ``bf16``, else ``f32``).
+
+    Raises:
+        Exception: whatever the conversion or compilation raised (``accelerate`` catches it).
+    """
+    ov = _import_openvino()
+    folder = Path(folder)
+    target = cache_root() / f"{role}-{cache_key(role, folder, input_shape)}"
+    xml = target / "model.xml"
+    if not xml.is_file():
+        t0 = time.perf_counter()
+        log.warning("converting %s (%s) for OpenVINO once; cached in %s", role, folder.name, target)
+        module = build().eval()
+        example = torch.zeros(tuple(input_shape), dtype=torch.float32)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer's deprecation and TracerWarnings
+            model = ov.convert_model(module, example_input=example,
+                                     input=[ov.PartialShape([-1, *list(input_shape)[1:]])])
+        del module
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{role}-", dir=target.parent))
+        try:
+            ov.save_model(model, tmp / "model.xml", compress_to_fp16=False)
+            try:
+                os.replace(tmp, target)  # atomic: another process may have finished first
+            except OSError:
+                if not xml.is_file():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        log.warning("converted %s in %.1f s", role, time.perf_counter() - t0)
+    precision = "bf16" if out_dtype == torch.bfloat16 else "f32"
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(xml), "CPU",
+                                  {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"})
+    return OvEncoder(compiled, out_dtype, precision, xml)
+
+
+def accelerate(
+    role: str,
+    folder: str | Path,
+    device: torch.device | str,
+    build: Callable[[], torch.nn.Module],
+    input_shape: Sequence[int],
+    out_dtype: torch.dtype,
+    runtime: str | None = None,
+) -> OvEncoder | None:
+    """:func:`compile_encoder` when the runtime (``runtime`` or :func:`cpu_runtime`) is OpenVINO
+    and ``device`` is a CPU; None (stay on PyTorch) otherwise or when conversion fails."""
+    if torch.device(device).type != "cpu":
+        return None
+    runtime = runtime or cpu_runtime()
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime: expected one of {RUNTIMES}, got {runtime!r}")
+    if runtime != "openvino":
+        return None
+    try:
+        return compile_encoder(role, folder, build, input_shape, out_dtype)
+    except Exception as exc:  # noqa: BLE001 - any failure leaves the PyTorch path, said once
+        log.warning("OpenVINO unavailable for %s (%s: %s); using PyTorch", role, type(exc).__name__, exc)
+        return None

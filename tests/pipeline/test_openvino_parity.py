@@ -1,0 +1,224 @@
+"""OpenVINO vision encoders (the CPU default when installed) against the PyTorch modules.
+
+The same inputs run through both runtimes on tiny random models; tolerances, with what they
+measured (openvino 2026.4, AVX-512):
+
+- float32 (OpenVINO compiled with ``f32``): SAM2 feature maps within 1e-5 of PyTorch's
+  (measured 3e-8), box masks agree on >= 99.9 % of pixels (measured 99.999 %), a refinement
+  click's mask IoU >= 0.99; DINOv2 cosine >= 0.9999 (measured 1.0); Florence-2 the same boxes
+  and confidences within 1e-3 (measured equal).
+- The default chain (``ModelManager`` with no runtime and no dtype on a bf16 CPU: OpenVINO in
+  ``bf16``) labels the scene with the same objects as the PyTorch float32 reference, within the
+  bfloat16 tolerances of ``test_bf16_parity.py``.
+- Conversion happens once per model (the IR is cached and reused, a changed weights file
+  converts again); a failing conversion leaves the PyTorch path working; the converter sends
+  no telemetry.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from pipeline.models import device as device_mod
+from pipeline.models import openvino_runtime as ovr
+from tests.chain_models import SCENE_CLASSES, build_chain_models, scene_boxes, scene_image
+
+pytestmark = pytest.mark.skipif(not ovr.openvino_installed(), reason="openvino is not installed")
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    return build_chain_models(tmp_path_factory.mktemp("ov-chain"))
+
+
+@pytest.fixture
+def ov_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "ov-cache"
+    monkeypatch.setenv("AGL_OV_CACHE", str(cache))
+    return cache
+
+
+def _boxes() -> np.ndarray:
+    return np.array([scene_boxes()[c] for c in SCENE_CLASSES], np.float32)
+
+
+def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.logical_and(a, b).sum() / max(1, np.logical_or(a, b).sum()))
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=-1)
+    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=-1)  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None] - inter)
+
+
+def test_openvino_sam2_encoder_matches_pytorch(chain, ov_cache):
+    from pipeline.segment.sam2 import Sam2Segmenter
+
+    image, boxes = scene_image(), _boxes()
+    ov = Sam2Segmenter.from_pretrained(chain["segmenter"], device="cpu", dtype=torch.float32, runtime="openvino")
+    pt = Sam2Segmenter.from_pretrained(chain["segmenter"], device="cpu", dtype=torch.float32, runtime="torch")
+    assert ov.vision is not None and ov.vision.precision == "f32" and pt.vision is None
+    for a, b in zip(ov._encode(image), pt._encode(image), strict=True):
+        assert a.shape == b.shape and a.dtype == torch.float32
+        assert float((a - b).abs().max()) <= 1e-5 * max(1.0, float(b.abs().max()))
+    ov.set_image(image)
+    pt.set_image(image)
+    m_ov, s_ov = ov.predict_boxes(boxes)
+    m_pt, s_pt = pt.predict_boxes(boxes)
+    assert m_pt.any(axis=(1, 2)).all()  # real masks, not empty agreement
+    for a, b in zip(m_ov, m_pt, strict=True):
+        assert (a == b).mean() >= 0.999
+    np.testing.assert_allclose(s_ov, s_pt, atol=1e-4)
+    pts = np.array([(boxes[0, :2] + boxes[0, 2:]) / 2, boxes[0, :2] + 5, boxes[1, :2] + 5], np.float32)
+    c_ov = ov.predict_points(pts, np.array([1, 1, 0]), multimask=False)
+    c_pt = pt.predict_points(pts, np.array([1, 1, 0]), multimask=False)
+    assert c_pt.mask.any() and _mask_iou(c_ov.mask, c_pt.mask) >= 0.99
+    assert ov.vision.calls >= 2  # the encoder really ran on OpenVINO
+
+
+def test_openvino_dinov2_vectors_match_pytorch(chain, ov_cache):
+    from pipeline.embed.dinov2 import Dinov2Embedder
+
+    image = scene_image()
+    boxes = np.concatenate([_boxes(), [[10, 10, 60, 50], [200, 150, 300, 230]]]).astype(np.float32)
+    ov = Dinov2Embedder.from_pretrained(chain["embedder"], device="cpu", dtype=torch.float32, runtime="openvino")
+    pt = Dinov2Embedder.from_pretrained(chain["embedder"], device="cpu", dtype=torch.float32, runtime="torch")
+    v_ov, v_pt = ov.embed(image, boxes), pt.embed(image, boxes)
+    assert v_ov.shape == v_pt.shape == (len(boxes), pt.dim) and ov.version == pt.version
+    assert np.all(np.sum(v_ov * v_pt, axis=1) >= 0.9999)
+    assert list(np.argmax(v_ov @ v_pt.T, axis=1)) == list(range(len(boxes)))  # distinct crops stay distinct
+    assert ov.vision.calls >= 1
+
+
+def test_openvino_florence_detects_like_pytorch(chain, ov_cache):
+    from pipeline.detect.florence import FlorenceDetector
+
+    image = scene_image()
+    ov = FlorenceDetector.from_pretrained(chain["detector"], device="cpu", dtype=torch.float32, runtime="openvino")
+    pt = FlorenceDetector.from_pretrained(chain["detector"], device="cpu", dtype=torch.float32, runtime="torch")
+    got, ref = ov.detect(image, SCENE_CLASSES), pt.detect(image, SCENE_CLASSES)
+    assert len(ref) == len(SCENE_CLASSES) == len(got)
+    np.testing.assert_allclose(got.xyxy, ref.xyxy, atol=1e-3)
+    assert list(got.class_id) == list(ref.class_id)
+    np.testing.assert_allclose(got.confidence, ref.confidence, atol=1e-3)
+    assert ov.vision.calls >= 1
+    # the image features themselves, through the model's own entry point
+    px = pt.preprocess(image, "<OD>")["pixel_values"]
+    with torch.inference_mode():
+        a = ov.model.get_image_features(pixel_values=px).pooler_output
+        b = pt.model.get_image_features(pixel_values=px).pooler_output
+    assert a.shape == b.shape and float((a - b).abs().max()) <= 1e-4 * max(1.0, float(b.abs().max()))
+
+
+def test_default_chain_runs_openvino_bf16_and_labels_like_pytorch_float32(chain, ov_cache, monkeypatch):
+    from pipeline.models.manager import ModelManager
+
+    root = chain["detector"].parent
+    monkeypatch.setattr(device_mod, "cpu_has_native_bf16", lambda flags=None: True)
+    monkeypatch.delenv("AGL_CPU_DTYPE", raising=False)
+    monkeypatch.delenv("AGL_CPU_RUNTIME", raising=False)
+    assert ovr.cpu_runtime() == "openvino"
+    default = ModelManager("cpu", weights_dir=root, device="cpu", download=False)
+    monkeypatch.setenv("AGL_CPU_RUNTIME", "torch")
+    reference = ModelManager("cpu", weights_dir=root, device="cpu", dtype="float32", download=False)
+    image = scene_image()
+    ref = reference.labeler().label(image, SCENE_CLASSES, confidence=0.0)
+    monkeypatch.delenv("AGL_CPU_RUNTIME")
+    got = default.labeler().label(image, SCENE_CLASSES, confidence=0.0)
+    status = default.status()
+    assert {status[r]["runtime"] for r in ("detector", "segmenter", "embedder")} == {"openvino"}
+    assert default.segmenter().vision.precision == "bf16" and reference.segmenter().vision is None
+    assert len(ref) == len(SCENE_CLASSES) == len(got)
+    iou = _box_iou(ref.xyxy, got.xyxy)
+    rows, cols = linear_sum_assignment(-iou)
+    assert np.all(iou[rows, cols] >= 0.99)
+    for r, c in zip(rows, cols, strict=True):
+        assert _mask_iou(ref.mask[r], got.mask[c]) >= 0.9
+        assert float(ref.data["embedding"][r] @ got.data["embedding"][c]) >= 0.99
+
+
+def test_conversion_is_cached_and_redone_for_new_weights(chain, ov_cache, monkeypatch, tmp_path):
+    import shutil
+
+    from pipeline.segment.sam2 import Sam2Segmenter
+
+    folder = tmp_path / "sam2"
+    shutil.copytree(chain["segmenter"], folder)
+    first = Sam2Segmenter.from_pretrained(folder, device="cpu", dtype=torch.float32, runtime="openvino")
+    saved = sorted(ov_cache.glob("sam2-encoder-*/model.xml"))
+    assert first.vision is not None and len(saved) == 1 and first.vision.source == saved[0]
+    ov = ovr._import_openvino()
+    converted = []
+    real = ov.convert_model
+    monkeypatch.setattr(ov, "convert_model", lambda *a, **k: converted.append(1) or real(*a, **k))
+    again = Sam2Segmenter.from_pretrained(folder, device="cpu", dtype=torch.float32, runtime="openvino")
+    assert again.vision.source == saved[0] and converted == []  # read from the cache
+    weights = next(folder.glob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    newer = Sam2Segmenter.from_pretrained(folder, device="cpu", dtype=torch.float32, runtime="openvino")
+    assert converted == [1] and newer.vision.source != saved[0]
+    assert len(list(ov_cache.glob("sam2-encoder-*/model.xml"))) == 2
+    assert not list(ov_cache.glob(".sam2-encoder-*"))  # no temporary folder left behind
+
+
+def test_failed_conversion_keeps_the_pytorch_path(chain, ov_cache, monkeypatch, caplog):
+    from pipeline.segment.sam2 import Sam2Segmenter
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("unsupported operator aten::frobnicate")
+
+    monkeypatch.setattr(ovr, "compile_encoder", boom)
+    with caplog.at_level(logging.WARNING, logger="pipeline.models.openvino_runtime"):
+        seg = Sam2Segmenter.from_pretrained(chain["segmenter"], device="cpu", dtype=torch.float32, runtime="openvino")
+    assert seg.vision is None
+    assert "OpenVINO unavailable for sam2-encoder" in caplog.text and "aten::frobnicate" in caplog.text
+    seg.set_image(scene_image())
+    masks, _ = seg.predict_boxes(_boxes())
+    assert masks.any(axis=(1, 2)).all()
+
+
+def test_converter_sends_no_telemetry(chain, ov_cache, monkeypatch):
+    from pipeline.embed.dinov2 import Dinov2Embedder
+
+    attempts = []
+    real_connect = socket.socket.connect
+
+    def connect(self, address):
+        attempts.append(address)
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    emb = Dinov2Embedder.from_pretrained(chain["embedder"], device="cpu", dtype=torch.float32, runtime="openvino")
+    assert emb.vision is not None and list(ov_cache.glob("dinov2-*/model.xml"))
+    assert attempts == []
+    from openvino.tools.ovc import convert_impl, telemetry_stub
+
+    assert convert_impl.tm is telemetry_stub
+
+
+def test_cpu_runtime_setting(monkeypatch):
+    monkeypatch.delenv("AGL_CPU_RUNTIME", raising=False)
+    assert ovr.cpu_runtime() == "openvino"
+    monkeypatch.setenv("AGL_CPU_RUNTIME", "torch")
+    assert ovr.cpu_runtime() == "torch"
+    assert ovr.accelerate("x", ".", "cpu", lambda: None, (1, 3, 8, 8), torch.float32) is None
+    monkeypatch.setenv("AGL_CPU_RUNTIME", "onnx")
+    with pytest.raises(ValueError, match="AGL_CPU_RUNTIME: expected one of"):
+        ovr.cpu_runtime()
+    monkeypatch.setenv("AGL_CPU_RUNTIME", "openvino")
+    monkeypatch.setattr(ovr, "openvino_installed", lambda: False)
+    with pytest.raises(ValueError, match="openvino package is not installed"):
+        ovr.cpu_runtime()
+    monkeypatch.delenv("AGL_CPU_RUNTIME")
+    assert ovr.cpu_runtime() == "torch"  # not installed: PyTorch without a word
+    # a GPU keeps PyTorch whatever the setting
+    assert ovr.accelerate("x", ".", "cuda", lambda: None, (1, 3, 8, 8), torch.float32, "openvino") is None
