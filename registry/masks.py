@@ -188,17 +188,12 @@ def box_iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(mask_utils.iou(a.tolist(), b.tolist(), [0] * len(b)), dtype=np.float64).reshape(len(a), len(b))
 
 
-#: ``-(1 << 5 * g)`` for a number of ``g`` characters (g <= 13; numpy's shift gives 0 at 65 bits).
-_NEG_EXTEND = -np.left_shift(np.int64(1), 5 * np.arange(14, dtype=np.int64))
-
-
 def validate_many(rles: Sequence[RLE], coco_out: list | None = None) -> np.ndarray:
-    """:func:`validate` for many RLEs with a handful of numpy calls (registration batches).
+    """:func:`validate` for many RLEs in one compiled pass (registration batches).
 
-    Decodes every counts string at once (segmented) and checks the runs are non-negative and
-    sum to ``H*W`` per RLE. The work is per *number* (a few per column of an object), not per
-    character: numbers are assembled from their characters in at most 13 vectorised steps,
-    and the delta chains are two segmented cumulative sums.
+    Decodes every counts string (``registry.rle_check``: numba, bounds-checked) and checks the
+    characters, that numbers are complete and below 2**60, every run is in [0, H*W] and the runs
+    sum to ``H*W`` per RLE.
 
     Args:
         rles: the RLEs to check.
@@ -212,6 +207,8 @@ def validate_many(rles: Sequence[RLE], coco_out: list | None = None) -> np.ndarr
     Raises:
         ValueError: naming the first bad RLE's position.
     """
+    from registry import rle_check
+
     if not rles:
         return np.zeros(0, dtype=np.int64)
     blobs, sizes, hws = [], [], []
@@ -230,70 +227,12 @@ def validate_many(rles: Sequence[RLE], coco_out: list | None = None) -> np.ndarr
     n = len(blobs)
     blob_end = np.cumsum(np.fromiter((len(b) for b in blobs), dtype=np.int64, count=n))
     raw = np.frombuffer(b"".join(blobs), dtype=np.uint8)
-
-    def owner_of(char_pos: int) -> int:
-        return int(np.searchsorted(blob_end, char_pos, side="right"))
-
-    c = raw - np.uint8(48)  # uint8: characters below '0' wrap around to >= 208
-    if c.max() > 63:
-        bad = int(np.flatnonzero(c > 63)[0])
-        raise ValueError(f"RLE {owner_of(bad)}: expected counts characters in '0'..'o': the mask is corrupt")
-    end_of_blob = c[blob_end - 1] < 32  # c <= 63 here: bit 0x20 (more characters follow) clear
-    if not end_of_blob.all():
-        i = int(np.flatnonzero(~end_of_blob)[0])
-        raise ValueError(f"RLE {i}: expected the counts string to end on a complete number: the mask is corrupt")
-    ends = np.flatnonzero(c < 32)  # the last character of each number (0x20 clear)
-    starts = np.empty_like(ends)
-    starts[0] = 0
-    starts[1:] = ends[:-1] + 1
-    glen = ends - starts + 1
-    longest = int(glen.max())
-    if longest > 13:
-        raise ValueError(
-            f"RLE {owner_of(int(starts[np.argmax(glen)]))}: expected run lengths below 2**60: the mask is corrupt"
-        )
-    # Number k of the string is sum over its characters j of (c & 0x1F) << 5*j, sign-extended
-    # from its last character's 0x10 bit.
-    # Most numbers are one character (RLE deltas are small): the loop only visits the others.
-    x = (c[starts] & 0x1F).astype(np.int64)
-    more = np.flatnonzero(glen > 1)
-    for j in range(1, longest):
-        more = more[glen[more] > j]
-        x[more] |= (c[starts[more] + j] & 0x1F).astype(np.int64) << (5 * j)
-    # Dense (a table lookup times the sign bit): a scatter into the ~half of numbers that are
-    # negative deltas cost 2-3x more.
-    x |= _NEG_EXTEND.take(glen) * ((c[ends] >> 4) & 1)
-    # Numbers per RLE and each number's position j inside its RLE.
-    per = np.diff(np.concatenate(([0], np.searchsorted(ends, blob_end - 1, side="right"))))
-    first = np.concatenate(([0], np.cumsum(per)[:-1]))
-    first_rep = np.repeat(first, per)
-    odd = (np.arange(x.size) - first_rep) & 1
-    # Deltas: entry j > 2 was stored relative to entry j - 2, so within an RLE the runs at odd
-    # j are a running sum from j = 1 and those at even j >= 2 one from j = 2. Running sums over
-    # the whole array in steps of two (S[k] = x[k] + S[k-2]) give them as differences:
-    # run[k] = S[k] - S[first + j0 - 2], j0 = 1 or 2 being the chain's start in k's RLE.
-    s2 = np.empty(x.size + 1, dtype=np.int64)
-    s2[-1] = 0  # S[-1]: before the first RLE's odd chain
-    s2[0:-1:2] = np.cumsum(x[0::2])
-    s2[1:-1:2] = np.cumsum(x[1::2])
-    runs = s2[:-1] - s2[first_rep - odd]
-    runs[first] = x[first]
-    # Each run within [0, H*W] also keeps the int64 sums below from wrapping around. Checked
-    # against the batch's largest H*W first (two reductions); a run above its own RLE's H*W
-    # but below that bound still fails the per-RLE sum check below.
-    size_arr = np.asarray(sizes, dtype=np.int64)
-    if runs.min() < 0 or runs.max() > size_arr.max():
-        out_of_range = (runs < 0) | (runs > np.repeat(size_arr, per))
-        i = int(np.searchsorted(first, np.argmax(out_of_range), side="right")) - 1
-        raise ValueError(f"RLE {i}: expected runs between 0 and H*W: the mask is corrupt")
-    totals = np.add.reduceat(runs, first)
-    wrong = np.flatnonzero(totals != size_arr)
-    if wrong.size:
-        i = int(wrong[0])
-        raise ValueError(f"RLE {i}: expected runs summing to H*W = {sizes[i]}, got {int(totals[i])}: the mask is corrupt")
+    areas, bad, code, detail = rle_check.check(raw, blob_end, np.asarray(sizes, dtype=np.int64))
+    if bad >= 0:
+        raise ValueError(f"RLE {bad}: " + rle_check.MESSAGES[code].format(size=sizes[bad], detail=detail))
     if coco_out is not None:
         coco_out.extend({"size": [h, w], "counts": b} for (h, w), b in zip(hws, blobs, strict=True))
-    return np.add.reduceat(runs * odd, first)
+    return areas
 
 
 def areas(rles: Sequence[RLE]) -> np.ndarray:
