@@ -3,6 +3,7 @@
     python launch.py models status [--profile cpu|gpu] [--json]
     python launch.py models download [--profile cpu|gpu]      # on a machine with internet
     python launch.py models import DIR [--force]               # on an air-gapped machine
+    python launch.py models optimize [--json]   # convert for OpenVINO now, not on first use
 
 Weights live in the weights dir (``--weights-dir``, else ``$AGL_WEIGHTS``, else
 ``<data>/models``), one folder per model named ``<owner>--<name>`` (e.g.
@@ -54,6 +55,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     download = models_sub.add_parser("download", help="download a profile's models (needs internet)")
     _common(download)
     download.set_defaults(func=cmd_download)
+
+    optimize = models_sub.add_parser(
+        "optimize", help="convert the present models' vision encoders for OpenVINO now (else done on first use)")
+    _common(optimize)
+    add_json_arg(optimize)
+    optimize.set_defaults(func=cmd_optimize)
 
     imp = models_sub.add_parser("import", help="copy model folders from DIR into the weights dir")
     imp.add_argument("source", type=Path, metavar="DIR", help="a model folder, or a folder of model folders")
@@ -135,6 +142,42 @@ def cmd_status(args: argparse.Namespace) -> int:
             "machine with internet, or `python launch.py models import DIR` with copied model folders."
         )
     return 0
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    """Loads each present model on the CPU with the OpenVINO runtime, which converts its vision
+    encoder once and caches the IR (``pipeline.models.openvino_runtime``); the first auto-label
+    then starts at full speed. Exit 0 when every model runs on OpenVINO, 1 otherwise."""
+    import time
+
+    from pipeline.models.manager import ModelManager
+    from pipeline.models.openvino_runtime import cache_root, cpu_runtime
+
+    if cpu_runtime() != "openvino":
+        print("the CPU runtime is PyTorch (AGL_CPU_RUNTIME=torch, or openvino not installed): nothing to convert")
+        return 0
+    mgr = ModelManager(args.profile, weights_dir=weights_dir_of(args), device="cpu", download=False, runtime="openvino")
+    rows = []
+    for role, load in (("detector", mgr.detector), ("segmenter", mgr.segmenter), ("embedder", mgr.embedder)):
+        t0 = time.perf_counter()
+        try:
+            vision = getattr(load(), "vision", None)
+        except WeightsMissingError as exc:
+            rows.append({"role": role, "runtime": None, "ir": None, "seconds": 0.0, "problem": str(exc)})
+            continue
+        rows.append({"role": role, "runtime": "openvino" if vision is not None else "torch",
+                     "ir": str(vision.source) if vision is not None else None,
+                     "seconds": round(time.perf_counter() - t0, 1),
+                     "problem": None if vision is not None else "conversion failed: see the warning above"})
+        mgr.unload(role)
+    ok = all(r["runtime"] == "openvino" for r in rows)
+    if args.json:
+        print(json.dumps({"cache": str(cache_root()), "models": rows, "ok": ok}, indent=2))
+        return 0 if ok else 1
+    for r in rows:
+        where = r["ir"] if r["runtime"] == "openvino" else r["problem"]
+        print(f"  {r['role']:<10} {r['runtime'] or 'missing':<9} {r['seconds']:>6.1f} s  {where}")
+    return 0 if ok else 1
 
 
 def cmd_download(args: argparse.Namespace) -> int:

@@ -146,3 +146,44 @@ def test_status_command_does_not_import_torch(data_dir):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_models_optimize_converts_each_encoder_once(data_dir, tmp_path, monkeypatch, capsys):
+    from pipeline.models import openvino_runtime as ovr
+    from tests.chain_models import build_chain_models
+
+    if not ovr.openvino_installed():
+        pytest.skip("openvino is not installed")
+    monkeypatch.delenv("AGL_CPU_RUNTIME", raising=False)
+    monkeypatch.setenv("AGL_OV_CACHE", str(tmp_path / "ov"))
+    build_chain_models(data_dir / "models")
+    capsys.readouterr()
+    assert main(["models", "optimize", "--data", str(data_dir), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and [r["role"] for r in report["models"]] == ["detector", "segmenter", "embedder"]
+    assert {r["runtime"] for r in report["models"]} == {"openvino"}
+    assert all(Path(r["ir"]).is_file() and Path(r["ir"]).parent.parent == tmp_path / "ov" for r in report["models"])
+    ov = ovr._import_openvino()
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(ov, "convert_model", no_conversion)
+    assert main(["models", "optimize", "--data", str(data_dir), "--json"]) == 0  # from the cache
+    again = json.loads(capsys.readouterr().out)
+    assert [r["ir"] for r in again["models"]] == [r["ir"] for r in report["models"]]
+
+
+def test_models_optimize_without_weights_says_what_is_missing(data_dir, tmp_path, monkeypatch, capsys):
+    from pipeline.models import openvino_runtime as ovr
+
+    if not ovr.openvino_installed():
+        pytest.skip("openvino is not installed")
+    monkeypatch.delenv("AGL_CPU_RUNTIME", raising=False)
+    monkeypatch.setenv("AGL_OV_CACHE", str(tmp_path / "ov"))
+    capsys.readouterr()
+    assert main(["models", "optimize", "--data", str(data_dir), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert not report["ok"] and all(r["runtime"] is None and r["problem"] for r in report["models"])
+    assert "Florence" in report["models"][0]["problem"]
+    assert not (tmp_path / "ov").exists()
