@@ -18,6 +18,9 @@ os.environ.setdefault("AGL_CPU_DTYPE", "float32")
 # The vision encoders run on PyTorch in the suite (the CPU default is OpenVINO when installed):
 # tests/pipeline/test_openvino_parity.py covers OpenVINO against PyTorch.
 os.environ.setdefault("AGL_CPU_RUNTIME", "torch")
+# ... and Florence-2 decodes with its own layers (the CPU default is int8):
+# tests/pipeline/test_florence_int8.py covers int8 against them.
+os.environ.setdefault("AGL_FLORENCE_DECODER", "native")
 os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="agl-gradio-"))
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -91,6 +91,7 @@ class FlorenceDetector:
         # phrases never used as labels, as in transformers' post-processing ("the image")
         post = getattr(processor, "post_processor", None)
         self.banned = sorted(getattr(post, "banned_grounding_tokens", ()) or ())
+        self.decoder = "native"  # or "int8": see pipeline.detect.florence_int8
         # The vision tower + projector compiled with OpenVINO (CPU), or None for PyTorch's;
         # set by ``from_pretrained``, read on every call (None = the PyTorch module again).
         self.vision: Any = None
@@ -121,6 +122,7 @@ class FlorenceDetector:
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
         runtime: str | None = None,
+        decoder: str | None = None,
         **kwargs: Any,
     ) -> FlorenceDetector:
         """Load model and processor from a folder (see ``pipeline.models.loader.resolve_weights``).
@@ -132,6 +134,8 @@ class FlorenceDetector:
                 CPU: float32 or ``$AGL_CPU_DTYPE``).
             runtime: the vision tower's CPU runtime, ``"openvino"`` or ``"torch"``; default
                 ``pipeline.models.openvino_runtime.cpu_runtime()``.
+            decoder: the token loop's layers, ``"int8"`` or ``"native"``; default
+                ``pipeline.detect.florence_int8.decoder_mode()`` (int8 on CPU).
             **kwargs: passed to the constructor (``name``, ``max_new_tokens``, ``loc_tolerance``,
                 ``num_beams``).
 
@@ -140,6 +144,7 @@ class FlorenceDetector:
         """
         from transformers import Florence2ForConditionalGeneration, Florence2Processor
 
+        from pipeline.detect.florence_int8 import DECODERS, decoder_mode, quantize_decoder
         from pipeline.models.device import parse_dtype
         from pipeline.models.openvino_runtime import CallModule, accelerate
 
@@ -155,6 +160,11 @@ class FlorenceDetector:
         processor = Florence2Processor.from_pretrained(path)
         kwargs.setdefault("name", path.name)
         det = cls(model, processor, **kwargs)
+        det.decoder = decoder or decoder_mode(auto_device)
+        if det.decoder not in DECODERS:
+            raise ValueError(f"decoder: expected one of {DECODERS}, got {det.decoder!r}")
+        if det.decoder == "int8":
+            quantize_decoder(model)
         size = processor.image_processor.size
         det.vision = accelerate(
             "florence-vision", path, auto_device,
