@@ -62,15 +62,24 @@ class Items:
 
     @classmethod
     def build(cls, category: Sequence[int], box: Sequence, rle: Sequence[dict | None],
-              area: Sequence[float | None], coco: Sequence[dict | None] | None = None) -> Items:
+              area: Sequence[float | None], coco: Sequence[dict | None] | None = None,
+              mask_box: Sequence | None = None) -> Items:
         """Items from plain sequences (``area`` entries may be None where there is no mask;
-        ``coco``, where given, holds each RLE already in pycocotools form or None)."""
+        ``coco``, where given, holds each RLE already in pycocotools form or None;
+        ``mask_box``, where given, each mask's tight xywh box already computed or None)."""
         n = len(category)
+        boxes = None
+        if mask_box is not None:
+            boxes = np.full((n, 4), np.nan)
+            for i, b in enumerate(mask_box):
+                if b is not None:
+                    boxes[i] = b
         return cls(
             category=np.asarray(category, dtype=np.int64).reshape(n),
             box=np.asarray(box, dtype=np.float64).reshape(n, 4),
             rle=list(rle),
             area=np.array([0.0 if a is None else float(a) for a in area], dtype=np.float64).reshape(n),
+            _mask_box=boxes,
             _coco=None if coco is None else list(coco),
         )
 

@@ -188,7 +188,7 @@ def box_iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(mask_utils.iou(a.tolist(), b.tolist(), [0] * len(b)), dtype=np.float64).reshape(len(a), len(b))
 
 
-def validate_many(rles: Sequence[RLE], coco_out: list | None = None) -> np.ndarray:
+def validate_many(rles: Sequence[RLE], coco_out: list | None = None, boxes_out: list | None = None) -> np.ndarray:
     """:func:`validate` for many RLEs in one compiled pass (registration batches).
 
     Decodes every counts string (``registry.rle_check``: numba, bounds-checked) and checks the
@@ -199,6 +199,8 @@ def validate_many(rles: Sequence[RLE], coco_out: list | None = None) -> np.ndarr
         rles: the RLEs to check.
         coco_out: when given, each RLE in :func:`to_coco` form (bytes counts, made here anyway)
             is appended to it, in order, once all passed.
+        boxes_out: when given, the ``(N, 4)`` xywh tight boxes (as :func:`bboxes`) are appended
+            to it, once all passed (the decoder computes them on the way).
 
     Returns:
         The foreground pixel count (int64) of each RLE, which the caller would otherwise
@@ -227,11 +229,14 @@ def validate_many(rles: Sequence[RLE], coco_out: list | None = None) -> np.ndarr
     n = len(blobs)
     blob_end = np.cumsum(np.fromiter((len(b) for b in blobs), dtype=np.int64, count=n))
     raw = np.frombuffer(b"".join(blobs), dtype=np.uint8)
-    areas, bad, code, detail = rle_check.check(raw, blob_end, np.asarray(sizes, dtype=np.int64))
+    heights = np.fromiter((h for h, _ in hws), dtype=np.int64, count=n)
+    areas, boxes, bad, code, detail = rle_check.check(raw, blob_end, np.asarray(sizes, dtype=np.int64), heights)
     if bad >= 0:
         raise ValueError(f"RLE {bad}: " + rle_check.MESSAGES[code].format(size=sizes[bad], detail=detail))
     if coco_out is not None:
         coco_out.extend({"size": [h, w], "counts": b} for (h, w), b in zip(hws, blobs, strict=True))
+    if boxes_out is not None:
+        boxes_out.append(boxes)
     return areas
 
 

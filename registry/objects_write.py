@@ -71,6 +71,7 @@ def prepare(source: dict, objects: Sequence[ObjectIn], project: str | None, dim:
             "quality_score": _unit(obj.quality_score, where, "quality_score"),
             "embedding": None,
             "coco": None,
+            "mask_box": None,
             "detection_model": obj.detection_model,
             "classification_model": obj.classification_model,
             "frame_id": obj.frame_id,
@@ -86,14 +87,16 @@ def prepare(source: dict, objects: Sequence[ObjectIn], project: str | None, dim:
     if given_rle:
         try:
             coco: list[dict] = []
-            areas = rle_ops.validate_many([prepared[i]["rle"] for i in given_rle], coco)
+            boxes: list = []
+            areas = rle_ops.validate_many([prepared[i]["rle"] for i in given_rle], coco, boxes)
         except ValueError as exc:
             pos = str(exc).split(":", 1)
             k = int(pos[0].split()[1]) if pos[0].startswith("RLE ") else 0
             raise ValueError(f"object {given_rle[k]} mask_rle: {pos[-1].strip()}") from exc
         given_area = dict(zip(given_rle, areas.tolist(), strict=True))
-        for i, c in zip(given_rle, coco, strict=True):
+        for i, c, b in zip(given_rle, coco, boxes[0], strict=True):
             prepared[i]["coco"] = c
+            prepared[i]["mask_box"] = b
     encoded = [i for i, it in enumerate(prepared) if it["rle"] is not None and i not in given_area]
     for i, a in zip(encoded, rle_ops.areas([prepared[i]["rle"] for i in encoded]).tolist(), strict=True):
         given_area[i] = a
@@ -154,7 +157,7 @@ def duplicates_tx(tx: sqlite3.Connection, source_id: str, items: list[dict], iou
                                 [areas.get(k) for k in range(len(rows))])
     new = overlap.Items.build([it["category_id"] for it in items], [it["box"] for it in items],
                              [it["rle"] for it in items], [it["area"] for it in items],
-                             [it["coco"] for it in items])
+                             [it["coco"] for it in items], [it["mask_box"] for it in items])
     found = overlap.find_duplicates(new, stored, iou)
     return {i: rows[j][0] if kind == "stored" else items[j]["object_id"] for i, (kind, j) in found.items()}
 

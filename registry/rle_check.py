@@ -33,14 +33,18 @@ MESSAGES = {
 _kernel: Any = None
 
 
-def _check(raw: np.ndarray, blob_end: np.ndarray, sizes: np.ndarray, areas: np.ndarray) -> tuple[int, int, int]:
-    """Decodes and checks every RLE; fills ``areas`` (foreground pixels = the odd runs).
+def _check(raw: np.ndarray, blob_end: np.ndarray, sizes: np.ndarray, heights: np.ndarray, areas: np.ndarray,
+           boxes: np.ndarray) -> tuple[int, int, int]:
+    """Decodes and checks every RLE; fills ``areas`` (foreground pixels = the odd runs) and
+    ``boxes`` (the tight xywh box of the foreground, as pycocotools' ``toBbox``; zeros when empty).
 
     Args:
         raw: (C,) uint8, every counts string concatenated.
         blob_end: (N,) int64, the end offset of each string in ``raw`` (cumulative lengths).
         sizes: (N,) int64, H*W of each RLE.
+        heights: (N,) int64, H of each RLE (runs are column-major: pixel p is column p // H).
         areas: (N,) int64, written.
+        boxes: (N, 4) float64, written.
 
     Returns:
         ``(i, code, detail)``: the first bad RLE, its error code and (for ``BAD_SUM``) the sum
@@ -50,8 +54,11 @@ def _check(raw: np.ndarray, blob_end: np.ndarray, sizes: np.ndarray, areas: np.n
     for r in range(blob_end.shape[0]):
         end = blob_end[r]
         size = sizes[r]
+        h = heights[r]
         total = 0
         area = 0
+        x0 = y0 = size
+        x1 = y1 = -1
         j = 0
         prev1 = 0
         prev2 = 0
@@ -78,25 +85,44 @@ def _check(raw: np.ndarray, blob_end: np.ndarray, sizes: np.ndarray, areas: np.n
                 x += prev2
             if x < 0 or x > size:  # also keeps the sums below from wrapping around
                 return r, OUT_OF_RANGE, 0
-            total += x
-            if j & 1:
+            if j & 1 and x > 0:  # a foreground run: pixels total .. total + x - 1
                 area += x
+                c0, c1 = total // h, (total + x - 1) // h
+                x0 = min(x0, c0)
+                x1 = max(x1, c1)
+                if c0 != c1:  # it wraps into the next column: every row is covered
+                    y0 = 0
+                    y1 = h - 1
+                else:
+                    y0 = min(y0, total % h)
+                    y1 = max(y1, (total + x - 1) % h)
+            total += x
             prev2 = prev1
             prev1 = x
             j += 1
         if total != size:
             return r, BAD_SUM, total
         areas[r] = area
+        if x1 >= 0:
+            boxes[r, 0] = x0
+            boxes[r, 1] = y0
+            boxes[r, 2] = x1 - x0 + 1
+            boxes[r, 3] = y1 - y0 + 1
     return -1, OK, 0
 
 
-def check(raw: np.ndarray, blob_end: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, int, int, int]:
-    """``(areas, first bad index or -1, code, detail)`` for the concatenated strings (see ``_check``)."""
+def check(raw: np.ndarray, blob_end: np.ndarray, sizes: np.ndarray,
+          heights: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int, int]:
+    """``(areas, boxes, first bad index or -1, code, detail)`` for the concatenated strings
+    (see ``_check``)."""
     global _kernel
     if _kernel is None:
         import numba
 
         _kernel = numba.njit(cache=True, nogil=True)(_check)
-    areas = np.zeros(blob_end.shape[0], dtype=np.int64)
-    i, code, detail = _kernel(raw, blob_end.astype(np.int64), sizes.astype(np.int64), areas)
-    return areas, int(i), int(code), int(detail)
+    n = blob_end.shape[0]
+    areas = np.zeros(n, dtype=np.int64)
+    boxes = np.zeros((n, 4), dtype=np.float64)
+    i, code, detail = _kernel(raw, blob_end.astype(np.int64), sizes.astype(np.int64), heights.astype(np.int64),
+                              areas, boxes)
+    return areas, boxes, int(i), int(code), int(detail)

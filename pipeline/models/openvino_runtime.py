@@ -12,8 +12,9 @@ How it works:
 - :func:`cpu_runtime`: ``$AGL_CPU_RUNTIME`` (``openvino`` / ``torch``) when set, else
   ``openvino`` when the package is installed, else ``torch``.
 - :func:`compile_encoder`: traces the encoder module (float32 weights) with
-  ``openvino.convert_model`` once, saves the IR (``model.xml`` + ``model.bin``, float32
-  weights) under ``$AGL_OV_CACHE`` or ``~/.cache/agenticlabeling/openvino/<role>-<key>/``
+  ``openvino.convert_model`` once, saves the IR (``model.xml`` + ``model.bin``: float16 weights
+  for bf16 inference, float32 for f32) under ``$AGL_OV_CACHE`` or
+  ``~/.cache/agenticlabeling/openvino/<role>-<key>/``
   (the key hashes the model folder's config and weight files, the input shape and the library
   versions, so new weights or a new OpenVINO convert again), and compiles it for the CPU with
   the precision the PyTorch model runs in (``bf16`` for bfloat16, ``f32`` for float32). The
@@ -174,7 +175,12 @@ def compile_encoder(
     """
     ov = _import_openvino()
     folder = Path(folder)
-    target = cache_root() / f"{role}-{cache_key(role, folder, input_shape)}"
+    precision = "bf16" if out_dtype == torch.bfloat16 else "f32"
+    # bf16 inference: the IR keeps float16 weights (half the file and the memory it maps; rounded
+    # to bfloat16 when compiled anyway); f32 inference keeps float32 weights.
+    compress = precision == "bf16"
+    key = cache_key(role, folder, input_shape) + ("-w16" if compress else "-w32")
+    target = cache_root() / f"{role}-{key}"
     xml = target / "model.xml"
     if not xml.is_file():
         t0 = time.perf_counter()
@@ -189,7 +195,7 @@ def compile_encoder(
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{role}-", dir=target.parent))
         try:
-            ov.save_model(model, tmp / "model.xml", compress_to_fp16=False)
+            ov.save_model(model, tmp / "model.xml", compress_to_fp16=compress)
             try:
                 os.replace(tmp, target)  # atomic: another process may have finished first
             except OSError:
@@ -198,7 +204,6 @@ def compile_encoder(
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         log.warning("converted %s in %.1f s", role, time.perf_counter() - t0)
-    precision = "bf16" if out_dtype == torch.bfloat16 else "f32"
     core = ov.Core()
     compiled = core.compile_model(core.read_model(xml), "CPU",
                                   {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"})

@@ -172,3 +172,17 @@ def test_validate_many_names_a_run_beyond_its_own_size_in_a_mixed_batch() -> Non
     with pytest.raises(ValueError, match="corrupt"):
         rle_ops.validate(small)
     assert rle_ops.validate_many([big, big]).tolist() == [10_000, 10_000]
+
+
+def test_validate_many_boxes_equal_pycocotools() -> None:
+    rng = np.random.default_rng(8)
+    rles = _random_rles(rng, 60, 23, 31)
+    rles += [rle_ops.encode(np.zeros((7, 5), bool)), rle_ops.encode(np.ones((7, 5), bool))]
+    one_pixel = np.zeros((7, 5), bool)
+    one_pixel[6, 4] = True
+    rles.append(rle_ops.encode(one_pixel))
+    boxes: list = []
+    areas = rle_ops.validate_many(rles, None, boxes)
+    assert areas.tolist() == rle_ops.areas(rles).tolist()
+    np.testing.assert_array_equal(boxes[0], rle_ops.bboxes(rles))
+    assert boxes[0][-1].tolist() == [4.0, 6.0, 1.0, 1.0] and boxes[0][-3].tolist() == [0.0, 0.0, 0.0, 0.0]
