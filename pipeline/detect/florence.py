@@ -146,7 +146,7 @@ class FlorenceDetector:
 
         from pipeline.detect.florence_int8 import DECODERS, decoder_mode, quantize_decoder
         from pipeline.models.device import parse_dtype
-        from pipeline.models.openvino_runtime import CallModule, accelerate
+        from pipeline.models.openvino_runtime import accelerate
 
         path = Path(path)
         if not path.is_dir():
@@ -166,11 +166,8 @@ class FlorenceDetector:
         if det.decoder == "int8":
             quantize_decoder(model)
         size = processor.image_processor.size
-        det.vision = accelerate(
-            "florence-vision", path, auto_device,
-            lambda: CallModule(Florence2ForConditionalGeneration.from_pretrained(path),
-                               lambda m, x: m.model.get_image_features(x).pooler_output),
-            (1, 3, int(size["height"]), int(size["width"])), dtype, runtime)
+        det.vision = accelerate("florence-vision", path, auto_device,
+                                (1, 3, int(size["height"]), int(size["width"])), dtype, runtime)
         if det.vision is not None:
             model.model.get_image_features = det._image_features  # read by the model's forward
         return det

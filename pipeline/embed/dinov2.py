@@ -129,7 +129,7 @@ class Dinov2Embedder:
 
         from pipeline.models.device import resolve_device_dtype
         from pipeline.models.loader import read_normalisation
-        from pipeline.models.openvino_runtime import CallModule, accelerate
+        from pipeline.models.openvino_runtime import accelerate
 
         device, dtype = resolve_device_dtype(device, dtype)
         path = Path(path)
@@ -138,10 +138,7 @@ class Dinov2Embedder:
         emb = cls(model, device=device, dtype=dtype, version=version, pooling=pooling,
                   batch_size=batch_size, image_mean=mean, image_std=std)
         size = emb.input_size
-        emb.vision = accelerate(
-            "dinov2", path, device,
-            lambda: CallModule(AutoModel.from_pretrained(path), lambda m, x: m(pixel_values=x).last_hidden_state),
-            (1, 3, size, size), dtype, runtime)
+        emb.vision = accelerate("dinov2", path, device, (1, 3, size, size), dtype, runtime)
         return emb
 
     def preprocess(self, image: np.ndarray, xyxy: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:

@@ -12,7 +12,8 @@ How it works:
 - :func:`cpu_runtime`: ``$AGL_CPU_RUNTIME`` (``openvino`` / ``torch``) when set, else
   ``openvino`` when the package is installed, else ``torch``.
 - :func:`compile_encoder`: traces the encoder module (float32 weights) with
-  ``openvino.convert_model`` once, saves the IR (``model.xml`` + ``model.bin``: float16 weights
+  ``openvino.convert_model`` once, in a child process (``pipeline.models.openvino_convert``:
+  tracing a float32 copy would otherwise leave the app's memory ~3 GB higher), saves the IR (``model.xml`` + ``model.bin``: float16 weights
   for bf16 inference, float32 for f32) under ``$AGL_OV_CACHE`` or
   ``~/.cache/agenticlabeling/openvino/<role>-<key>/``
   (the key hashes the model folder's config and weight files, the input shape and the library
@@ -37,11 +38,11 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,18 +115,6 @@ def cache_key(role: str, folder: Path, input_shape: Sequence[int]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-class CallModule(torch.nn.Module):
-    """``call(model, x)`` as a float32 module's ``forward``: what OpenVINO traces."""
-
-    def __init__(self, model: torch.nn.Module, call: Callable[[torch.nn.Module, torch.Tensor], Any]) -> None:
-        super().__init__()
-        self.model = model.float().eval()
-        self.call = call
-
-    def forward(self, x: torch.Tensor) -> Any:
-        return self.call(self.model, x)
-
-
 class OvEncoder:
     """A compiled encoder: ``encoder(x)`` -> its outputs as torch tensors of ``out_dtype``.
 
@@ -152,21 +141,42 @@ class OvEncoder:
         return [torch.from_numpy(np.array(out[o])).to(self.out_dtype) for o in self.compiled.outputs]
 
 
+CONVERT_TIMEOUT_S = 1800  # a full-size model converts in ~20-70 s on 2 cores
+
+
+def _run_converter(role: str, folder: Path, input_shape: Sequence[int], out_dir: Path, fp16: bool) -> None:
+    """Runs ``pipeline.models.openvino_convert`` in a child process (see its docstring).
+
+    Raises:
+        RuntimeError: the child failed (its last error line quoted) or ran past the timeout.
+    """
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
+    cmd = [sys.executable, "-m", "pipeline.models.openvino_convert", role, str(folder),
+           str(int(input_shape[2])), str(int(input_shape[3])), str(out_dir), *(["--fp16"] if fp16 else [])]
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"the converter ran past {CONVERT_TIMEOUT_S} s") from exc
+    if proc.returncode != 0:
+        lines = [ln for ln in (proc.stderr or "").splitlines() if ln.strip()]
+        raise RuntimeError(lines[-1] if lines else f"the converter exited with {proc.returncode}")
+
+
 def compile_encoder(
     role: str,
     folder: str | Path,
-    build: Callable[[], torch.nn.Module],
     input_shape: Sequence[int],
     out_dtype: torch.dtype,
 ) -> OvEncoder:
     """The encoder of ``role`` compiled with OpenVINO, converted on first use and cached.
 
     Args:
-        role: a name for logs and the cache folder (``"sam2-encoder"``, ...).
+        role: ``"sam2-encoder"``, ``"florence-vision"`` or ``"dinov2"``
+            (``pipeline.models.openvino_convert.build``).
         folder: the model's weights folder (part of the cache key).
-        build: returns the float32 PyTorch module to trace (called only when converting);
-            its ``forward`` takes one ``(B, 3, S, S)`` float32 tensor.
-        input_shape: ``(B, 3, S, S)`` of the example input; B is dynamic in the IR.
+        input_shape: ``(B, 3, H, W)`` of the traced input; B is dynamic in the IR.
         out_dtype: the PyTorch model's dtype: also picks OpenVINO's inference precision
             (bfloat16 -> ``bf16``, else ``f32``).
 
@@ -185,17 +195,10 @@ def compile_encoder(
     if not xml.is_file():
         t0 = time.perf_counter()
         log.warning("converting %s (%s) for OpenVINO once; cached in %s", role, folder.name, target)
-        module = build().eval()
-        example = torch.zeros(tuple(input_shape), dtype=torch.float32)
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the tracer's deprecation and TracerWarnings
-            model = ov.convert_model(module, example_input=example,
-                                     input=[ov.PartialShape([-1, *list(input_shape)[1:]])])
-        del module
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{role}-", dir=target.parent))
         try:
-            ov.save_model(model, tmp / "model.xml", compress_to_fp16=compress)
+            _run_converter(role, folder, input_shape, tmp, compress)
             try:
                 os.replace(tmp, target)  # atomic: another process may have finished first
             except OSError:
@@ -214,7 +217,6 @@ def accelerate(
     role: str,
     folder: str | Path,
     device: torch.device | str,
-    build: Callable[[], torch.nn.Module],
     input_shape: Sequence[int],
     out_dtype: torch.dtype,
     runtime: str | None = None,
@@ -229,7 +231,7 @@ def accelerate(
     if runtime != "openvino":
         return None
     try:
-        return compile_encoder(role, folder, build, input_shape, out_dtype)
+        return compile_encoder(role, folder, input_shape, out_dtype)
     except Exception as exc:  # noqa: BLE001 - any failure leaves the PyTorch path, said once
         log.warning("OpenVINO unavailable for %s (%s: %s); using PyTorch", role, type(exc).__name__, exc)
         return None

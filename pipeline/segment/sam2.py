@@ -193,7 +193,7 @@ class Sam2Segmenter:
 
         from pipeline.models.device import resolve_device_dtype
         from pipeline.models.loader import read_normalisation
-        from pipeline.models.openvino_runtime import CallModule, accelerate
+        from pipeline.models.openvino_runtime import accelerate
 
         device, dtype = resolve_device_dtype(device, dtype)
         path = Path(path)
@@ -202,10 +202,7 @@ class Sam2Segmenter:
         seg = cls(model, device=device, dtype=dtype, image_mean=mean, image_std=std,
                   cache_size=cache_size, name=name or path.name)
         size = seg.input_size
-        seg.vision = accelerate(
-            "sam2-encoder", path, device,
-            lambda: CallModule(Sam2Model.from_pretrained(path), lambda m, x: tuple(m.get_image_embeddings(x))),
-            (1, 3, size, size), dtype, runtime)
+        seg.vision = accelerate("sam2-encoder", path, device, (1, 3, size, size), dtype, runtime)
         return seg
 
     # ------------------------------------------------------------------ image state

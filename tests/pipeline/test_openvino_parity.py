@@ -10,9 +10,9 @@ measured (openvino 2026.4, AVX-512):
 - The default chain (``ModelManager`` with no runtime and no dtype on a bf16 CPU: OpenVINO in
   ``bf16``) labels the scene with the same objects as the PyTorch float32 reference, within the
   bfloat16 tolerances of ``test_bf16_parity.py``.
-- Conversion happens once per model (the IR is cached and reused, a changed weights file
-  converts again); a failing conversion leaves the PyTorch path working; the converter sends
-  no telemetry.
+- Conversion happens once per model, in a child process (the IR is cached and reused, a changed
+  weights file converts again, a bfloat16 model gets float16 weights); a failing conversion
+  leaves the PyTorch path working; the converter sends no telemetry.
 """
 from __future__ import annotations
 
@@ -153,21 +153,34 @@ def test_conversion_is_cached_and_redone_for_new_weights(chain, ov_cache, monkey
 
     folder = tmp_path / "sam2"
     shutil.copytree(chain["segmenter"], folder)
+    converted = []
+    real = ovr._run_converter
+    monkeypatch.setattr(ovr, "_run_converter", lambda *a, **k: converted.append(a[0]) or real(*a, **k))
     first = Sam2Segmenter.from_pretrained(folder, device="cpu", dtype=torch.float32, runtime="openvino")
     saved = sorted(ov_cache.glob("sam2-encoder-*/model.xml"))
     assert first.vision is not None and len(saved) == 1 and first.vision.source == saved[0]
-    ov = ovr._import_openvino()
-    converted = []
-    real = ov.convert_model
-    monkeypatch.setattr(ov, "convert_model", lambda *a, **k: converted.append(1) or real(*a, **k))
+    assert converted == ["sam2-encoder"]  # in a child process
     again = Sam2Segmenter.from_pretrained(folder, device="cpu", dtype=torch.float32, runtime="openvino")
-    assert again.vision.source == saved[0] and converted == []  # read from the cache
+    assert again.vision.source == saved[0] and converted == ["sam2-encoder"]  # read from the cache
     weights = next(folder.glob("*.safetensors"))
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
     newer = Sam2Segmenter.from_pretrained(folder, device="cpu", dtype=torch.float32, runtime="openvino")
-    assert converted == [1] and newer.vision.source != saved[0]
+    assert len(converted) == 2 and newer.vision.source != saved[0]
     assert len(list(ov_cache.glob("sam2-encoder-*/model.xml"))) == 2
     assert not list(ov_cache.glob(".sam2-encoder-*"))  # no temporary folder left behind
+    # a bfloat16 model gets its own IR, with float16 weights (half the file)
+    half = Sam2Segmenter.from_pretrained(folder, device="cpu", dtype=torch.bfloat16, runtime="openvino")
+    assert half.vision.precision == "bf16" and half.vision.source.parent.name.endswith("-w16")
+    w16 = half.vision.source.with_suffix(".bin").stat().st_size
+    assert w16 < 0.6 * newer.vision.source.with_suffix(".bin").stat().st_size
+
+
+def test_a_failing_converter_child_is_reported_and_leaves_nothing(chain, ov_cache, caplog):
+    with caplog.at_level(logging.WARNING, logger="pipeline.models.openvino_runtime"):
+        enc = ovr.accelerate("no-such-role", chain["segmenter"], "cpu", (1, 3, 64, 64), torch.float32, "openvino")
+    assert enc is None
+    assert "OpenVINO unavailable for no-such-role" in caplog.text and "expected sam2-encoder" in caplog.text
+    assert not [p for p in ov_cache.iterdir() if "no-such-role" in p.name]
 
 
 def test_failed_conversion_keeps_the_pytorch_path(chain, ov_cache, monkeypatch, caplog):
@@ -186,8 +199,8 @@ def test_failed_conversion_keeps_the_pytorch_path(chain, ov_cache, monkeypatch, 
     assert masks.any(axis=(1, 2)).all()
 
 
-def test_converter_sends_no_telemetry(chain, ov_cache, monkeypatch):
-    from pipeline.embed.dinov2 import Dinov2Embedder
+def test_converter_sends_no_telemetry(chain, tmp_path, monkeypatch):
+    from pipeline.models import openvino_convert
 
     attempts = []
     real_connect = socket.socket.connect
@@ -197,8 +210,9 @@ def test_converter_sends_no_telemetry(chain, ov_cache, monkeypatch):
         return real_connect(self, address)
 
     monkeypatch.setattr(socket.socket, "connect", connect)
-    emb = Dinov2Embedder.from_pretrained(chain["embedder"], device="cpu", dtype=torch.float32, runtime="openvino")
-    assert emb.vision is not None and list(ov_cache.glob("dinov2-*/model.xml"))
+    # what the converter child runs, run here so the socket patch sees it
+    xml = openvino_convert.convert("dinov2", chain["embedder"], 28, 28, tmp_path, fp16=False)
+    assert xml.is_file() and xml.with_suffix(".bin").is_file()
     assert attempts == []
     from openvino.tools.ovc import convert_impl, telemetry_stub
 
@@ -210,7 +224,7 @@ def test_cpu_runtime_setting(monkeypatch):
     assert ovr.cpu_runtime() == "openvino"
     monkeypatch.setenv("AGL_CPU_RUNTIME", "torch")
     assert ovr.cpu_runtime() == "torch"
-    assert ovr.accelerate("x", ".", "cpu", lambda: None, (1, 3, 8, 8), torch.float32) is None
+    assert ovr.accelerate("x", ".", "cpu", (1, 3, 8, 8), torch.float32) is None
     monkeypatch.setenv("AGL_CPU_RUNTIME", "onnx")
     with pytest.raises(ValueError, match="AGL_CPU_RUNTIME: expected one of"):
         ovr.cpu_runtime()
@@ -221,4 +235,4 @@ def test_cpu_runtime_setting(monkeypatch):
     monkeypatch.delenv("AGL_CPU_RUNTIME")
     assert ovr.cpu_runtime() == "torch"  # not installed: PyTorch without a word
     # a GPU keeps PyTorch whatever the setting
-    assert ovr.accelerate("x", ".", "cuda", lambda: None, (1, 3, 8, 8), torch.float32, "openvino") is None
+    assert ovr.accelerate("x", ".", "cuda", (1, 3, 8, 8), torch.float32, "openvino") is None
