@@ -96,6 +96,24 @@ def _import_openvino() -> Any:
     return ov
 
 
+_CORE: Any = None
+
+
+def core() -> Any:
+    """The process's one ``openvino.Core``, never released.
+
+    Why one: loading the CPU plugin points the calling thread's alternate signal stack
+    (``sigaltstack``) at a buffer of the plugin's and restores the previous one when the plugin
+    goes away. With one ``Core`` per model, releasing them out of order left the main thread's
+    alternate stack on a freed buffer, and the next signal delivered on it (Ctrl+C: Python's
+    handlers run on the alternate stack) crashed the process with SIGSEGV.
+    """
+    global _CORE
+    if _CORE is None:
+        _CORE = _import_openvino().Core()
+    return _CORE
+
+
 def cache_key(role: str, folder: Path, input_shape: Sequence[int]) -> str:
     """A hash of what the converted model depends on: the folder's config and weight files
     (names, sizes, modification times), the traced input shape and the library versions."""
@@ -183,7 +201,6 @@ def compile_encoder(
     Raises:
         Exception: whatever the conversion or compilation raised (``accelerate`` catches it).
     """
-    ov = _import_openvino()
     folder = Path(folder)
     precision = "bf16" if out_dtype == torch.bfloat16 else "f32"
     # bf16 inference: the IR keeps float16 weights (half the file and the memory it maps; rounded
@@ -207,9 +224,9 @@ def compile_encoder(
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         log.warning("converted %s in %.1f s", role, time.perf_counter() - t0)
-    core = ov.Core()
-    compiled = core.compile_model(core.read_model(xml), "CPU",
-                                  {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"})
+    ov_core = core()
+    compiled = ov_core.compile_model(ov_core.read_model(xml), "CPU",
+                                     {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"})
     return OvEncoder(compiled, out_dtype, precision, xml)
 
 

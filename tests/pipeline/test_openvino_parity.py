@@ -219,6 +219,34 @@ def test_converter_sends_no_telemetry(chain, tmp_path, monkeypatch):
     assert convert_impl.tm is telemetry_stub
 
 
+def test_ctrl_c_after_models_were_released_out_of_order(chain, ov_cache):
+    """Each CPU plugin swapped the main thread's alternate signal stack and restored its own
+    predecessor's when released: out of order, the next SIGINT ran on freed memory (SIGSEGV).
+    Run in a child, so a crash fails this test instead of killing the suite."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    script = f"""
+import gc, signal
+import torch
+from pipeline.embed.dinov2 import Dinov2Embedder
+from pipeline.segment.sam2 import Sam2Segmenter
+a = Sam2Segmenter.from_pretrained({str(chain["segmenter"])!r}, device="cpu", dtype=torch.float32, runtime="openvino")
+b = Dinov2Embedder.from_pretrained({str(chain["embedder"])!r}, device="cpu", dtype=torch.float32, runtime="openvino")
+assert a.vision is not None and b.vision is not None
+del a; gc.collect(); del b; gc.collect()
+signal.signal(signal.SIGINT, lambda *args: print("handled"))
+signal.raise_signal(signal.SIGINT)
+print("alive")
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["handled", "alive"]
+
+
 def test_cpu_runtime_setting(monkeypatch):
     monkeypatch.delenv("AGL_CPU_RUNTIME", raising=False)
     assert ovr.cpu_runtime() == "openvino"
