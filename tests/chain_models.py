@@ -79,3 +79,17 @@ def write_scene(path: str | Path, seed: int = 0, size: tuple[int, int] = SCENE_S
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), cv2.cvtColor(scene_image(seed, size), cv2.COLOR_RGB2BGR))
     return path
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, 4) x (M, 4) xyxy boxes -> (N, M) IoU (for comparing two runs' detections)."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=-1)
+    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=-1)  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None] - inter)
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two (H, W) bool masks (0 when both are empty)."""
+    return float(np.logical_and(a, b).sum() / max(1, np.logical_or(a, b).sum()))

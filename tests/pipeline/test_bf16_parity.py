@@ -21,7 +21,14 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from pipeline.models import device as device_mod
-from tests.chain_models import SCENE_CLASSES, build_chain_models, scene_boxes, scene_image
+from tests.chain_models import (
+    SCENE_CLASSES,
+    box_iou,
+    build_chain_models,
+    mask_iou,
+    scene_boxes,
+    scene_image,
+)
 
 BOX_IOU = 0.99
 MASK_IOU = 0.9
@@ -31,18 +38,6 @@ COSINE = 0.99
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     return build_chain_models(tmp_path_factory.mktemp("bf16-chain"))
-
-
-def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=-1)
-    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=-1)  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None] - inter)
-
-
-def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.logical_and(a, b).sum() / max(1, np.logical_or(a, b).sum()))
 
 
 def _scene_xyxy() -> np.ndarray:
@@ -82,7 +77,7 @@ def test_florence_bf16_boxes_match_float32(chain):
         out[dt] = det.detect(image, SCENE_CLASSES)
     ref, half = out[torch.float32], out[torch.bfloat16]
     assert len(ref) == len(SCENE_CLASSES) == len(half)
-    iou = _box_iou(ref.xyxy, half.xyxy)
+    iou = box_iou(ref.xyxy, half.xyxy)
     rows, cols = linear_sum_assignment(-iou)
     assert np.all(iou[rows, cols] >= BOX_IOU), iou
     assert list(ref.class_id[rows]) == list(half.class_id[cols])
@@ -105,8 +100,8 @@ def test_sam2_bf16_masks_and_logits_match_float32(chain):
     (m32, c32), (m16, c16) = out[torch.float32], out[torch.bfloat16]
     assert m32.any(axis=(1, 2)).all() and c32.mask.any()  # real masks, not empty agreement
     for a, b in zip(m32, m16, strict=True):
-        assert _mask_iou(a, b) >= MASK_IOU
-    assert _mask_iou(c32.mask, c16.mask) >= MASK_IOU
+        assert mask_iou(a, b) >= MASK_IOU
+    assert mask_iou(c32.mask, c16.mask) >= MASK_IOU
     spread = float(c32.low_res_logits.std())
     assert spread > 0
     assert float(np.abs(c32.low_res_logits - c16.low_res_logits).mean()) <= 0.1 * spread
@@ -144,9 +139,9 @@ def test_default_chain_runs_bf16_and_labels_like_float32(chain, monkeypatch):
     ref = reference.labeler().label(image, SCENE_CLASSES, confidence=0.0)
     assert default.segmenter().dtype == torch.bfloat16 and default.embedder().dtype == torch.bfloat16
     assert len(ref) == len(SCENE_CLASSES) == len(got)
-    iou = _box_iou(ref.xyxy, got.xyxy)
+    iou = box_iou(ref.xyxy, got.xyxy)
     rows, cols = linear_sum_assignment(-iou)
     assert np.all(iou[rows, cols] >= BOX_IOU)
     for r, c in zip(rows, cols, strict=True):
-        assert _mask_iou(ref.mask[r], got.mask[c]) >= MASK_IOU
+        assert mask_iou(ref.mask[r], got.mask[c]) >= MASK_IOU
         assert float(ref.data["embedding"][r] @ got.data["embedding"][c]) >= COSINE

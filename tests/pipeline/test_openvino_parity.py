@@ -27,7 +27,14 @@ from scipy.optimize import linear_sum_assignment
 
 from pipeline.models import device as device_mod
 from pipeline.models import openvino_runtime as ovr
-from tests.chain_models import SCENE_CLASSES, build_chain_models, scene_boxes, scene_image
+from tests.chain_models import (
+    SCENE_CLASSES,
+    box_iou,
+    build_chain_models,
+    mask_iou,
+    scene_boxes,
+    scene_image,
+)
 
 pytestmark = pytest.mark.skipif(not ovr.openvino_installed(), reason="openvino is not installed")
 
@@ -46,18 +53,6 @@ def ov_cache(tmp_path, monkeypatch):
 
 def _boxes() -> np.ndarray:
     return np.array([scene_boxes()[c] for c in SCENE_CLASSES], np.float32)
-
-
-def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.logical_and(a, b).sum() / max(1, np.logical_or(a, b).sum()))
-
-
-def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=-1)
-    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=-1)  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None] - inter)
 
 
 def test_openvino_sam2_encoder_matches_pytorch(chain, ov_cache):
@@ -81,7 +76,7 @@ def test_openvino_sam2_encoder_matches_pytorch(chain, ov_cache):
     pts = np.array([(boxes[0, :2] + boxes[0, 2:]) / 2, boxes[0, :2] + 5, boxes[1, :2] + 5], np.float32)
     c_ov = ov.predict_points(pts, np.array([1, 1, 0]), multimask=False)
     c_pt = pt.predict_points(pts, np.array([1, 1, 0]), multimask=False)
-    assert c_pt.mask.any() and _mask_iou(c_ov.mask, c_pt.mask) >= 0.99
+    assert c_pt.mask.any() and mask_iou(c_ov.mask, c_pt.mask) >= 0.99
     assert ov.vision.calls >= 2  # the encoder really ran on OpenVINO
 
 
@@ -138,11 +133,11 @@ def test_default_chain_runs_openvino_bf16_and_labels_like_pytorch_float32(chain,
     assert {status[r]["runtime"] for r in ("detector", "segmenter", "embedder")} == {"openvino"}
     assert default.segmenter().vision.precision == "bf16" and reference.segmenter().vision is None
     assert len(ref) == len(SCENE_CLASSES) == len(got)
-    iou = _box_iou(ref.xyxy, got.xyxy)
+    iou = box_iou(ref.xyxy, got.xyxy)
     rows, cols = linear_sum_assignment(-iou)
     assert np.all(iou[rows, cols] >= 0.99)
     for r, c in zip(rows, cols, strict=True):
-        assert _mask_iou(ref.mask[r], got.mask[c]) >= 0.9
+        assert mask_iou(ref.mask[r], got.mask[c]) >= 0.9
         assert float(ref.data["embedding"][r] @ got.data["embedding"][c]) >= 0.99
 
 
