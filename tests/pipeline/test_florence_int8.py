@@ -66,3 +66,17 @@ def test_unknown_decoder_is_refused(chain):
 
     with pytest.raises(ValueError, match="decoder: expected one of"):
         FlorenceDetector.from_pretrained(chain["detector"], device="cpu", dtype=torch.float32, decoder="fp8")
+
+
+def test_int8_decoder_with_beam_search_matches_native(chain):
+    from pipeline.detect.florence import FlorenceDetector
+
+    image = scene_image()
+    out = {}
+    for decoder in ("native", "int8"):
+        det = FlorenceDetector.from_pretrained(chain["detector"], device="cpu", dtype=torch.bfloat16,
+                                               decoder=decoder, num_beams=3)
+        out[decoder] = det.detect(image, SCENE_CLASSES)  # the beams' caches are reordered in float32
+    assert len(out["native"]) == len(SCENE_CLASSES) == len(out["int8"])
+    np.testing.assert_allclose(out["int8"].xyxy, out["native"].xyxy, atol=1e-3)
+    np.testing.assert_allclose(out["int8"].confidence, out["native"].confidence, atol=0.02)
