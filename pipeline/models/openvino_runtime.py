@@ -3,8 +3,9 @@
 On a CPU, ``Sam2Model.get_image_embeddings`` (Hiera + FPN), Florence-2's DaViT vision tower +
 projector and DINOv2's ViT are the bulk of an auto-label's arithmetic. Compiled with OpenVINO's
 CPU plugin (oneDNN kernels with fused permutes, layout-aware convolutions and bfloat16 on CPUs
-with native bf16 units) they run 1.7-3.5x faster than PyTorch's eager bfloat16 on the build
-machine's AVX-512 cores (``launch.py bench pipeline`` prints the same-run figures). Everything
+with native bf16 units) they ran 1.3-2.8x faster than PyTorch's eager bfloat16 on the build
+machine's AVX-512 cores, same run, same inputs (``launch.py bench pipeline`` prints
+``main.runtime_speedup``; SAM2's encoder gains most, DINOv2 least). Everything
 else (SAM2's prompt decoder and clicks, Florence's text encoder and token loop) stays PyTorch.
 
 How it works:
@@ -13,13 +14,14 @@ How it works:
   ``openvino`` when the package is installed, else ``torch``.
 - :func:`compile_encoder`: traces the encoder module (float32 weights) with
   ``openvino.convert_model`` once, in a child process (``pipeline.models.openvino_convert``:
-  tracing a float32 copy would otherwise leave the app's memory ~3 GB higher), saves the IR (``model.xml`` + ``model.bin``: float16 weights
-  for bf16 inference, float32 for f32) under ``$AGL_OV_CACHE`` or
-  ``~/.cache/agenticlabeling/openvino/<role>-<key>/``
-  (the key hashes the model folder's config and weight files, the input shape and the library
-  versions, so new weights or a new OpenVINO convert again), and compiles it for the CPU with
-  the precision the PyTorch model runs in (``bf16`` for bfloat16, ``f32`` for float32). The
-  first load of each model converts (tens of seconds, logged); later loads read the IR (~1 s).
+  tracing float32 copies would otherwise leave the app ~3 GB larger), saves the IR
+  (``model.xml`` + ``model.bin``: float16 weights for bf16 inference, float32 for f32) under
+  ``$AGL_OV_CACHE`` or ``~/.cache/agenticlabeling/openvino/<role>-<key>/`` (the key hashes the
+  model folder's config and weight files, the input shape and the library versions, so new
+  weights or a new OpenVINO convert again), and compiles it for the CPU in the precision the
+  PyTorch model runs in (``bf16`` for bfloat16, ``f32`` for float32). The first load of each
+  model converts (20-40 s for the full-size CPU models here, logged); later loads read and
+  compile the IR (a few seconds each).
 - :class:`OvEncoder`: ``encoder(x) -> [torch.Tensor]`` in the caller's dtype; one infer
   request per call, so threads can share it.
 - :func:`accelerate`: what the model classes call; returns None (PyTorch) when the runtime is
@@ -225,8 +227,12 @@ def compile_encoder(
             shutil.rmtree(tmp, ignore_errors=True)
         log.warning("converted %s in %.1f s", role, time.perf_counter() - t0)
     ov_core = core()
-    compiled = ov_core.compile_model(ov_core.read_model(xml), "CPU",
-                                     {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"})
+    try:
+        compiled = ov_core.compile_model(ov_core.read_model(xml), "CPU",
+                                         {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"})
+    except Exception:
+        shutil.rmtree(target, ignore_errors=True)  # a damaged cache entry: converted again next time
+        raise
     return OvEncoder(compiled, out_dtype, precision, xml)
 
 

@@ -170,6 +170,25 @@ def test_conversion_is_cached_and_redone_for_new_weights(chain, ov_cache, monkey
     assert w16 < 0.6 * newer.vision.source.with_suffix(".bin").stat().st_size
 
 
+def test_a_damaged_cached_model_is_dropped_and_converted_again(chain, ov_cache, caplog):
+    from pipeline.segment.sam2 import Sam2Segmenter
+
+    first = Sam2Segmenter.from_pretrained(chain["segmenter"], device="cpu", dtype=torch.float32, runtime="openvino")
+    weights = first.vision.source.with_suffix(".bin")
+    head = weights.read_bytes()[:1000]
+    weights.unlink()  # a new, short file (e.g. a disk that filled up); `first` still maps the old one
+    weights.write_bytes(head)
+    with caplog.at_level(logging.WARNING, logger="pipeline.models.openvino_runtime"):
+        broken = Sam2Segmenter.from_pretrained(chain["segmenter"], device="cpu", dtype=torch.float32, runtime="openvino")
+    assert broken.vision is None and "OpenVINO unavailable for sam2-encoder" in caplog.text
+    assert not first.vision.source.parent.exists()  # dropped
+    again = Sam2Segmenter.from_pretrained(chain["segmenter"], device="cpu", dtype=torch.float32, runtime="openvino")
+    assert again.vision is not None and again.vision.source == first.vision.source
+    image = scene_image()
+    for a, b in zip(again._encode(image), first._encode(image), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_a_failing_converter_child_is_reported_and_leaves_nothing(chain, ov_cache, caplog):
     with caplog.at_level(logging.WARNING, logger="pipeline.models.openvino_runtime"):
         enc = ovr.accelerate("no-such-role", chain["segmenter"], "cpu", (1, 3, 64, 64), torch.float32, "openvino")
