@@ -451,4 +451,3 @@ class Sam2Segmenter:
         # the mask comes from the raw logits; the logits handed back are clamped (SAM2's predictor)
         low_res = low[0].clamp(-MASK_LOGIT_LIMIT, MASK_LOGIT_LIMIT).cpu().numpy().astype(np.float32)
         return PointPrediction(mask=mask, score=score, low_res_logits=low_res)
-
