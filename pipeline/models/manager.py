@@ -48,6 +48,9 @@ class ModelManager:
         runtime: the vision encoders' CPU runtime, ``"openvino"`` or ``"torch"``; None uses
             ``pipeline.models.openvino_runtime.cpu_runtime()`` (``$AGL_CPU_RUNTIME``, else
             OpenVINO when installed).
+        decoder: Florence-2's token-loop layers, ``"int8"`` or ``"native"``; None uses
+            ``pipeline.detect.florence_int8.decoder_mode()`` (``$AGL_FLORENCE_DECODER``, else
+            int8 on CPU).
 
     Raises:
         ValueError: unknown profile, role or dtype name.
@@ -63,9 +66,11 @@ class ModelManager:
         dtype: Any = None,
         download: bool = True,
         runtime: str | None = None,
+        decoder: str | None = None,
     ) -> None:
         self.profile = profile
         self.runtime = runtime
+        self.decoder = decoder
         self.specs: dict[str, ModelSpec] = get_profile(profile, overrides)
         self.weights_dir = None if weights_dir is None else Path(weights_dir)
         self.device_pref = device
@@ -143,7 +148,7 @@ class ModelManager:
             device, dtype = self.device_dtype()
             self._paths["detector"] = path
             return FlorenceDetector.from_pretrained(path, device=device, dtype=dtype, name=self.specs["detector"].name,
-                                                    runtime=self.runtime)
+                                                    runtime=self.runtime, decoder=self.decoder)
 
         return self._get("detector", build)
 

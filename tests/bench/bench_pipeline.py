@@ -48,7 +48,8 @@ Measured (seconds unless named otherwise; medians of ``--repeats``):
 ``main`` is the default configuration (``pipeline.models.device.cpu_dtype()``: bfloat16 on CPUs
 with native bf16, else float32; ``pipeline.models.openvino_runtime.cpu_runtime()``: the vision
 encoders on OpenVINO when installed); ``compare`` the reference: the other precision with every
-model on PyTorch. ``--runtime torch`` measures the PyTorch-only app.
+model on PyTorch and Florence-2's own decoder layers (``decoder="native"``).
+``--runtime torch`` measures the PyTorch-only app.
 
 Targets (issue 3, 2 CPU cores): click p95 <= 50 ms, whole image <= 3 s, peak RSS <= 4 GB.
 ``ratios`` are measured / target (<= 1 meets the target). ``gaps`` explains each miss.
@@ -445,7 +446,7 @@ def measure_batched(mgr, n: int, device: str) -> dict[str, float]:
 
 def run_suite(folders: dict[str, str], device: str, dtype: str | None, args: argparse.Namespace,
               *, memory: bool, count_flops: bool = True, runtime: str | None = None,
-              flop_counts: dict[str, int] | None = None) -> dict[str, Any]:
+              decoder: str | None = None, flop_counts: dict[str, int] | None = None) -> dict[str, Any]:
     """Every measurement in one precision and runtime; ``_capture`` (numpy outputs for
     ``fidelity``) and ``_flop_counts`` are popped by ``run``. ``flop_counts``: counts from another
     suite (FLOPs depend on neither the precision nor the runtime, so they are counted once, on
@@ -455,13 +456,14 @@ def run_suite(folders: dict[str, str], device: str, dtype: str | None, args: arg
 
     rss0 = _rss_mb()
     mgr = ModelManager("cpu" if device == "cpu" else "gpu", overrides=folders, device=device, dtype=dtype,
-                       runtime=runtime)
+                       runtime=runtime, decoder=decoder)
     t = time.perf_counter()
     seg, det, emb = mgr.segmenter(), mgr.detector(), mgr.embedder()
     load_s = time.perf_counter() - t
     out: dict[str, Any] = {"dtype": str(seg.dtype).removeprefix("torch."), "load_s": load_s}
     labeler = mgr.labeler()
     out["runtime"] = pipeline_runtime.runtimes(labeler)
+    out["florence_decoder"] = det.decoder  # "int8" or "native" (pipeline/detect/florence_int8.py)
     out["sam2"] = measure_sam2(seg, args.clicks, args.repeats, device)
     out["florence"] = measure_florence(det, args.tokens, args.repeats, device)
     out["dinov2"] = measure_dinov2(emb, args.repeats, device)
@@ -539,8 +541,10 @@ def _gaps(main: dict[str, Any], other: dict[str, Any] | None) -> dict[str, str]:
 
 
 def _runtime_label(suite: dict[str, Any]) -> str:
-    """``"openvino"``, ``"torch"``, or ``"openvino+torch"`` when the models differ."""
-    return "+".join(sorted(set(suite["runtime"].values())))
+    """The encoders' runtime (``"openvino"``, ``"torch"``, ``"openvino+torch"`` when the models
+    differ) and, when it is int8, Florence's decoder (``"openvino_int8"``)."""
+    label = "+".join(sorted(set(suite["runtime"].values())))
+    return label + ("_int8" if suite.get("florence_decoder") == "int8" else "")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -573,8 +577,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if compare and device == "cpu":
         other_dtype = "bfloat16" if main["dtype"] == "float32" else "float32"
         args_other = argparse.Namespace(**{**vars(args), "batch_images": 0})
-        # the reference: the transformers modules (PyTorch) in the other precision
-        other = run_suite(folders, device, other_dtype, args_other, memory=False, flop_counts=counts, runtime="torch")
+        # the reference: the transformers modules as they are (PyTorch, the model's own decoder
+        # layers) in the other precision
+        other = run_suite(folders, device, other_dtype, args_other, memory=False, flop_counts=counts,
+                          runtime="torch", decoder="native")
         peaks = {k: max(v, w) for (k, v), w in zip(peaks.items(), reference_gflops().values(), strict=True)}
         captures[other["dtype"]] = other.pop("_capture")
         other.pop("_flop_counts")

@@ -80,3 +80,14 @@ def test_int8_decoder_with_beam_search_matches_native(chain):
     assert len(out["native"]) == len(SCENE_CLASSES) == len(out["int8"])
     np.testing.assert_allclose(out["int8"].xyxy, out["native"].xyxy, atol=1e-3)
     np.testing.assert_allclose(out["int8"].confidence, out["native"].confidence, atol=0.02)
+
+
+def test_model_manager_passes_the_decoder_choice(chain, monkeypatch):
+    from pipeline.models.manager import ModelManager
+
+    root = chain["detector"].parent
+    monkeypatch.setenv("AGL_FLORENCE_DECODER", "native")
+    forced = ModelManager("cpu", weights_dir=root, device="cpu", dtype="float32", download=False, decoder="int8")
+    assert forced.detector().decoder == "int8"  # the argument wins over the variable
+    default = ModelManager("cpu", weights_dir=root, device="cpu", dtype="float32", download=False)
+    assert default.detector().decoder == "native"
