@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from registry import dedupe as overlap
+from registry import ingest_pipeline as pipe
 from registry import masks as rle_ops
 from registry.categories import check_category_name, name_key, resolve_category_tx
 from registry.db import Connection
@@ -148,18 +149,24 @@ def duplicates_tx(tx: sqlite3.Connection, source_id: str, items: list[dict], iou
             sub = duplicates_tx(tx, source_id, [items[k] for k in ks], iou)
             out.update({ks[i]: oid for i, oid in sub.items()})
         return out
-    cat_set = sorted({it["category_id"] for it in items})
-    rows = tx.execute(*stored_query(source_id, items[0]["frame_id"], cat_set)).fetchall()
-    rles = [{"size": [r[6], r[7]], "counts": r[5]} if r[5] is not None else None for r in rows]
-    with_mask = [k for k, r in enumerate(rles) if r is not None]
-    areas = dict(zip(with_mask, rle_ops.areas([rles[k] for k in with_mask]).tolist(), strict=True))
-    stored = overlap.Items.build([r[8] for r in rows], [r[1:5] for r in rows], rles,
-                                [areas.get(k) for k in range(len(rows))])
+    ids, stored = stored_items(tx, source_id, items[0]["frame_id"], sorted({it["category_id"] for it in items}))
     new = overlap.Items.build([it["category_id"] for it in items], [it["box"] for it in items],
                              [it["rle"] for it in items], [it["area"] for it in items],
                              [it["coco"] for it in items], [it["mask_box"] for it in items])
     found = overlap.find_duplicates(new, stored, iou)
-    return {i: rows[j][0] if kind == "stored" else items[j]["object_id"] for i, (kind, j) in found.items()}
+    return {i: ids[j] if kind == "stored" else items[j]["object_id"] for i, (kind, j) in found.items()}
+
+
+def stored_items(tx: sqlite3.Connection, source_id: str, frame_id: str | None,
+                 category_ids: Sequence[int]) -> tuple[list[str], overlap.Items]:
+    """``(ids, Items)`` of the stored objects of one frame (None = the image) in those categories."""
+    rows = tx.execute(*stored_query(source_id, frame_id, category_ids)).fetchall()
+    rles = [{"size": [r[6], r[7]], "counts": r[5]} if r[5] is not None else None for r in rows]
+    with_mask = [k for k, r in enumerate(rles) if r is not None]
+    areas = dict(zip(with_mask, rle_ops.areas([rles[k] for k in with_mask]).tolist(), strict=True))
+    items = overlap.Items.build([r[8] for r in rows], [r[1:5] for r in rows], rles,
+                                [areas.get(k) for k in range(len(rows))])
+    return [r[0] for r in rows], items
 
 
 def stored_query(source_id: str, frame_id: str | None, category_ids: Sequence[int]) -> tuple[str, tuple]:
@@ -197,6 +204,11 @@ def register_objects(
     existing object of the same source and category, or an earlier one of this batch,
     exceeds ``dedupe_iou`` is skipped.
 
+    Batches of at least ``2 * CHUNK`` objects are pipelined (:mod:`registry.ingest_pipeline`):
+    chunk ``k`` is inserted on a writer thread while this thread validates and deduplicates
+    chunk ``k + 1``, in the same transaction, with the same result, errors and dedupe answers
+    as the serial path.
+
     Returns:
         The result, and whether vectors were queued for the index (the caller then relays).
 
@@ -204,6 +216,22 @@ def register_objects(
         ValueError: unknown source, bad box/mask/embedding/category/confidence; nothing is
             written.
     """
+    if len(objects) >= 2 * pipe.CHUNK:
+        ids, now = new_ids("obj", len(objects)), utc_now()
+        with conn.transaction() as tx:
+            done = _register_pipelined(tx, source, objects, ids, now, project=project, dedupe=dedupe,
+                                       dedupe_iou=dedupe_iou, dim=dim, version=version)
+            if done is not None:
+                return done
+            # An irregular input: the serial path (joining this transaction) words the error.
+            return _register_serial(conn, source, objects, project=project, dedupe=dedupe,
+                                    dedupe_iou=dedupe_iou, dim=dim, version=version)
+    return _register_serial(conn, source, objects, project=project, dedupe=dedupe, dedupe_iou=dedupe_iou,
+                            dim=dim, version=version)
+
+
+def _register_serial(conn: Connection, source: dict, objects: list[ObjectIn], *, project: str | None,
+                     dedupe: bool, dedupe_iou: float, dim: int, version: str) -> tuple[RegisterResult, bool]:
     source_id = source["source_id"]
     items = prepare(source, objects, project, dim, version)
     result = RegisterResult(object_ids=[None] * len(items))
@@ -235,40 +263,81 @@ def register_objects(
                 cat_ids[key] = resolve_category_tx(tx, it["category"])
             it["category_id"] = cat_ids[key]
         dup = duplicates_tx(tx, source_id, items, dedupe_iou) if dedupe else {}
-        rows, emb_rows = [], []
-        for i, it in enumerate(items):
-            if i in dup:
-                result.duplicates.append((i, dup[i]))
-                continue
-            result.object_ids[i] = it["object_id"]
-            rle = it["rle"]
-            validated = it["status"] != "pending"
-            rows.append((
-                it["object_id"], source_id, it["category_id"], it["frame_id"], it["project"],
-                *it["box"],
-                None if rle is None else rle["counts"], None if rle is None else rle["size"][0],
-                None if rle is None else rle["size"][1], it["area"], it["confidence"],
-                it["detection_model"], it["classification_model"], it["classification_confidence"],
-                int(validated), it["status"], it["validated_by"] if validated else None, now if validated else None,
-                it["quality_score"], *it["flags"], it["metadata"], now, now,
-            ))
-            if it["embedding"] is not None:
-                emb_rows.append((it["object_id"], version, dim, it["embedding"]))
-        tx.executemany(
-            """INSERT INTO objects (object_id, source_id, category_id, frame_id, project_id,
-                   bbox_x, bbox_y, bbox_w, bbox_h, mask_counts, mask_h, mask_w, area, confidence,
-                   detection_model, classification_model, classification_confidence,
-                   is_validated, validation_status, validated_by, validated_at, quality_score,
-                   is_occluded, is_truncated, is_difficult, metadata, created_at, updated_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            rows,
-        )
-        if emb_rows:
-            tx.executemany(
-                "INSERT INTO embeddings (object_id, version_id, dim, vector) VALUES (?, ?, ?, ?)", emb_rows
-            )
-            tx.executemany(
-                "INSERT INTO embedding_outbox (object_id, version_id, operation) VALUES (?, ?, 'upsert')",
-                [(r[0], r[1]) for r in emb_rows],
-            )
-    return result, bool(emb_rows)
+        rows = _rows(items, 0, dup, result, source_id, now, dim, version)
+        pipe.insert_rows(tx, rows)
+    return result, bool(rows.embeddings)
+
+
+def _register_pipelined(tx: sqlite3.Connection, source: dict, objects: list[ObjectIn], ids: list[str], now: str,
+                        *, project: str | None, dedupe: bool, dedupe_iou: float, dim: int,
+                        version: str) -> tuple[RegisterResult, bool] | None:
+    """The pipelined path inside the caller's transaction; None where :func:`pipe.plan` found an
+    irregular input (nothing inserted yet; the serial path then words the error)."""
+    source_id = source["source_id"]
+    plan = pipe.plan(tx, source_id, objects, dedupe=dedupe, iou=dedupe_iou,
+                     stored=lambda fid, cats: stored_items(tx, source_id, fid, cats))
+    if plan is None:
+        return None
+    result = RegisterResult(object_ids=[None] * len(objects))
+    queued = False
+    writer: pipe.Writer | None = None
+    try:
+        for start, end in pipe.chunk_bounds(len(objects)):
+            # From here to the writer's join: no SQLite call on this thread (see ingest_pipeline).
+            try:
+                items = prepare(source, objects[start:end], project, dim, version)
+            except ValueError:
+                # The serial path validates the whole batch first: word the error as it does.
+                prepare(source, objects, project, dim, version)
+                raise
+            by_frame: dict[str | None, list[int]] = {}
+            for k, (it, oid) in enumerate(zip(items, ids[start:end], strict=True)):
+                it["object_id"] = oid
+                it["category_id"] = plan.category_ids[it["category"]]
+                by_frame.setdefault(it["frame_id"], []).append(k)
+            dup: dict[int, str] = {}
+            if dedupe:
+                for fid, ks in by_frame.items():
+                    found = plan.frames[fid].run([items[k] for k in ks])
+                    dup.update({ks[i]: oid for i, oid in found.items()})
+            rows = _rows(items, start, dup, result, source_id, now, dim, version)
+            queued = queued or bool(rows.embeddings)
+            if writer is not None:
+                writer.join()
+            writer = pipe.Writer(tx, rows)
+        last, writer = writer, None
+        if last is not None:
+            last.join()
+    finally:
+        if writer is not None:  # an error on this thread: the insert in flight ends before ROLLBACK
+            writer.thread.join()
+    return result, queued
+
+
+def _rows(items: list[dict], offset: int, dup: dict[int, str], result: RegisterResult, source_id: str, now: str,
+          dim: int, version: str) -> pipe.Rows:
+    """The rows of the items not in ``dup`` (flat, for :func:`pipe.insert_rows`); fills ``result``
+    (input index = ``offset`` + item index)."""
+    obj, emb, out = [], [], []
+    for i, it in enumerate(items):
+        if i in dup:
+            result.duplicates.append((offset + i, dup[i]))
+            continue
+        oid = it["object_id"]
+        result.object_ids[offset + i] = oid
+        rle = it["rle"]
+        status = it["status"]
+        validated = status != "pending"
+        obj.extend((
+            oid, source_id, it["category_id"], it["frame_id"], it["project"],
+            *it["box"],
+            None if rle is None else rle["counts"], None if rle is None else rle["size"][0],
+            None if rle is None else rle["size"][1], it["area"], it["confidence"],
+            it["detection_model"], it["classification_model"], it["classification_confidence"],
+            int(validated), status, it["validated_by"] if validated else None, now if validated else None,
+            it["quality_score"], *it["flags"], it["metadata"], now, now,
+        ))
+        if it["embedding"] is not None:
+            emb.extend((oid, version, dim, it["embedding"]))
+            out.extend((oid, version))
+    return pipe.Rows(obj, emb, out)
