@@ -57,7 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     download.set_defaults(func=cmd_download)
 
     optimize = models_sub.add_parser(
-        "optimize", help="convert the present models' vision encoders for OpenVINO now (else done on first use)")
+        "optimize",
+        help="convert the present models' vision encoders (and SAM2's mask decoder) for OpenVINO now "
+             "(else done on first use)")
     _common(optimize)
     add_json_arg(optimize)
     optimize.set_defaults(func=cmd_optimize)
@@ -161,14 +163,20 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     for role, load in (("detector", mgr.detector), ("segmenter", mgr.segmenter), ("embedder", mgr.embedder)):
         t0 = time.perf_counter()
         try:
-            vision = getattr(load(), "vision", None)
+            model = load()
         except WeightsMissingError as exc:
             rows.append({"role": role, "runtime": None, "ir": None, "seconds": 0.0, "problem": str(exc)})
             continue
-        rows.append({"role": role, "runtime": "openvino" if vision is not None else "torch",
+        vision = getattr(model, "vision", None)
+        # SAM2 also compiles its mask decoder (the click path): both or it is not "openvino"
+        decoder = getattr(model, "prompt_decoder", vision)
+        done = vision is not None and decoder is not None
+        rows.append({"role": role, "runtime": "openvino" if done else "torch",
                      "ir": str(vision.source) if vision is not None else None,
+                     **({"decoder_ir": str(decoder.source) if decoder is not None else None}
+                        if hasattr(model, "prompt_decoder") else {}),
                      "seconds": round(time.perf_counter() - t0, 1),
-                     "problem": None if vision is not None else "conversion failed: see the warning above"})
+                     "problem": None if done else "conversion failed: see the warning above"})
         mgr.unload(role)
     ok = all(r["runtime"] == "openvino" for r in rows)
     if args.json:

@@ -10,8 +10,11 @@ or prints the error and exits 1.
 
 Roles: ``sam2-encoder`` (``Sam2Model.get_image_embeddings``: three feature maps),
 ``florence-vision`` (Florence-2's vision tower + projector: the image tokens' features),
-``dinov2`` (DINOv2's ``last_hidden_state``). Each traces a ``(1, 3, HEIGHT, WIDTH)`` float32
-input with a dynamic batch dimension.
+``dinov2`` (DINOv2's ``last_hidden_state``): each traces a ``(1, 3, HEIGHT, WIDTH)`` float32
+input with a dynamic batch dimension. ``sam2-decoder``: SAM2's mask decoder on cached features
+(``pipeline.segment.sam2_decoder.MaskDecoderCore``; HEIGHT and WIDTH are the image input its
+features come from, the feature shapes follow the model's config), with a dynamic number of
+prompts and of prompt tokens.
 """
 from __future__ import annotations
 
@@ -45,6 +48,13 @@ def build(role: str, folder: str | Path) -> torch.nn.Module:
     """
     import transformers
 
+    if role == "sam2-decoder":
+        from pipeline.segment.sam2_decoder import MaskDecoderCore, example_inputs
+
+        model = transformers.Sam2Model.from_pretrained(folder).float().eval()
+        core = MaskDecoderCore(model.mask_decoder).eval()
+        core.example_inputs = example_inputs(model)  # shapes from the model's config
+        return core
     if role == "sam2-encoder":
         return CallModule(transformers.Sam2Model.from_pretrained(folder), lambda m, x: tuple(m.get_image_embeddings(x)))
     if role == "florence-vision":
@@ -52,19 +62,34 @@ def build(role: str, folder: str | Path) -> torch.nn.Module:
         return CallModule(model, lambda m, x: m.model.get_image_features(x).pooler_output)
     if role == "dinov2":
         return CallModule(transformers.AutoModel.from_pretrained(folder), lambda m, x: m(pixel_values=x).last_hidden_state)
-    raise ValueError(f"role: expected sam2-encoder, florence-vision or dinov2, got {role!r}")
+    raise ValueError(f"role: expected sam2-encoder, sam2-decoder, florence-vision or dinov2, got {role!r}")
+
+
+def example(role: str, module: torch.nn.Module, height: int, width: int) -> tuple[tuple, list]:
+    """``(example inputs, input shapes with the dynamic dimensions as -1)`` for tracing ``role``."""
+    ov = _ov()
+    if role == "sam2-decoder":
+        inputs = module.example_inputs
+        shapes = [ov.PartialShape(list(t.shape)) for t in inputs]
+        shapes[2] = ov.PartialShape([1, -1, -1, int(inputs[2].shape[-1])])  # P prompts of N tokens
+        return inputs, shapes
+    return (torch.zeros((1, 3, height, width), dtype=torch.float32),), [ov.PartialShape([-1, 3, height, width])]
+
+
+def _ov() -> Any:
+    from pipeline.models.openvino_runtime import _import_openvino
+
+    return _import_openvino()
 
 
 def convert(role: str, folder: str | Path, height: int, width: int, out_dir: str | Path, fp16: bool) -> Path:
     """Traces ``role``'s module and saves it as IR in ``out_dir``; returns the ``model.xml``."""
-    from pipeline.models.openvino_runtime import _import_openvino
-
-    ov = _import_openvino()
+    ov = _ov()
     module = build(role, folder)
-    example = torch.zeros((1, 3, height, width), dtype=torch.float32)
+    inputs, shapes = example(role, module, height, width)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's deprecation and TracerWarnings
-        model = ov.convert_model(module, example_input=example, input=[ov.PartialShape([-1, 3, height, width])])
+        model = ov.convert_model(module, example_input=inputs if len(inputs) > 1 else inputs[0], input=shapes)
     xml = Path(out_dir) / "model.xml"
     ov.save_model(model, xml, compress_to_fp16=fp16)
     return xml

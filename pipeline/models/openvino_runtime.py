@@ -5,8 +5,10 @@ projector and DINOv2's ViT are the bulk of an auto-label's arithmetic. Compiled 
 CPU plugin (oneDNN kernels with fused permutes, layout-aware convolutions and bfloat16 on CPUs
 with native bf16 units) they ran 1.3-2.8x faster than PyTorch's eager bfloat16 on the build
 machine's AVX-512 cores, same run, same inputs (``launch.py bench pipeline`` prints
-``main.runtime_speedup``; SAM2's encoder gains most, DINOv2 least). Everything
-else (SAM2's prompt decoder and clicks, Florence's text encoder and token loop) stays PyTorch.
+``main.runtime_speedup``; SAM2's encoder gains most, DINOv2 least). SAM2's mask decoder, the
+click path, is compiled the same way (``pipeline.segment.sam2_decoder``: hundreds of small
+ops that OpenVINO fuses; its prompt encoder stays PyTorch). Florence's text encoder and token
+loop stay PyTorch.
 
 How it works:
 
@@ -160,6 +162,16 @@ class OvEncoder:
         self.calls += 1
         return [torch.from_numpy(np.array(out[o])).to(self.out_dtype) for o in self.compiled.outputs]
 
+    def run(self, *inputs: torch.Tensor | np.ndarray) -> list[torch.Tensor]:
+        """Runs a model of several inputs (tensors of any float dtype, or float32 arrays);
+        returns its outputs as float32 tensors."""
+        arrays = {i: x if isinstance(x, np.ndarray)
+                  else np.ascontiguousarray(x.detach().to(device="cpu", dtype=torch.float32).numpy())
+                  for i, x in enumerate(inputs)}
+        out = self.compiled.create_infer_request().infer(arrays)
+        self.calls += 1
+        return [torch.from_numpy(np.array(out[o])) for o in self.compiled.outputs]
+
 
 CONVERT_TIMEOUT_S = 1800  # a full-size model converts in ~20-70 s on 2 cores
 
@@ -193,7 +205,7 @@ def compile_encoder(
     """The encoder of ``role`` compiled with OpenVINO, converted on first use and cached.
 
     Args:
-        role: ``"sam2-encoder"``, ``"florence-vision"`` or ``"dinov2"``
+        role: ``"sam2-encoder"``, ``"sam2-decoder"``, ``"florence-vision"`` or ``"dinov2"``
             (``pipeline.models.openvino_convert.build``).
         folder: the model's weights folder (part of the cache key).
         input_shape: ``(B, 3, H, W)`` of the traced input; B is dynamic in the IR.

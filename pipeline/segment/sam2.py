@@ -45,7 +45,9 @@ and restored after. Measured on the 2-core bench machine, bfloat16 SAM2.1-tiny, 
 60 clicks alternating, load average 2-3: p50 136 vs 427 ms, p90 201 vs 859 ms (1 vs 2 threads);
 float32 p50 109 vs 267 ms, but the quietest clicks were faster on 2 threads (min 63 vs 88 ms).
 ``bench pipeline`` prints both (``click_p95_ms`` with the default, ``click_p95_ms_all_threads``).
-Box batches (``predict_boxes``) keep every thread.
+Box batches (``predict_boxes``) keep every thread. On a CPU with OpenVINO the mask decoder
+itself runs compiled (``prompt_decoder``, ``pipeline.segment.sam2_decoder``); the thread count
+above then only governs the prompt encoder, and OpenVINO keeps its own pool.
 
 Thread safety: the predictor holds per-image state. Every public call takes ``self.lock`` (an
 ``RLock``), so a call never sees half of another's state. Two users sharing one instance must
@@ -68,6 +70,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.segment.base import NOT_SET_MESSAGE, PointPrediction, check_image, check_points
+from pipeline.segment.sam2_decoder import FeatureInputs, decode
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -164,8 +167,12 @@ class Sam2Segmenter:
         self._key: str | None = None
         self._hw: tuple[int, int] | None = None
         self._features: list[torch.Tensor] | None = None
-        # The image encoder compiled with OpenVINO (CPU), or None for the PyTorch module.
+        # The image encoder and the mask decoder compiled with OpenVINO (CPU), or None for the
+        # PyTorch modules (pipeline.models.openvino_runtime, pipeline.segment.sam2_decoder).
         self.vision: Any = None
+        self.prompt_decoder: Any = None
+        self._ov_inputs = FeatureInputs()
+        self._image_pe: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -186,7 +193,8 @@ class Sam2Segmenter:
             device / dtype: default ``pipeline.models.device.pick_device_dtype()``.
             cache_size: how many image embeddings the LRU keeps (~17 MB each in float32 at 1024^2).
             name: version label; default the folder name.
-            runtime: the image encoder's CPU runtime, ``"openvino"`` or ``"torch"``; default
+            runtime: the image encoder's and mask decoder's CPU runtime, ``"openvino"`` or
+                ``"torch"``; default
                 ``pipeline.models.openvino_runtime.cpu_runtime()``.
         """
         from transformers import Sam2Model
@@ -203,6 +211,7 @@ class Sam2Segmenter:
                   cache_size=cache_size, name=name or path.name)
         size = seg.input_size
         seg.vision = accelerate("sam2-encoder", path, device, (1, 3, size, size), dtype, runtime)
+        seg.prompt_decoder = accelerate("sam2-decoder", path, device, (1, 3, size, size), dtype, runtime)
         return seg
 
     # ------------------------------------------------------------------ image state
@@ -306,7 +315,6 @@ class Sam2Segmenter:
             out[i:i + step] = (up[:, 0] > 0.0).cpu().numpy()
         return out
 
-    @torch.inference_mode()
     def _decode(
         self,
         feats: list[torch.Tensor],
@@ -317,18 +325,21 @@ class Sam2Segmenter:
         mask_input: torch.Tensor | None = None,
         multimask: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompt encoder + mask decoder on cached features; returns float32 logits and IoU."""
+        """Prompt encoder + mask decoder on cached features; returns float32 logits (P, M, h, w)
+        and IoU (P, M) (``pipeline.segment.sam2_decoder.decode``)."""
         dev = self.device
-        out = self.model(
-            image_embeddings=feats,
-            input_points=None if points is None else points.to(dev),
-            input_labels=None if labels is None else labels.to(dev),
-            input_boxes=None if boxes is None else boxes.to(dev),
-            input_masks=None if mask_input is None else mask_input.to(device=dev, dtype=self.dtype),
-            multimask_output=multimask,
+        if self.prompt_decoder is not None and self._image_pe is None:
+            with torch.inference_mode():
+                self._image_pe = self.model.get_image_wide_positional_embeddings()
+        return decode(
+            self.model, feats,
+            points=None if points is None else points.to(dev),
+            labels=None if labels is None else labels.to(dev),
+            boxes=None if boxes is None else boxes.to(dev),
+            mask_input=None if mask_input is None else mask_input.to(device=dev, dtype=self.dtype),
+            multimask=multimask, ov_decoder=self.prompt_decoder, ov_inputs=self._ov_inputs,
+            image_pe=self._image_pe,
         )
-        # pred_masks: (1, P, M, h, w); iou_scores: (1, P, M)
-        return out.pred_masks[0].float(), out.iou_scores[0].float()
 
     def _mask_prompt(self, mask_input: np.ndarray, hw: tuple[int, int]) -> torch.Tensor:
         """A previous mask -> (1, 1, h, w) logits for the prompt encoder.

@@ -163,6 +163,8 @@ def test_models_optimize_converts_each_encoder_once(data_dir, tmp_path, monkeypa
     assert report["ok"] and [r["role"] for r in report["models"]] == ["detector", "segmenter", "embedder"]
     assert {r["runtime"] for r in report["models"]} == {"openvino"}
     assert all(Path(r["ir"]).is_file() and Path(r["ir"]).parent.parent == tmp_path / "ov" for r in report["models"])
+    decoder_ir = Path(report["models"][1]["decoder_ir"])  # SAM2's click decoder too
+    assert decoder_ir.is_file() and decoder_ir.parent.name.startswith("sam2-decoder-")
     def no_conversion(*args, **kwargs):
         raise AssertionError("converted again")
 
@@ -170,6 +172,7 @@ def test_models_optimize_converts_each_encoder_once(data_dir, tmp_path, monkeypa
     assert main(["models", "optimize", "--data", str(data_dir), "--json"]) == 0  # from the cache
     again = json.loads(capsys.readouterr().out)
     assert [r["ir"] for r in again["models"]] == [r["ir"] for r in report["models"]]
+    assert again["models"][1]["decoder_ir"] == str(decoder_ir)
 
 
 def test_models_optimize_without_weights_says_what_is_missing(data_dir, tmp_path, monkeypatch, capsys):

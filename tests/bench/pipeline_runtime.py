@@ -1,16 +1,18 @@
 """OpenVINO against PyTorch in ``bench pipeline`` (``main.runtime_speedup`` in its JSON).
 
-The app runs the three vision encoders on OpenVINO on a CPU when it is installed
-(``pipeline.models.openvino_runtime``); the PyTorch modules stay loaded beside them, so the
-same suite times both on the same inputs in the same precision, interleaved:
+The app runs the three vision encoders and SAM2's mask decoder on OpenVINO on a CPU when it is
+installed (``pipeline.models.openvino_runtime``); the PyTorch modules stay loaded beside them,
+so the same suite times both on the same inputs in the same precision, interleaved:
 
 - ``sam2_encoder``: ``Sam2Model.get_image_embeddings`` of one 1024^2 image;
+- ``sam2_click_decoder``: one 3-click refinement with the previous mask on cached features
+  (prompt encoder + mask decoder, ``pipeline.segment.sam2_decoder.decode``);
 - ``florence_vision``: Florence-2's DaViT vision tower + projector at 768^2;
 - ``dinov2_5_crops``: DINOv2 on the scene's 5 masked 224^2 crops, one batch.
 
 Each row: ``openvino_s``, ``pytorch_s`` (medians) and ``speedup`` = pytorch / openvino.
-:func:`pytorch_encoders` switches every encoder back to PyTorch for a block (the FLOP count:
-``FlopCounterMode`` sees only PyTorch's operators).
+:func:`pytorch_encoders` switches every compiled model back to PyTorch for a block (the FLOP
+count: ``FlopCounterMode`` sees only PyTorch's operators).
 """
 from __future__ import annotations
 
@@ -21,27 +23,31 @@ from typing import Any
 
 import numpy as np
 
+COMPILED = ("vision", "prompt_decoder")  # the attributes holding OpenVINO models
+
 
 def runtimes(labeler: Any) -> dict[str, str]:
-    """``{"detector" | "segmenter" | "embedder": "openvino" | "torch"}`` of a labeler's models."""
+    """``{"detector" | "segmenter" | "segmenter_decoder" | "embedder": "openvino" | "torch"}``."""
     parts = {"detector": labeler.detector, "segmenter": labeler.segmenter, "embedder": labeler.embedder}
-    return {k: "openvino" if getattr(p, "vision", None) is not None else "torch" for k, p in parts.items() if p is not None}
+    out = {k: "openvino" if getattr(p, "vision", None) is not None else "torch" for k, p in parts.items() if p is not None}
+    if labeler.segmenter is not None and hasattr(labeler.segmenter, "prompt_decoder"):
+        out["segmenter_decoder"] = "openvino" if labeler.segmenter.prompt_decoder is not None else "torch"
+    return out
 
 
 @contextmanager
 def pytorch_encoders(labeler: Any) -> Iterator[None]:
-    """Every vision encoder of ``labeler`` on its PyTorch module inside the block."""
-    parts = [p for p in (labeler.detector, labeler.segmenter, labeler.embedder) if p is not None]
-    saved = [getattr(p, "vision", None) for p in parts]
-    for p in parts:
-        if hasattr(p, "vision"):
-            p.vision = None
+    """Every OpenVINO model of ``labeler`` (encoders, SAM2's decoder) on PyTorch inside the block."""
+    parts = [(p, a) for p in (labeler.detector, labeler.segmenter, labeler.embedder) if p is not None
+             for a in COMPILED if hasattr(p, a)]
+    saved = [getattr(p, a) for p, a in parts]
+    for p, a in parts:
+        setattr(p, a, None)
     try:
         yield
     finally:
-        for p, v in zip(parts, saved, strict=True):
-            if hasattr(p, "vision"):
-                p.vision = v
+        for (p, a), v in zip(parts, saved, strict=True):
+            setattr(p, a, v)
         if hasattr(labeler.segmenter, "clear_cache"):
             labeler.segmenter.clear_cache()  # features made by the other runtime
 
@@ -64,6 +70,28 @@ def _pair(ov: Callable[[], Any], pt: Callable[[], Any], repeats: int) -> dict[st
     return {"openvino_s": o, "pytorch_s": p, "speedup": p / o if o > 0 else 0.0}
 
 
+def _click_pair(seg: Any, image: np.ndarray, boxes: np.ndarray, repeats: int) -> dict[str, float]:
+    """A 3-click refinement with the previous mask, decoded by OpenVINO and by PyTorch."""
+    import torch
+
+    seg.set_image(image)
+    feats, hw = seg._require_image()
+    b = boxes[0]
+    xy = np.array([(b[:2] + b[2:]) / 2, b[:2] + 4, [2.0, 2.0]], np.float32)
+    kw = {"points": seg._scale_xy(xy, hw).reshape(1, 1, -1, 2), "labels": torch.tensor([[[1, 1, 0]]]),
+          "mask_input": torch.zeros(1, 1, *seg.mask_input_size), "multimask": False}
+    compiled = seg.prompt_decoder
+
+    def pt() -> Any:
+        seg.prompt_decoder = None
+        try:
+            return seg._decode(feats, **kw)
+        finally:
+            seg.prompt_decoder = compiled
+
+    return _pair(lambda: seg._decode(feats, **kw), pt, repeats)
+
+
 def encoder_speedup(labeler: Any, scene: Callable[..., tuple[np.ndarray, np.ndarray, list[str]]],
                     repeats: int) -> dict[str, dict[str, float]]:
     """Each OpenVINO encoder against its PyTorch module (see the module docstring); ``{}`` when
@@ -78,6 +106,8 @@ def encoder_speedup(labeler: Any, scene: Callable[..., tuple[np.ndarray, np.ndar
         x = seg._pixels(image)
         xt = x.to(seg.dtype)
         out["sam2_encoder"] = _pair(lambda: seg.vision(x), lambda: seg.model.get_image_embeddings(xt), reps)
+    if getattr(seg, "prompt_decoder", None) is not None:
+        out["sam2_click_decoder"] = _click_pair(seg, image, boxes, reps * 5)
     if getattr(det, "vision", None) is not None:
         px = det.processor(text="<OD>", images=image, return_tensors="pt")["pixel_values"].float()
         pt = px.to(det.dtype)

@@ -80,16 +80,20 @@ def test_runtime_speedup_times_both_runtimes_and_flops_count_pytorch(tmp_path, m
     root = build_chain_models(tmp_path / "chain")["detector"].parent
     labeler = ModelManager("cpu", weights_dir=root, device="cpu", dtype="float32", download=False,
                            runtime="openvino").labeler()
-    assert runtimes(labeler) == {"detector": "openvino", "segmenter": "openvino", "embedder": "openvino"}
+    assert runtimes(labeler) == {"detector": "openvino", "segmenter": "openvino", "embedder": "openvino",
+                                 "segmenter_decoder": "openvino"}
+    decoder_calls = labeler.segmenter.prompt_decoder.calls
     rows = encoder_speedup(labeler, scene, repeats=2)
-    assert set(rows) == {"sam2_encoder", "florence_vision", "dinov2_5_crops"}
+    assert set(rows) == {"sam2_encoder", "sam2_click_decoder", "florence_vision", "dinov2_5_crops"}
+    assert labeler.segmenter.prompt_decoder.calls > decoder_calls  # the OpenVINO side really ran
     for row in rows.values():
         assert row["openvino_s"] > 0 and row["pytorch_s"] > 0
         assert row["speedup"] == pytest.approx(row["pytorch_s"] / row["openvino_s"])
-    calls = labeler.segmenter.vision.calls
+    calls = labeler.segmenter.vision.calls, labeler.segmenter.prompt_decoder.calls
     with pytorch_encoders(labeler):
         assert set(runtimes(labeler).values()) == {"torch"}
         counts = count_stage_flops(labeler, scripted_kwargs, scene)
-    assert labeler.segmenter.vision.calls == calls  # counted on PyTorch: OpenVINO did not run
+    # counted on PyTorch: OpenVINO did not run
+    assert (labeler.segmenter.vision.calls, labeler.segmenter.prompt_decoder.calls) == calls
     assert set(runtimes(labeler).values()) == {"openvino"}  # restored
     assert counts["segment_encode"] > 0 and counts["florence_vision"] > 0 and counts["embed"] > 0
