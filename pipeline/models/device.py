@@ -13,6 +13,8 @@ of the two precisions stay comparable in one index (cosine >= 0.99). See docs/sp
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -132,3 +134,26 @@ def resolve_device_dtype(
         return device, dtype
     auto_device, auto_dtype = pick_device_dtype(None if device is None else str(device))
     return (device if device is not None else auto_device), (dtype if dtype is not None else auto_dtype)
+
+
+@contextmanager
+def intra_op_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads in this thread, then restore the count."""
+    before = torch.get_num_threads()
+    if n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def cores_contended() -> bool:
+    """True when the 1-minute load average exceeds the core count by more than half a core."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on this platform
+        return False
+    return load > (os.cpu_count() or 1) + 0.5

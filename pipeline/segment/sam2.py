@@ -57,7 +57,6 @@ the lock from ``set_image`` to the last prediction (cheap on an LRU hit).
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -69,6 +68,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.models.device import cores_contended, intra_op_threads
 from pipeline.segment.base import NOT_SET_MESSAGE, PointPrediction, check_image, check_points
 from pipeline.segment.sam2_decoder import FeatureInputs, decode
 
@@ -87,29 +87,6 @@ _BOOL_MASK_LOGIT = 10.0
 MASK_LOGIT_LIMIT = 32.0
 # Upper bound of float32 elements interpolated at once when resizing masks to the original size.
 _POSTPROCESS_ELEMENTS = 64_000_000
-
-
-@contextmanager
-def intra_op_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads in this thread, then restore the count."""
-    before = torch.get_num_threads()
-    if n == before:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def cores_contended() -> bool:
-    """True when the 1-minute load average exceeds the core count by more than half a core."""
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # not on this platform
-        return False
-    return load > (os.cpu_count() or 1) + 0.5
 
 
 def image_key(image: np.ndarray) -> str:

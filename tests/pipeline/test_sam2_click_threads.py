@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.segment.sam2 import Sam2Segmenter, intra_op_threads
+from pipeline.models.device import intra_op_threads
+from pipeline.segment.sam2 import Sam2Segmenter
 from tests.pipeline.tiny_models_sam2_dino import build_tiny_sam2
 
 
@@ -78,15 +79,15 @@ def test_intra_op_threads_leaves_other_running_threads_alone():
 
 
 def test_auto_uses_one_thread_only_while_the_cores_are_contended(seg, monkeypatch):
-    import pipeline.segment.sam2 as sam2_mod
+    import pipeline.models.device as device_mod
 
     torch.set_num_threads(2)
     seen = _threads_seen_by_decoder(seg, monkeypatch)
     assert seg.click_threads == "auto"
-    monkeypatch.setattr(sam2_mod.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(device_mod.os, "cpu_count", lambda: 2)
     pts, labels = np.array([[40.0, 30.0]]), np.array([1])
-    monkeypatch.setattr(sam2_mod.os, "getloadavg", lambda: (5.0, 5.0, 5.0))
+    monkeypatch.setattr(device_mod.os, "getloadavg", lambda: (5.0, 5.0, 5.0))
     seg.predict_points(pts, labels)
-    monkeypatch.setattr(sam2_mod.os, "getloadavg", lambda: (1.2, 1.0, 1.0))
+    monkeypatch.setattr(device_mod.os, "getloadavg", lambda: (1.2, 1.0, 1.0))
     seg.predict_points(pts, labels)
     assert seen == [1, 2] and torch.get_num_threads() == 2
