@@ -71,6 +71,7 @@ class IndexHandle:
         self.planner = PlannerConfig()  # the query planner's knobs (registry.search_planner)
         self.cardinality: Any = None  # its cached counts, made by the first search
         self.fresh: Any = None  # the fresh segment's cache (registry.search_fresh), idem
+        self.postings: Any = None  # the quantized path's filter postings (registry.vectors.quantized), idem
 
     @property
     def is_open(self) -> bool:

@@ -4,7 +4,9 @@ Vectors are ``(embedding_dim,)`` float32, compared by cosine. One query runs as:
 
 1. **Plan** (:mod:`registry.search_planner`): exact scoring of the filtered candidates, or the
    ANN index unfiltered with over-fetch and a SQLite post-filter (exact fallback when too few
-   survive).
+   survive), or the **quantized** path for large category/status filters: sign-bit Hamming
+   scan of the filter's rowids (in-memory postings), the best ``R`` re-scored exactly
+   (:mod:`registry.vectors.quantized`), the result filtered in SQLite.
 2. **Fresh segment**: objects whose outbox rows are still pending (committed, not yet relayed
    into the index and the matrix) are scored exactly from the ``embeddings`` table and replace
    whatever the index still holds for them, so a vector is searchable as soon as its object
@@ -95,7 +97,7 @@ def search(
     filters = {key: v for key, v in filters.items() if v is not None}
     where, params = where_clause(conn, **filters)
     need = k * max(m, 1) if (m or weights is not None) else k
-    plan = _plan(conn, vectors, filters, where, params, k, need)
+    plan, rowids = _plan(conn, vectors, filters, where, params, k, need)
     if vectors.fresh is None:
         vectors.fresh = FreshSegment(vectors.embedding_version)
     fresh = vectors.fresh.search(conn, q, _and(where), params, need)
@@ -103,7 +105,7 @@ def search(
     if vectors.fresh.overflow:
         plan.reason += (f"; {vectors.fresh.overflow} unrelayed rows exceed the fresh segment's "
                         f"{vectors.fresh.max_rows}: they are searchable once relayed")
-    hits = _run(conn, vectors, q, plan, where, params, need, k, fresh)
+    hits = _run(conn, vectors, q, plan, where, params, need, k, fresh, rowids)
     if plan.path == "ann" and m:
         _rerank(conn, vectors, q, hits)
         plan.stages.append("exact")
@@ -136,13 +138,15 @@ def _sim(h: Hit) -> float:
 
 
 def _plan(conn: Connection, vectors: IndexHandle, filters: dict, where: str, params: list, k: int,
-          need: int) -> Plan:
+          need: int) -> tuple[Plan, np.ndarray | None]:
+    """The plan, and the filter's rowids from the postings when the quantized path may run."""
+    cfg = vectors.planner
     stats = vectors.cardinality
     if stats is None:
-        stats = vectors.cardinality = CardinalityStats(conn, vectors.planner.stats_max_age_s)
+        stats = vectors.cardinality = CardinalityStats(conn, cfg.stats_max_age_s)
     if not filters:
         _, total = stats.estimate(None, None)
-        return choose(vectors.planner, k=k, need=need, estimate=None, total=total)
+        return choose(cfg, k=k, need=need, estimate=None, total=total), None
     from registry.categories import category_ids_for
 
     cat_ids = category_ids_for(conn, filters["category"]) if "category" in filters else None
@@ -151,7 +155,19 @@ def _plan(conn: Connection, vectors: IndexHandle, filters: dict, where: str, par
     estimate, total = stats.estimate(cat_ids, statuses)
     upper = bool({"project", "min_confidence"} & set(filters))
     refine = (lambda limit: bounded_count(conn, where, params, limit)) if upper else None
-    return choose(vectors.planner, k=k, need=need, estimate=estimate, total=total, refine=refine)
+    rowids, note = None, ""
+    if (cfg.quantized and not upper and estimate > max(cfg.exact_threshold, 4 * cfg.rescore_for(need))
+            and vectors.matrix is not None):
+        if vectors.postings is None:
+            from registry.vectors.quantized import Postings  # numba: loaded with the matrix
+
+            vectors.postings = Postings(conn, min_interval_s=min(cfg.stats_max_age_s, 1.0))
+        rowids, note = vectors.postings.candidates(cat_ids, statuses, cfg.quantized_max_stale_s)
+    plan = choose(cfg, k=k, need=need, estimate=estimate, total=total, refine=refine,
+                  quantized=None if rowids is None else len(rowids))
+    if rowids is None and note:
+        plan.reason += f"; quantized path unavailable: {note}"
+    return plan, (rowids if plan.path == "quantized" else None)
 
 
 def _and(where: str) -> str:
@@ -159,9 +175,17 @@ def _and(where: str) -> str:
 
 
 def _run(conn: Connection, vectors: IndexHandle, q: np.ndarray, plan: Plan, where: str, params: list,
-         need: int, k: int, fresh: dict[str, Any]) -> list[Hit]:
+         need: int, k: int, fresh: dict[str, Any], rowids: np.ndarray | None = None) -> list[Hit]:
     """Stage 1 on the chosen path, merged with the fresh segment (fresh ids win)."""
-    if plan.path == "ann":
+    if plan.path == "quantized" and rowids is not None:
+        hits = _quantized(conn, vectors, q, plan, where, params, need, fresh, rowids)
+        plan.stages += ["quantized", "exact"]
+        if len(hits) + len(fresh["hits"]) >= k:
+            return hits + fresh["hits"]
+        # Rows changed under the postings (a commit since, or stale postings allowed).
+        plan.path = "quantized_fallback_exact"
+        plan.reason += f"; {len(hits)} re-scored candidates passed the filter, fewer than k={k}"
+    elif plan.path == "ann":
         # A damaged index raises (RuntimeError naming the repair): never answered half-right.
         hits, raw = _ann(conn, vectors, q, plan, where, params, fresh)
         plan.stages.append("ann")
@@ -187,8 +211,14 @@ def _ann(conn: Connection, vectors: IndexHandle, q: np.ndarray, plan: Plan, wher
     if not raw:
         return [], len(got)
     sims = dict(raw)
+    found = _passing(conn, where, params, list(sims))
+    plan.candidates = len(found)
+    return [{"object_id": i, "rowid": found[i], "ann": float(s), "exact": None} for i, s in raw if i in found], len(got)
+
+
+def _passing(conn: Connection, where: str, params: list, ids: list[str]) -> dict[str, int]:
+    """``{object id: rowid}`` of the ``ids`` whose current SQLite row passes the filter."""
     found: dict[str, int] = {}
-    ids = list(sims)
     for start in range(0, len(ids), 900):
         part = ids[start:start + 900]
         with conn.lock:
@@ -199,8 +229,27 @@ def _ann(conn: Connection, vectors: IndexHandle, q: np.ndarray, plan: Plan, wher
                 f"WHERE o.object_id IN ({','.join('?' * len(part))})",
                 [*params, *part],
             ).fetchall() if r[2])
-    plan.candidates = len(found)
-    return [{"object_id": i, "rowid": found[i], "ann": float(s), "exact": None} for i, s in raw if i in found], len(got)
+    return found
+
+
+def _quantized(conn: Connection, vectors: IndexHandle, q: np.ndarray, plan: Plan, where: str, params: list,
+               need: int, fresh: dict[str, Any], rowids: np.ndarray) -> list[Hit]:
+    """The quantized path: Hamming scan of the postings' rowids, ``R = plan.fetch`` re-scored
+    exactly, then the best ``need`` whose current SQLite rows pass the filter."""
+    from registry.vectors.quantized import quantized_top
+
+    exclude = np.sort(np.fromiter(fresh["rowids"], np.int64)) if fresh["rowids"] else None
+    ids, sims, plan.candidates = quantized_top(vectors.matrix, q, rowids, plan.fetch, plan.fetch, exclude)
+    hits: list[Hit] = []
+    start, step = 0, need + 8  # a few spare: a row may have left the filter since the postings
+    while start < len(ids) and len(hits) < need:
+        part = ids[start:start + step]
+        found = _passing(conn, where, params, part)
+        hits += [{"object_id": i, "rowid": found[i], "ann": None, "exact": float(s)}
+                 for i, s in zip(part, sims[start:start + step].tolist(), strict=True) if i in found]
+        start += len(part)
+        step = min(2 * step, 900)
+    return hits[:need]
 
 
 def _exact(conn: Connection, vectors: IndexHandle, q: np.ndarray, where: str, params: list, need: int,

@@ -11,6 +11,11 @@ SQLite, then
   SQLite (always current); when fewer than ``k`` survive, the query **falls back to exact**
   (``ann_fallback_exact``). An index-side metadata filter is never used: Chroma pre-filters
   by scanning its metadata, which costs more than the search (issue 14: p95 157 ms at 100k).
+* the **quantized** path (:mod:`registry.vectors.quantized`) takes the filter's rowids from
+  in-memory postings (only while they are current), ranks them by the Hamming distance of their
+  sign bits and re-scores the best ``R = rescore_factor · need`` exactly on the float32 rows;
+  the SQLite rows filter the result. It competes in the same cost model when the filter is
+  category/status only and keeps more than ``4 · R`` candidates (fewer: R is most of them).
 
 Estimates come from one ``GROUP BY category_id, validation_status`` over the covering index
 ``idx_objects_category``, cached and refreshed when the database changed (``PRAGMA
@@ -43,6 +48,13 @@ class PlannerConfig:
         ann_base_us, ann_us_per_neighbour: cost model, the ANN path's time per query and per
             neighbour asked of the index (Chroma's query + the SQLite post-filter).
         stats_max_age_s: cached counts are refreshed at most this often (when data changed).
+        quantized: whether the quantized path may be chosen at all.
+        rescore_factor: ``R = rescore_factor · need`` Hamming-nearest candidates re-scored exactly.
+        quantized_base_us, quantized_us_per_candidate, quantized_us_per_rescore: its cost model
+            (the postings check + SQLite post-filter; the scan per candidate; the float32 re-score).
+        quantized_max_stale_s: 0 = postings are used only while no commit happened since they
+            were read; > 0 also uses postings that much older (faster under constant writes;
+            objects that entered the filter since are missed until the refresh).
 
     Above ``exact_threshold`` the cheaper path by the cost model wins. The costs were measured at
     100k × 768 on the 2-core build machine (bench search: ~6 ms exact at ~5.5k candidates; the
@@ -57,6 +69,16 @@ class PlannerConfig:
     ann_base_us: float = 2_000.0
     ann_us_per_neighbour: float = 30.0
     stats_max_age_s: float = 2.0
+    quantized: bool = True
+    rescore_factor: int = 32
+    quantized_base_us: float = 700.0
+    quantized_us_per_candidate: float = 0.06
+    quantized_us_per_rescore: float = 1.5
+    quantized_max_stale_s: float = 0.0
+
+    def rescore_for(self, need: int) -> int:
+        """``R`` for a query that wants ``need`` candidates."""
+        return max(int(self.rescore_factor), 1) * max(int(need), 1)
 
 
 @dataclass
@@ -64,12 +86,14 @@ class Plan:
     """What the planner chose for one query (``search(..., explain=True)`` returns it).
 
     Attributes:
-        path: ``"exact"`` | ``"ann"`` | ``"ann_fallback_exact"``.
+        path: ``"exact"`` | ``"ann"`` | ``"ann_fallback_exact"`` | ``"quantized"`` |
+            ``"quantized_fallback_exact"``.
         reason: why, in words.
         estimate: estimated objects passing the filter (None = unfiltered).
         total: objects with an embedding (estimate from the cached counts).
-        fetch: ANN neighbours asked for (0 on the exact path).
-        candidates: vectors scored exactly (exact path) or ANN hits kept by the filter.
+        fetch: ANN neighbours asked for; on the quantized path ``R``, the rows re-scored.
+        candidates: vectors scored exactly (exact path), ANN hits kept by the filter, or the
+            candidates ranked by Hamming distance (quantized path).
         fresh: vectors scanned in the fresh segment (committed, not yet relayed).
         stages: the stages that ran, e.g. ``["ann", "exact", "fused"]``.
     """
@@ -146,6 +170,7 @@ def bounded_count(conn: Connection, where: str, params: list[Any], limit: int) -
 
 def choose(
     cfg: PlannerConfig, *, k: int, need: int, estimate: int | None, total: int, refine: Any = None,
+    quantized: int | None = None,
 ) -> Plan:
     """Picks the path for a query that wants ``k`` results from ``need`` stage-1 candidates.
 
@@ -161,6 +186,8 @@ def choose(
         total: all objects.
         refine: optional ``(limit) -> int`` exact bounded count, called when the estimate is an
             upper bound above the threshold (filters the cached counts do not cover).
+        quantized: the candidates the quantized path would scan (its postings are current), or
+            None when it is unavailable.
     """
     if estimate is None:
         return Plan(path="ann", reason="unfiltered", total=total, fetch=need)
@@ -172,6 +199,15 @@ def choose(
     selectivity = max(estimate, 1) / max(total, 1)
     fetch = max(need, int(k / selectivity * cfg.overfetch) + cfg.min_fetch_extra)
     fetch = min(fetch, total)
+    rescore = cfg.rescore_for(need)
+    if cfg.quantized and quantized is not None and quantized > 4 * rescore:
+        q_us = cfg.quantized_base_us + quantized * cfg.quantized_us_per_candidate + rescore * cfg.quantized_us_per_rescore
+        exact_us = estimate * cfg.exact_us_per_candidate
+        ann_us = cfg.ann_base_us + fetch * cfg.ann_us_per_neighbour if fetch <= cfg.max_ann_fetch else float("inf")
+        if q_us < min(exact_us, ann_us):
+            return Plan(path="quantized", reason=f"{quantized} candidates by sign bits + {rescore} re-scored "
+                        f"(~{q_us / 1000:.1f} ms) is cheaper than exact (~{exact_us / 1000:.1f} ms) and ANN with "
+                        f"{fetch} neighbours (~{ann_us / 1000:.1f} ms)", estimate=estimate, total=total, fetch=rescore)
     if fetch > cfg.max_ann_fetch:
         return Plan(path="exact", reason=f"ANN would need {fetch} neighbours (> max_ann_fetch "
                     f"{cfg.max_ann_fetch}) at selectivity {selectivity:.3f}", estimate=estimate, total=total)

@@ -11,6 +11,9 @@ Layout of a persistent matrix (a folder, ``<data>/matrix/<collection>/``):
 * ``vectors.f32``: ``(capacity, dim)`` float32, C order, L2-normalised rows (cosine = dot).
 * ``rowids.i64``: ``(capacity,)`` int64, the ``objects.rowid`` of each row.
 * ``ids.bytes``: ``(capacity,)`` fixed ``S40``, the object id of each row (deletes name ids).
+* ``bits.u64``: ``(capacity, ceil(dim / 64))`` uint64, the sign bits of each row
+  (:mod:`registry.vectors.quantized`), written with the row; missing or of the wrong size at
+  open (a matrix written before they existed), they are recomputed from ``vectors.f32``.
 * ``matrix.json``: ``{"format", "dim", "rows", "capacity", "state"}``; ``state`` is ``"dirty"``
   while a write is in progress, so a crash mid-write is detected at open (then rebuild).
 
@@ -32,7 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
+from registry.vectors import quantized
+
 FORMAT = 1
+BITS_FILE = "bits.u64"
 ID_DTYPE = "S40"
 MAX_ID_BYTES = 40
 
@@ -74,22 +80,25 @@ class VectorMatrix:
         return f / "vectors.f32", f / "rowids.i64", f / "ids.bytes", f / "matrix.json"
 
     def _map(self, capacity: int, mode: str) -> None:
+        words = quantized.words_for(self.dim)
         if self.folder is None:
             self.vectors = np.zeros((capacity, self.dim), np.float32)
             self.rowids = np.zeros(capacity, np.int64)
             self.ids = np.zeros(capacity, ID_DTYPE)
+            self.bits = np.zeros((capacity, words), np.uint64)
             return
         vec_f, rid_f, ids_f, _ = self._files()
         self.vectors = np.memmap(vec_f, np.float32, mode, shape=(capacity, self.dim))
         self.rowids = np.memmap(rid_f, np.int64, mode, shape=(capacity,))
         self.ids = np.memmap(ids_f, ID_DTYPE, mode, shape=(capacity,))
+        self.bits = np.memmap(self.folder / BITS_FILE, np.uint64, mode, shape=(capacity, words))
 
     def _create(self, capacity: int) -> None:
         self.capacity = capacity
         self.rows = 0
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            for f in self._files()[:3]:
+            for f in (*self._files()[:3], self.folder / BITS_FILE):
                 f.unlink(missing_ok=True)
         self._map(capacity, "w+")
         self._row_of = np.full(0, -1, dtype=np.int32)
@@ -115,7 +124,19 @@ class VectorMatrix:
             if actual != size:
                 raise MatrixCorruptError(f"{f}: expected {size} bytes for {cap} rows, got {actual}")
         self.capacity, self.rows = cap, rows
+        bits_f = self.folder / BITS_FILE
+        bits_size = cap * quantized.words_for(dim) * 8
+        stale_bits = not bits_f.exists() or bits_f.stat().st_size != bits_size
+        if stale_bits:
+            with open(bits_f, "wb") as fh:
+                fh.truncate(bits_size)
         self._map(cap, "r+")
+        if stale_bits:
+            self._write_header("dirty")
+            for start in range(0, rows, 65_536):
+                self.bits[start:min(rows, start + 65_536)] = quantized.encode(self.vectors[start:min(rows, start + 65_536)])
+            self._flush()
+            self._write_header("clean")
         self._index_rowids()
 
     def _write_header(self, state: str) -> None:
@@ -129,7 +150,7 @@ class VectorMatrix:
 
     def _flush(self) -> None:
         if self.folder is not None:
-            for arr in (self.vectors, self.rowids, self.ids):
+            for arr in (self.vectors, self.rowids, self.ids, self.bits):
                 arr.flush()
 
     def _index_rowids(self) -> None:
@@ -145,14 +166,16 @@ class VectorMatrix:
             return
         new_cap = max(needed, 2 * self.capacity)
         if self.folder is None:
-            old = (self.vectors, self.rowids, self.ids)
+            old = (self.vectors, self.rowids, self.ids, self.bits)
             self._map(new_cap, "w+")
-            self.vectors[: self.rows], self.rowids[: self.rows], self.ids[: self.rows] = (a[: self.rows] for a in old)
+            for new, prev in zip((self.vectors, self.rowids, self.ids, self.bits), old, strict=True):
+                new[: self.rows] = prev[: self.rows]
         else:
             self._flush()
-            del self.vectors, self.rowids, self.ids  # unmap before resizing the files
+            del self.vectors, self.rowids, self.ids, self.bits  # unmap before resizing the files
             vec_f, rid_f, ids_f, _ = self._files()
-            for f, width in ((vec_f, self.dim * 4), (rid_f, 8), (ids_f, MAX_ID_BYTES)):
+            for f, width in ((vec_f, self.dim * 4), (rid_f, 8), (ids_f, MAX_ID_BYTES),
+                             (self.folder / BITS_FILE, quantized.words_for(self.dim) * 8)):
                 with open(f, "r+b") as fh:
                     fh.truncate(new_cap * width)  # zero-filled growth
             self._map(new_cap, "r+")
@@ -212,6 +235,7 @@ class VectorMatrix:
             for r in rows[~new_mask].tolist():
                 self._id_rows.pop(bytes(self.ids[r]), None)
         self.vectors[rows] = vecs
+        self.bits[rows] = quantized.encode(vecs)
         self.rowids[rows] = rid
         self.ids[rows] = np.asarray(raw_ids, dtype=ID_DTYPE)
         if self._id_rows is not None:
@@ -241,6 +265,7 @@ class VectorMatrix:
             self._row_of[self.rowids[row]] = -1
             if row != last:  # move the last row into the hole: rows stay dense
                 self.vectors[row] = self.vectors[last]
+                self.bits[row] = self.bits[last]
                 self.rowids[row] = self.rowids[last]
                 self.ids[row] = self.ids[last]
                 self._row_of[self.rowids[row]] = row
@@ -257,6 +282,11 @@ class VectorMatrix:
             self._create(1024)
 
     # -- reads ---------------------------------------------------------------------------------
+    @property
+    def row_of(self) -> np.ndarray:
+        """rowid -> matrix row (int32, -1 = none); read it under :attr:`lock`."""
+        return self._row_of
+
     def rows_for(self, rowids: np.ndarray) -> np.ndarray:
         """The matrix row of each rowid, ``-1`` where the matrix holds none (int32)."""
         rid = np.asarray(rowids, dtype=np.int64)
@@ -310,7 +340,7 @@ class VectorMatrix:
     # -- lifecycle -----------------------------------------------------------------------------
     def _close_maps(self) -> None:
         self._flush()
-        for name in ("vectors", "rowids", "ids"):
+        for name in ("vectors", "rowids", "ids", "bits"):
             if hasattr(self, name):
                 delattr(self, name)
 
@@ -364,5 +394,5 @@ def release_shared(matrix: VectorMatrix) -> None:
 
 def remove_files(folder: Path) -> None:
     """Deletes a matrix folder's files (before a rebuild from SQLite)."""
-    for name in ("vectors.f32", "rowids.i64", "ids.bytes", "matrix.json", ".tmp-matrix.json"):
+    for name in ("vectors.f32", "rowids.i64", "ids.bytes", BITS_FILE, "matrix.json", ".tmp-matrix.json"):
         (Path(folder) / name).unlink(missing_ok=True)

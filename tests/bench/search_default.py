@@ -5,10 +5,13 @@ default re-rank), on the same vectors, queries and exact ground truth as the raw
 Figures (all from one run):
 
 * ``default.unfiltered`` / ``category_filter`` / ``status_filter``: ``{p50_ms, p95_ms,
-  recall_at_10, paths}`` (``paths``: how often the planner chose each path).
-* ``default.planner_paths``: the same filtered queries with the path forced (exact, ann), so
-  every path has its recall@10 against exact, and ``exact_cost``: ms per exact query by
-  candidate count (what the threshold is set from).
+  recall_at_10, paths, plan}`` (``paths``: how often the planner chose each path; ``plan``: the
+  last query's full plan from ``explain``, reason and candidate counts included).
+* ``default.planner_paths``: the same filtered queries with the path forced (exact, ann,
+  quantized), so every path has its recall@10 against exact.
+* ``default.quantized_unfiltered``: the quantized scan + re-score over every row (not a planner
+  path: unfiltered queries stay on the ANN index), for comparison with ``unfiltered``.
+* ``default.postings_load_s``: reading the filter postings the quantized path scans.
 * ``two_stage``: recall@10 and p95 of stage 1 alone (``rerank=0``) vs stage 1+2 (default m).
 * ``default.build``: the matrix built from SQLite (vectors/s) and, when the Chroma collection
   was not shared with the raw measurement, the full index rebuild (Chroma + matrix).
@@ -64,7 +67,7 @@ def measure(reg: Any, queries: np.ndarray, filters: list[dict], truth: Any, offs
     """p50/p95 of ``reg.search(q, k=10, **filter, **kw)`` and recall@10 against ``truth``."""
     for q, f in zip(queries[:5], filters[:5], strict=True):  # warm: caches, cardinality counts
         reg.search(q, k=K, **f, **kw)
-    times, hits, total, paths = [], 0, 0, {}
+    times, hits, total, paths, plan = [], 0, 0, {}, None
     for qi, (q, f) in enumerate(zip(queries, filters, strict=True)):
         t0 = time.perf_counter()
         res = reg.search(q, k=K, explain=True, **f, **kw)
@@ -72,9 +75,31 @@ def measure(reg: Any, queries: np.ndarray, filters: list[dict], truth: Any, offs
         want = truth.ids(offset + qi)
         hits += len(want & {h["object_id"] for h in res["results"]})
         total += len(want)
-        paths[res["plan"]["path"]] = paths.get(res["plan"]["path"], 0) + 1
+        plan = res["plan"]
+        paths[plan["path"]] = paths.get(plan["path"], 0) + 1
     return {"p50_ms": _pct(times, 50), "p95_ms": _pct(times, 95), "recall_at_10": hits / max(total, 1),
-            "paths": paths}
+            "paths": paths, "plan": plan}
+
+
+def quantized_unfiltered(reg: Any, queries: np.ndarray, truth: Any) -> dict:
+    """The quantized scan + re-score over every matrix row, timed like :func:`measure`."""
+    from registry.vectors.quantized import quantized_top
+
+    m = reg._vectors.matrix
+    with m.lock:
+        rowids = np.sort(np.asarray(m.rowids[: m.rows]))
+    r = reg._vectors.planner.rescore_for(K)
+    times, hits, total = [], 0, 0
+    for qi, q in enumerate(queries):
+        qn = (q / np.linalg.norm(q)).astype(np.float32)
+        t0 = time.perf_counter()
+        ids, _, _ = quantized_top(m, qn, rowids, r, K)
+        times.append(time.perf_counter() - t0)
+        want = truth.ids(qi)
+        hits += len(want & set(ids))
+        total += len(want)
+    return {"p50_ms": _pct(times, 50), "p95_ms": _pct(times, 95), "recall_at_10": hits / max(total, 1),
+            "rescore": r, "note": "quantized_top over all rows, no SQLite or fresh segment"}
 
 
 def _forced(reg: Any, path: str) -> dict[str, Any]:
@@ -83,9 +108,13 @@ def _forced(reg: Any, path: str) -> dict[str, Any]:
     cfg = reg._vectors.planner
     old = asdict(cfg)
     if path == "exact":
-        cfg.exact_threshold = 1 << 40
-    else:
+        cfg.exact_threshold, cfg.quantized = 1 << 40, False
+    elif path == "ann":
         cfg.exact_threshold, cfg.max_ann_fetch, cfg.exact_us_per_candidate = 0, 1 << 40, float("inf")
+        cfg.quantized = False
+    else:  # quantized whenever it is eligible
+        cfg.exact_threshold, cfg.max_ann_fetch, cfg.exact_us_per_candidate = 0, 0, float("inf")
+        cfg.quantized_base_us = cfg.quantized_us_per_candidate = cfg.quantized_us_per_rescore = 0.0
     return old
 
 
@@ -111,6 +140,14 @@ def run_default(folder: Path, data: Any, qvecs: np.ndarray, qcats: list[str], tr
             rows = reg.rebuild_index()
             build["index_and_matrix_vectors_per_s"] = rows / (time.perf_counter() - t0)
         assert rows == n == reg.index.count(), (rows, n, reg.index.count())
+        from registry.search_planner import CardinalityStats
+        from registry.vectors.quantized import Postings
+
+        # Load the planner's counts and the quantized path's postings before timing (serve loads
+        # them on its first filtered queries, in the background).
+        reg._vectors.cardinality = CardinalityStats(reg.connection, reg._vectors.planner.stats_max_age_s)
+        reg._vectors.postings = Postings(reg.connection)
+        postings_s = reg._vectors.postings.refresh()
         status_f = {"status": "approved"}
         sets = {
             "unfiltered": ([{}] * nq, 0),
@@ -119,12 +156,14 @@ def run_default(folder: Path, data: Any, qvecs: np.ndarray, qcats: list[str], tr
         }
         default = {name: measure(reg, qvecs, fl, truth, off) for name, (fl, off) in sets.items()}
         default["build"] = build
+        default["postings_load_s"] = postings_s
+        default["quantized_unfiltered"] = quantized_unfiltered(reg, qvecs, truth)
         default["config"] = {"index": "chroma", "rerank": DEFAULT_RERANK, **vars(reg._vectors.planner)}
         forced: dict[str, Any] = {}
         for name in ("category_filter", "status_filter"):
             fl, off = sets[name]
             forced[name] = {}
-            for path in ("exact", "ann"):
+            for path in ("exact", "ann", "quantized"):
                 old = _forced(reg, path)
                 try:
                     forced[name][path] = measure(reg, qvecs, fl, truth, off)
