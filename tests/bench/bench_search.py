@@ -4,6 +4,8 @@
     python launch.py bench search --objects 1000000 --index hnsw   # the 1M target (≈ 3 GB)
     python launch.py bench search --objects 1000000 --index chroma --queries 100   # 1M default section
     python launch.py bench search --ef-search 50,100,200 --max-neighbors 32 --json
+    python launch.py bench search --objects 200000 --categories 4 --index chroma --queries 100
+        # 1M's ~50k objects per category at a fifth of the size (the quantized path's cost)
 
 The data are clustered, L2-normalised 768-d float32 vectors (real embeddings cluster by object
 kind; uniform noise would make every neighbour equally far and recall meaningless). Each vector
