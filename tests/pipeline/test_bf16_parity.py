@@ -16,7 +16,6 @@ measured (torch 2.14, AVX-512 with avx512_bf16):
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
@@ -24,7 +23,6 @@ from pipeline.models import device as device_mod
 from tests.chain_models import (
     SCENE_CLASSES,
     box_iou,
-    build_chain_models,
     mask_iou,
     scene_boxes,
     scene_image,
@@ -33,11 +31,6 @@ from tests.chain_models import (
 BOX_IOU = 0.99
 MASK_IOU = 0.9
 COSINE = 0.99
-
-
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory):
-    return build_chain_models(tmp_path_factory.mktemp("bf16-chain"))
 
 
 def _scene_xyxy() -> np.ndarray:

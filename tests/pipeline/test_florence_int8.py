@@ -12,12 +12,7 @@ import pytest
 import torch
 
 from pipeline.detect import florence_int8
-from tests.chain_models import SCENE_CLASSES, build_chain_models, scene_image
-
-
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory):
-    return build_chain_models(tmp_path_factory.mktemp("int8-chain"))
+from tests.chain_models import SCENE_CLASSES, scene_image
 
 
 def _teacher_forced_logits(det, image, ids: list[int]) -> np.ndarray:

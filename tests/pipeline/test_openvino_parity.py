@@ -30,25 +30,12 @@ from pipeline.models import openvino_runtime as ovr
 from tests.chain_models import (
     SCENE_CLASSES,
     box_iou,
-    build_chain_models,
     mask_iou,
     scene_boxes,
     scene_image,
 )
 
 pytestmark = pytest.mark.skipif(not ovr.openvino_installed(), reason="openvino is not installed")
-
-
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory):
-    return build_chain_models(tmp_path_factory.mktemp("ov-chain"))
-
-
-@pytest.fixture
-def ov_cache(tmp_path, monkeypatch):
-    cache = tmp_path / "ov-cache"
-    monkeypatch.setenv("AGL_OV_CACHE", str(cache))
-    return cache
 
 
 def _boxes() -> np.ndarray:

@@ -20,19 +20,7 @@ import torch
 
 from pipeline.models import openvino_runtime as ovr
 from pipeline.segment.sam2_decoder import MaskDecoderCore, example_inputs, select_masks
-from tests.chain_models import SCENE_CLASSES, build_chain_models, mask_iou, scene_boxes, scene_image
-
-
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory):
-    return build_chain_models(tmp_path_factory.mktemp("sam2-decoder"))
-
-
-@pytest.fixture
-def ov_cache(tmp_path, monkeypatch):
-    cache = tmp_path / "ov-cache"
-    monkeypatch.setenv("AGL_OV_CACHE", str(cache))
-    return cache
+from tests.chain_models import SCENE_CLASSES, mask_iou, scene_boxes, scene_image
 
 
 def _boxes() -> np.ndarray:
