@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from registry import dedupe as overlap
-from registry import ingest_pipeline as pipe
 from registry import masks as rle_ops
 from registry.categories import check_category_name, name_key, resolve_category_tx
 from registry.db import Connection
@@ -44,45 +44,64 @@ def prepare(source: dict, objects: Sequence[ObjectIn], project: str | None, dim:
     given_rle: list[int] = []
     with_emb: list[int] = []
     names: dict[Any, str] = {}
+    append = prepared.append
     for i, obj in enumerate(objects):
-        where = f"object {i}"
+        # The "object i" prefix of error messages is only formatted on the way to an error.
         if not isinstance(obj, ObjectIn):
-            raise ValueError(f"{where}: expected an ObjectIn, got {type(obj).__name__}")
+            raise ValueError(f"object {i}: expected an ObjectIn, got {type(obj).__name__}")
         raw_name = obj.category
         name = names.get(raw_name) if type(raw_name) is str else None
         if name is None:
             name = check_category_name(raw_name)
             names[raw_name] = name
-        x0, y0, x1, y1 = check_box(obj.xyxy, width, height, where) if boxes is None else boxes[i]
+        x0, y0, x1, y1 = check_box(obj.xyxy, width, height, f"object {i}") if boxes is None else boxes[i]
         if obj.validation_status not in STATUSES:
-            raise ValueError(f"{where}: expected validation_status in {STATUSES}, got {obj.validation_status!r}")
+            raise ValueError(f"object {i}: expected validation_status in {STATUSES}, got {obj.validation_status!r}")
         # RLEs given by the caller are validated below in one vectorised pass.
-        rle = check_mask(obj, width, height, where, validate=False)
-        if obj.mask_rle is not None:
-            given_rle.append(i)
+        mask_rle = obj.mask_rle
+        if obj.mask is None and mask_rle is None:
+            rle = None
+        else:
+            rle = _given_rle(mask_rle, width, height) if obj.mask is None else None
+            if rle is None:  # a dense mask, or anything check_mask may have to word an error for
+                rle = check_mask(obj, width, height, f"object {i}", validate=False)
+            if mask_rle is not None:
+                given_rle.append(i)
         if obj.embedding is not None:
             with_emb.append(i)
-        prepared.append({
+        # _unit's fast path inline (None or a float in [0, 1]), in the same order.
+        conf, cls_conf, quality = obj.confidence, obj.classification_confidence, obj.quality_score
+        if not (conf is None or (type(conf) is float and 0.0 <= conf <= 1.0)):
+            conf = _unit(conf, i, "confidence")
+        if not (cls_conf is None or (type(cls_conf) is float and 0.0 <= cls_conf <= 1.0)):
+            cls_conf = _unit(cls_conf, i, "classification_confidence")
+        if quality is not None:
+            quality = _unit(quality, i, "quality_score")
+        append({
             "category": name,
             "box": (x0, y0, x1 - x0, y1 - y0),
             "rle": rle,
             "area": (x1 - x0) * (y1 - y0),
-            "confidence": _unit(obj.confidence, where, "confidence"),
-            "classification_confidence": _unit(obj.classification_confidence, where, "classification_confidence"),
-            "quality_score": _unit(obj.quality_score, where, "quality_score"),
+            "confidence": conf,
+            "classification_confidence": cls_conf,
+            "quality_score": quality,
             "embedding": None,
             "coco": None,
             "mask_box": None,
             "detection_model": obj.detection_model,
             "classification_model": obj.classification_model,
             "frame_id": obj.frame_id,
-            "flags": (int(bool(obj.is_occluded)), int(bool(obj.is_truncated)), int(bool(obj.is_difficult))),
+            "flags": (1 if obj.is_occluded else 0, 1 if obj.is_truncated else 0, 1 if obj.is_difficult else 0),
             "status": obj.validation_status,
             "validated_by": obj.validated_by,
-            "metadata": json_or_none(obj.metadata, f"{where} metadata"),
+            "metadata": None if obj.metadata is None else json_or_none(obj.metadata, f"object {i} metadata"),
             "project": project,
         })
-    for i, blob in zip(with_emb, check_embeddings([objects[i].embedding for i in with_emb], with_emb, dim, version), strict=True):
+    embs = [objects[i].embedding for i in with_emb]
+    blobs = _f32_blobs(embs, dim)
+    if blobs is None:  # anything but C-contiguous float32 (dim,) arrays, or a bad value
+        blobs = check_embeddings(embs, with_emb, dim, version)
+    for i, blob in zip(with_emb, blobs, strict=True):
         prepared[i]["embedding"] = blob
     given_area: dict[int, int] = {}
     if given_rle:
@@ -106,12 +125,45 @@ def prepare(source: dict, objects: Sequence[ObjectIn], project: str | None, dim:
     return prepared
 
 
-def _unit(value: Any, where: str, what: str) -> float | None:
+def _unit(value: Any, i: int, what: str) -> float | None:
     """:func:`finite_unit` with a fast path for the common case (None or a float in [0, 1];
     NaN fails the comparison and takes the checked path, which words the error)."""
     if value is None or (type(value) is float and 0.0 <= value <= 1.0):
         return value
-    return finite_unit(value, f"{where} {what}")
+    return finite_unit(value, f"object {i} {what}")
+
+
+def _given_rle(mask_rle: Any, width: int | None, height: int | None) -> dict | None:
+    """:func:`check_mask`'s result for a plain ``{"size": [H, W] ints, "counts": str}`` of the
+    image's size (counts decoded later, in the batch pass), else None: check_mask then converts
+    or words the error."""
+    if type(mask_rle) is not dict:
+        return None
+    size, counts = mask_rle.get("size"), mask_rle.get("counts")
+    if (type(counts) is not str or type(size) not in (list, tuple) or len(size) != 2
+            or type(size[0]) is not int or type(size[1]) is not int or size[0] != height or size[1] != width):
+        return None
+    return {"size": [height, width], "counts": counts}
+
+
+_F32 = np.dtype("<f4")
+
+
+def _f32_blobs(embs: list[Any], dim: int) -> list[bytes] | None:
+    """The ``<f4`` bytes of each embedding when every one is a C-contiguous little-endian
+    float32 ``(dim,)`` array with finite values, not all zero: one join of the buffers instead
+    of :func:`check_embeddings`' stack (~3 us per object). Else None."""
+    if not embs:
+        return []
+    for e in embs:
+        if type(e) is not np.ndarray or e.dtype != _F32 or e.shape != (dim,) or not e.flags.c_contiguous:
+            return None
+    buf = b"".join(embs)
+    mat = np.frombuffer(buf, dtype=_F32).reshape(len(embs), dim)
+    if not (np.isfinite(mat).all() and mat.any(axis=1).all()):
+        return None
+    step = 4 * dim
+    return [buf[k:k + step] for k in range(0, len(buf), step)]
 
 
 def _boxes_if_valid(objects: Sequence[ObjectIn], width: int | None, height: int | None) -> list | None:
@@ -149,24 +201,18 @@ def duplicates_tx(tx: sqlite3.Connection, source_id: str, items: list[dict], iou
             sub = duplicates_tx(tx, source_id, [items[k] for k in ks], iou)
             out.update({ks[i]: oid for i, oid in sub.items()})
         return out
-    ids, stored = stored_items(tx, source_id, items[0]["frame_id"], sorted({it["category_id"] for it in items}))
+    cat_set = sorted({it["category_id"] for it in items})
+    rows = tx.execute(*stored_query(source_id, items[0]["frame_id"], cat_set)).fetchall()
+    rles = [{"size": [r[6], r[7]], "counts": r[5]} if r[5] is not None else None for r in rows]
+    with_mask = [k for k, r in enumerate(rles) if r is not None]
+    areas = dict(zip(with_mask, rle_ops.areas([rles[k] for k in with_mask]).tolist(), strict=True))
+    stored = overlap.Items.build([r[8] for r in rows], [r[1:5] for r in rows], rles,
+                                [areas.get(k) for k in range(len(rows))])
     new = overlap.Items.build([it["category_id"] for it in items], [it["box"] for it in items],
                              [it["rle"] for it in items], [it["area"] for it in items],
                              [it["coco"] for it in items], [it["mask_box"] for it in items])
     found = overlap.find_duplicates(new, stored, iou)
-    return {i: ids[j] if kind == "stored" else items[j]["object_id"] for i, (kind, j) in found.items()}
-
-
-def stored_items(tx: sqlite3.Connection, source_id: str, frame_id: str | None,
-                 category_ids: Sequence[int]) -> tuple[list[str], overlap.Items]:
-    """``(ids, Items)`` of the stored objects of one frame (None = the image) in those categories."""
-    rows = tx.execute(*stored_query(source_id, frame_id, category_ids)).fetchall()
-    rles = [{"size": [r[6], r[7]], "counts": r[5]} if r[5] is not None else None for r in rows]
-    with_mask = [k for k, r in enumerate(rles) if r is not None]
-    areas = dict(zip(with_mask, rle_ops.areas([rles[k] for k in with_mask]).tolist(), strict=True))
-    items = overlap.Items.build([r[8] for r in rows], [r[1:5] for r in rows], rles,
-                                [areas.get(k) for k in range(len(rows))])
-    return [r[0] for r in rows], items
+    return {i: rows[j][0] if kind == "stored" else items[j]["object_id"] for i, (kind, j) in found.items()}
 
 
 def stored_query(source_id: str, frame_id: str | None, category_ids: Sequence[int]) -> tuple[str, tuple]:
@@ -204,10 +250,7 @@ def register_objects(
     existing object of the same source and category, or an earlier one of this batch,
     exceeds ``dedupe_iou`` is skipped.
 
-    Batches of at least ``2 * CHUNK`` objects are pipelined (:mod:`registry.ingest_pipeline`):
-    chunk ``k`` is inserted on a writer thread while this thread validates and deduplicates
-    chunk ``k + 1``, in the same transaction, with the same result, errors and dedupe answers
-    as the serial path.
+    The rows go in with multi-row INSERTs (:func:`insert_rows`).
 
     Returns:
         The result, and whether vectors were queued for the index (the caller then relays).
@@ -216,22 +259,6 @@ def register_objects(
         ValueError: unknown source, bad box/mask/embedding/category/confidence; nothing is
             written.
     """
-    if len(objects) >= 2 * pipe.CHUNK:
-        ids, now = new_ids("obj", len(objects)), utc_now()
-        with conn.transaction() as tx:
-            done = _register_pipelined(tx, source, objects, ids, now, project=project, dedupe=dedupe,
-                                       dedupe_iou=dedupe_iou, dim=dim, version=version)
-            if done is not None:
-                return done
-            # An irregular input: the serial path (joining this transaction) words the error.
-            return _register_serial(conn, source, objects, project=project, dedupe=dedupe,
-                                    dedupe_iou=dedupe_iou, dim=dim, version=version)
-    return _register_serial(conn, source, objects, project=project, dedupe=dedupe, dedupe_iou=dedupe_iou,
-                            dim=dim, version=version)
-
-
-def _register_serial(conn: Connection, source: dict, objects: list[ObjectIn], *, project: str | None,
-                     dedupe: bool, dedupe_iou: float, dim: int, version: str) -> tuple[RegisterResult, bool]:
     source_id = source["source_id"]
     items = prepare(source, objects, project, dim, version)
     result = RegisterResult(object_ids=[None] * len(items))
@@ -263,68 +290,22 @@ def _register_serial(conn: Connection, source: dict, objects: list[ObjectIn], *,
                 cat_ids[key] = resolve_category_tx(tx, it["category"])
             it["category_id"] = cat_ids[key]
         dup = duplicates_tx(tx, source_id, items, dedupe_iou) if dedupe else {}
-        rows = _rows(items, 0, dup, result, source_id, now, dim, version)
-        pipe.insert_rows(tx, rows)
+        rows = _rows(items, dup, result, source_id, now, dim, version)
+        insert_rows(tx, rows)
     return result, bool(rows.embeddings)
 
 
-def _register_pipelined(tx: sqlite3.Connection, source: dict, objects: list[ObjectIn], ids: list[str], now: str,
-                        *, project: str | None, dedupe: bool, dedupe_iou: float, dim: int,
-                        version: str) -> tuple[RegisterResult, bool] | None:
-    """The pipelined path inside the caller's transaction; None where :func:`pipe.plan` found an
-    irregular input (nothing inserted yet; the serial path then words the error)."""
-    source_id = source["source_id"]
-    plan = pipe.plan(tx, source_id, objects, dedupe=dedupe, iou=dedupe_iou,
-                     stored=lambda fid, cats: stored_items(tx, source_id, fid, cats))
-    if plan is None:
-        return None
-    result = RegisterResult(object_ids=[None] * len(objects))
-    queued = False
-    writer: pipe.Writer | None = None
-    try:
-        for start, end in pipe.chunk_bounds(len(objects)):
-            # From here to the writer's join: no SQLite call on this thread (see ingest_pipeline).
-            try:
-                items = prepare(source, objects[start:end], project, dim, version)
-            except ValueError:
-                # The serial path validates the whole batch first: word the error as it does.
-                prepare(source, objects, project, dim, version)
-                raise
-            by_frame: dict[str | None, list[int]] = {}
-            for k, (it, oid) in enumerate(zip(items, ids[start:end], strict=True)):
-                it["object_id"] = oid
-                it["category_id"] = plan.category_ids[it["category"]]
-                by_frame.setdefault(it["frame_id"], []).append(k)
-            dup: dict[int, str] = {}
-            if dedupe:
-                for fid, ks in by_frame.items():
-                    found = plan.frames[fid].run([items[k] for k in ks])
-                    dup.update({ks[i]: oid for i, oid in found.items()})
-            rows = _rows(items, start, dup, result, source_id, now, dim, version)
-            queued = queued or bool(rows.embeddings)
-            if writer is not None:
-                writer.join()
-            writer = pipe.Writer(tx, rows)
-        last, writer = writer, None
-        if last is not None:
-            last.join()
-    finally:
-        if writer is not None:  # an error on this thread: the insert in flight ends before ROLLBACK
-            writer.thread.join()
-    return result, queued
-
-
-def _rows(items: list[dict], offset: int, dup: dict[int, str], result: RegisterResult, source_id: str, now: str,
-          dim: int, version: str) -> pipe.Rows:
-    """The rows of the items not in ``dup`` (flat, for :func:`pipe.insert_rows`); fills ``result``
-    (input index = ``offset`` + item index)."""
+def _rows(items: list[dict], dup: dict[int, str], result: RegisterResult, source_id: str, now: str,
+          dim: int, version: str) -> Rows:
+    """The rows of the items not in ``dup`` (flat parameter lists, for :func:`insert_rows`);
+    fills ``result``."""
     obj, emb, out = [], [], []
     for i, it in enumerate(items):
         if i in dup:
-            result.duplicates.append((offset + i, dup[i]))
+            result.duplicates.append((i, dup[i]))
             continue
         oid = it["object_id"]
-        result.object_ids[offset + i] = oid
+        result.object_ids[i] = oid
         rle = it["rle"]
         status = it["status"]
         validated = status != "pending"
@@ -340,4 +321,75 @@ def _rows(items: list[dict], offset: int, dup: dict[int, str], result: RegisterR
         if it["embedding"] is not None:
             emb.extend((oid, version, dim, it["embedding"]))
             out.extend((oid, version))
-    return pipe.Rows(obj, emb, out)
+    return Rows(obj, emb, out)
+
+
+# -- multi-row INSERTs ------------------------------------------------------------------------------
+# ``executemany`` resets, binds and steps once per row (re-taking the GIL after every step); one
+# statement of 64 rows is one step. On the bench rows (28 columns, 8 indexes, 3 KB embedding
+# blobs) that wrote ~20-25 % more rows per second than ``executemany`` of the same rows
+# (docs/speed.md, "Ingest"). A writer thread overlapping these inserts with the next chunk's
+# validation was measured slower on 2 shared cores (the writer waits for the GIL after every
+# step) and dropped.
+
+#: Rows per INSERT statement at most (fewer where SQLite's bound-parameter limit is lower).
+STMT_ROWS = 64
+OBJECT_COLUMNS = (
+    "object_id, source_id, category_id, frame_id, project_id, bbox_x, bbox_y, bbox_w, bbox_h, mask_counts, "
+    "mask_h, mask_w, area, confidence, detection_model, classification_model, classification_confidence, "
+    "is_validated, validation_status, validated_by, validated_at, quality_score, is_occluded, is_truncated, "
+    "is_difficult, metadata, created_at, updated_at"
+)
+_TABLES = {  # name -> (INSERT head, one row's placeholders, values per row)
+    "objects": (f"INSERT INTO objects ({OBJECT_COLUMNS}) VALUES ", "(" + ",".join("?" * 28) + ")", 28),
+    "embeddings": ("INSERT INTO embeddings (object_id, version_id, dim, vector) VALUES ", "(?,?,?,?)", 4),
+    "outbox": ("INSERT INTO embedding_outbox (object_id, version_id, operation) VALUES ", "(?,?,'upsert')", 2),
+}
+_SQL: dict[tuple[str, int], str] = {}
+
+
+@dataclass
+class Rows:
+    """A batch's rows as flat parameter lists (the values of one row after another)."""
+
+    objects: list
+    embeddings: list
+    outbox: list
+
+
+def insert_rows(tx: sqlite3.Connection, rows: Rows) -> None:
+    """Inserts the rows, in order, with statements of ``STMT_ROWS``, 32, 16, ... 1 rows: a few
+    distinct statement texts whatever the batch size, so sqlite3's statement cache keeps them
+    compiled."""
+    limit = _variable_limit(tx)
+    for table, flat in (("objects", rows.objects), ("embeddings", rows.embeddings), ("outbox", rows.outbox)):
+        head, one, width = _TABLES[table]
+        top = STMT_ROWS
+        while top > 1 and top * width > limit:
+            top //= 2
+        start = 0
+        for size in _piece_sizes(len(flat) // width, top):
+            sql = _SQL.get((table, size))
+            if sql is None:
+                sql = _SQL[(table, size)] = head + ",".join([one] * size)
+            tx.execute(sql, flat[start * width:(start + size) * width])
+            start += size
+
+
+def _piece_sizes(n: int, top: int) -> list[int]:
+    """``n`` rows as ``top``-row pieces, then a binary decomposition of the rest (``top`` a power of 2)."""
+    out = [top] * (n // top)
+    rest, size = n % top, top // 2
+    while rest:
+        if rest >= size:
+            out.append(size)
+            rest -= size
+        size //= 2
+    return out
+
+
+def _variable_limit(tx: sqlite3.Connection) -> int:
+    try:
+        return int(tx.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    except (AttributeError, sqlite3.Error):  # Python < 3.11: SQLite's historical default
+        return 999
