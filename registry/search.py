@@ -144,9 +144,10 @@ def _plan(conn: Connection, vectors: IndexHandle, filters: dict, where: str, par
     stats = vectors.cardinality
     if stats is None:
         stats = vectors.cardinality = CardinalityStats(conn, cfg.stats_max_age_s)
+    rows = None if vectors.matrix is None else int(vectors.matrix.rows)
     if not filters:
         _, total = stats.estimate(None, None)
-        return choose(cfg, k=k, need=need, estimate=None, total=total), None
+        return choose(cfg, k=k, need=need, estimate=None, total=total, rows=rows), None
     from registry.categories import category_ids_for
 
     cat_ids = category_ids_for(conn, filters["category"]) if "category" in filters else None
@@ -164,7 +165,7 @@ def _plan(conn: Connection, vectors: IndexHandle, filters: dict, where: str, par
             vectors.postings = Postings(conn, min_interval_s=min(cfg.stats_max_age_s, 1.0))
         rowids, note = vectors.postings.candidates(cat_ids, statuses, cfg.quantized_max_stale_s)
     plan = choose(cfg, k=k, need=need, estimate=estimate, total=total, refine=refine,
-                  quantized=None if rowids is None else len(rowids))
+                  quantized=None if rowids is None else len(rowids), rows=None if upper else rows)
     if rowids is None and note:
         plan.reason += f"; quantized path unavailable: {note}"
     return plan, (rowids if plan.path == "quantized" else None)
@@ -177,9 +178,9 @@ def _and(where: str) -> str:
 def _run(conn: Connection, vectors: IndexHandle, q: np.ndarray, plan: Plan, where: str, params: list,
          need: int, k: int, fresh: dict[str, Any], rowids: np.ndarray | None = None) -> list[Hit]:
     """Stage 1 on the chosen path, merged with the fresh segment (fresh ids win)."""
-    if plan.path == "quantized" and rowids is not None:
+    if plan.path in ("quantized", "quantized_scan") and (rowids is not None or plan.path == "quantized_scan"):
         hits = _quantized(conn, vectors, q, plan, where, params, need, fresh, rowids)
-        plan.stages += ["quantized", "exact"]
+        plan.stages += [plan.path, "exact"]
         if len(hits) + len(fresh["hits"]) >= k:
             return hits + fresh["hits"]
         # Rows changed under the postings (a commit since, or stale postings allowed).
@@ -234,12 +235,19 @@ def _passing(conn: Connection, where: str, params: list, ids: list[str]) -> dict
 
 def _quantized(conn: Connection, vectors: IndexHandle, q: np.ndarray, plan: Plan, where: str, params: list,
                need: int, fresh: dict[str, Any], rowids: np.ndarray) -> list[Hit]:
-    """The quantized path: Hamming scan of the postings' rowids, ``R = plan.fetch`` re-scored
-    exactly, then the best ``need`` whose current SQLite rows pass the filter."""
-    from registry.vectors.quantized import quantized_top
+    """The quantized paths: Hamming scan of the postings' rowids (``rowids``) or of every matrix
+    row (``rowids`` None: ``quantized_scan``), ``R = plan.fetch`` re-scored exactly, then the
+    best ``need`` whose current SQLite rows pass the filter (fresh objects: the fresh segment's)."""
+    from registry.vectors.quantized import quantized_top, quantized_top_all
 
-    exclude = np.sort(np.fromiter(fresh["rowids"], np.int64)) if fresh["rowids"] else None
-    ids, sims, plan.candidates = quantized_top(vectors.matrix, q, rowids, plan.fetch, plan.fetch, exclude)
+    if rowids is None:
+        ids, sims, plan.candidates = quantized_top_all(vectors.matrix, q, plan.fetch, plan.fetch)
+        if fresh["ids"]:
+            keep = [j for j, i in enumerate(ids) if i not in fresh["ids"]]
+            ids, sims = [ids[j] for j in keep], sims[keep]
+    else:
+        exclude = np.sort(np.fromiter(fresh["rowids"], np.int64)) if fresh["rowids"] else None
+        ids, sims, plan.candidates = quantized_top(vectors.matrix, q, rowids, plan.fetch, plan.fetch, exclude)
     hits: list[Hit] = []
     start, step = 0, need + 8  # a few spare: a row may have left the filter since the postings
     while start < len(ids) and len(hits) < need:

@@ -55,6 +55,14 @@ class PlannerConfig:
         quantized_max_stale_s: 0 = postings are used only while no commit happened since they
             were read; > 0 also uses postings that much older (faster under constant writes;
             objects that entered the filter since are missed until the refresh).
+        scan_us_per_row: the cost model of the sign-bit scan over EVERY matrix row
+            (``quantized_scan``: rows read in order, split across the cores; no candidate list).
+        scan_min_selectivity: the all-rows scan answers a filter only when at least this
+            fraction passes it (it re-scores ``R / selectivity`` rows, then filters in SQLite).
+        recall_budget_us: a path that ranks every candidate (exact, quantized, quantized_scan)
+            estimated within this wins over ANN even when ANN is estimated cheaper: ANN's recall
+            is bounded by its graph (0.90 at 1M on the bench data, whatever ``ef``), the others'
+            by exact re-scoring.
 
     Above ``exact_threshold`` the cheaper path by the cost model wins. The costs were measured at
     100k × 768 on the 2-core build machine (bench search: ~6 ms exact at ~5.5k candidates; the
@@ -75,6 +83,9 @@ class PlannerConfig:
     quantized_us_per_candidate: float = 0.06
     quantized_us_per_rescore: float = 1.5
     quantized_max_stale_s: float = 0.0
+    scan_us_per_row: float = 0.005
+    scan_min_selectivity: float = 0.1
+    recall_budget_us: float = 8_000.0
 
     def rescore_for(self, need: int) -> int:
         """``R`` for a query that wants ``need`` candidates."""
@@ -87,7 +98,7 @@ class Plan:
 
     Attributes:
         path: ``"exact"`` | ``"ann"`` | ``"ann_fallback_exact"`` | ``"quantized"`` |
-            ``"quantized_fallback_exact"``.
+            ``"quantized_scan"`` | ``"quantized_fallback_exact"``.
         reason: why, in words.
         estimate: estimated objects passing the filter (None = unfiltered).
         total: objects with an embedding (estimate from the cached counts).
@@ -170,13 +181,15 @@ def bounded_count(conn: Connection, where: str, params: list[Any], limit: int) -
 
 def choose(
     cfg: PlannerConfig, *, k: int, need: int, estimate: int | None, total: int, refine: Any = None,
-    quantized: int | None = None,
+    quantized: int | None = None, rows: int | None = None,
 ) -> Plan:
     """Picks the path for a query that wants ``k`` results from ``need`` stage-1 candidates.
 
     The ANN fetch is ``max(need, k / selectivity · overfetch + min_fetch_extra)``: enough for
     about ``overfetch · k`` survivors of the filter (all of them are re-ranked), and never fewer
-    than an unfiltered query's ``k · m``.
+    than an unfiltered query's ``k · m``. Among the paths that rank every candidate (exact, the
+    postings' sign-bit scan, the all-rows sign-bit scan) the cheapest wins when it is estimated
+    within ``recall_budget_us``; otherwise the cheapest path of all, ANN included.
 
     Args:
         cfg: the planner's knobs.
@@ -188,8 +201,17 @@ def choose(
             upper bound above the threshold (filters the cached counts do not cover).
         quantized: the candidates the quantized path would scan (its postings are current), or
             None when it is unavailable.
+        rows: the matrix rows the all-rows scan would read, or None when it is unavailable.
     """
+    rescore = cfg.rescore_for(need)
+    scan_ok = cfg.quantized and rows is not None and rows > 4 * rescore
     if estimate is None:
+        if scan_ok:
+            s_us = cfg.quantized_base_us + rows * cfg.scan_us_per_row + rescore * cfg.quantized_us_per_rescore
+            if s_us <= cfg.recall_budget_us:
+                return Plan(path="quantized_scan", reason=f"unfiltered: {rows} rows by sign bits + {rescore} "
+                            f"re-scored (~{s_us / 1000:.1f} ms, within the recall budget of "
+                            f"{cfg.recall_budget_us / 1000:.0f} ms)", total=total, fetch=rescore)
         return Plan(path="ann", reason="unfiltered", total=total, fetch=need)
     if estimate > cfg.exact_threshold and refine is not None:
         estimate = refine(cfg.exact_threshold + 1)
@@ -197,25 +219,22 @@ def choose(
         return Plan(path="exact", reason=f"{estimate} candidates <= exact_threshold {cfg.exact_threshold}",
                     estimate=estimate, total=total)
     selectivity = max(estimate, 1) / max(total, 1)
-    fetch = max(need, int(k / selectivity * cfg.overfetch) + cfg.min_fetch_extra)
-    fetch = min(fetch, total)
-    rescore = cfg.rescore_for(need)
+    fetch = min(max(need, int(k / selectivity * cfg.overfetch) + cfg.min_fetch_extra), total)
+    # (estimated microseconds, path, fetch, what it does); the first three rank every candidate
+    options = [(estimate * cfg.exact_us_per_candidate, "exact", 0, f"exact over {estimate} candidates")]
     if cfg.quantized and quantized is not None and quantized > 4 * rescore:
         q_us = cfg.quantized_base_us + quantized * cfg.quantized_us_per_candidate + rescore * cfg.quantized_us_per_rescore
-        exact_us = estimate * cfg.exact_us_per_candidate
-        ann_us = cfg.ann_base_us + fetch * cfg.ann_us_per_neighbour if fetch <= cfg.max_ann_fetch else float("inf")
-        if q_us < min(exact_us, ann_us):
-            return Plan(path="quantized", reason=f"{quantized} candidates by sign bits + {rescore} re-scored "
-                        f"(~{q_us / 1000:.1f} ms) is cheaper than exact (~{exact_us / 1000:.1f} ms) and ANN with "
-                        f"{fetch} neighbours (~{ann_us / 1000:.1f} ms)", estimate=estimate, total=total, fetch=rescore)
-    if fetch > cfg.max_ann_fetch:
-        return Plan(path="exact", reason=f"ANN would need {fetch} neighbours (> max_ann_fetch "
-                    f"{cfg.max_ann_fetch}) at selectivity {selectivity:.3f}", estimate=estimate, total=total)
-    exact_us = estimate * cfg.exact_us_per_candidate
-    ann_us = cfg.ann_base_us + fetch * cfg.ann_us_per_neighbour
-    if exact_us <= ann_us:
-        return Plan(path="exact", reason=f"exact over {estimate} candidates (~{exact_us / 1000:.1f} ms) is cheaper "
-                    f"than ANN with {fetch} neighbours (~{ann_us / 1000:.1f} ms)", estimate=estimate, total=total)
-    return Plan(path="ann", reason=f"{estimate} candidates > exact_threshold {cfg.exact_threshold}; ANN with "
-                f"{fetch} neighbours (~{ann_us / 1000:.1f} ms) is cheaper than exact (~{exact_us / 1000:.1f} ms); "
-                f"selectivity {selectivity:.3f}", estimate=estimate, total=total, fetch=fetch)
+        options.append((q_us, "quantized", rescore, f"{quantized} candidates by sign bits + {rescore} re-scored"))
+    if scan_ok and selectivity >= cfg.scan_min_selectivity:
+        wide = min(int(rescore / selectivity) + 1, rows)
+        s_us = cfg.quantized_base_us + rows * cfg.scan_us_per_row + wide * cfg.quantized_us_per_rescore
+        options.append((s_us, "quantized_scan", wide, f"all {rows} rows by sign bits + {wide} re-scored, filtered"))
+    ranked = min(options)
+    if fetch <= cfg.max_ann_fetch:
+        options.append((cfg.ann_base_us + fetch * cfg.ann_us_per_neighbour, "ann", fetch, f"ANN with {fetch} neighbours"))
+    best = ranked if ranked[0] <= cfg.recall_budget_us else min(options)
+    others = "; ".join(f"{what} ~{us / 1000:.1f} ms" for us, path, _, what in options if path != best[1])
+    why = (f"within the recall budget of {cfg.recall_budget_us / 1000:.0f} ms" if best is ranked
+           and best[0] <= cfg.recall_budget_us else "the cheapest")
+    return Plan(path=best[1], reason=f"{best[3]} (~{best[0] / 1000:.1f} ms) is {why}; {others}; "
+                f"selectivity {selectivity:.3f}", estimate=estimate, total=total, fetch=best[2])

@@ -19,9 +19,11 @@ this path are filtered on the SQLite rows all the same (see :func:`registry.sear
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numba
@@ -128,6 +130,88 @@ def quantized_top(matrix: Any, query: np.ndarray, rowids: np.ndarray, rescore: i
         sims = matrix.scores(query, rows)
         order = np.argsort(-sims, kind="stable")[:n]
         return matrix.ids_at(rows[order]), sims[order], int(scanned)
+
+
+@numba.njit(nogil=True, cache=True)
+def _scan_range(bits, qbits, lo, hi, dist, hist):  # pragma: no cover - compiled
+    """Hamming distance of rows ``lo .. hi-1`` to ``qbits`` into ``dist``, counted in ``hist``."""
+    words = bits.shape[1]
+    for i in range(lo, hi):
+        d = 0
+        for w in range(words):
+            d += _popcount(bits[i, w] ^ qbits[w])
+        dist[i] = d
+        hist[d] += 1
+
+
+@numba.njit(nogil=True, cache=True)
+def _pick(dist, n, hist, r, out_rows):  # pragma: no cover - compiled
+    """The ``r`` rows of ``dist[:n]`` nearest by distance (ties at the cut in row order)."""
+    if n <= r:
+        for i in range(n):
+            out_rows[i] = i
+        return n
+    below = 0
+    cut = 0
+    while below + hist[cut] < r:
+        below += hist[cut]
+        cut += 1
+    ties = r - below
+    m = 0
+    for i in range(n):
+        d = dist[i]
+        if d < cut or (d == cut and ties > 0):
+            if d == cut:
+                ties -= 1
+            out_rows[m] = i
+            m += 1
+    return m
+
+
+# Threads of a scan over every row: the kernel releases the GIL, so a large scan is split
+# across cores (one part in the calling thread). Below MIN_ROWS_PER_THREAD rows a part, one.
+SCAN_THREADS = max(1, min(4, os.cpu_count() or 1))
+MIN_ROWS_PER_THREAD = 150_000
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=max(1, SCAN_THREADS - 1), thread_name_prefix="bits-scan")
+        return _POOL
+
+
+def scan_all(bits: np.ndarray, qbits: np.ndarray, rows: int, r: int) -> np.ndarray:
+    """The ``r`` rows of ``bits[:rows]`` nearest to ``qbits`` by Hamming distance (row order)."""
+    dist = np.empty(rows, np.int32)
+    parts = max(1, min(SCAN_THREADS, rows // MIN_ROWS_PER_THREAD))
+    hists = np.zeros((parts, bits.shape[1] * 64 + 1), np.int64)
+    bounds = np.linspace(0, rows, parts + 1).astype(np.int64)
+    futures = [_pool().submit(_scan_range, bits, qbits, int(bounds[i]), int(bounds[i + 1]), dist, hists[i])
+               for i in range(1, parts)]
+    _scan_range(bits, qbits, int(bounds[0]), int(bounds[1]), dist, hists[0])
+    for f in futures:
+        f.result()
+    out = np.empty(max(int(r), 1), np.int32)
+    m = _pick(dist, rows, hists.sum(axis=0), out.shape[0], out)
+    return out[:m].astype(np.int64)
+
+
+def quantized_top_all(matrix: Any, query: np.ndarray, rescore: int, n: int) -> tuple[list[str], np.ndarray, int]:
+    """:func:`quantized_top` over every row of the matrix (no candidate list: the rows are read
+    in order, split across threads): ``(object ids, exact cosines, rows scanned)``."""
+    qbits = encode(query[None, :])[0]
+    with matrix.lock:
+        total = int(matrix.rows)
+        if total == 0:
+            return [], np.zeros(0, np.float32), 0
+        rows = scan_all(np.asarray(matrix.bits), qbits, total, rescore)
+        sims = matrix.scores(query, rows)
+        order = np.argsort(-sims, kind="stable")[:n]
+        return matrix.ids_at(rows[order]), sims[order], total
 
 
 class Postings:

@@ -45,6 +45,7 @@ import json, sys
 import numpy as np
 from registry.facade import Registry
 reg = Registry(sys.argv[1], embedding_dim={DIM}, embedding_version={VERSION!r}, index="chroma")
+reg._vectors.planner.quantized = False  # through the ANN index (small registries are scanned by sign bits)
 ids = sys.argv[2].split(",")
 found = [reg.search(reg.get_embedding(oid), k=1)[0]["object_id"] for oid in ids]
 print(json.dumps({{"found": found, "recovery": reg.index_recovery}}, default=str))

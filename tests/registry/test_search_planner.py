@@ -121,7 +121,7 @@ def test_above_the_threshold_the_cost_model_picks_the_cheaper_path():
     cfg = PlannerConfig()
     # 100k objects, a 5.5 % category: ~6.6 ms exact vs ~13 ms for ANN's 380 neighbours -> exact
     p = choose(cfg, k=10, need=10, estimate=5_500, total=100_000)
-    assert p.path == "exact" and "cheaper" in p.reason
+    assert p.path == "exact" and "within the recall budget" in p.reason
     # 1M objects, a 5 % category: 60 ms exact vs ANN with max(10, 10 / 0.05 · 2 + 16) = 416 -> ann
     p = choose(cfg, k=10, need=10, estimate=50_000, total=1_000_000)
     assert p.path == "ann" and p.fetch == 416
@@ -132,3 +132,26 @@ def test_above_the_threshold_the_cost_model_picks_the_cheaper_path():
     assert choose(cfg, k=10, need=10, estimate=4_000, total=10**7).path == "exact"
     assert choose(cfg, k=10, need=10, estimate=6_000, total=10**7).path == "exact"  # fetch > max_ann_fetch
     assert choose(cfg, k=10, need=10, estimate=None, total=50).fetch == 10
+
+
+def test_paths_that_rank_every_candidate_win_within_the_recall_budget():
+    from registry.search_planner import PlannerConfig, choose
+
+    cfg = PlannerConfig()
+    # unfiltered at 1M with the matrix: all rows by sign bits (~6.2 ms) + 320 re-scored, not ANN
+    p = choose(cfg, k=10, need=10, estimate=None, total=1_000_000, rows=1_000_000)
+    assert p.path == "quantized_scan" and p.fetch == 320 and "recall budget" in p.reason
+    # beyond the budget (2M rows: ~11 ms) ANN answers; without a matrix too
+    assert choose(cfg, k=10, need=10, estimate=None, total=2_000_000, rows=2_000_000).path == "ann"
+    assert choose(cfg, k=10, need=10, estimate=None, total=1_000_000).path == "ann"
+    # a third of 1M passes (a status): all rows scanned, R / selectivity = 961 re-scored, then filtered
+    p = choose(cfg, k=10, need=10, estimate=333_333, total=1_000_000, rows=1_000_000)
+    assert p.path == "quantized_scan" and p.fetch == 961
+    # 5 % (a category): too selective for the all-rows scan (R / 0.05 re-scores); the postings' scan wins
+    p = choose(cfg, k=10, need=10, estimate=50_000, total=1_000_000, rows=1_000_000)
+    assert p.path == "ann" and p.fetch == 416  # no postings: ANN, the cheapest
+    p = choose(cfg, k=10, need=10, estimate=50_000, total=1_000_000, rows=1_000_000, quantized=50_000)
+    assert p.path == "quantized" and p.fetch == 320
+    # a budget of zero restores the cheapest-path rule
+    cheap = PlannerConfig(recall_budget_us=0.0)
+    assert choose(cheap, k=10, need=10, estimate=333_333, total=1_000_000, rows=1_000_000).path == "ann"

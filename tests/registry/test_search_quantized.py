@@ -202,3 +202,54 @@ def test_the_fresh_segment_and_deletes_stay_part_of_the_answer(reg):
     reg.delete_object(victim)
     reg.sync_outbox()
     assert victim not in [h["object_id"] for h in reg.search(new, k=5, category="cow")]
+
+
+def test_the_all_rows_scan_is_the_same_split_across_threads(monkeypatch):
+    vecs = _vectors(5_000, 21)
+    bits = quantized.encode(vecs)
+    q = quantized.encode(_vectors(1, 22))[0]
+    ham = np.bitwise_count(bits ^ q).sum(1)
+    want = np.sort(np.argsort(ham, kind="stable")[:64])
+    monkeypatch.setattr(quantized, "SCAN_THREADS", 1)
+    one = quantized.scan_all(bits, q, len(bits), 64)
+    monkeypatch.setattr(quantized, "SCAN_THREADS", 3)
+    monkeypatch.setattr(quantized, "MIN_ROWS_PER_THREAD", 1_000)  # 3 parts, two in the pool
+    three = quantized.scan_all(bits, q, len(bits), 64)
+    # the same rows either way; ties at the cut may fall either side, so compare by distance
+    assert len(one) == len(three) == 64 and np.array_equal(one, three)
+    assert np.array_equal(np.sort(ham[one]), np.sort(ham[want]))
+    assert len(quantized.scan_all(bits, q, 40, 64)) == 40  # fewer rows than R: all of them
+
+
+def test_unfiltered_and_wide_filters_scan_every_row(reg):
+    cfg = reg._vectors.planner
+    cfg.quantized_us_per_candidate = 1e3  # the postings' scan loses: the all-rows scan answers
+    some = np.arange(0, len(CATS) * PER_CAT, 120)
+    queries = np.asarray(list(reg.vectors_by_id.values()))[some] + 0.3 * _vectors(len(some), 12)
+    hits = total = 0
+    for q in queries:
+        for filt in ({}, {"status": "approved"}):
+            res = reg.search(q, k=10, explain=True, **filt)
+            assert res["plan"]["path"] == "quantized_scan", res["plan"]
+            assert res["plan"]["stages"] == ["quantized_scan", "exact"]
+            assert res["plan"]["candidates"] == len(CATS) * PER_CAT  # every row was read
+            got = [h["object_id"] for h in res["results"]]
+            assert len(got) == 10 and set(got) <= {o["object_id"] for o in reg.iter_objects(**filt)}
+            hits += len(set(got) & set(_exact(reg, q, 10, **filt)))
+            total += 10
+    assert hits / total >= 0.95, hits / total
+
+
+def test_the_all_rows_scan_keeps_fresh_objects_and_drops_deleted_ones(reg):
+    reg.sync_on_write = False
+    new = _vectors(1, 78)[0]
+    sid = reg.list_sources()[0]["source_id"]
+    oid = reg.register_objects(sid, [ObjectIn("cow", (2, 2, 9, 9), confidence=0.5, embedding=new)],
+                               dedupe=False).object_ids[0]
+    res = reg.search(new, k=5, explain=True)
+    assert res["plan"]["path"] == "quantized_scan" and res["plan"]["fresh"] == 1, res["plan"]
+    assert res["results"][0]["object_id"] == oid  # committed, not relayed: searchable
+    victim = res["results"][1]["object_id"]
+    reg.delete_object(victim)  # its matrix row stays until the relay: SQLite drops it
+    got = [h["object_id"] for h in reg.search(new, k=5)]
+    assert victim not in got and got[0] == oid and len(got) == 5
