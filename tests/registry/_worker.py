@@ -60,10 +60,11 @@ def kill(data: str, first: int, second: int) -> None:
 
     def trace(sql: str) -> None:
         # Signal the parent from inside the open transaction, after some rows went in, then
-        # stall so that the SIGKILL lands mid-batch.
+        # stall so that the SIGKILL lands mid-batch. The registry writes up to 64 rows per
+        # INSERT statement (registry/objects_write.py), so count statements, not rows.
         if sql.lstrip().upper().startswith("INSERT INTO OBJECTS"):
             state["seen"] += 1
-            if state["seen"] == second // 2:
+            if state["seen"] == max(2, second // 128):
                 print("INSIDE", flush=True)
                 time.sleep(60)
 
