@@ -87,23 +87,10 @@ def _scan(rowids, row_of, bits, qbits, exclude, r, out_rows):  # pragma: no cove
         dist[c] = d
         hist[d] += 1
         c += 1
-    if c <= r:
-        out_rows[:c] = rows[:c]
-        return c, c
-    below = 0
-    cut = 0
-    while below + hist[cut] < r:  # the distance at which the r nearest end
-        below += hist[cut]
-        cut += 1
-    ties = r - below
-    m = 0
-    for i in range(c):
-        d = dist[i]
-        if d < cut or (d == cut and ties > 0):
-            if d == cut:
-                ties -= 1
-            out_rows[m] = rows[i]
-            m += 1
+    picked = np.empty(max(r, 1), np.int32)
+    m = _pick(dist, c, hist, r, picked)  # the cut by distance, shared with the all-rows scan
+    for j in range(m):
+        out_rows[j] = rows[picked[j]]
     return m, c
 
 
