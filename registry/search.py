@@ -35,6 +35,7 @@ from registry.search_fresh import FreshSegment
 from registry.search_fusion import check_weights, fuse
 from registry.search_planner import CardinalityStats, Plan, bounded_count, choose
 from registry.validation import check_embedding
+from registry.vectors.postings import Postings, Selection
 
 DEFAULT_RERANK = 0
 """Re-ranking is off by default: Chroma's HNSW already returns exact float32 cosines for its
@@ -97,7 +98,7 @@ def search(
     filters = {key: v for key, v in filters.items() if v is not None}
     where, params = where_clause(conn, **filters)
     need = k * max(m, 1) if (m or weights is not None) else k
-    plan, rowids = _plan(conn, vectors, filters, where, params, k, need)
+    plan, selection = _plan(conn, vectors, filters, where, params, k, need)
     if vectors.fresh is None:
         vectors.fresh = FreshSegment(vectors.embedding_version)
     fresh = vectors.fresh.search(conn, q, _and(where), params, need)
@@ -105,7 +106,7 @@ def search(
     if vectors.fresh.overflow:
         plan.reason += (f"; {vectors.fresh.overflow} unrelayed rows exceed the fresh segment's "
                         f"{vectors.fresh.max_rows}: they are searchable once relayed")
-    hits = _run(conn, vectors, q, plan, where, params, need, k, fresh, rowids)
+    hits = _run(conn, vectors, q, plan, where, params, need, k, fresh, selection)
     if plan.path == "ann" and m:
         _rerank(conn, vectors, q, hits)
         plan.stages.append("exact")
@@ -138,8 +139,8 @@ def _sim(h: Hit) -> float:
 
 
 def _plan(conn: Connection, vectors: IndexHandle, filters: dict, where: str, params: list, k: int,
-          need: int) -> tuple[Plan, np.ndarray | None]:
-    """The plan, and the filter's rowids from the postings when the quantized path may run."""
+          need: int) -> tuple[Plan, Selection | None]:
+    """The plan, and the filter's candidates from the postings when the quantized path runs."""
     cfg = vectors.planner
     stats = vectors.cardinality
     if stats is None:
@@ -156,19 +157,19 @@ def _plan(conn: Connection, vectors: IndexHandle, filters: dict, where: str, par
     estimate, total = stats.estimate(cat_ids, statuses)
     upper = bool({"project", "min_confidence"} & set(filters))
     refine = (lambda limit: bounded_count(conn, where, params, limit)) if upper else None
-    rowids, note = None, ""
+    selection, note = None, ""
     if (cfg.quantized and not upper and estimate > max(cfg.exact_threshold, 4 * cfg.rescore_for(need))
             and vectors.matrix is not None):
         if vectors.postings is None:
-            from registry.vectors.quantized import Postings  # numba: loaded with the matrix
-
-            vectors.postings = Postings(conn, min_interval_s=min(cfg.stats_max_age_s, 1.0))
-        rowids, note = vectors.postings.candidates(cat_ids, statuses, cfg.quantized_max_stale_s)
+            vectors.postings = Postings(conn, min_interval_s=min(cfg.stats_max_age_s, 1.0), matrix=vectors.matrix)
+        vectors.postings.matrix = vectors.matrix  # the next refresh copies this matrix's bits
+        selection, note = vectors.postings.select(cat_ids, statuses, cfg.quantized_max_stale_s)
     plan = choose(cfg, k=k, need=need, estimate=estimate, total=total, refine=refine,
-                  quantized=None if rowids is None else len(rowids), rows=None if upper else rows)
-    if rowids is None and note:
+                  quantized=None if selection is None else len(selection), rows=None if upper else rows,
+                  slab=selection is not None and selection.slab is not None)
+    if selection is None and note:
         plan.reason += f"; quantized path unavailable: {note}"
-    return plan, (rowids if plan.path == "quantized" else None)
+    return plan, (selection if plan.path == "quantized" else None)
 
 
 def _and(where: str) -> str:
@@ -176,10 +177,10 @@ def _and(where: str) -> str:
 
 
 def _run(conn: Connection, vectors: IndexHandle, q: np.ndarray, plan: Plan, where: str, params: list,
-         need: int, k: int, fresh: dict[str, Any], rowids: np.ndarray | None = None) -> list[Hit]:
+         need: int, k: int, fresh: dict[str, Any], selection: Selection | None = None) -> list[Hit]:
     """Stage 1 on the chosen path, merged with the fresh segment (fresh ids win)."""
-    if plan.path in ("quantized", "quantized_scan") and (rowids is not None or plan.path == "quantized_scan"):
-        hits = _quantized(conn, vectors, q, plan, where, params, need, fresh, rowids)
+    if plan.path in ("quantized", "quantized_scan") and (selection is not None or plan.path == "quantized_scan"):
+        hits = _quantized(conn, vectors, q, plan, where, params, need, fresh, selection)
         plan.stages += [plan.path, "exact"]
         if len(hits) + len(fresh["hits"]) >= k:
             return hits + fresh["hits"]
@@ -234,20 +235,24 @@ def _passing(conn: Connection, where: str, params: list, ids: list[str]) -> dict
 
 
 def _quantized(conn: Connection, vectors: IndexHandle, q: np.ndarray, plan: Plan, where: str, params: list,
-               need: int, fresh: dict[str, Any], rowids: np.ndarray) -> list[Hit]:
-    """The quantized paths: Hamming scan of the postings' rowids (``rowids``) or of every matrix
-    row (``rowids`` None: ``quantized_scan``), ``R = plan.fetch`` re-scored exactly, then the
+               need: int, fresh: dict[str, Any], selection: Selection | None) -> list[Hit]:
+    """The quantized paths: Hamming scan of the filter's candidates (``selection``: its slab
+    ranges, else its rowids gathered) or of every matrix row (None: ``quantized_scan``), ``R = plan.fetch`` re-scored exactly, then the
     best ``need`` whose current SQLite rows pass the filter (fresh objects: the fresh segment's)."""
-    from registry.vectors.quantized import quantized_top, quantized_top_all
+    from registry.vectors.quantized import quantized_top, quantized_top_all, quantized_top_slab
 
-    if rowids is None:
+    if selection is None:
         ids, sims, plan.candidates = quantized_top_all(vectors.matrix, q, plan.fetch, plan.fetch)
         if fresh["ids"]:
             keep = [j for j, i in enumerate(ids) if i not in fresh["ids"]]
             ids, sims = [ids[j] for j in keep], sims[keep]
     else:
         exclude = np.sort(np.fromiter(fresh["rowids"], np.int64)) if fresh["rowids"] else None
-        ids, sims, plan.candidates = quantized_top(vectors.matrix, q, rowids, plan.fetch, plan.fetch, exclude)
+        if selection.slab is not None:
+            ids, sims, plan.candidates = quantized_top_slab(vectors.matrix, q, selection, plan.fetch, plan.fetch, exclude)
+        else:
+            ids, sims, plan.candidates = quantized_top(vectors.matrix, q, selection.rowids(), plan.fetch, plan.fetch,
+                                                       exclude)
     hits: list[Hit] = []
     start, step = 0, need + 8  # a few spare: a row may have left the filter since the postings
     while start < len(ids) and len(hits) < need:

@@ -51,7 +51,10 @@ class PlannerConfig:
         quantized: whether the quantized path may be chosen at all.
         rescore_factor: ``R = rescore_factor · need`` Hamming-nearest candidates re-scored exactly.
         quantized_base_us, quantized_us_per_candidate, quantized_us_per_rescore: its cost model
-            (the postings check + SQLite post-filter; the scan per candidate; the float32 re-score).
+            (the postings check + SQLite post-filter; the scan per candidate, each candidate's
+            bits gathered through ``row_of``; the float32 re-score).
+        slab_us_per_candidate: the scan per candidate when the postings' slab holds the
+            filter's bits in order (:mod:`registry.vectors.postings`).
         quantized_max_stale_s: 0 = postings are used only while no commit happened since they
             were read; > 0 also uses postings that much older (faster under constant writes;
             objects that entered the filter since are missed until the refresh).
@@ -82,6 +85,7 @@ class PlannerConfig:
     quantized_base_us: float = 700.0
     quantized_us_per_candidate: float = 0.06
     quantized_us_per_rescore: float = 1.5
+    slab_us_per_candidate: float = 0.005
     quantized_max_stale_s: float = 0.0
     scan_us_per_row: float = 0.005
     scan_min_selectivity: float = 0.1
@@ -181,7 +185,7 @@ def bounded_count(conn: Connection, where: str, params: list[Any], limit: int) -
 
 def choose(
     cfg: PlannerConfig, *, k: int, need: int, estimate: int | None, total: int, refine: Any = None,
-    quantized: int | None = None, rows: int | None = None,
+    quantized: int | None = None, rows: int | None = None, slab: bool = False,
 ) -> Plan:
     """Picks the path for a query that wants ``k`` results from ``need`` stage-1 candidates.
 
@@ -202,6 +206,7 @@ def choose(
         quantized: the candidates the quantized path would scan (its postings are current), or
             None when it is unavailable.
         rows: the matrix rows the all-rows scan would read, or None when it is unavailable.
+        slab: the quantized path reads its candidates' bits in order from the postings' slab.
     """
     rescore = cfg.rescore_for(need)
     scan_ok = cfg.quantized and rows is not None and rows > 4 * rescore
@@ -223,8 +228,10 @@ def choose(
     # (estimated microseconds, path, fetch, what it does); the first three rank every candidate
     options = [(estimate * cfg.exact_us_per_candidate, "exact", 0, f"exact over {estimate} candidates")]
     if cfg.quantized and quantized is not None and quantized > 4 * rescore:
-        q_us = cfg.quantized_base_us + quantized * cfg.quantized_us_per_candidate + rescore * cfg.quantized_us_per_rescore
-        options.append((q_us, "quantized", rescore, f"{quantized} candidates by sign bits + {rescore} re-scored"))
+        per = cfg.slab_us_per_candidate if slab else cfg.quantized_us_per_candidate
+        q_us = cfg.quantized_base_us + quantized * per + rescore * cfg.quantized_us_per_rescore
+        options.append((q_us, "quantized", rescore, f"{quantized} candidates by sign bits"
+                        f"{' (slab)' if slab else ''} + {rescore} re-scored"))
     if scan_ok and selectivity >= cfg.scan_min_selectivity:
         wide = min(int(rescore / selectivity) + 1, rows)
         s_us = cfg.quantized_base_us + rows * cfg.scan_us_per_row + wide * cfg.quantized_us_per_rescore

@@ -8,21 +8,18 @@ with the candidates' and the set bits counted (Hamming distance; a small numba k
 the ``R`` nearest by Hamming are then re-scored exactly on their float32 rows and the best
 ``need`` kept. This is Weaviate's and Qdrant's "binary quantisation with rescoring".
 
-The candidates of a filter come from :class:`Postings`: the rowids of every
-``(category_id, validation_status)`` cell of ``objects``, read from SQLite's covering index in
-one ``GROUP BY`` with ``group_concat`` and kept in memory. Reading 50k rowids from SQLite per
-query costs ~6-8 ms (and 31 ms for a third of 1M), more than the scan itself, hence the cache.
-It is keyed by ``PRAGMA data_version`` + ``total_changes`` like the planner's counts and, by
-default, used only while that key is unchanged (no commit since it was read): otherwise a
-refresh starts in a background thread and the query takes another path meanwhile. Results of
-this path are filtered on the SQLite rows all the same (see :func:`registry.search._quantized`).
+The candidates of a filter come from :mod:`registry.vectors.postings`: the rowids of each
+``(category_id, validation_status)`` cell, and their sign bits copied cell by cell into a slab
+that :func:`quantized_top_slab` reads in order. Without a slab (stale postings allowed)
+:func:`quantized_top` gathers each candidate's bits through the matrix's ``row_of``. An
+unfiltered query (or a wide filter) scans every row of the matrix's own bits
+(:func:`quantized_top_all`). Scans of more than ``MIN_ROWS_PER_THREAD`` rows are split across
+the cores (the kernel releases the GIL).
 """
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -30,8 +27,6 @@ import numba
 import numpy as np
 from numba import types
 from numba.extending import intrinsic
-
-from registry.db import Connection
 
 
 def words_for(dim: int) -> int:
@@ -120,15 +115,28 @@ def quantized_top(matrix: Any, query: np.ndarray, rowids: np.ndarray, rescore: i
 
 
 @numba.njit(nogil=True, cache=True)
-def _scan_range(bits, qbits, lo, hi, dist, hist):  # pragma: no cover - compiled
-    """Hamming distance of rows ``lo .. hi-1`` to ``qbits`` into ``dist``, counted in ``hist``."""
+def _scan_pieces(bits, rowids, exclude, qbits, pieces, dist, hist):  # pragma: no cover - compiled
+    """Hamming distance to ``qbits`` of the rows of each piece ``(lo, hi, off)`` of ``bits``,
+    written to ``dist[off + i - lo]`` and counted in ``hist``; a row whose ``rowids`` entry is
+    in the sorted ``exclude`` gets ``len(hist)`` (never picked, not counted)."""
     words = bits.shape[1]
-    for i in range(lo, hi):
-        d = 0
-        for w in range(words):
-            d += _popcount(bits[i, w] ^ qbits[w])
-        dist[i] = d
-        hist[d] += 1
+    skip = hist.shape[0]
+    n_ex = exclude.shape[0]
+    for p in range(pieces.shape[0]):
+        lo = pieces[p, 0]
+        off = pieces[p, 2] - lo
+        for i in range(lo, pieces[p, 1]):
+            if n_ex:
+                rid = rowids[i]
+                j = np.searchsorted(exclude, rid)
+                if j < n_ex and exclude[j] == rid:
+                    dist[off + i] = skip
+                    continue
+            d = 0
+            for w in range(words):
+                d += _popcount(bits[i, w] ^ qbits[w])
+            dist[off + i] = d
+            hist[d] += 1
 
 
 @numba.njit(nogil=True, cache=True)
@@ -171,20 +179,81 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL
 
 
-def scan_all(bits: np.ndarray, qbits: np.ndarray, rows: int, r: int) -> np.ndarray:
-    """The ``r`` rows of ``bits[:rows]`` nearest to ``qbits`` by Hamming distance (row order)."""
-    dist = np.empty(rows, np.int32)
-    parts = max(1, min(SCAN_THREADS, rows // MIN_ROWS_PER_THREAD))
-    hists = np.zeros((parts, bits.shape[1] * 64 + 1), np.int64)
-    bounds = np.linspace(0, rows, parts + 1).astype(np.int64)
-    futures = [_pool().submit(_scan_range, bits, qbits, int(bounds[i]), int(bounds[i + 1]), dist, hists[i])
+def _split(ranges: list[tuple[int, int]], parts: int) -> list[np.ndarray]:
+    """``ranges`` of rows cut into ``parts`` pieces lists of about equal rows: ``(lo, hi, off)``
+    each, ``off`` the piece's place in the ranges laid end to end."""
+    total = sum(hi - lo for lo, hi in ranges)
+    bounds = np.linspace(0, total, parts + 1).astype(np.int64)
+    out: list[list[tuple[int, int, int]]] = [[] for _ in range(parts)]
+    off = 0
+    for lo, hi in ranges:
+        for k in range(parts):  # the part of [off, off + hi - lo) inside [bounds[k], bounds[k+1])
+            a, b = max(off, int(bounds[k])), min(off + hi - lo, int(bounds[k + 1]))
+            if a < b:
+                out[k].append((lo + a - off, lo + b - off, a))
+        off += hi - lo
+    return [np.array(p, np.int64).reshape(-1, 3) for p in out]
+
+
+def scan_ranges(bits: np.ndarray, qbits: np.ndarray, ranges: list[tuple[int, int]], r: int,
+                rowids: np.ndarray | None = None, exclude: np.ndarray | None = None) -> np.ndarray:
+    """The ``r`` rows of ``bits`` within ``ranges`` nearest to ``qbits`` by Hamming distance
+    (ascending row indices of ``bits``), the scan split across threads when it is large.
+
+    Args:
+        rowids: the rowid of each row of ``bits``; rows whose rowid is in ``exclude`` (sorted
+            int64) are left out. Both None: nothing is left out.
+    """
+    total = sum(hi - lo for lo, hi in ranges)
+    words = bits.shape[1]
+    if total == 0:
+        return np.zeros(0, np.int64)
+    excl = np.zeros(0, np.int64) if exclude is None or rowids is None else np.ascontiguousarray(exclude, np.int64)
+    rid = np.zeros(0, np.int64) if rowids is None else rowids
+    dist = np.empty(total, np.int32)
+    parts = max(1, min(SCAN_THREADS, total // MIN_ROWS_PER_THREAD))
+    hists = np.zeros((parts, words * 64 + 1), np.int64)
+    pieces = _split(ranges, parts)
+    futures = [_pool().submit(_scan_pieces, bits, rid, excl, qbits, pieces[i], dist, hists[i])
                for i in range(1, parts)]
-    _scan_range(bits, qbits, int(bounds[0]), int(bounds[1]), dist, hists[0])
+    _scan_pieces(bits, rid, excl, qbits, pieces[0], dist, hists[0])
     for f in futures:
         f.result()
-    out = np.empty(max(int(r), 1), np.int32)
-    m = _pick(dist, rows, hists.sum(axis=0), out.shape[0], out)
-    return out[:m].astype(np.int64)
+    hist = hists.sum(axis=0)
+    if int(hist.sum()) <= r:
+        picked = np.nonzero(dist < hist.shape[0])[0].astype(np.int64)
+    else:
+        out = np.empty(max(int(r), 1), np.int32)
+        picked = out[:_pick(dist, total, hist, out.shape[0], out)].astype(np.int64)
+    # Place in the ranges laid end to end -> row of bits.
+    los = np.array([lo for lo, _ in ranges], np.int64)
+    offs = np.cumsum([0] + [hi - lo for lo, hi in ranges])[:-1]
+    k = np.searchsorted(offs, picked, side="right") - 1
+    return los[k] + (picked - offs[k])
+
+
+def scan_all(bits: np.ndarray, qbits: np.ndarray, rows: int, r: int) -> np.ndarray:
+    """The ``r`` rows of ``bits[:rows]`` nearest to ``qbits`` by Hamming distance (row order)."""
+    return scan_ranges(bits, qbits, [(0, int(rows))], r)
+
+
+def quantized_top_slab(matrix: Any, query: np.ndarray, selection: Any, rescore: int, n: int,
+                       exclude: np.ndarray | None = None) -> tuple[list[str], np.ndarray, int]:
+    """:func:`quantized_top` over a :class:`~registry.vectors.postings.Selection`'s slab ranges
+    (its candidates' bits in order, no gather through ``row_of``): ``(object ids, exact
+    cosines, candidates scanned)``. The picked rowids are re-scored on their current rows."""
+    slab = selection.slab
+    qbits = encode(query[None, :])[0]
+    picked = scan_ranges(slab.bits, qbits, selection.ranges, rescore, slab.rowids, exclude)
+    scanned = sum(hi - lo for lo, hi in selection.ranges)
+    with matrix.lock:
+        rows = matrix.rows_for(slab.rowids[picked])
+        rows = np.sort(rows[rows >= 0]).astype(np.int64)
+        if not rows.size:
+            return [], np.zeros(0, np.float32), scanned
+        sims = matrix.scores(query, rows)
+        order = np.argsort(-sims, kind="stable")[:n]
+        return matrix.ids_at(rows[order]), sims[order], scanned
 
 
 def quantized_top_all(matrix: Any, query: np.ndarray, rescore: int, n: int) -> tuple[list[str], np.ndarray, int]:
@@ -199,97 +268,3 @@ def quantized_top_all(matrix: Any, query: np.ndarray, rescore: int, n: int) -> t
         sims = matrix.scores(query, rows)
         order = np.argsort(-sims, kind="stable")[:n]
         return matrix.ids_at(rows[order]), sims[order], total
-
-
-class Postings:
-    """The rowids of every ``(category_id, validation_status)`` cell of ``objects``, cached.
-
-    Args:
-        conn: the registry connection (its data key; the reads go through a second connection
-            in a background thread, or through ``conn`` for an in-memory database).
-        min_interval_s: background refreshes start at most this often (a burst of writes).
-    """
-
-    def __init__(self, conn: Connection, min_interval_s: float = 1.0) -> None:
-        self.conn = conn
-        self.min_interval_s = float(min_interval_s)
-        self._lock = threading.Lock()
-        self._cells: dict[tuple[int, str], np.ndarray] = {}
-        self._key: tuple[int, int] | None = None
-        self._at = 0.0  # monotonic time of the read
-        self._started = -1e9
-        self._thread: threading.Thread | None = None
-        self.refreshes = 0
-        self.last_refresh_s = 0.0
-
-    def _data_key(self) -> tuple[int, int]:
-        with self.conn.lock:
-            version = self.conn.conn.execute("PRAGMA data_version").fetchone()[0]
-            return int(version), int(self.conn.conn.total_changes)
-
-    def refresh(self) -> float:
-        """Reads the cells now (the key first: a commit racing the read only makes the cache
-        look stale, never current with old rows); returns the seconds it took."""
-        t0 = time.perf_counter()
-        key = self._data_key()
-        sql = ("SELECT category_id, validation_status, group_concat(rowid) FROM objects "
-               "GROUP BY category_id, validation_status")
-        if str(self.conn.path) == ":memory:":
-            with self.conn.lock:
-                rows = self.conn.conn.execute(sql).fetchall()
-        else:
-            snap = sqlite3.connect(str(self.conn.path), timeout=60)
-            try:
-                rows = snap.execute(sql).fetchall()
-            finally:
-                snap.close()
-        cells = {(-1 if c is None else int(c), str(s)): np.sort(np.fromstring(t, dtype=np.int64, sep=","))
-                 for c, s, t in rows if t}
-        with self._lock:
-            self._cells, self._key, self._at = cells, key, time.monotonic()
-            self.refreshes += 1
-            self.last_refresh_s = time.perf_counter() - t0
-        return self.last_refresh_s
-
-    def _refresh_quietly(self) -> None:
-        try:
-            self.refresh()
-        except Exception:  # noqa: BLE001 - a failed refresh leaves the cache stale (unused)
-            pass
-
-    def _start_refresh(self) -> None:
-        with self._lock:
-            now = time.monotonic()
-            if (self._thread is not None and self._thread.is_alive()) or now - self._started < self.min_interval_s:
-                return
-            self._started = now
-            self._thread = threading.Thread(target=self._refresh_quietly, name="postings-refresh", daemon=True)
-            self._thread.start()
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Waits for a background refresh in progress (tests, the bench's warm-up)."""
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-
-    def candidates(self, category_ids: list[int] | None, statuses: list[str] | None,
-                   max_stale_s: float = 0.0) -> tuple[np.ndarray | None, str]:
-        """``(rowids passing the category and status filters, state)``; ``(None, why)`` while
-        the cache is not current (a refresh is started then). ``max_stale_s > 0`` also accepts
-        a cache read at most that long ago although the database changed since (objects that
-        entered the filter since are missed; those that left it are dropped by the caller's
-        SQLite filter)."""
-        key = self._data_key()
-        with self._lock:
-            cells, cached, at = self._cells, self._key, self._at
-        if cached != key:
-            self._start_refresh()
-            if cached is None:
-                return None, "filter postings not loaded yet (loading in the background)"
-            if not (max_stale_s > 0 and time.monotonic() - at <= max_stale_s):
-                return None, "filter postings older than the last commit (refreshing in the background)"
-        cats = None if category_ids is None else set(category_ids)
-        sts = None if statuses is None else set(statuses)
-        parts = [v for (c, s), v in cells.items() if (cats is None or c in cats) and (sts is None or s in sts)]
-        out = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-        return out, "current" if cached == key else "stale"

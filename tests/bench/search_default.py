@@ -11,7 +11,8 @@ Figures (all from one run):
   quantized), so every path has its recall@10 against exact.
 * ``default.quantized_unfiltered``: the quantized scan + re-score over every row (not a planner
   path: unfiltered queries stay on the ANN index), for comparison with ``unfiltered``.
-* ``default.postings_load_s``: reading the filter postings the quantized path scans.
+* ``default.postings_load_s``: reading the filter postings the quantized path scans (their slab
+  of sign bits included; ``default.postings_slab_s`` the copy alone).
 * ``two_stage``: recall@10 and p95 of stage 1 alone (``rerank=0``) vs stage 1+2 (default m).
 * ``default.build``: the matrix built from SQLite (vectors/s) and, when the Chroma collection
   was not shared with the raw measurement, the full index rebuild (Chroma + matrix).
@@ -115,6 +116,7 @@ def _forced(reg: Any, path: str) -> dict[str, Any]:
     else:  # quantized whenever it is eligible
         cfg.exact_threshold, cfg.max_ann_fetch, cfg.exact_us_per_candidate = 0, 0, float("inf")
         cfg.quantized_base_us = cfg.quantized_us_per_candidate = cfg.quantized_us_per_rescore = 0.0
+        cfg.slab_us_per_candidate = 0.0
     return old
 
 
@@ -141,12 +143,12 @@ def run_default(folder: Path, data: Any, qvecs: np.ndarray, qcats: list[str], tr
             build["index_and_matrix_vectors_per_s"] = rows / (time.perf_counter() - t0)
         assert rows == n == reg.index.count(), (rows, n, reg.index.count())
         from registry.search_planner import CardinalityStats
-        from registry.vectors.quantized import Postings
+        from registry.vectors.postings import Postings
 
         # Load the planner's counts and the quantized path's postings before timing (serve loads
         # them on its first filtered queries, in the background).
         reg._vectors.cardinality = CardinalityStats(reg.connection, reg._vectors.planner.stats_max_age_s)
-        reg._vectors.postings = Postings(reg.connection)
+        reg._vectors.postings = Postings(reg.connection, matrix=reg._vectors.matrix)
         postings_s = reg._vectors.postings.refresh()
         status_f = {"status": "approved"}
         sets = {
@@ -157,6 +159,7 @@ def run_default(folder: Path, data: Any, qvecs: np.ndarray, qcats: list[str], tr
         default = {name: measure(reg, qvecs, fl, truth, off) for name, (fl, off) in sets.items()}
         default["build"] = build
         default["postings_load_s"] = postings_s
+        default["postings_slab_s"] = reg._vectors.postings.last_slab_s
         default["quantized_unfiltered"] = quantized_unfiltered(reg, qvecs, truth)
         default["config"] = {"index": "chroma", "rerank": DEFAULT_RERANK, **vars(reg._vectors.planner)}
         forced: dict[str, Any] = {}

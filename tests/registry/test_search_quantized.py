@@ -9,7 +9,7 @@ import pytest
 
 from registry.facade import ObjectIn, Registry
 from registry.search_planner import PlannerConfig, choose
-from registry.vectors import quantized
+from registry.vectors import postings, quantized
 from registry.vectors.matrix import MatrixCorruptError, VectorMatrix
 from tests.registry.conftest import make_image
 
@@ -81,6 +81,39 @@ def test_the_scan_keeps_the_hamming_nearest_and_skips_excluded_or_rowless():
     m.close()
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_the_slab_scan_is_the_gathered_scan(monkeypatch, threads):
+    """The cells' bits copied in order answer exactly as gathering each rowid's bits does,
+    across cells, thread splits and exclusions; rowids without a matrix row are left out."""
+    m = VectorMatrix(None, DIM)
+    rowids = np.random.default_rng(4).permutation(np.arange(1, 3001))  # rows not in rowid order
+    vecs = _vectors(3000, 5)
+    m.upsert(rowids, [f"o{i}" for i in rowids], vecs)
+    cells = {(0, "approved"): np.arange(1, 900), (1, "approved"): np.arange(900, 2100),
+             (1, "pending"): np.append(np.arange(2100, 3001), [5000, 5001])}  # two without a row
+    monkeypatch.setattr(postings, "SLAB_CHUNK", 256)  # the copy in many lock holds
+    slab = postings.build_slab(m, cells)
+    assert len(slab.rowids) == 3000 and slab.spans[(1, "pending")] == (2099, 3000)
+    row = m.rows_for(np.array([2500]))[0]
+    assert slab.rowids[2499] == 2500 and np.array_equal(slab.bits[2499], m.bits[row])  # rowids 1.. in cell order
+    monkeypatch.setattr(quantized, "SCAN_THREADS", threads)
+    monkeypatch.setattr(quantized, "MIN_ROWS_PER_THREAD", 300)
+    for chosen in ([(1, "approved"), (1, "pending")], [(0, "approved"), (1, "pending")]):
+        ranges = slab.ranges(chosen)
+        assert len(ranges) == (1 if chosen[0][0] == 1 else 2)
+        sel = postings.Selection(cells=[cells[c] for c in chosen], slab=slab, ranges=ranges,
+                                 count=sum(len(cells[c]) for c in chosen))
+        for j in (11, 2222):
+            q = vecs[j] / np.linalg.norm(vecs[j])
+            exclude = np.sort(rowids[[j, 40, 41]]).astype(np.int64)
+            for ex in (None, exclude):
+                want = quantized.quantized_top(m, q, sel.rowids(), 64, 10, ex)
+                got = quantized.quantized_top_slab(m, q, sel, 64, 10, ex)
+                assert got[0] == want[0] and np.allclose(got[1], want[1]) and len(got[0]) == 10
+                assert (f"o{rowids[j]}" in got[0]) == (ex is None and int(rowids[j]) in set(sel.rowids().tolist()))
+    m.close()
+
+
 def test_the_cost_model_picks_quantized_for_large_filters_only():
     cfg = PlannerConfig()
     p = choose(cfg, k=10, need=10, estimate=50_000, total=1_000_000, quantized=50_000)
@@ -88,6 +121,11 @@ def test_the_cost_model_picks_quantized_for_large_filters_only():
     assert choose(cfg, k=10, need=10, estimate=50_000, total=1_000_000).path == "ann"  # postings not current
     assert choose(cfg, k=10, need=10, estimate=4_000, total=10**6, quantized=4_000).path == "exact"
     assert choose(cfg, k=10, need=10, estimate=None, total=10**6, quantized=10**6).path == "ann"
+    # A third of 1M: gathered bits cost more than reading every row in order; the slab less.
+    wide = {"k": 10, "need": 10, "estimate": 333_000, "total": 10**6, "quantized": 333_000, "rows": 10**6}
+    assert choose(cfg, **wide).path == "quantized_scan"
+    p = choose(cfg, **wide, slab=True)
+    assert p.path == "quantized" and "(slab)" in p.reason and p.fetch == 320, p.reason
     cfg.quantized = False
     assert choose(cfg, k=10, need=10, estimate=50_000, total=1_000_000, quantized=50_000).path == "ann"
 
@@ -139,7 +177,7 @@ def test_quantized_path_recall_against_exact(reg):
         other = CATS[(CATS.index(cat) + 1) % len(CATS)]
         for filt in ({"category": cat}, {"status": "approved"}, {"category": [cat, other], "status": "pending"}):
             res = reg.search(q, k=10, explain=True, **filt)
-            assert res["plan"]["path"] == "quantized", res["plan"]
+            assert res["plan"]["path"] == "quantized" and "(slab)" in res["plan"]["reason"], res["plan"]
             assert res["plan"]["stages"] == ["quantized", "exact"] and res["plan"]["fetch"] == 80
             want = _exact(reg, q, 10, **filt)
             got = [h["object_id"] for h in res["results"]]
@@ -223,7 +261,7 @@ def test_the_all_rows_scan_is_the_same_split_across_threads(monkeypatch):
 
 def test_unfiltered_and_wide_filters_scan_every_row(reg):
     cfg = reg._vectors.planner
-    cfg.quantized_us_per_candidate = 1e3  # the postings' scan loses: the all-rows scan answers
+    cfg.quantized_us_per_candidate = cfg.slab_us_per_candidate = 1e3  # the postings' scan loses
     some = np.arange(0, len(CATS) * PER_CAT, 120)
     queries = np.asarray(list(reg.vectors_by_id.values()))[some] + 0.3 * _vectors(len(some), 12)
     hits = total = 0
