@@ -96,13 +96,17 @@ class FlorenceDetector:
         # set by ``from_pretrained``, read on every call (None = the PyTorch module again).
         self.vision: Any = None
 
+    def _held_parameter(self) -> torch.Tensor:
+        """A parameter held in memory (the vision tower's are on ``meta`` once released)."""
+        return next(p for p in self.model.parameters() if p.device.type != "meta")
+
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return self._held_parameter().device
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
+        return self._held_parameter().dtype
 
     @property
     def max_encoder_tokens(self) -> int:
@@ -147,6 +151,7 @@ class FlorenceDetector:
         from pipeline.detect.florence_int8 import DECODERS, decoder_mode, quantize_decoder
         from pipeline.models.device import parse_dtype
         from pipeline.models.openvino_runtime import accelerate
+        from pipeline.models.released_weights import release
 
         path = Path(path)
         if not path.is_dir():
@@ -170,6 +175,7 @@ class FlorenceDetector:
                                 (1, 3, int(size["height"]), int(size["width"])), dtype, runtime)
         if det.vision is not None:
             model.model.get_image_features = det._image_features  # read by the model's forward
+            release(det, "model.vision_tower", path)  # DaViT runs compiled: its weights are freed
         return det
 
     def _image_features(self, pixel_values: torch.Tensor, **kwargs: Any) -> Any:

@@ -130,6 +130,7 @@ class Dinov2Embedder:
         from pipeline.models.device import resolve_device_dtype
         from pipeline.models.loader import read_normalisation
         from pipeline.models.openvino_runtime import accelerate
+        from pipeline.models.released_weights import release
 
         device, dtype = resolve_device_dtype(device, dtype)
         path = Path(path)
@@ -139,6 +140,8 @@ class Dinov2Embedder:
                   batch_size=batch_size, image_mean=mean, image_std=std)
         size = emb.input_size
         emb.vision = accelerate("dinov2", path, device, (1, 3, size, size), dtype, runtime)
+        if emb.vision is not None:  # the whole model runs compiled: its PyTorch weights are freed
+            release(emb, "", path)
         return emb
 
     def preprocess(self, image: np.ndarray, xyxy: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:

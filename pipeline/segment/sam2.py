@@ -179,6 +179,7 @@ class Sam2Segmenter:
         from pipeline.models.device import resolve_device_dtype
         from pipeline.models.loader import read_normalisation
         from pipeline.models.openvino_runtime import accelerate
+        from pipeline.models.released_weights import release
 
         device, dtype = resolve_device_dtype(device, dtype)
         path = Path(path)
@@ -189,6 +190,8 @@ class Sam2Segmenter:
         size = seg.input_size
         seg.vision = accelerate("sam2-encoder", path, device, (1, 3, size, size), dtype, runtime)
         seg.prompt_decoder = accelerate("sam2-decoder", path, device, (1, 3, size, size), dtype, runtime)
+        if seg.vision is not None:  # Hiera + FPN run compiled: their PyTorch weights are freed
+            release(seg, "vision_encoder", path)
         return seg
 
     # ------------------------------------------------------------------ image state

@@ -1,8 +1,9 @@
 """OpenVINO against PyTorch in ``bench pipeline`` (``main.runtime_speedup`` in its JSON).
 
 The app runs the three vision encoders and SAM2's mask decoder on OpenVINO on a CPU when it is
-installed (``pipeline.models.openvino_runtime``); the PyTorch modules stay loaded beside them,
-so the same suite times both on the same inputs in the same precision, interleaved:
+installed (``pipeline.models.openvino_runtime``) and frees the encoders' PyTorch weights; they
+are read back from the model folders for these timings (:func:`pytorch_weights`), so the same
+suite times both on the same inputs in the same precision, interleaved:
 
 - ``sam2_encoder``: ``Sam2Model.get_image_embeddings`` of one 1024^2 image;
 - ``sam2_click_decoder``: one 3-click refinement with the previous mask on cached features
@@ -36,6 +37,24 @@ def runtimes(labeler: Any) -> dict[str, str]:
 
 
 @contextmanager
+def pytorch_weights(labeler: Any) -> Iterator[None]:
+    """The PyTorch weights the app frees when OpenVINO runs an encoder
+    (``pipeline.models.released_weights``) read back for the block, freed again after it."""
+    from pipeline.models import released_weights
+
+    owners = [p for p in (labeler.detector, labeler.segmenter, labeler.embedder) if p is not None]
+    held = [(p, released_weights.released(p)) for p in owners]
+    for p, _ in held:
+        released_weights.restore(p)
+    try:
+        yield
+    finally:
+        for p, paths in held:
+            for path, folder in paths.items():
+                released_weights.release(p, path, folder)
+
+
+@contextmanager
 def pytorch_encoders(labeler: Any) -> Iterator[None]:
     """Every OpenVINO model of ``labeler`` (encoders, SAM2's decoder) on PyTorch inside the block."""
     parts = [(p, a) for p in (labeler.detector, labeler.segmenter, labeler.embedder) if p is not None
@@ -44,7 +63,8 @@ def pytorch_encoders(labeler: Any) -> Iterator[None]:
     for p, a in parts:
         setattr(p, a, None)
     try:
-        yield
+        with pytorch_weights(labeler):
+            yield
     finally:
         for (p, a), v in zip(parts, saved, strict=True):
             setattr(p, a, v)
@@ -96,6 +116,12 @@ def encoder_speedup(labeler: Any, scene: Callable[..., tuple[np.ndarray, np.ndar
                     repeats: int) -> dict[str, dict[str, float]]:
     """Each OpenVINO encoder against its PyTorch module (see the module docstring); ``{}`` when
     every encoder runs on PyTorch."""
+    with pytorch_weights(labeler):
+        return _speedups(labeler, scene, repeats)
+
+
+def _speedups(labeler: Any, scene: Callable[..., tuple[np.ndarray, np.ndarray, list[str]]],
+              repeats: int) -> dict[str, dict[str, float]]:
     import torch
 
     det, seg, emb = labeler.detector, labeler.segmenter, labeler.embedder
