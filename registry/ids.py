@@ -14,11 +14,12 @@ same millisecond overlap with odds ~``2n / 2**71``).
 """
 from __future__ import annotations
 
-import base64
 import os
 import threading
 import time
 from datetime import UTC, datetime
+
+import numpy as np
 
 ID_CHARS = 24  # 48-bit millisecond time + 72 random bits, 5 bits per character
 _TIME_BITS = 48
@@ -31,8 +32,9 @@ _lock = threading.Lock()
 _last = (0, 0)  # (ms, random part) of the newest id this process made
 
 
-# base64's RFC 4648 alphabet -> Crockford's, symbol for symbol (same 5-bit values).
-_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET_B)
+_SYMBOLS = np.frombuffer(_ALPHABET_B, dtype=np.uint8)
+_SHIFTS = np.arange(55, -1, -5, dtype=np.uint64)  # 12 symbols of 5 bits per 60-bit lane
+_LANE_MASK = (1 << 60) - 1
 
 
 def _reserve(n: int) -> tuple[int, int]:
@@ -60,17 +62,26 @@ def new_id(prefix: str) -> str:
 
 
 def new_ids(prefix: str, n: int) -> list[str]:
-    """``n`` increasing ids at once (one clock read and one ``os.urandom`` call)."""
+    """``n`` increasing ids at once (one clock read and one ``os.urandom`` call).
+
+    The 120 bits of an id are two 60-bit lanes of 12 symbols each, formatted with numpy for the
+    whole batch: the time and the random part's top 12 bits, and its low 60 bits (+ i, the carry
+    moved into the first lane). ``base64.b32encode`` is a Python loop on 3.11 (~2 us per id).
+    """
     if n <= 0:
         return []
     n = int(n)
     ms, start = _reserve(n)
-    base = ms << _RAND_BITS
-    # 15 bytes = 120 bits = exactly 24 base32 symbols, so one encode of all ids splits cleanly.
-    raw = b"".join((base | (start + i)).to_bytes(15, "big") for i in range(n))
-    text = base64.b32encode(raw).translate(_TO_CROCKFORD).decode("ascii")
-    head = f"{prefix}_"
-    return [head + text[j:j + ID_CHARS] for j in range(0, ID_CHARS * n, ID_CHARS)]
+    low = np.uint64(start & _LANE_MASK) + np.arange(n, dtype=np.uint64)
+    top = np.uint64((ms << 12) | (start >> 60)) + (low >> np.uint64(60))
+    low &= np.uint64(_LANE_MASK)
+    head = np.frombuffer(f"{prefix}_".encode("ascii"), dtype=np.uint8)
+    k = head.size
+    out = np.empty((n, k + ID_CHARS), dtype=np.uint32)  # UCS-4 code points: one str per row
+    out[:, :k] = head
+    out[:, k:k + 12] = _SYMBOLS[((top[:, None] >> _SHIFTS) & np.uint64(31)).astype(np.intp)]
+    out[:, k + 12:] = _SYMBOLS[((low[:, None] >> _SHIFTS) & np.uint64(31)).astype(np.intp)]
+    return out.view(f"<U{k + ID_CHARS}").ravel().tolist()
 
 
 def id_time_ms(object_id: str) -> int:

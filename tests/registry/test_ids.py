@@ -61,3 +61,20 @@ def test_ids_are_unique_across_processes():
     assert not set(a) & set(b) and len(set(a) | set(b)) == 40_000
     # both ran at about the same time: their ids interleave in time order rather than collide
     assert abs(id_time_ms(a[0]) - id_time_ms(b[0])) < 60_000
+
+
+@pytest.mark.parametrize("start", [0, (1 << 60) - 3, (1 << 71) - 700, 0x5A5A5A5A5A5A5A5A5A >> 1])
+def test_ids_are_the_base32_of_time_and_counter(monkeypatch, start):
+    """Each id is the 24 Crockford symbols of ``ms << 72 | (start + i)``, carries across the
+    formatter's 60-bit lanes included (start just below 2**60 steps over one)."""
+    import registry.ids as ids_mod
+
+    ms = 1_764_000_000_123
+    monkeypatch.setattr(ids_mod, "_reserve", lambda n: (ms, start))
+    got = new_ids("obj", 600)
+    for i, oid in enumerate(got):
+        value = (ms << 72) | (start + i)
+        want = "".join(ALPHABET[(value >> (5 * (23 - k))) & 31] for k in range(24))
+        assert oid == "obj_" + want, i
+        assert id_time_ms(oid) == ms
+    assert type(got[0]) is str and got == sorted(got)
