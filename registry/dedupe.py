@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from registry import masks as rle_ops
+from registry import rle_iou
 
 __all__ = ["Items", "find_duplicates", "PAIR_BUDGET"]
 
@@ -277,7 +278,20 @@ def _pair_iou(a: Items, b: Items, pi: np.ndarray, pj: np.ndarray, t: float) -> n
     union = area_a[k] + area_b[k] - inter
     bound = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
     k = k[bound >= t - 1e-9]
-    # Exact mask IoU for what is left, one pycocotools call per item of ``a``.
+    if not k.size:
+        return vals
+    # Exact mask IoU for what is left: one compiled pass over all the pairs (pycocotools'
+    # rleIou, bit-identical) where every mask involved has the same size and ASCII counts.
+    ua, ia = np.unique(pi[k], return_inverse=True)
+    ub, ib = np.unique(pj[k], return_inverse=True)
+    rles = [a.rle[i] for i in ua.tolist()] + [b.rle[j] for j in ub.tolist()]
+    if len({(r["size"][0], r["size"][1]) for r in rles}) == 1:
+        try:
+            vals[k] = rle_iou.pair_iou([r["counts"] for r in rles], ia, ib + len(ua))
+            return vals
+        except (TypeError, ValueError):
+            pass  # pycocotools below
+    # Else one pycocotools call per item of ``a`` (it words mixed sizes as -1: no duplicate).
     ks = k[np.argsort(pi[k], kind="stable")]
     if ks.size:
         bounds = np.flatnonzero(np.r_[True, pi[ks][1:] != pi[ks][:-1], True])

@@ -42,6 +42,7 @@ def prepare(source: dict, objects: Sequence[ObjectIn], project: str | None, dim:
     boxes = _boxes_if_valid(objects, width, height)  # None: check_box words the first bad one
     prepared = []
     given_rle: list[int] = []
+    plain = True  # every given RLE a str-counts RLE of the image's size (rle_ops.validate_counts)
     with_emb: list[int] = []
     names: dict[Any, str] = {}
     append = prepared.append
@@ -65,6 +66,7 @@ def prepare(source: dict, objects: Sequence[ObjectIn], project: str | None, dim:
             rle = _given_rle(mask_rle, width, height) if obj.mask is None else None
             if rle is None:  # a dense mask, or anything check_mask may have to word an error for
                 rle = check_mask(obj, width, height, f"object {i}", validate=False)
+                plain = plain and mask_rle is None
             if mask_rle is not None:
                 given_rle.append(i)
         if obj.embedding is not None:
@@ -106,9 +108,14 @@ def prepare(source: dict, objects: Sequence[ObjectIn], project: str | None, dim:
     given_area: dict[int, int] = {}
     if given_rle:
         try:
-            coco: list[dict] = []
+            coco: list[dict | None] = []
             boxes: list = []
-            areas = rle_ops.validate_many([prepared[i]["rle"] for i in given_rle], coco, boxes)
+            if plain:  # dedupe converts the masks it compares to pycocotools' form itself
+                areas = rle_ops.validate_counts([prepared[i]["rle"]["counts"] for i in given_rle], height, width,
+                                                boxes)
+                coco = [None] * len(given_rle)
+            else:
+                areas = rle_ops.validate_many([prepared[i]["rle"] for i in given_rle], coco, boxes)
         except ValueError as exc:
             pos = str(exc).split(":", 1)
             k = int(pos[0].split()[1]) if pos[0].startswith("RLE ") else 0

@@ -104,10 +104,14 @@ def test_sigkill_during_export_zip_never_leaves_partial_files(tmp_path):
     cmd = [sys.executable, "launch.py", "export", "--data", str(data), "--format", "coco", "--task",
            "segment", "--dataset", "kills", "--out", str(out), "--zip", "--overwrite"]
 
-    start = time.monotonic()
-    full = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    elapsed = time.monotonic() - start
-    assert full.returncode == 0, full.stderr
+    # Timed warm: the first run on a fresh machine also fills numba's and Python's caches and
+    # takes ~1.5x as long, so kills spread over its time left too few landing mid-run (flaky).
+    elapsed = float("inf")
+    for _ in range(2):
+        start = time.monotonic()
+        full = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        elapsed = min(elapsed, time.monotonic() - start)
+        assert full.returncode == 0, full.stderr
     assert _check_final_names(out) == "dir+zip"
     for p in (out, out.parent / "out.zip"):  # later runs start from nothing at the final names
         if p.is_dir():

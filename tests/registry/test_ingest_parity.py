@@ -186,3 +186,23 @@ def test_validate_many_boxes_equal_pycocotools() -> None:
     assert areas.tolist() == rle_ops.areas(rles).tolist()
     np.testing.assert_array_equal(boxes[0], rle_ops.bboxes(rles))
     assert boxes[0][-1].tolist() == [4.0, 6.0, 1.0, 1.0] and boxes[0][-3].tolist() == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_validate_counts_equals_validate_many_and_words_the_same_errors() -> None:
+    rng = np.random.default_rng(11)
+    rles = _random_rles(rng, 40, 23, 31)
+    counts = [r["counts"] for r in rles]
+    boxes_fast: list = []
+    boxes_ref: list = []
+    fast = rle_ops.validate_counts(counts, 23, 31, boxes_fast)
+    ref = rle_ops.validate_many(rles, None, boxes_ref)
+    assert fast.tolist() == ref.tolist() and int(fast.sum()) > 0
+    np.testing.assert_array_equal(boxes_fast[0], boxes_ref[0])
+    corrupt = [*counts[:5], "0", *counts[5:]]  # RLE 5 sums to 0, not 23*31
+    with pytest.raises(ValueError, match="^RLE 5: expected runs summing to H\\*W = 713"):
+        rle_ops.validate_counts(corrupt, 23, 31)
+    for odd, what in (("", "RLE 2"), ("é", "RLE 2")):  # empty and non-ASCII: validate_many words them
+        with pytest.raises(ValueError, match=f"^{what}: "):
+            rle_ops.validate_counts([*counts[:2], odd, *counts[2:]], 23, 31)
+        with pytest.raises(ValueError, match=f"^{what}: "):
+            rle_ops.validate_many([*rles[:2], {"size": [23, 31], "counts": odd}, *rles[2:]])
