@@ -206,3 +206,25 @@ def test_validate_counts_equals_validate_many_and_words_the_same_errors() -> Non
             rle_ops.validate_counts([*counts[:2], odd, *counts[2:]], 23, 31)
         with pytest.raises(ValueError, match=f"^{what}: "):
             rle_ops.validate_many([*rles[:2], {"size": [23, 31], "counts": odd}, *rles[2:]])
+
+
+@pytest.mark.parametrize("h, w", [(1, 40), (40, 1), (23, 31), (7, 300)])
+def test_validate_many_boxes_track_columns_over_long_gaps(h: int, w: int) -> None:
+    # The checker follows the current column instead of dividing per run: masks whose runs
+    # jump many columns, wrap, or sit on the first or last pixel.
+    masks = []
+    for cols, rows in (([0], [0]), ([w - 1], [h - 1]), ([0, w - 1], [h - 1, 0]), ([w // 3, min(w - 1, w // 3 + 1)], [h - 1, 0]),
+                       ([w // 2], list(range(h))), (list(range(0, w, max(1, w // 5))), [h // 2])):
+        m = np.zeros((h, w), dtype=bool)
+        for c in cols:
+            for r in rows:
+                m[r, c] = True
+        masks.append(m)
+    rles = [rle_ops.encode(m) for m in masks]
+    boxes: list = []
+    areas = rle_ops.validate_many(rles, None, boxes)
+    assert areas.tolist() == [int(m.sum()) for m in masks] and int(areas.min()) >= 1
+    np.testing.assert_array_equal(boxes[0], rle_ops.bboxes(rles))
+    fast: list = []
+    rle_ops.validate_counts([r["counts"] for r in rles], h, w, fast)
+    np.testing.assert_array_equal(fast[0], boxes[0])
