@@ -67,10 +67,13 @@ class Items:
               mask_box: Sequence | None = None) -> Items:
         """Items from plain sequences (``area`` entries may be None where there is no mask;
         ``coco``, where given, holds each RLE already in pycocotools form or None;
-        ``mask_box``, where given, each mask's tight xywh box already computed or None)."""
+        ``mask_box``, where given, each mask's tight xywh box already computed or None, or
+        all of them as one ``(N, 4)`` array with NaN rows for those not computed)."""
         n = len(category)
         boxes = None
-        if mask_box is not None:
+        if isinstance(mask_box, np.ndarray):  # (N, 4), NaN rows where not computed
+            boxes = np.array(mask_box, dtype=np.float64).reshape(n, 4)
+        elif mask_box is not None:
             boxes = np.full((n, 4), np.nan)
             for i, b in enumerate(mask_box):
                 if b is not None:
@@ -193,6 +196,8 @@ def _candidate_chunks(cat_a: np.ndarray, ext_a: np.ndarray, cat_b: np.ndarray, e
     base = rank_a * stride - lo_x
     # b.x0 < a.x1 and b.x1 > a.x0 imply a.x0 - wmax < b.x0 < a.x1; margins keep a superset.
     win_lo, win_hi = base + ext_a[:, 0] - wmax - 1.0, base + ext_a[:, 2] + 1.0
+    ax0, ay0, ax1, ay1 = (np.ascontiguousarray(ext_a[:, c]) for c in range(4))
+    bx0, by0, bx1, by1 = (np.ascontiguousarray(ext_b[:, c]) for c in range(4))
     n = len(cat_a)
     step = LOWER_BLOCK if lower else n
     for row0 in range(0, n, step):
@@ -217,14 +222,17 @@ def _candidate_chunks(cat_a: np.ndarray, ext_a: np.ndarray, cat_b: np.ndarray, e
                 pi = np.repeat(np.arange(row, end), c)
                 offs = np.arange(total) - np.repeat(np.cumsum(c) - c, c)
                 pj = order_b[np.repeat(lo[k0:end - row0], c) + offs]
-                a, b = ext_a[pi], ext_b[pj]
-                keep = ((np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]) > 0)
-                        & (np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]) > 0)
-                        & (cat_a[pi] == cat_b[pj]))
-                if lower:
-                    keep &= pj < pi
+                # The cheap filters first, then the overlap on 1-D columns (gathering rows of
+                # the (N, 4) extents cost ~4x as much on the bench's batches).
+                pre = pj < pi if lower else None
                 if alive is not None:
-                    keep &= alive[pi] & alive[pj]
+                    live = alive[pi] & alive[pj]
+                    pre = live if pre is None else pre & live
+                if pre is not None:
+                    pi, pj = pi[pre], pj[pre]
+                keep = ((np.minimum(ax1[pi], bx1[pj]) - np.maximum(ax0[pi], bx0[pj]) > 0)
+                        & (np.minimum(ay1[pi], by1[pj]) - np.maximum(ay0[pi], by0[pj]) > 0)
+                        & (cat_a[pi] == cat_b[pj]))
                 pi, pj = pi[keep], pj[keep]
                 if pi.size:
                     order = np.lexsort((pj, pi))

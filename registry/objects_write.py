@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from registry import masks as rle_ops
 from registry.categories import check_category_name, name_key, resolve_category_tx
 from registry.db import Connection
 from registry.ids import new_ids, utc_now
+from registry.objects_batch import Batch, f32_blobs, fast_batch, from_items
 from registry.records import ObjectIn, RegisterResult
 from registry.validation import (
     STATUSES,
@@ -100,7 +102,7 @@ def prepare(source: dict, objects: Sequence[ObjectIn], project: str | None, dim:
             "project": project,
         })
     embs = [objects[i].embedding for i in with_emb]
-    blobs = _f32_blobs(embs, dim)
+    blobs = f32_blobs(embs, dim)
     if blobs is None:  # anything but C-contiguous float32 (dim,) arrays, or a bad value
         blobs = check_embeddings(embs, with_emb, dim, version)
     for i, blob in zip(with_emb, blobs, strict=True):
@@ -153,26 +155,6 @@ def _given_rle(mask_rle: Any, width: int | None, height: int | None) -> dict | N
     return {"size": [height, width], "counts": counts}
 
 
-_F32 = np.dtype("<f4")
-
-
-def _f32_blobs(embs: list[Any], dim: int) -> list[bytes] | None:
-    """The ``<f4`` bytes of each embedding when every one is a C-contiguous little-endian
-    float32 ``(dim,)`` array with finite values, not all zero: one join of the buffers instead
-    of :func:`check_embeddings`' stack (~3 us per object). Else None."""
-    if not embs:
-        return []
-    for e in embs:
-        if type(e) is not np.ndarray or e.dtype != _F32 or e.shape != (dim,) or not e.flags.c_contiguous:
-            return None
-    buf = b"".join(embs)
-    mat = np.frombuffer(buf, dtype=_F32).reshape(len(embs), dim)
-    if not (np.isfinite(mat).all() and mat.any(axis=1).all()):
-        return None
-    step = 4 * dim
-    return [buf[k:k + step] for k in range(0, len(buf), step)]
-
-
 def _boxes_if_valid(objects: Sequence[ObjectIn], width: int | None, height: int | None) -> list | None:
     """Every ``xyxy`` as 4 floats when all pass :func:`check_box`'s rules (one vectorised pass
     for the batch), else None so the per-object check raises for the first bad one."""
@@ -190,7 +172,8 @@ def _boxes_if_valid(objects: Sequence[ObjectIn], width: int | None, height: int 
     return [tuple(r) for r in arr.tolist()] if ok.all() else None
 
 
-def duplicates_tx(tx: sqlite3.Connection, source_id: str, items: list[dict], iou: float) -> dict[int, str]:
+def duplicates_tx(tx: sqlite3.Connection, source_id: str, batch: Batch, category_ids: list[int], ids: list[str],
+                  iou: float) -> dict[int, str]:
     """``input index -> id it duplicates`` for items overlapping an existing or earlier item
     of the same category (see :mod:`registry.dedupe`: only overlapping pairs are compared).
 
@@ -200,26 +183,36 @@ def duplicates_tx(tx: sqlite3.Connection, source_id: str, items: list[dict], iou
     within their own frame (``frame_id``; None = the source's image) only.
     """
     by_frame: dict[str | None, list[int]] = {}
-    for k, it in enumerate(items):
-        by_frame.setdefault(it["frame_id"], []).append(k)
-    if len(by_frame) > 1:
-        out: dict[int, str] = {}
-        for ks in by_frame.values():
-            sub = duplicates_tx(tx, source_id, [items[k] for k in ks], iou)
-            out.update({ks[i]: oid for i, oid in sub.items()})
-        return out
-    cat_set = sorted({it["category_id"] for it in items})
-    rows = tx.execute(*stored_query(source_id, items[0]["frame_id"], cat_set)).fetchall()
+    for k, fid in enumerate(batch.frame_id):
+        by_frame.setdefault(fid, []).append(k)
+    if len(by_frame) == 1:
+        return _duplicates_in_frame(tx, source_id, batch, category_ids, ids, iou, None)
+    out: dict[int, str] = {}
+    for ks in by_frame.values():
+        out.update(_duplicates_in_frame(tx, source_id, batch, category_ids, ids, iou, ks))
+    return out
+
+
+def _duplicates_in_frame(tx: sqlite3.Connection, source_id: str, batch: Batch, category_ids: list[int],
+                         ids: list[str], iou: float, ks: list[int] | None) -> dict[int, str]:
+    """:func:`duplicates_tx` for the items ``ks`` (all when None), all of one frame."""
+    def take(col):
+        if ks is None:
+            return col
+        return col[ks] if isinstance(col, np.ndarray) else [col[k] for k in ks]
+
+    cats = take(category_ids)
+    rows = tx.execute(*stored_query(source_id, batch.frame_id[0 if ks is None else ks[0]], sorted(set(cats)))).fetchall()
     rles = [{"size": [r[6], r[7]], "counts": r[5]} if r[5] is not None else None for r in rows]
     with_mask = [k for k, r in enumerate(rles) if r is not None]
     areas = dict(zip(with_mask, rle_ops.areas([rles[k] for k in with_mask]).tolist(), strict=True))
     stored = overlap.Items.build([r[8] for r in rows], [r[1:5] for r in rows], rles,
                                 [areas.get(k) for k in range(len(rows))])
-    new = overlap.Items.build([it["category_id"] for it in items], [it["box"] for it in items],
-                             [it["rle"] for it in items], [it["area"] for it in items],
-                             [it["coco"] for it in items], [it["mask_box"] for it in items])
+    new = overlap.Items.build(cats, batch.boxes(ks), take(batch.rle), take(batch.area), take(batch.coco),
+                              take(batch.mask_box))
     found = overlap.find_duplicates(new, stored, iou)
-    return {i: rows[j][0] if kind == "stored" else items[j]["object_id"] for i, (kind, j) in found.items()}
+    index = range(len(batch)) if ks is None else ks
+    return {index[i]: rows[j][0] if kind == "stored" else ids[index[j]] for i, (kind, j) in found.items()}
 
 
 def stored_query(source_id: str, frame_id: str | None, category_ids: Sequence[int]) -> tuple[str, tuple]:
@@ -267,22 +260,22 @@ def register_objects(
             written.
     """
     source_id = source["source_id"]
-    items = prepare(source, objects, project, dim, version)
-    result = RegisterResult(object_ids=[None] * len(items))
-    if not items:
+    batch = fast_batch(source, objects, dim)
+    if batch is None:  # anything out of the ordinary: checked object by object, errors worded
+        batch = from_items(prepare(source, objects, project, dim, version))
+    n = len(batch)
+    result = RegisterResult(object_ids=[None] * n)
+    if not n:
         return result, False
-    ids = new_ids("obj", len(items))
-    for it, oid in zip(items, ids, strict=False):
-        it["object_id"] = oid
+    ids = new_ids("obj", n)
     now = utc_now()
     with conn.transaction() as tx:
-        frames = {it["frame_id"] for it in items if it["frame_id"] is not None}
-        for fid in frames:
+        for fid in {f for f in batch.frame_id if f is not None}:
             row = tx.execute("SELECT source_id FROM frames WHERE frame_id = ?", (fid,)).fetchone()
             if row is None or row[0] != source_id:
                 raise ValueError(f"expected frame_id of a frame of {source_id}, got {fid!r}; use add_frame() first")
-        # One lookup for all the batch's names; only unknown ones are created one by one.
-        keys = {c: name_key(c) for c in {it["category"] for it in items}}
+        # One lookup for all the batch's names; only unknown ones are created, in input order.
+        keys = {c: name_key(c) for c in dict.fromkeys(batch.category)}
         wanted = sorted(set(keys.values()))
         cat_ids: dict[str, int] = {}
         for start in range(0, len(wanted), 10_000):  # below SQLite's bound-parameter limit
@@ -291,43 +284,46 @@ def register_objects(
                 f"SELECT name_key, category_id FROM category_names WHERE name_key IN ({','.join('?' * len(part))})",
                 part,
             ).fetchall())
-        for it in items:
-            key = keys[it["category"]]
+        for name, key in keys.items():
             if key not in cat_ids:
-                cat_ids[key] = resolve_category_tx(tx, it["category"])
-            it["category_id"] = cat_ids[key]
-        dup = duplicates_tx(tx, source_id, items, dedupe_iou) if dedupe else {}
-        rows = _rows(items, dup, result, source_id, now, dim, version)
+                cat_ids[key] = resolve_category_tx(tx, name)
+        by_name = {name: cat_ids[key] for name, key in keys.items()}
+        category_ids = [by_name[c] for c in batch.category]
+        dup = duplicates_tx(tx, source_id, batch, category_ids, ids, dedupe_iou) if dedupe else {}
+        rows = _rows(batch, ids, category_ids, dup, result, source_id, project, now, dim, version)
         insert_rows(tx, rows)
     return result, bool(rows.embeddings)
 
 
-def _rows(items: list[dict], dup: dict[int, str], result: RegisterResult, source_id: str, now: str,
-          dim: int, version: str) -> Rows:
-    """The rows of the items not in ``dup`` (flat parameter lists, for :func:`insert_rows`);
-    fills ``result``."""
-    obj, emb, out = [], [], []
-    for i, it in enumerate(items):
-        if i in dup:
-            result.duplicates.append((i, dup[i]))
-            continue
-        oid = it["object_id"]
-        result.object_ids[i] = oid
-        rle = it["rle"]
-        status = it["status"]
-        validated = status != "pending"
-        obj.extend((
-            oid, source_id, it["category_id"], it["frame_id"], it["project"],
-            *it["box"],
-            None if rle is None else rle["counts"], None if rle is None else rle["size"][0],
-            None if rle is None else rle["size"][1], it["area"], it["confidence"],
-            it["detection_model"], it["classification_model"], it["classification_confidence"],
-            int(validated), status, it["validated_by"] if validated else None, now if validated else None,
-            it["quality_score"], *it["flags"], it["metadata"], now, now,
-        ))
-        if it["embedding"] is not None:
-            emb.extend((oid, version, dim, it["embedding"]))
-            out.extend((oid, version))
+def _rows(batch: Batch, ids: list[str], category_ids: list[int], dup: dict[int, str], result: RegisterResult,
+          source_id: str, project: str | None, now: str, dim: int, version: str) -> Rows:
+    """The rows of the items not in ``dup`` (flat parameter lists, for :func:`insert_rows`),
+    zipped column by column; fills ``result``."""
+    n = len(batch)
+    validated = [s != "pending" for s in batch.status]
+    rows = zip(
+        ids, repeat(source_id), category_ids, batch.frame_id, repeat(project), batch.x, batch.y, batch.w, batch.h,
+        batch.counts, batch.mask_h, batch.mask_w, batch.area, batch.confidence, batch.detection_model,
+        batch.classification_model, batch.classification_confidence, map(int, validated), batch.status,
+        [v if ok else None for v, ok in zip(batch.validated_by, validated, strict=True)],
+        [now if ok else None for ok in validated], batch.quality_score, batch.occluded, batch.truncated,
+        batch.difficult, batch.metadata, repeat(now), repeat(now),
+    )
+    if dup:
+        keep = [i for i in range(n) if i not in dup]
+        result.duplicates.extend((i, dup[i]) for i in sorted(dup))
+        every = list(rows)
+        obj = list(chain.from_iterable(every[i] for i in keep))
+    else:
+        keep = range(n)
+        obj = list(chain.from_iterable(rows))
+    object_ids = result.object_ids
+    for i in keep:
+        object_ids[i] = ids[i]
+    embedding = batch.embedding
+    with_emb = [i for i in keep if embedding[i] is not None]
+    emb = list(chain.from_iterable((ids[i], version, dim, embedding[i]) for i in with_emb))
+    out = list(chain.from_iterable((ids[i], version) for i in with_emb))
     return Rows(obj, emb, out)
 
 

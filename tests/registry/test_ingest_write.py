@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from registry import masks as rle_ops
-from registry import objects_write
+from registry import objects_batch, objects_write
 from registry.facade import ObjectIn, Registry
 
 W, H = 96, 64
@@ -242,12 +242,12 @@ def test_f32_fast_path_gives_check_embeddings_bytes_and_falls_back_for_anything_
     rng = np.random.default_rng(0)
     good = [rng.standard_normal(8).astype(np.float32) for _ in range(5)]
     good[2][3] = -0.0
-    assert objects_write._f32_blobs(good, 8) == check_embeddings(good, list(range(5)), 8, "v1")
-    assert objects_write._f32_blobs([], 8) == []
+    assert objects_batch.f32_blobs(good, 8) == check_embeddings(good, list(range(5)), 8, "v1")
+    assert objects_batch.f32_blobs([], 8) == []
     wide = rng.standard_normal((3, 16)).astype(np.float32)
     for odd in (good[0].astype(np.float64), good[0].astype(">f4"), wide[0, ::2], list(good[0]),
                 np.zeros(8, np.float32), np.full(8, np.inf, np.float32), good[0][:7]):
-        assert objects_write._f32_blobs([good[1], odd], 8) is None
+        assert objects_batch.f32_blobs([good[1], odd], 8) is None
     # The fallback still converts what it accepts (float64, big-endian, strided) to the same bytes.
     conv = check_embeddings([good[0].astype(np.float64), good[0].astype(">f4"), np.ascontiguousarray(wide[0, ::2])],
                             [0, 1, 2], 8, "v1")
