@@ -250,7 +250,9 @@ def register_objects(
     existing object of the same source and category, or an earlier one of this batch,
     exceeds ``dedupe_iou`` is skipped.
 
-    The rows go in with multi-row INSERTs (:func:`insert_rows`).
+    The batch is read column-wise by :func:`registry.objects_batch.fast_batch` when every
+    object is plain, else checked object by object by :func:`prepare` (which words errors);
+    the rows go in with multi-row INSERTs (:func:`insert_rows`).
 
     Returns:
         The result, and whether vectors were queued for the index (the caller then relays).
