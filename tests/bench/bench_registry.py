@@ -16,7 +16,10 @@ higher is better, or target/figure where lower is better):
   transactions of the same size into the same schema, without validation or dedupe, by the
   faster of ``executemany`` and the registry's own multi-row INSERTs (each writer's best in
   ``sqlite_ceiling_by_writer_obj_s``), so ``ratio_vs_sqlite_ceiling`` says how much of the gap
-  is the registry's Python and how much is SQLite on this machine.
+  is the registry's Python and how much is SQLite on this machine. It pairs the best ingest
+  round with the best ceiling round; ``ratio_by_round`` pairs each round's ingest with the
+  ceiling measured right after it, and ``ratio_median_of_rounds`` is their median (steadier
+  on a shared machine, whose load moves between rounds).
 * ``searchable``: committed -> searchable: the objects of the last ingest are found by search
   before any relay (the fresh segment, docs/search.md); ``searchable_per_s`` = objects / (ingest
   + the first probe searches), the figure beside the relay's rate below.
@@ -138,6 +141,9 @@ def run(args: argparse.Namespace) -> dict:
             # apart in load, moved the ratio by 0.2); the last round's registry is kept below.
             ingest_s = ceiling = float("inf")
             ceilings: dict[str, float] = {}
+            # Each round's own ratio too (its ingest against the ceiling measured right after
+            # it): the best-of figures pair moments that may be minutes apart in load.
+            round_ratios: list[float] = []
             for r_i in range(max(1, args.rounds)):
                 if reg is not None:
                     reg.close()
@@ -149,12 +155,16 @@ def run(args: argparse.Namespace) -> dict:
                 t0 = time.perf_counter()
                 for sid, objs in batches:
                     reg.register_objects(sid, objs)
-                ingest_s = min(ingest_s, time.perf_counter() - t0)
+                round_s = time.perf_counter() - t0
+                ingest_s = min(ingest_s, round_s)
                 stored = reg.count_objects()
+                round_ceiling = float("inf")
                 for how in CEILING_WRITERS:  # the faster bare insert is the ceiling
                     t = n / sqlite_ceiling(tmp / f"ceiling_{per}", n, per, rles, vecs, new_ids, Registry, how)
                     ceilings[how] = min(ceilings.get(how, float("inf")), t)
                     ceiling = min(ceiling, t)
+                    round_ceiling = min(round_ceiling, t)
+                round_ratios.append(round((stored / round_s) / (n / round_ceiling), 3))
             ceiling = n / ceiling
             key = "ingest" if b_i == 0 else f"ingest_batch_{per}"
             result[key] = {
@@ -169,6 +179,8 @@ def run(args: argparse.Namespace) -> dict:
                 # each bare writer's best: executemany, and the multi-row INSERTs the registry uses
                 "sqlite_ceiling_by_writer_obj_s": {how: n / t for how, t in ceilings.items()},
                 "ratio_vs_sqlite_ceiling": stored / ingest_s / ceiling,
+                "ratio_by_round": round_ratios,
+                "ratio_median_of_rounds": float(np.median(round_ratios)),
                 # The database file plus its WAL (checkpoints run every ~40 MB of WAL).
                 "db_mb": round(sum(f.stat().st_size for f in data.glob("registry.db*")) / 2**20, 1),
             }
