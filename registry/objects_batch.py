@@ -135,6 +135,29 @@ _FIELDS = operator.attrgetter(
 _STATUSES = frozenset(STATUSES)
 
 
+def is_plain_rle(mask_rle: Any, width: int | None, height: int | None) -> bool:
+    """``mask_rle`` is ``{"size": [H, W] ints (list or tuple), "counts": str}`` of the image's
+    size: what both paths take as given and check in one batch pass."""
+    if type(mask_rle) is not dict:
+        return False
+    size, counts = mask_rle.get("size"), mask_rle.get("counts")
+    return (type(counts) is str and type(size) in (list, tuple) and len(size) == 2 and type(size[0]) is int
+            and type(size[1]) is int and size[0] == height and size[1] == width)
+
+
+def boxes_pass(arr: np.ndarray, n: int, width: int | None, height: int | None) -> bool:
+    """Every row of ``arr`` an ``xyxy`` that :func:`registry.validation.check_box` accepts:
+    finite, non-negative, positive width and height, inside the image (sides not None)."""
+    if arr.shape != (n, 4) or not np.isfinite(arr).all():
+        return False
+    ok = (arr[:, 0] >= 0) & (arr[:, 1] >= 0) & (arr[:, 2] > arr[:, 0]) & (arr[:, 3] > arr[:, 1])
+    if width is not None:
+        ok &= arr[:, 2] <= width + 1e-6
+    if height is not None:
+        ok &= arr[:, 3] <= height + 1e-6
+    return bool(ok.all())
+
+
 def _units(values: Sequence[Any]) -> bool:
     """Every value None or a float in [0, 1] (what ``prepare`` keeps as given)."""
     return all(v is None or (type(v) is float and 0.0 <= v <= 1.0) for v in values)
@@ -158,11 +181,9 @@ def fast_batch(source: dict, objects: Sequence[ObjectIn], dim: int) -> Batch | N
         arr = np.asarray(xyxy, dtype=np.float64)
     except (TypeError, ValueError):
         return None
-    if arr.shape != (n, 4) or not np.isfinite(arr).all():
+    if not boxes_pass(arr, n, width, height):
         return None
     x0, y0, x1, y1 = arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3]
-    if not ((x0 >= 0) & (y0 >= 0) & (x1 > x0) & (y1 > y0) & (x1 <= width + 1e-6) & (y1 <= height + 1e-6)).all():
-        return None
     bw, bh = x1 - x0, y1 - y0
     area = (bw * bh).tolist()
     counts: list = [None] * n
@@ -173,13 +194,9 @@ def fast_batch(source: dict, objects: Sequence[ObjectIn], dim: int) -> Batch | N
     masked = [i for i, r in enumerate(given) if r is not None]
     for i in masked:
         r = given[i]
-        if type(r) is not dict:
+        if not is_plain_rle(r, width, height):
             return None
-        size, c = r.get("size"), r.get("counts")
-        if (type(c) is not str or type(size) not in (list, tuple) or len(size) != 2 or type(size[0]) is not int
-                or type(size[1]) is not int or size[0] != height or size[1] != width):
-            return None
-        counts[i], mask_h[i], mask_w[i], rles[i] = c, height, width, r
+        counts[i], mask_h[i], mask_w[i], rles[i] = r["counts"], height, width, r
     if masked:
         boxes: list = []
         try:

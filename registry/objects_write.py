@@ -21,7 +21,14 @@ from registry import masks as rle_ops
 from registry.categories import check_category_name, name_key, resolve_category_tx
 from registry.db import Connection
 from registry.ids import new_ids, utc_now
-from registry.objects_batch import Batch, f32_blobs, fast_batch, from_items
+from registry.objects_batch import (
+    Batch,
+    boxes_pass,
+    f32_blobs,
+    fast_batch,
+    from_items,
+    is_plain_rle,
+)
 from registry.records import ObjectIn, RegisterResult
 from registry.validation import (
     STATUSES,
@@ -146,13 +153,9 @@ def _given_rle(mask_rle: Any, width: int | None, height: int | None) -> dict | N
     """:func:`check_mask`'s result for a plain ``{"size": [H, W] ints, "counts": str}`` of the
     image's size (counts decoded later, in the batch pass), else None: check_mask then converts
     or words the error."""
-    if type(mask_rle) is not dict:
+    if not is_plain_rle(mask_rle, width, height):
         return None
-    size, counts = mask_rle.get("size"), mask_rle.get("counts")
-    if (type(counts) is not str or type(size) not in (list, tuple) or len(size) != 2
-            or type(size[0]) is not int or type(size[1]) is not int or size[0] != height or size[1] != width):
-        return None
-    return {"size": [height, width], "counts": counts}
+    return {"size": [height, width], "counts": mask_rle["counts"]}
 
 
 def _boxes_if_valid(objects: Sequence[ObjectIn], width: int | None, height: int | None) -> list | None:
@@ -162,14 +165,7 @@ def _boxes_if_valid(objects: Sequence[ObjectIn], width: int | None, height: int 
         arr = np.asarray([o.xyxy for o in objects], dtype=np.float64)
     except (TypeError, ValueError, AttributeError):
         return None
-    if arr.shape != (len(objects), 4) or not np.isfinite(arr).all():
-        return None
-    ok = (arr[:, 0] >= 0) & (arr[:, 1] >= 0) & (arr[:, 2] > arr[:, 0]) & (arr[:, 3] > arr[:, 1])
-    if width is not None:
-        ok &= arr[:, 2] <= width + 1e-6
-    if height is not None:
-        ok &= arr[:, 3] <= height + 1e-6
-    return [tuple(r) for r in arr.tolist()] if ok.all() else None
+    return [tuple(r) for r in arr.tolist()] if boxes_pass(arr, len(objects), width, height) else None
 
 
 def duplicates_tx(tx: sqlite3.Connection, source_id: str, batch: Batch, category_ids: list[int], ids: list[str],
