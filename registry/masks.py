@@ -258,9 +258,9 @@ def validate_counts(counts: Sequence[str], h: int, w: int, boxes_out: list | Non
         return np.zeros(0, dtype=np.int64)
     try:
         raw = np.frombuffer("".join(counts).encode("ascii"), dtype=np.uint8)
-    except (TypeError, UnicodeEncodeError):
-        raw = None
-    blob_end = np.cumsum(np.fromiter(map(len, counts), dtype=np.int64, count=n))
+        blob_end = np.cumsum(np.fromiter(map(len, counts), dtype=np.int64, count=n))
+    except (TypeError, UnicodeEncodeError):  # not all str / not ASCII: validate_many words it
+        raw = blob_end = None
     if raw is None or h <= 0 or w <= 0 or blob_end[0] == 0 or (np.diff(blob_end) == 0).any():
         return validate_many([{"size": [h, w], "counts": c} for c in counts], None, boxes_out)
     sizes = np.full(n, h * w, dtype=np.int64)

@@ -201,7 +201,7 @@ def test_validate_counts_equals_validate_many_and_words_the_same_errors() -> Non
     corrupt = [*counts[:5], "0", *counts[5:]]  # RLE 5 sums to 0, not 23*31
     with pytest.raises(ValueError, match="^RLE 5: expected runs summing to H\\*W = 713"):
         rle_ops.validate_counts(corrupt, 23, 31)
-    for odd, what in (("", "RLE 2"), ("é", "RLE 2")):  # empty and non-ASCII: validate_many words them
+    for odd, what in (("", "RLE 2"), ("é", "RLE 2"), (None, "RLE 2")):  # validate_many words these
         with pytest.raises(ValueError, match=f"^{what}: "):
             rle_ops.validate_counts([*counts[:2], odd, *counts[2:]], 23, 31)
         with pytest.raises(ValueError, match=f"^{what}: "):
