@@ -104,6 +104,17 @@ def _iou(raw: np.ndarray, str_end: np.ndarray, pa: np.ndarray, pb: np.ndarray, o
         out[p] = 0.0 if inter == 0 else inter / union
 
 
+def _compile() -> Any:
+    """Compiles the kernel on first use. numba resolves ``_decode`` as a module global when it
+    compiles ``_iou``, so the compiled ``_decode`` replaces the Python one first."""
+    global _kernel, _decode
+    import numba
+
+    _decode = numba.njit(cache=True, nogil=True)(_decode)
+    _kernel = numba.njit(cache=True, nogil=True)(_iou)
+    return _kernel
+
+
 def pair_iou(counts: Sequence[str | bytes], pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
     """IoU of the masks ``counts[pa[p]]`` and ``counts[pb[p]]`` for every pair ``p``.
 
@@ -115,13 +126,7 @@ def pair_iou(counts: Sequence[str | bytes], pa: np.ndarray, pb: np.ndarray) -> n
     Raises:
         ValueError: a string that is not ASCII (nothing to decode).
     """
-    global _kernel
-    if _kernel is None:
-        import numba
-
-        global _decode
-        _decode = numba.njit(cache=True, nogil=True)(_decode)
-        _kernel = numba.njit(cache=True, nogil=True)(_iou)
+    kernel = _kernel or _compile()
     try:
         blob = b"".join(c.encode("ascii") if isinstance(c, str) else bytes(c) for c in counts)
     except UnicodeEncodeError as exc:
@@ -133,5 +138,5 @@ def pair_iou(counts: Sequence[str | bytes], pa: np.ndarray, pb: np.ndarray) -> n
     if pa.size and (min(pa.min(), pb.min()) < 0 or max(pa.max(), pb.max()) >= len(counts)):
         raise ValueError("expected pair indices into counts")
     out = np.zeros(pa.shape[0], dtype=np.float64)
-    _kernel(raw, str_end, pa, pb, out)
+    kernel(raw, str_end, pa, pb, out)
     return out
