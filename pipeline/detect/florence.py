@@ -40,7 +40,7 @@ import torch
 
 from pipeline.detect.florence_decode import Generation, PieceScorer, returned_sequence
 from pipeline.detect.florence_parse import TASK_GROUNDING, boxes_to_detections, parse_tokens
-from pipeline.detect.florence_prompts import PromptPlan, dedupe_boxes, plan_prompts
+from pipeline.detect.florence_prompts import PromptPlan, merge_prompt_outputs, plan_prompts
 from pipeline.models.device import pick_device_dtype
 from pipeline.types import Detections
 
@@ -185,7 +185,9 @@ class FlorenceDetector:
         inner = self.model.model
         if self.vision is None:
             return type(inner).get_image_features(inner, pixel_values, **kwargs)
-        return BaseModelOutputWithPooling(pooler_output=self.vision(pixel_values)[0])
+        # the IR is compiled for one image: a batch goes through it image by image
+        feats = [self.vision(pixel_values[i:i + 1])[0] for i in range(pixel_values.shape[0])]
+        return BaseModelOutputWithPooling(pooler_output=feats[0] if len(feats) == 1 else torch.cat(feats))
 
     # ------------------------------------------------------------------ prompts
     def prompt_tokens(self, caption: str) -> int:
@@ -262,42 +264,53 @@ class FlorenceDetector:
         Raises:
             ValueError: a bad image, no class names, or confidence outside [0, 1].
         """
-        image = _check_image(image)
+        return self.detect_many([image], classes, synonyms=synonyms, confidence=confidence,
+                                max_new_tokens=max_new_tokens, num_beams=num_beams,
+                                generate_kwargs=generate_kwargs)[0]
+
+    def detect_many(
+        self,
+        images: Sequence[np.ndarray],
+        classes: Sequence[str],
+        *,
+        synonyms: Mapping[str, Sequence[str]] | None = None,
+        confidence: float = 0.0,
+        max_new_tokens: int | None = None,
+        num_beams: int | None = None,
+        generate_kwargs: Mapping[str, Any] | None = None,
+    ) -> list[Detections]:
+        """:meth:`detect` on several images with the same classes, one ``generate`` per prompt
+        for all of them (a batch: what a GPU needs to be busy; each image's output is cut at its
+        own end token). Same arguments and results as :meth:`detect`, one per image, in order.
+
+        Raises:
+            ValueError: no image, a bad image (named by its index), no class names, or
+                confidence outside [0, 1].
+        """
+        if not len(images):
+            raise ValueError("images: expected at least one image, got none")
+        checked = _check_images(images)
         if not 0.0 <= confidence <= 1.0:
             raise ValueError(f"confidence: expected a value in [0, 1], got {confidence}")
         class_names = list(classes)
-        height, width = image.shape[:2]
-        parts = []
+        parts: list[list] = [[] for _ in checked]
         for plan in self.plan_prompts(class_names, synonyms):
-            gen = self.generate(image, TASK_GROUNDING + plan.caption, max_new_tokens, generate_kwargs,
-                                num_beams=num_beams)
-            if gen.truncated:
-                log.warning(
-                    "Florence-2 output used its whole budget of %d new tokens for the prompt %r: "
-                    "boxes after the last complete one are missing; raise max_new_tokens",
-                    gen.max_new_tokens, plan.caption[:80],
+            gens = self.generate_many(checked, TASK_GROUNDING + plan.caption, max_new_tokens, generate_kwargs,
+                                      num_beams=num_beams)
+            for i, (image, gen) in enumerate(zip(checked, gens, strict=True)):
+                if gen.truncated:
+                    log.warning(
+                        "Florence-2 output used its whole budget of %d new tokens for the prompt %r: "
+                        "boxes after the last complete one are missing; raise max_new_tokens",
+                        gen.max_new_tokens, plan.caption[:80],
+                    )
+                height, width = image.shape[:2]
+                parsed = boxes_to_detections(
+                    parse_tokens(gen.pieces, gen.probs, banned=self.banned), plan.class_names, (width, height),
+                    synonyms=plan.synonyms, confidence=confidence,
                 )
-            parsed = boxes_to_detections(
-                parse_tokens(gen.pieces, gen.probs, banned=self.banned), plan.class_names, (width, height),
-                synonyms=plan.synonyms, confidence=confidence,
-            )
-            parts.append((parsed, plan.class_ids[parsed.class_id], gen.truncated))
-        class_id = np.concatenate([ids for _, ids, _ in parts])
-        xyxy = np.concatenate([p.xyxy for p, _, _ in parts])
-        conf = np.concatenate([p.confidence for p, _, _ in parts])
-        keep = dedupe_boxes(class_id, xyxy, conf)
-        return Detections(
-            xyxy=xyxy[keep],
-            confidence=conf[keep],
-            class_id=class_id[keep],
-            class_names=class_names,
-            data={
-                "loc_score": np.concatenate([p.loc_score for p, _, _ in parts])[keep],
-                "label_score": np.concatenate([p.label_score for p, _, _ in parts])[keep],
-                "raw_label": np.concatenate([p.raw_label for p, _, _ in parts])[keep],
-                "truncated": np.concatenate([np.full(len(p), t) for p, _, t in parts]).astype(bool)[keep],
-            },
-        )
+                parts[i].append((parsed, plan.class_ids[parsed.class_id], gen.truncated))
+        return [merge_prompt_outputs(p, class_names) for p in parts]
 
     def preprocess(self, image: np.ndarray, prompt: str) -> dict[str, torch.Tensor]:
         """Processor inputs for one image and prompt, on the model's device (pixels in its dtype).
@@ -305,7 +318,13 @@ class FlorenceDetector:
         Raises:
             ValueError: the prompt does not fit the encoder (use ``plan_prompts``).
         """
-        inputs = self.processor(text=prompt, images=_check_image(image), return_tensors="pt",
+        return self.preprocess_many([image], prompt)
+
+    def preprocess_many(self, images: Sequence[np.ndarray], prompt: str) -> dict[str, torch.Tensor]:
+        """:meth:`preprocess` for a batch of images with the same prompt (no padding needed)."""
+        checked = _check_images(images)
+        inputs = self.processor(text=[prompt] * len(checked) if len(checked) > 1 else prompt,
+                                images=checked if len(checked) > 1 else checked[0], return_tensors="pt",
                                 input_data_format="channels_last")
         length = int(inputs["input_ids"].shape[-1])
         if length > self.max_encoder_tokens:
@@ -339,9 +358,23 @@ class FlorenceDetector:
         come from the raw logits of the returned sequence at each step (with beams: of the beam
         it came through at that step, ``beam_indices``).
         """
+        return self.generate_many([image], prompt, max_new_tokens, generate_kwargs, num_beams=num_beams)[0]
+
+    def generate_many(
+        self,
+        images: Sequence[np.ndarray],
+        prompt: str,
+        max_new_tokens: int | None = None,
+        generate_kwargs: Mapping[str, Any] | None = None,
+        *,
+        num_beams: int | None = None,
+    ) -> list[Generation]:
+        """:meth:`generate` for a batch of images with the same prompt, in one ``generate`` call;
+        each image's sequence ends at its own first end token (``generate`` pads the rows that
+        finished early until the last one does)."""
         budget = self.budget(max_new_tokens)
         beams = _check_beams(self.num_beams if num_beams is None else num_beams)
-        inputs = self.preprocess(image, prompt)
+        inputs = self.preprocess_many(images, prompt)
         kwargs: dict[str, Any] = {
             "max_new_tokens": budget,
             "num_beams": beams,
@@ -352,11 +385,14 @@ class FlorenceDetector:
         kwargs.update(generate_kwargs or {})
         with self._lock, torch.inference_mode():
             out = self.model.generate(**inputs, **kwargs)
-        ids, logits = returned_sequence(out)
         eos = self.processor.tokenizer.eos_token_id
-        truncated = len(ids) >= budget or (len(ids) > 0 and int(ids[-1]) != eos)
-        pieces, probs = self._pieces(ids.cpu(), logits.cpu())
-        return Generation(pieces, probs, ids.tolist(), bool(truncated), budget)
+        gens = []
+        for row in range(len(images)):
+            ids, logits = returned_sequence(out, row, eos)
+            truncated = len(ids) >= budget or (len(ids) > 0 and int(ids[-1]) != eos)
+            pieces, probs = self._pieces(ids.cpu(), logits.cpu())
+            gens.append(Generation(pieces, probs, ids.tolist(), bool(truncated), budget))
+        return gens
 
     def generate_pieces(
         self,
@@ -371,6 +407,19 @@ class FlorenceDetector:
 
     def _pieces(self, ids: torch.Tensor, logits: torch.Tensor) -> tuple[list[str], list[float]]:
         return self._scorer.pieces(ids, logits, self.loc_tolerance)
+
+
+def _check_images(images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """:func:`_check_image` of each; in a batch of several the error names the image's index."""
+    if len(images) == 1:
+        return [_check_image(images[0])]
+    out = []
+    for i, im in enumerate(images):
+        try:
+            out.append(_check_image(im))
+        except ValueError as exc:
+            raise ValueError(f"image {i}: {exc}") from None
+    return out
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:

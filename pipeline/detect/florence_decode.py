@@ -106,27 +106,33 @@ class PieceScorer:
         return pieces, piece_probs
 
 
-def returned_sequence(out: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids (n,) int64, raw logits (n, vocab) float32) of the first returned sequence.
+def returned_sequence(out: Any, row: int = 0, eos: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids (n,) int64, raw logits (n, vocab) float32) of returned sequence ``row``.
 
-    Greedy search: step t's logits are row 0 of ``out.logits[t]``. Beam search:
-    ``out.logits[t]`` holds one row per running (batch x beam) hypothesis at step t, and
-    ``out.beam_indices[0, t]`` names the row the returned sequence was extended from at that
-    step (-1 after its end); that is the distribution its token was chosen from.
+    Greedy search: step t's logits are row ``row`` of ``out.logits[t]``; in a batch the rows
+    that ended early are padded until the last one ends, so the sequence is cut after its first
+    ``eos`` (given). Beam search: ``out.logits[t]`` holds one row per running (batch x beam)
+    hypothesis at step t, and ``out.beam_indices[row, t]`` names the row the returned sequence
+    was extended from at that step (-1 after its end); that is the distribution its token was
+    chosen from.
     """
     steps = len(out.logits)
     sequences = out.sequences
     beam_indices = getattr(out, "beam_indices", None)
     if beam_indices is None:
-        n, rows = steps, [0] * steps
+        n, rows = steps, [row] * steps
         start = sequences.shape[-1] - steps
+        if eos is not None and steps:
+            ends = torch.nonzero(sequences[row, start:] == eos)
+            if len(ends):
+                n = int(ends[0, 0]) + 1
     else:
         lengths = (beam_indices >= 0).sum(dim=1)
-        n = int(lengths[0])
-        rows = beam_indices[0, :n].tolist()
+        n = int(lengths[row])
+        rows = beam_indices[row, :n].tolist()
         start = sequences.shape[-1] - int(lengths.max())
     if n == 0:
         vocab = out.logits[0].shape[-1] if steps else 1
-        return sequences[0, :0], torch.zeros((0, vocab))
+        return sequences[row, :0], torch.zeros((0, vocab))
     logits = torch.stack([out.logits[t][rows[t]] for t in range(n)]).float()
-    return sequences[0, start:start + n], logits
+    return sequences[row, start:start + n], logits

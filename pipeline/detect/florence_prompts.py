@@ -17,11 +17,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from pipeline.detect.florence_parse import grounding_prompt
 from pipeline.detect.phrase_match import normalize_phrase
+from pipeline.types import Detections
 
 
 @dataclass(frozen=True)
@@ -157,3 +159,24 @@ def dedupe_boxes(class_id: np.ndarray, xyxy: np.ndarray, confidence: np.ndarray)
         if j is None or confidence[i] > confidence[j]:
             best[key] = i
     return np.array(sorted(best.values()), dtype=np.int64)
+
+
+def merge_prompt_outputs(parts: list[tuple[Any, np.ndarray, bool]], class_names: list[str]) -> Detections:
+    """One image's detections from its prompts' parsed outputs ``(parsed, class ids, truncated)``:
+    concatenated, identical ``(class, box)`` rows kept once (``dedupe_boxes``)."""
+    class_id = np.concatenate([ids for _, ids, _ in parts])
+    xyxy = np.concatenate([p.xyxy for p, _, _ in parts])
+    conf = np.concatenate([p.confidence for p, _, _ in parts])
+    keep = dedupe_boxes(class_id, xyxy, conf)
+    return Detections(
+        xyxy=xyxy[keep],
+        confidence=conf[keep],
+        class_id=class_id[keep],
+        class_names=class_names,
+        data={
+            "loc_score": np.concatenate([p.loc_score for p, _, _ in parts])[keep],
+            "label_score": np.concatenate([p.label_score for p, _, _ in parts])[keep],
+            "raw_label": np.concatenate([p.raw_label for p, _, _ in parts])[keep],
+            "truncated": np.concatenate([np.full(len(p), t) for p, _, t in parts]).astype(bool)[keep],
+        },
+    )

@@ -211,8 +211,9 @@ def test_long_class_list_is_split_into_prompts_that_fit(detector, image, monkeyp
     assert detector.processor(text=one_prompt, images=image, return_tensors="pt")["input_ids"].shape[-1] > 256
 
     prompts = []
-    real_generate = detector.generate
-    monkeypatch.setattr(detector, "generate", lambda img, prompt, *a, **k: prompts.append(prompt) or real_generate(img, prompt, *a, **k))
+    real_generate = detector.generate_many  # detect runs one batched generate per prompt
+    monkeypatch.setattr(detector, "generate_many",
+                        lambda imgs, prompt, *a, **k: prompts.append(prompt) or real_generate(imgs, prompt, *a, **k))
     script = "<s>class5<loc_100><loc_200><loc_300><loc_400>class90<loc_10><loc_20><loc_30><loc_40>"
     det = detector.detect(image, classes, generate_kwargs=_scripted(detector, script))
     assert prompts == [TASK_GROUNDING + p.caption for p in plans]
@@ -273,8 +274,8 @@ def test_output_that_runs_out_of_budget_is_reported(detector, image, caplog):
 # ---------------------------------------------------------------- synonyms in the prompt (item 9)
 def test_synonyms_are_prompted_and_map_back_to_their_class(detector, image, monkeypatch):
     prompts = []
-    real_preprocess = detector.preprocess
-    monkeypatch.setattr(detector, "preprocess", lambda img, prompt: prompts.append(prompt) or real_preprocess(img, prompt))
+    real_preprocess = detector.preprocess_many
+    monkeypatch.setattr(detector, "preprocess_many", lambda imgs, prompt: prompts.append(prompt) or real_preprocess(imgs, prompt))
     script = "<s>automobile<loc_100><loc_200><loc_300><loc_400>person<loc_1><loc_2><loc_500><loc_600>"
     det = detector.detect(image, ["person", "car"], synonyms={"car": ["automobile", "car"], "giraffe": ["camelopard"]},
                           generate_kwargs=_scripted(detector, script))

@@ -188,6 +188,29 @@ def scripted_logits_processor(token_ids: list[int], eos_token_id: int):
     return _Scripted()
 
 
+def scripted_rows_processor(rows: list[list[int]], eos_token_id: int):
+    """:func:`scripted_logits_processor` for a batch: row b of ``generate``'s batch (with beam
+    search, of batch x beams) emits ``rows[b]`` in order, then EOS."""
+    import torch
+    from transformers import LogitsProcessor
+
+    scripts = [[*r, eos_token_id] for r in rows]
+
+    class _Rows(LogitsProcessor):
+        def __init__(self) -> None:
+            self.start: int | None = None
+
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+            if self.start is None:
+                self.start = input_ids.shape[1]
+            forced = torch.full_like(scores, float("-inf"))
+            for b, script in enumerate(scripts):
+                forced[b, script[min(input_ids.shape[1] - self.start, len(script) - 1)]] = 0.0
+            return forced
+
+    return _Rows()
+
+
 def florence_output_ids(tokenizer, text: str) -> list[int]:
     """Token ids of ``text`` as Florence-2 would generate it (added tokens like ``<loc_k>`` whole)."""
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
