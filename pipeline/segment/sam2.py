@@ -56,11 +56,9 @@ the lock from ``set_image`` to the last prediction (cheap on an LRU hit).
 """
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +67,9 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.models.device import cores_contended, intra_op_threads
-from pipeline.segment.base import NOT_SET_MESSAGE, PointPrediction, check_image, check_points
+from pipeline.segment.base import PointPrediction, check_points
 from pipeline.segment.sam2_decoder import FeatureInputs, decode
+from pipeline.segment.sam2_images import ImageState
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -89,15 +88,7 @@ MASK_LOGIT_LIMIT = 32.0
 _POSTPROCESS_ELEMENTS = 64_000_000
 
 
-def image_key(image: np.ndarray) -> str:
-    """A content hash of an image array (shape, dtype and pixels), used as the LRU key."""
-    h = hashlib.blake2b(digest_size=20)
-    h.update(f"{image.shape}|{image.dtype}".encode())
-    h.update(np.ascontiguousarray(image).data)
-    return h.hexdigest()
-
-
-class Sam2Segmenter:
+class Sam2Segmenter(ImageState):
     """Box and click segmentation with SAM2.1 (implements ``pipeline.segment.base.Segmenter``).
 
     Build with ``Sam2Segmenter.from_pretrained(folder)``; the constructor takes a ready model.
@@ -194,22 +185,7 @@ class Sam2Segmenter:
             release(seg, "vision_encoder", path)
         return seg
 
-    # ------------------------------------------------------------------ image state
-    @property
-    def is_image_set(self) -> bool:
-        """True once ``set_image`` has run (and ``reset_image`` has not)."""
-        return self._features is not None
-
-    @property
-    def image_key(self) -> str | None:
-        """The LRU key (pixel hash) of the current image, or None."""
-        return self._key
-
-    @property
-    def image_hw(self) -> tuple[int, int] | None:
-        """(height, width) of the current image in pixels, or None."""
-        return self._hw
-
+    # ------------------------------------------------------------------ encoding
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """RGB uint8 (H, W, 3) -> normalised (1, 3, S, S) tensor on the model's device/dtype."""
         return self._pixels(image).to(device=self.device, dtype=self.dtype)
@@ -229,54 +205,16 @@ class Sam2Segmenter:
         feats = self.model.get_image_embeddings(self.preprocess(image))
         return [f.detach() for f in feats]
 
-    def set_image(self, image: np.ndarray, *, key: str | None = None) -> None:
-        """Make ``image`` current, computing its embedding unless the LRU holds it.
-
-        Args:
-            image: RGB uint8 (H, W, 3).
-            key: a precomputed content key (e.g. the file's sha256) to skip hashing the pixels;
-                it must identify exactly these pixels.
-        """
-        image = check_image(image)
-        key = key or image_key(image)
-        with self.lock:
-            feats = self._cache.get(key)
-            if feats is None:
-                feats = self._encode(image)
-                self._cache[key] = feats
-                while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
-            else:
-                self._cache.move_to_end(key)
-            self._key, self._hw, self._features = key, (image.shape[0], image.shape[1]), feats
-
-    def reset_image(self) -> None:
-        """Forget the current image (its embedding stays in the LRU)."""
-        with self.lock:
-            self._key = self._hw = self._features = None
-
-    def clear_cache(self) -> None:
-        """Drop every cached embedding and the current image."""
-        with self.lock:
-            self._cache.clear()
-            self.reset_image()
-
-    @contextmanager
-    def using(self, image: np.ndarray, *, key: str | None = None) -> Iterator[Sam2Segmenter]:
-        """Hold the lock, with ``image`` current, for a sequence of predictions.
-
-        Example:
-            >>> with seg.using(image):
-            ...     masks, scores = seg.predict_boxes(boxes)
-        """
-        with self.lock:
-            self.set_image(image, key=key)
-            yield self
-
-    def _require_image(self) -> tuple[list[torch.Tensor], tuple[int, int]]:
-        if self._features is None or self._hw is None:
-            raise RuntimeError(f"{NOT_SET_MESSAGE}: no image is set on this Sam2Segmenter")
-        return self._features, self._hw
+    @torch.inference_mode()
+    def _encode_batch(self, images: list[np.ndarray]) -> list[list[torch.Tensor]]:
+        """:meth:`_encode` of each image; PyTorch encodes them in one forward (each image's maps
+        copied out, so a cache entry holds only its own), OpenVINO's encoder, compiled for one
+        image, one by one."""
+        if self.vision is not None or len(images) == 1:
+            return [self._encode(im) for im in images]
+        self.encoder_calls += len(images)
+        feats = self.model.get_image_embeddings(torch.cat([self.preprocess(im) for im in images]))
+        return [[f[i:i + 1].clone() for f in feats] for i in range(len(images))]
 
     # ------------------------------------------------------------------ prompts
     def _scale_xy(self, xy: np.ndarray, hw: tuple[int, int]) -> torch.Tensor:

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.segment.base import PointPrediction, Segmenter
-from pipeline.segment.sam2 import Sam2Segmenter, image_key
+from pipeline.segment.sam2 import Sam2Segmenter
+from pipeline.segment.sam2_images import image_key
 from tests.pipeline.tiny_models_sam2_dino import TINY_SAM2_INPUT, TINY_SAM2_LOW_RES, build_tiny_sam2
 
 
@@ -112,6 +113,35 @@ def test_lru_hit_skips_the_encoder(seg):
     assert seg.encoder_calls == 4
     seg.set_image(c)
     assert seg.encoder_calls == 4
+
+
+def test_cache_images_encodes_a_batch_once_and_set_image_then_hits(seg):
+    a, b = _image(30), _image(31, h=60, w=80)
+    seg.set_image(_image(32))  # the current image stays current
+    before = seg.encoder_calls
+    keys = seg.cache_images([a, b], ["ka", None])
+    assert keys == ["ka", image_key(b)] and seg.encoder_calls == before + 2
+    assert seg.image_hw == (90, 150)
+    assert seg.cache_images([b, a], [None, "ka"]) == [image_key(b), "ka"] and seg.encoder_calls == before + 2
+    for im, key in ((a, "ka"), (b, None)):
+        seg.set_image(im, key=key)
+        batched = seg.predict_boxes(BOXES[:2])
+        fresh = Sam2Segmenter(seg.model, device="cpu", dtype=torch.float32)  # no cache: encodes alone
+        fresh.set_image(im)
+        alone = fresh.predict_boxes(BOXES[:2])
+        assert batched[0].any() and (batched[0] == alone[0]).mean() >= 0.999
+        np.testing.assert_allclose(batched[1], alone[1], atol=1e-5)
+    assert seg.encoder_calls == before + 2  # set_image hit the cache both times
+
+
+def test_cache_images_rejects_more_than_the_cache_and_names_a_bad_image(seg):
+    with pytest.raises(ValueError, match="at most cache_size=2 images, got 3"):
+        seg.cache_images([_image(1), _image(2), _image(3)])
+    with pytest.raises(ValueError, match=r"keys: expected one per image \(2\), got 1"):
+        seg.cache_images([_image(1), _image(2)], ["k"])
+    with pytest.raises(ValueError, match="^image 1: "):
+        seg.cache_images([_image(1), np.zeros((5, 5), np.uint8)])
+    assert not seg._cache  # nothing was encoded
 
 
 def test_cached_embedding_gives_identical_masks(seg):
