@@ -1,4 +1,4 @@
-"""The auto-labeler: detect -> segment -> drop duplicates -> embed, for one image.
+"""The auto-labeler: detect -> segment -> drop duplicates -> embed, for one image or a batch.
 
 Stages (each timed into ``AutoLabeler.last_timings``, seconds):
 
@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -174,24 +175,94 @@ class AutoLabeler:
         timings = dict.fromkeys(TIMING_KEYS, 0.0)
         image, classes, image_key = label_inputs(image, classes, confidence, image_key)
         timings["load"] = time.perf_counter() - t_start
-        hw = (image.shape[0], image.shape[1])
 
         t = time.perf_counter()
         det = self.detector.detect(image, classes, synonyms=synonyms, confidence=confidence**2)
         timings["detect"] = time.perf_counter() - t
+        counts = {"detected": 0, "kept": 0}
+        result = self._segment_and_embed(image, image_key, det, classes, confidence, timings, counts)
+        return self._finish(result, timings, counts, t_start)
+
+    def label_many(
+        self,
+        images: Sequence[np.ndarray | str | Path | bytes],
+        classes: list[str],
+        *,
+        confidence: float = 0.3,
+        synonyms: dict[str, list[str]] | None = None,
+        image_keys: Sequence[str | None] | None = None,
+    ) -> list[Detections]:
+        """:meth:`label` for several images, batched where the models allow it: the detector's
+        ``detect_many`` (Florence-2: one ``generate`` per prompt for all the images) and the
+        segmenter's ``cache_images`` (SAM2: one encoder forward per ``cache_size`` images); each
+        image's masks, dedupe and embeddings then as in :meth:`label`. Models without those
+        methods run image by image. The results equal :meth:`label`'s, one per image, in order
+        (``tests/pipeline/test_autolabel_batch.py``); ``last_timings`` / ``last_counts`` are
+        the batch's totals.
+
+        Raises:
+            ValueError: as :meth:`label`, the bad image named by its index.
+        """
+        t_start = time.perf_counter()
+        timings = dict.fromkeys(TIMING_KEYS, 0.0)
+        keys = list(image_keys) if image_keys is not None else [None] * len(images)
+        if len(keys) != len(images):
+            raise ValueError(f"image_keys: expected one per image ({len(images)}), got {len(keys)}")
+        loaded = []
+        for i, (im, key) in enumerate(zip(images, keys, strict=True)):
+            try:
+                loaded.append(label_inputs(im, classes, confidence, key))
+            except ValueError as exc:
+                raise ValueError(f"image {i}: {exc}") from None
+        if not loaded:
+            return []
+        classes = loaded[0][1]
+        pixels = [im for im, _, _ in loaded]
+        timings["load"] = time.perf_counter() - t_start
+
+        t = time.perf_counter()
+        if hasattr(self.detector, "detect_many"):
+            dets = self.detector.detect_many(pixels, classes, synonyms=synonyms, confidence=confidence**2)
+        else:
+            dets = [self.detector.detect(im, classes, synonyms=synonyms, confidence=confidence**2) for im in pixels]
+        timings["detect"] = time.perf_counter() - t
+        counts = {"detected": 0, "kept": 0}
+        results: list[Detections] = []
+        lock = getattr(self.segmenter, "lock", None)
+        step = max(1, int(getattr(self.segmenter, "cache_size", 1)))
+        for lo in range(0, len(loaded), step):
+            chunk = range(lo, min(lo + step, len(loaded)))
+            with lock if lock is not None else contextlib.nullcontext():
+                found = [i for i in chunk if len(dets[i])]
+                if len(found) > 1 and hasattr(self.segmenter, "cache_images"):
+                    t = time.perf_counter()
+                    self.segmenter.cache_images([pixels[i] for i in found], [loaded[i][2] for i in found])
+                    timings["segment_encode"] += time.perf_counter() - t
+                for i in chunk:
+                    results.append(self._segment_and_embed(pixels[i], loaded[i][2], dets[i], classes, confidence,
+                                                           timings, counts))
+        timings["total"] = time.perf_counter() - t_start
+        self.last_timings, self.last_counts = timings, counts
+        return results
+
+    def _segment_and_embed(self, image: np.ndarray, image_key: str | None, det: Detections, classes: list[str],
+                           confidence: float, timings: dict[str, float], counts: dict[str, int]) -> Detections:
+        """Masks, confidence, dedupe and embeddings of one image's detections; adds to
+        ``timings`` and ``counts``."""
+        hw = (image.shape[0], image.shape[1])
         det_score = np.asarray(det.confidence, dtype=np.float32)
-        counts = {"detected": len(det), "kept": 0}
+        counts["detected"] += len(det)
         if len(det) == 0:
-            return self._finish(self._empty(classes, hw), timings, counts, t_start)
+            return self._empty(classes, hw)
 
         lock = getattr(self.segmenter, "lock", None)
         with lock if lock is not None else contextlib.nullcontext():
             t = time.perf_counter()
             set_image(self.segmenter, image, image_key)
-            timings["segment_encode"] = time.perf_counter() - t
+            timings["segment_encode"] += time.perf_counter() - t
             t = time.perf_counter()
             masks, mask_iou = self.segmenter.predict_boxes(det.xyxy)
-            timings["segment_decode"] = time.perf_counter() - t
+            timings["segment_decode"] += time.perf_counter() - t
         mask_iou = np.asarray(mask_iou, dtype=np.float32)
 
         t = time.perf_counter()
@@ -201,10 +272,10 @@ class AutoLabeler:
         if len(idx):
             sub_keep = dedupe_masks(masks[idx], final[idx], det.class_id[idx], iou_threshold=self.dedupe_iou)
             idx = idx[sub_keep]
-        timings["dedupe"] = time.perf_counter() - t
-        counts["kept"] = len(idx)
+        timings["dedupe"] += time.perf_counter() - t
+        counts["kept"] += len(idx)
         if len(idx) == 0:
-            return self._finish(self._empty(det.class_names or classes, hw), timings, counts, t_start)
+            return self._empty(det.class_names or classes, hw)
 
         data = {k: np.asarray(v)[idx] for k, v in det.data.items()}
         data["det_score"] = det_score[idx]
@@ -212,8 +283,8 @@ class AutoLabeler:
         if self.embedder is not None:
             t = time.perf_counter()
             data["embedding"] = np.asarray(self.embedder.embed(image, det.xyxy[idx], masks[idx]), dtype=np.float32)
-            timings["embed"] = time.perf_counter() - t
-        result = Detections(
+            timings["embed"] += time.perf_counter() - t
+        return Detections(
             xyxy=det.xyxy[idx],
             confidence=final[idx],
             class_id=det.class_id[idx],
@@ -221,7 +292,6 @@ class AutoLabeler:
             mask=masks[idx],
             data=data,
         )
-        return self._finish(result, timings, counts, t_start)
 
     def _finish(self, det: Detections, timings: dict[str, float], counts: dict[str, int], t_start: float) -> Detections:
         timings["total"] = time.perf_counter() - t_start
