@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.bench.bench_pipeline import scene, scripted_ids, scripted_kwargs
 from tests.bench.pipeline_fidelity import capture, compare
 from tests.bench.pipeline_flops import count_flops, count_stage_flops, flops_report
+from tests.bench.pipeline_inputs import scene, scripted_ids, scripted_kwargs
 from tests.chain_models import build_chain_models
 
 
