@@ -44,7 +44,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--relabel", action="store_true", help="label files again even when labeled with these settings")
     p.add_argument("--weights-dir", type=Path, default=None,
                    help="where model folders live (default: $AGL_WEIGHTS, else <data>/models)")
+    p.add_argument("--batch-images", type=int, default=None, metavar="N",
+                   help=f"images through the models together (default {GPU_BATCH_IMAGES} on a GPU, 1 on a CPU, "
+                        "where batching gains nothing)")
     p.set_defaults(func=run)
+
+
+GPU_BATCH_IMAGES = 8
+
+
+def batch_images_for(args: argparse.Namespace, labeler: Any) -> int:
+    """``--batch-images``, else 8 when the labeler's detector runs on a GPU, else 1."""
+    if args.batch_images is not None:
+        return int(args.batch_images)
+    device = getattr(getattr(labeler, "detector", None), "device", None)
+    return GPU_BATCH_IMAGES if getattr(device, "type", str(device)) == "cuda" else 1
 
 
 def parse_class_list(text: str) -> list[str]:
@@ -92,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
     classes = parse_class_list(args.classes)
     if not 0.0 <= args.confidence <= 1.0:
         raise ValueError(f"--confidence: expected a value in [0, 1], got {args.confidence}")
+    if args.batch_images is not None and args.batch_images < 1:
+        raise ValueError(f"--batch-images: expected >= 1, got {args.batch_images}")
     if bool(args.paths) == bool(args.source):
         raise ValueError("expected image files or folders (PATH...) or a video source (--source SRC_ID), got "
                          + ("both; label them in two runs" if args.paths else "neither"))
@@ -108,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
                                         project=args.project, progress=not args.json, relabel=args.relabel)
         else:
             report = label_paths(reg, labeler, args.paths, classes, confidence=args.confidence,
-                                 project=args.project, progress=not args.json, relabel=args.relabel)
+                                 project=args.project, progress=not args.json, relabel=args.relabel,
+                                 batch_images=batch_images_for(args, labeler))
         if getattr(reg, "sync_outbox", None) is not None:
             reg.sync_outbox()  # embeddings into the vector index now, not at the next start
     print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) if args.json else report.summary())

@@ -190,14 +190,25 @@ def label_file(
 
 
 def _label_one(reg, labeler, path: Path, classes, *, confidence, project, synonyms, fingerprint, settings) -> dict:
+    image, source_id, image_key = _load_and_register(reg, path, project)
+    det = labeler.label(image, list(classes), confidence=confidence, synonyms=synonyms or None, image_key=image_key)
+    del image
+    return _record(reg, labeler, path, source_id, det, project=project, fingerprint=fingerprint, settings=settings)
+
+
+def _load_and_register(reg, path: Path, project) -> tuple[np.ndarray, str, str | None]:
+    """``(image, source_id, image_key)``: the file decoded, then registered (copied into the data
+    folder); the key is its sha256, as Refine keys SAM2's cache."""
     if not path.is_file():
         raise FileNotFoundError(f"expected an image file, got {str(path)!r} (no such file)")
     image = load_image(path)  # before registering: a file that does not decode is never a source
     h, w = image.shape[:2]
     source_id = reg.register_source(path, width=w, height=h, project=project)
-    image_key = reg.get_source(source_id).get("content_hash")  # the file's sha256, as Refine keys it
-    det = labeler.label(image, list(classes), confidence=confidence, synonyms=synonyms or None, image_key=image_key)
-    del image
+    return image, source_id, reg.get_source(source_id).get("content_hash")
+
+
+def _record(reg, labeler, path: Path, source_id: str, det: Detections, *, project, fingerprint, settings) -> dict:
+    """Registers one labeled image's objects and its labeling record (what makes it skippable)."""
     models = labeler_identity(labeler)
     res = register_detections(reg, source_id, det, project=project, detection_model=models.get("detector") or models.get("labeler"))
     n_new = sum(1 for o in res.object_ids if o)
@@ -208,6 +219,39 @@ def _label_one(reg, labeler, path: Path, classes, *, confidence, project, synony
     )
     return {"path": str(path), "source_id": source_id, "detections": len(det), "objects": n_new,
             "duplicates": len(res.duplicates)}
+
+
+def _label_batch(reg, labeler, paths: list[Path], classes, *, confidence, project, synonyms, fingerprint,
+                 settings) -> list[dict | Exception]:
+    """:func:`_label_one` for several files with one ``labeler.label_many`` call: each file's
+    result dict, or the exception that stopped it. A file that does not load fails alone; when
+    ``label_many`` raises, the batch's images are labeled one by one, so each error names its
+    own file and the others are kept."""
+    out: list[dict | Exception] = []
+    loaded = []
+    for path in paths:
+        try:
+            loaded.append((len(out), path, *_load_and_register(reg, path, project)))
+            out.append(RuntimeError("not labeled"))
+        except Exception as exc:
+            out.append(exc)
+    if not loaded:
+        return out
+    try:
+        dets = labeler.label_many([im for _, _, im, _, _ in loaded], list(classes), confidence=confidence,
+                                  synonyms=synonyms or None, image_keys=[k for *_, k in loaded])
+    except Exception:
+        log.debug("label_many failed; labeling its %d images one by one", len(loaded), exc_info=True)
+        dets = None
+    for i, (slot, path, image, source_id, key) in enumerate(loaded):
+        try:
+            det = dets[i] if dets is not None else labeler.label(
+                image, list(classes), confidence=confidence, synonyms=synonyms or None, image_key=key)
+            out[slot] = _record(reg, labeler, path, source_id, det, project=project, fingerprint=fingerprint,
+                                settings=settings)
+        except Exception as exc:
+            out[slot] = exc
+    return out
 
 
 def already_labeled(reg: Any, path: Path, fingerprint: str) -> str | None:
@@ -286,11 +330,14 @@ def label_paths(
     project: str | None = None,
     progress: bool = True,
     relabel: bool = False,
+    batch_images: int = 1,
 ) -> BatchReport:
-    """Labels files and folders one image at a time, skipping failures; resumable.
+    """Labels files and folders, skipping failures; resumable.
 
-    Images are loaded, labeled and released one by one, so memory stays that of one image
-    whatever the batch size. A file that fails (unreadable, not an image, a labeler error) is
+    Images are loaded, labeled and released ``batch_images`` at a time (one by one by default),
+    so memory stays that of one batch whatever the number of files; with ``batch_images`` > 1
+    and a labeler with ``label_many`` (``pipeline.autolabel.AutoLabeler``), each batch goes
+    through the models together (what keeps a GPU busy). A file that fails (unreadable, not an image, a labeler error) is
     recorded with its reason and the batch goes on. Sources already labeled with the same
     settings (see the module doc) are skipped unless ``relabel``.
 
@@ -303,6 +350,7 @@ def label_paths(
         project: project name for sources and objects.
         progress: show a tqdm progress bar (on stderr).
         relabel: label every file again, even when labeled with the same settings.
+        batch_images: images per ``label_many`` call (>= 1).
 
     Returns:
         A :class:`BatchReport`.
@@ -319,25 +367,53 @@ def label_paths(
     report = BatchReport(total=len(files))
     bar = tqdm(files, total=len(files), unit="img", desc="labeling", disable=not progress, file=sys.stderr,
                dynamic_ncols=True)
+    batch = max(1, int(batch_images))
+    batched = batch > 1 and hasattr(labeler, "label_many")
+    pending: list[Path] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        kwargs = {"confidence": float(confidence), "project": project, "synonyms": synonyms,
+                  "fingerprint": fingerprint, "settings": settings}
+        if batched:
+            results = _label_batch(reg, labeler, pending, classes, **kwargs)
+        else:
+            results = []
+            for path in pending:
+                try:
+                    results.append(_label_one(reg, labeler, path, classes, **kwargs))
+                except Exception as exc:
+                    results.append(exc)
+        for path, out in zip(pending, results, strict=True):
+            if isinstance(out, Exception):  # skip failures, as FiftyOne's apply_model(skip_failures=True)
+                reason = str(out) if isinstance(out, (ValueError, OSError)) else f"{type(out).__name__}: {out}"
+                log.debug("labeling %s failed", path, exc_info=out)
+                report.failed.append((str(path), reason))
+                continue
+            report.labeled += 1
+            report.objects += out["objects"]
+            report.duplicates += out["duplicates"]
+            report.source_ids.append(out["source_id"])
+        pending.clear()
+        bar.set_postfix(objects=report.objects, failed=len(report.failed), refresh=False)
+
     for path in bar:
         try:
             if not relabel and path.is_file():
                 done = already_labeled(reg, path, fingerprint)
                 if done is not None:
+                    flush()  # source_ids stay in file order
                     report.skipped += 1
                     report.source_ids.append(done)
                     continue
-            out = _label_one(reg, labeler, path, classes, confidence=float(confidence), project=project,
-                             synonyms=synonyms, fingerprint=fingerprint, settings=settings)
-        except Exception as exc:  # skip failures, as FiftyOne's apply_model(skip_failures=True)
-            reason = str(exc) if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
-            log.debug("labeling %s failed", path, exc_info=True)
-            report.failed.append((str(path), reason))
+        except Exception as exc:
+            report.failed.append((str(path), str(exc) if isinstance(exc, (ValueError, OSError))
+                                  else f"{type(exc).__name__}: {exc}"))
             continue
-        report.labeled += 1
-        report.objects += out["objects"]
-        report.duplicates += out["duplicates"]
-        report.source_ids.append(out["source_id"])
-        bar.set_postfix(objects=report.objects, failed=len(report.failed), refresh=False)
+        pending.append(path)
+        if len(pending) >= batch:
+            flush()
+    flush()
     bar.close()
     return report

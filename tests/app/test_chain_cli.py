@@ -111,8 +111,9 @@ def test_a_corrupt_file_is_reported_and_a_second_run_resumes(tmp_path, imported)
     write_scene(images / "scene_a.png", seed=40)
     write_scene(images / "scene_b.png", seed=41)
     (images / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    # in batches of 3: the corrupt file fails alone, the two scenes go through label_many together
     args = ("label", "--data", str(imported), "--classes", "cat,dog", str(images), "--confidence", "0.2",
-            "--segmenter", "grabcut")
+            "--segmenter", "grabcut", "--batch-images", "3")
     first = _run(*args, tmp_path=tmp_path)
     assert first.returncode == 1, first.stderr  # one file failed, the rest labeled
     assert "1 of 3 failed:" in first.stdout and "corrupt.jpg" in first.stdout

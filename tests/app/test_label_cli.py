@@ -38,6 +38,10 @@ def test_label_without_weights_says_how_to_get_them(tmp_path, data_dir, images):
     assert proc.stderr.startswith("error: ") and "models download" in proc.stderr and "models import" in proc.stderr
     empty = _run("label", "--data", str(data_dir), "--classes", " , ", str(images), tmp_path=tmp_path, timeout=60)
     assert empty.returncode == 2 and "--classes" in empty.stderr and "Traceback" not in empty.stderr
+    zero = _run("label", "--data", str(data_dir), "--classes", "red", str(images), "--batch-images", "0",
+                tmp_path=tmp_path, timeout=60)
+    assert zero.returncode == 2 and "--batch-images: expected >= 1, got 0" in zero.stderr
+    assert "Traceback" not in zero.stderr
 
 
 # Labeling with the real (tiny) model chain, failures and resuming: tests/app/test_chain_cli.py
@@ -70,3 +74,18 @@ def test_segment_only_missing_adds_masks_to_box_only_objects(tmp_path, data_dir,
                 assert mask.sum() == 25
             else:
                 assert mask_iou(mask, truth[(obj["source_id"], obj["category"])]) > 0.85
+
+
+def test_batch_images_default_is_eight_on_a_gpu_and_one_on_a_cpu():
+    import argparse
+    from types import SimpleNamespace
+
+    import torch
+
+    from app.cli.label import batch_images_for
+
+    on = lambda dev: SimpleNamespace(detector=SimpleNamespace(device=torch.device(dev)))  # noqa: E731
+    assert batch_images_for(argparse.Namespace(batch_images=None), on("cuda")) == 8
+    assert batch_images_for(argparse.Namespace(batch_images=None), on("cpu")) == 1
+    assert batch_images_for(argparse.Namespace(batch_images=None), SimpleNamespace()) == 1  # a labeler with no detector
+    assert batch_images_for(argparse.Namespace(batch_images=3), on("cpu")) == 3

@@ -127,3 +127,67 @@ def test_label_paths_rejects_empty_classes_before_work(reg, tmp_path):
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         label_paths(reg, FixedShapeLabeler(), [root], ["red"], confidence=1.5, progress=False)
     assert reg.count_sources() == 0
+
+
+class BatchingLabeler(FixedShapeLabeler):
+    """``label_many`` as ``label`` image by image, recording each batch's size; it raises for
+    any batch holding an image whose top-left pixel is ``poison`` (and ``label`` does too)."""
+
+    def __init__(self, poison: tuple[int, int, int] | None = None) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+        self.poison = poison
+
+    def _check(self, image) -> None:
+        if self.poison is not None and tuple(int(v) for v in image[0, 0]) == self.poison:
+            raise ValueError("poisoned image")
+
+    def label(self, image, classes, **kw):
+        self._check(image)
+        return super().label(image, classes, **kw)
+
+    def label_many(self, images, classes, *, confidence=0.3, synonyms=None, image_keys=None):
+        self.batches.append(len(images))
+        for im in images:
+            self._check(im)
+        return [FixedShapeLabeler.label(self, im, classes, confidence=confidence, synonyms=synonyms, image_key=k)
+                for im, k in zip(images, image_keys, strict=True)]
+
+
+def _summary(reg: Registry, report) -> tuple:
+    """What a run stored, comparable across registries: counts, failed names, each labeled
+    source's sha256 in report order, and every object (its source's sha256, class, box)."""
+    digest = {s: reg.get_source(s)["content_hash"] for s in report.source_ids}
+    objs = sorted((digest[o["source_id"]], o["category"], tuple(o["bbox_xywh"])) for o in reg.list_objects(limit=100))
+    return (report.labeled, report.objects, sorted(Path(p).name for p, _ in report.failed),
+            [digest[s] for s in report.source_ids], objs)
+
+
+def test_label_paths_in_batches_equals_one_by_one(tmp_path):
+    root = _folder(tmp_path, 5)
+    with Registry(tmp_path / "one", index="exact", embedding_dim=4, embedding_version="test-4d") as r1:
+        one = _summary(r1, label_paths(r1, BatchingLabeler(), [root], CLASSES, confidence=0.5, progress=False))
+    labeler = BatchingLabeler()
+    with Registry(tmp_path / "many", index="exact", embedding_dim=4, embedding_version="test-4d") as r3:
+        report = label_paths(r3, labeler, [root], CLASSES, confidence=0.5, progress=False, batch_images=3)
+        many = _summary(r3, report)
+        assert r3.doctor()["ok"]
+    # same objects, same file order in source_ids, and the broken file failed on its own
+    assert many == one and one[0] == 5 and one[1] == 10 and one[2] == ["broken.jpg"] and len(one[4]) == 10
+    assert sum(labeler.batches) == 5 and max(labeler.batches) <= 3 and len(labeler.batches) >= 2
+
+
+def test_a_batch_that_fails_is_labeled_one_by_one_and_only_the_bad_file_fails(tmp_path):
+    root = _folder(tmp_path, 4)
+    files = [p for p in iter_image_paths([root]) if p.suffix == ".png"]
+    poison = tuple(int(v) for v in load_image(files[1])[0, 0])
+    labeler = BatchingLabeler(poison=poison)
+    with Registry(tmp_path / "d", index="exact", embedding_dim=4, embedding_version="test-4d") as reg:
+        report = label_paths(reg, labeler, files, CLASSES, confidence=0.5, progress=False, batch_images=4)
+        assert report.labeled == 3 and report.failed == [(str(files[1]), "poisoned image")]
+        assert labeler.batches == [4]  # one batch tried, then image by image
+        assert report.objects == reg.count_objects() == 6
+        # the failed file's source is registered but not marked labeled: the next run tries it again
+        labeler.poison = None
+        again = label_paths(reg, labeler, files, CLASSES, confidence=0.5, progress=False, batch_images=4)
+        assert again.skipped == 3 and again.labeled == 1 and reg.count_objects() == 8
