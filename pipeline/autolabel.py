@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.mask_ops import dedupe_masks
-from pipeline.segment.base import check_image
+from pipeline.segment.base import check_each, check_image
 from pipeline.types import Detections
 
 TIMING_KEYS = ("load", "detect", "segment_encode", "segment_decode", "dedupe", "embed", "total")
@@ -208,12 +208,8 @@ class AutoLabeler:
         keys = list(image_keys) if image_keys is not None else [None] * len(images)
         if len(keys) != len(images):
             raise ValueError(f"image_keys: expected one per image ({len(images)}), got {len(keys)}")
-        loaded = []
-        for i, (im, key) in enumerate(zip(images, keys, strict=True)):
-            try:
-                loaded.append(label_inputs(im, classes, confidence, key))
-            except ValueError as exc:
-                raise ValueError(f"image {i}: {exc}") from None
+        loaded = check_each(list(zip(images, keys, strict=True)),
+                            lambda pair: label_inputs(pair[0], classes, confidence, pair[1]))
         if not loaded:
             return []
         classes = loaded[0][1]

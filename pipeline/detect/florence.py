@@ -42,6 +42,7 @@ from pipeline.detect.florence_decode import Generation, PieceScorer, returned_se
 from pipeline.detect.florence_parse import TASK_GROUNDING, boxes_to_detections, parse_tokens
 from pipeline.detect.florence_prompts import PromptPlan, merge_prompt_outputs, plan_prompts
 from pipeline.models.device import pick_device_dtype
+from pipeline.segment.base import check_each
 from pipeline.types import Detections
 
 log = logging.getLogger(__name__)
@@ -289,7 +290,7 @@ class FlorenceDetector:
         """
         if not len(images):
             raise ValueError("images: expected at least one image, got none")
-        checked = _check_images(images)
+        checked = check_each(images, _check_image)
         if not 0.0 <= confidence <= 1.0:
             raise ValueError(f"confidence: expected a value in [0, 1], got {confidence}")
         class_names = list(classes)
@@ -322,7 +323,7 @@ class FlorenceDetector:
 
     def preprocess_many(self, images: Sequence[np.ndarray], prompt: str) -> dict[str, torch.Tensor]:
         """:meth:`preprocess` for a batch of images with the same prompt (no padding needed)."""
-        checked = _check_images(images)
+        checked = check_each(images, _check_image)
         inputs = self.processor(text=[prompt] * len(checked) if len(checked) > 1 else prompt,
                                 images=checked if len(checked) > 1 else checked[0], return_tensors="pt",
                                 input_data_format="channels_last")
@@ -407,19 +408,6 @@ class FlorenceDetector:
 
     def _pieces(self, ids: torch.Tensor, logits: torch.Tensor) -> tuple[list[str], list[float]]:
         return self._scorer.pieces(ids, logits, self.loc_tolerance)
-
-
-def _check_images(images: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """:func:`_check_image` of each; in a batch of several the error names the image's index."""
-    if len(images) == 1:
-        return [_check_image(images[0])]
-    out = []
-    for i, im in enumerate(images):
-        try:
-            out.append(_check_image(im))
-        except ValueError as exc:
-            raise ValueError(f"image {i}: {exc}") from None
-    return out
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:

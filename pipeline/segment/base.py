@@ -11,8 +11,9 @@ pixel grid; labels are 1 = positive (object), 0 = negative (not object).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -98,6 +99,20 @@ def check_image(image: np.ndarray) -> np.ndarray:
     if arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ValueError(f"set_image: expected a non-empty image, got shape {arr.shape}")
     return np.ascontiguousarray(arr)
+
+
+def check_each(items: Sequence[Any], check: Callable[[Any], Any]) -> list[Any]:
+    """``[check(x) for x in items]``; in a batch of several, a ValueError names the item's index
+    (``"image 2: ..."``), so the caller of a batched call knows which input was bad."""
+    if len(items) == 1:
+        return [check(items[0])]
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append(check(item))
+        except ValueError as exc:
+            raise ValueError(f"image {i}: {exc}") from None
+    return out
 
 
 def check_points(points: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

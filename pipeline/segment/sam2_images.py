@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.segment.base import NOT_SET_MESSAGE, check_image
+from pipeline.segment.base import NOT_SET_MESSAGE, check_each, check_image
 
 
 def image_key(image: np.ndarray) -> str:
@@ -95,12 +95,7 @@ class ImageState:
         keys = list(keys) if keys is not None else [None] * len(images)
         if len(keys) != len(images):
             raise ValueError(f"keys: expected one per image ({len(images)}), got {len(keys)}")
-        checked = []
-        for i, im in enumerate(images):
-            try:
-                checked.append(check_image(im))
-            except ValueError as exc:
-                raise ValueError(f"image {i}: {exc}") from None
+        checked = check_each(images, check_image)
         keys = [k or image_key(im) for k, im in zip(keys, checked, strict=True)]
         with self.lock:
             todo: dict[str, np.ndarray] = {}
