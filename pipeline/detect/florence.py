@@ -301,9 +301,10 @@ class FlorenceDetector:
             for i, (image, gen) in enumerate(zip(checked, gens, strict=True)):
                 if gen.truncated:
                     log.warning(
-                        "Florence-2 output used its whole budget of %d new tokens for the prompt %r: "
+                        "Florence-2 output%s used its whole budget of %d new tokens for the prompt %r: "
                         "boxes after the last complete one are missing; raise max_new_tokens",
-                        gen.max_new_tokens, plan.caption[:80],
+                        f" for image {i} of the batch" if len(checked) > 1 else "", gen.max_new_tokens,
+                        plan.caption[:80],
                     )
                 height, width = image.shape[:2]
                 parsed = boxes_to_detections(

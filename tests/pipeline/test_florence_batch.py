@@ -71,7 +71,7 @@ def test_generate_many_cuts_each_row_at_its_own_end(detector):
         assert len(gen.probs) == len(gen.pieces) and all(0 < p <= 1 for p in gen.probs)
 
 
-def test_a_row_that_runs_out_of_budget_is_the_only_one_truncated(detector):
+def test_a_row_that_runs_out_of_budget_is_the_only_one_truncated(detector, caplog):
     images = _images()
     tok = detector.processor.tokenizer
     lengths = [len(florence_output_ids(tok, t)) + 1 for t in SCRIPTS]  # + EOS
@@ -80,7 +80,10 @@ def test_a_row_that_runs_out_of_budget_is_the_only_one_truncated(detector):
     gens = detector.generate_many(images, TASK_GROUNDING + "person. car. dog.", budget, _kwargs(detector, SCRIPTS))
     assert [g.truncated for g in gens] == [True, False, True]
     assert [len(g.token_ids) for g in gens] == [budget, lengths[1], budget]
+    caplog.clear()
     batch = detector.detect_many(images, CLASSES, max_new_tokens=budget, generate_kwargs=_kwargs(detector, SCRIPTS))
+    warned = [r.getMessage() for r in caplog.records if "whole budget" in r.getMessage()]
+    assert len(warned) == 2 and "image 0 of the batch" in warned[0] and "image 2 of the batch" in warned[1]
     assert batch[1].labels == ["dog"] and batch[1].data["truncated"].tolist() == [False]
     for image, text, got in zip(images, SCRIPTS, batch, strict=True):
         want = detector.detect(image, CLASSES, max_new_tokens=budget, generate_kwargs=_kwargs(detector, [text]))
