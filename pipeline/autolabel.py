@@ -44,6 +44,10 @@ from pipeline.types import Detections
 
 TIMING_KEYS = ("load", "detect", "segment_encode", "segment_decode", "dedupe", "embed", "total")
 
+#: Images per ``label_many`` call on a GPU (``launch.py label``'s default there; SAM2's cache on a
+#: GPU holds at least this many, so one batch is one encoder forward).
+GPU_BATCH_IMAGES = 8
+
 
 def combine_confidence(det_score: np.ndarray, mask_iou: np.ndarray) -> np.ndarray:
     """The final confidence: geometric mean of the detector's and the segmenter's scores.

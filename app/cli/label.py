@@ -24,6 +24,7 @@ from app.cli.common import add_data_arg, add_json_arg, ensure_data_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from pipeline.autolabel import GPU_BATCH_IMAGES
     from pipeline.models.specs import PROFILES
 
     p = sub.add_parser("label", help="auto-label images and folders into the registry")
@@ -50,11 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-GPU_BATCH_IMAGES = 8
-
 
 def batch_images_for(args: argparse.Namespace, labeler: Any) -> int:
     """``--batch-images``, else 8 when the labeler's detector runs on a GPU, else 1."""
+    from pipeline.autolabel import GPU_BATCH_IMAGES
+
     if args.batch_images is not None:
         return int(args.batch_images)
     device = getattr(getattr(labeler, "detector", None), "device", None)

@@ -172,8 +172,12 @@ class ModelManager:
             path = self.weights_path("segmenter")
             device, dtype = self.device_dtype()
             self._paths["segmenter"] = path
+            from pipeline.autolabel import GPU_BATCH_IMAGES
+
+            # on a GPU the LRU holds a whole label_many batch (one encoder forward per batch)
+            cache = max(6, GPU_BATCH_IMAGES) if getattr(device, "type", str(device)) == "cuda" else 6
             return Sam2Segmenter.from_pretrained(path, device=device, dtype=dtype, name=self.specs["segmenter"].name,
-                                                 runtime=self.runtime)
+                                                 runtime=self.runtime, cache_size=cache)
 
         return self._get("segmenter", build)
 

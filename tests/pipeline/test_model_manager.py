@@ -145,3 +145,21 @@ def test_dtype_override(tiny_dirs):
     mgr = ModelManager("cpu", overrides=tiny_dirs, device="cpu", dtype="bfloat16")
     assert mgr.segmenter().dtype == torch.bfloat16
     assert mgr.status()["segmenter"]["dtype"] == "bfloat16"
+
+
+def test_sam2_cache_holds_a_whole_gpu_batch_on_a_gpu_and_six_on_a_cpu(tiny_dirs, monkeypatch):
+    from pipeline.autolabel import GPU_BATCH_IMAGES
+
+    seen = {}
+
+    def fake_load(path, **kw):  # the loader's arguments, without needing a GPU
+        seen.update(kw)
+        return object()
+
+    monkeypatch.setattr(Sam2Segmenter, "from_pretrained", staticmethod(fake_load))
+    gpu = ModelManager("cpu", overrides=tiny_dirs, device="cpu")
+    monkeypatch.setattr(gpu, "device_dtype", lambda: (torch.device("cuda"), torch.float16))
+    gpu.segmenter()
+    assert seen["cache_size"] == GPU_BATCH_IMAGES == 8 and seen["device"].type == "cuda"
+    ModelManager("cpu", overrides=tiny_dirs, device="cpu").segmenter()
+    assert seen["cache_size"] == 6
