@@ -53,13 +53,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def batch_images_for(args: argparse.Namespace, labeler: Any) -> int:
-    """``--batch-images``, else 8 when the labeler's detector runs on a GPU, else 1."""
-    from pipeline.autolabel import GPU_BATCH_IMAGES
+    """``--batch-images``, else ``app.workflows.batch_label.default_batch_images`` (8 on a GPU, 1
+    on a CPU)."""
+    from app.workflows.batch_label import default_batch_images
 
-    if args.batch_images is not None:
-        return int(args.batch_images)
-    device = getattr(getattr(labeler, "detector", None), "device", None)
-    return GPU_BATCH_IMAGES if getattr(device, "type", str(device)) == "cuda" else 1
+    return int(args.batch_images) if args.batch_images is not None else default_batch_images(labeler)
 
 
 def parse_class_list(text: str) -> list[str]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from app.workflows.batch_label import default_batch_images, label_batch
 from app.workflows.render import IMAGES, render_overlay
 from pipeline.types import Detections
 
@@ -66,26 +67,43 @@ def load_uploads(paths: Sequence[str]) -> tuple[list[ImageResult], list[str]]:
 
 
 def label_images(labeler: Any, images: list[ImageResult], classes: list[str], *, confidence: float = 0.3,
-                 progress: Callable[[int, int, str], None] | None = None) -> list[str]:
-    """Runs the labeler on each image in place; returns "name: reason" for images that failed."""
+                 progress: Callable[[int, int, str], None] | None = None,
+                 batch_images: int | None = None) -> list[str]:
+    """Runs the labeler on each image in place; returns "name: reason" for images that failed.
+
+    ``batch_images`` images go through the labeler together (``app.workflows.batch_label``;
+    default 8 on a GPU, 1 on a CPU); a batch that fails is labeled one by one, so each failure
+    stays with its image.
+    """
     if not classes:
         raise ValueError("classes: expected at least one class name (comma-separated), got nothing")
     if not 0.0 <= float(confidence) <= 1.0:
         raise ValueError(f"confidence: expected a value in [0, 1], got {confidence}")
     from pipeline.image_io import image_sha256
 
+    step = max(1, int(batch_images or default_batch_images(labeler)))
     failed = []
-    for i, r in enumerate(images):
+    for lo in range(0, len(images), step):
+        chunk = images[lo:lo + step]
         if progress:
-            progress(i, len(images), r.name)
-        try:
-            r.det = labeler.label(np.asarray(IMAGES.get(r.path)), classes, confidence=float(confidence),
-                                  image_key=image_sha256(r.path))
-        except Exception as exc:
-            if type(exc).__name__ == "WeightsMissingError":
-                raise
-            log.exception("labeling %s failed", r.path)
-            failed.append(f"{r.name}: {exc}")
+            progress(lo, len(images), chunk[0].name)
+        pixels, keys, ok = [], [], []
+        for r in chunk:
+            try:
+                pixels.append(np.asarray(IMAGES.get(r.path)))
+                keys.append(image_sha256(r.path))
+                ok.append(r)
+            except Exception as exc:
+                log.exception("loading %s failed", r.path)
+                failed.append(f"{r.name}: {exc}")
+        for r, det in zip(ok, label_batch(labeler, pixels, keys, classes, confidence=float(confidence)), strict=True):
+            if isinstance(det, Exception):
+                if type(det).__name__ == "WeightsMissingError":
+                    raise det
+                log.error("labeling %s failed", r.path, exc_info=det)
+                failed.append(f"{r.name}: {det}")
+            else:
+                r.det = det
     if progress:
         progress(len(images), len(images), "done")
     return failed

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from app.workflows.batch_label import label_batch
 from pipeline.image_io import image_sha256, load_image
 from pipeline.types import Detections
 
@@ -225,8 +226,8 @@ def _label_batch(reg, labeler, paths: list[Path], classes, *, confidence, projec
                  settings) -> list[dict | Exception]:
     """:func:`_label_one` for several files with one ``labeler.label_many`` call: each file's
     result dict, or the exception that stopped it. A file that does not load fails alone; when
-    ``label_many`` raises, the batch's images are labeled one by one, so each error names its
-    own file and the others are kept."""
+    ``label_many`` raises, the batch's images are labeled one by one (``batch_label``), so each
+    error names its own file and the others are kept."""
     out: list[dict | Exception] = []
     loaded = []
     for path in paths:
@@ -237,16 +238,13 @@ def _label_batch(reg, labeler, paths: list[Path], classes, *, confidence, projec
             out.append(exc)
     if not loaded:
         return out
-    try:
-        dets = labeler.label_many([im for _, _, im, _, _ in loaded], list(classes), confidence=confidence,
-                                  synonyms=synonyms or None, image_keys=[k for *_, k in loaded])
-    except Exception:
-        log.debug("label_many failed; labeling its %d images one by one", len(loaded), exc_info=True)
-        dets = None
-    for i, (slot, path, image, source_id, key) in enumerate(loaded):
+    dets = label_batch(labeler, [im for _, _, im, _, _ in loaded], [k for *_, k in loaded], classes,
+                       confidence=confidence, synonyms=synonyms)
+    for (slot, path, _, source_id, _), det in zip(loaded, dets, strict=True):
+        if isinstance(det, Exception):
+            out[slot] = det
+            continue
         try:
-            det = dets[i] if dets is not None else labeler.label(
-                image, list(classes), confidence=confidence, synonyms=synonyms or None, image_key=key)
             out[slot] = _record(reg, labeler, path, source_id, det, project=project, fingerprint=fingerprint,
                                 settings=settings)
         except Exception as exc:

@@ -16,7 +16,7 @@ from app.workflows.labeling import (
 from pipeline.image_io import ImageLoadError, load_image
 from pipeline.mask_ops import mask_iou
 from registry.facade import Registry
-from tests.app.fake_labeler import FixedShapeLabeler
+from tests.app.fake_labeler import BatchingLabeler, FixedShapeLabeler
 from tests.app.fakes import colour_components, write_scene
 
 CLASSES = ["red", "green", "blue"]
@@ -127,31 +127,6 @@ def test_label_paths_rejects_empty_classes_before_work(reg, tmp_path):
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         label_paths(reg, FixedShapeLabeler(), [root], ["red"], confidence=1.5, progress=False)
     assert reg.count_sources() == 0
-
-
-class BatchingLabeler(FixedShapeLabeler):
-    """``label_many`` as ``label`` image by image, recording each batch's size; it raises for
-    any batch holding an image whose top-left pixel is ``poison`` (and ``label`` does too)."""
-
-    def __init__(self, poison: tuple[int, int, int] | None = None) -> None:
-        super().__init__()
-        self.batches: list[int] = []
-        self.poison = poison
-
-    def _check(self, image) -> None:
-        if self.poison is not None and tuple(int(v) for v in image[0, 0]) == self.poison:
-            raise ValueError("poisoned image")
-
-    def label(self, image, classes, **kw):
-        self._check(image)
-        return super().label(image, classes, **kw)
-
-    def label_many(self, images, classes, *, confidence=0.3, synonyms=None, image_keys=None):
-        self.batches.append(len(images))
-        for im in images:
-            self._check(im)
-        return [FixedShapeLabeler.label(self, im, classes, confidence=confidence, synonyms=synonyms, image_key=k)
-                for im, k in zip(images, image_keys, strict=True)]
 
 
 def _summary(reg: Registry, report) -> tuple:
