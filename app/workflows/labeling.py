@@ -335,9 +335,9 @@ def label_paths(
     Images are loaded, labeled and released ``batch_images`` at a time (one by one by default),
     so memory stays that of one batch whatever the number of files; with ``batch_images`` > 1
     and a labeler with ``label_many`` (``pipeline.autolabel.AutoLabeler``), each batch goes
-    through the models together (what keeps a GPU busy). A file that fails (unreadable, not an image, a labeler error) is
-    recorded with its reason and the batch goes on. Sources already labeled with the same
-    settings (see the module doc) are skipped unless ``relabel``.
+    through the models together (what keeps a GPU busy). A file that fails (unreadable, not an
+    image, a labeler error) is recorded with its reason and the run goes on. Sources already
+    labeled with the same settings (see the module doc) are skipped unless ``relabel``.
 
     Args:
         reg: a ``registry.facade.Registry``.
