@@ -66,7 +66,7 @@ def measure_batched(labeler, n: int, device: str) -> dict[str, float]:
     det.detect_many, det.detect = detect_many, detect  # instance attributes: this labeler only
     try:
         seg.clear_cache()
-        labeler.label_many(images[:2], classes, confidence=0.0)  # warm-up (kernels, allocations)
+        labeler.label_many(images, classes, confidence=0.0)  # warm-up at the timed shapes (kernels, allocations)
         seg.clear_cache()
         t = time.perf_counter()
         batch = labeler.label_many(images, classes, confidence=0.0)
