@@ -51,7 +51,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-
 def batch_images_for(args: argparse.Namespace, labeler: Any) -> int:
     """``--batch-images``, else ``app.workflows.batch_label.default_batch_images`` (8 on a GPU, 1
     on a CPU)."""
