@@ -162,35 +162,20 @@ def build_tiny_florence(directory: str | Path, *, seed: int = 0) -> Path:
 
 
 def scripted_logits_processor(token_ids: list[int], eos_token_id: int):
-    """A ``LogitsProcessor`` that makes ``generate`` emit ``token_ids`` in order, then EOS.
+    """A ``LogitsProcessor`` that makes ``generate`` emit ``token_ids`` in order, then EOS, on
+    every row of its batch.
 
     Random tiny models emit arbitrary tokens; tests that need a known output (e.g. boxes at
     known bins) force it with this while the model still runs every step. Only the processed
     scores change: the raw logits (what confidences are computed from) stay the model's own.
     """
-    import torch
-    from transformers import LogitsProcessor
-
-    script = [*token_ids, eos_token_id]
-
-    class _Scripted(LogitsProcessor):
-        def __init__(self) -> None:
-            self.start: int | None = None
-
-        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-            if self.start is None:
-                self.start = input_ids.shape[1]
-            step = min(input_ids.shape[1] - self.start, len(script) - 1)
-            forced = torch.full_like(scores, float("-inf"))
-            forced[:, script[step]] = 0.0
-            return forced
-
-    return _Scripted()
+    return scripted_rows_processor([token_ids], eos_token_id)
 
 
 def scripted_rows_processor(rows: list[list[int]], eos_token_id: int):
     """:func:`scripted_logits_processor` for a batch: row b of ``generate``'s batch (with beam
-    search, of batch x beams) emits ``rows[b]`` in order, then EOS."""
+    search, of batch x beams) emits ``rows[b]`` in order, then EOS; a single script is forced on
+    every row."""
     import torch
     from transformers import LogitsProcessor
 
@@ -203,9 +188,13 @@ def scripted_rows_processor(rows: list[list[int]], eos_token_id: int):
         def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
             if self.start is None:
                 self.start = input_ids.shape[1]
+            step = input_ids.shape[1] - self.start
             forced = torch.full_like(scores, float("-inf"))
-            for b, script in enumerate(scripts):
-                forced[b, script[min(input_ids.shape[1] - self.start, len(script) - 1)]] = 0.0
+            if len(scripts) == 1:
+                forced[:, scripts[0][min(step, len(scripts[0]) - 1)]] = 0.0
+            else:
+                for b, script in enumerate(scripts):
+                    forced[b, script[min(step, len(script) - 1)]] = 0.0
             return forced
 
     return _Rows()
