@@ -90,7 +90,8 @@ def auto_label(ctx: Ctx, image: Annotated[UploadFile, File()], classes: str = Fo
                project: str | None = Form(None, description="project id of the source and objects"),
                store: bool = Form(True, alias="register", description="store the source and objects in the registry")) -> dict:
     """Detect -> segment -> embed -> (register): the Auto-label tab's pipeline for one image."""
-    from app.workflows.labeling import labeler_identity, register_detections
+    from app.workflows.labeling import labeler_identity
+    from app.workflows.register_detections import register_detections
 
     names = _classes(classes)
     with saved_upload(image, "image") as up:

@@ -232,7 +232,7 @@ def save(ctx: Any, images: list[ImageResult], keep: set[str] | None, *, project:
     Idempotent per image: a re-save registers nothing twice (sources by content hash, objects
     by the registry's IoU dedupe).
     """
-    from app.workflows.labeling import register_detections
+    from app.workflows.register_detections import register_detections
 
     reg = ctx.registry
     n_obj = n_dup = n_src = 0

@@ -1,7 +1,8 @@
 """Auto-labeling into the registry: one file, or many files and folders in a resumable batch.
 
-This is where the pipeline's ``Detections`` become registry objects (the UI's save and the
-``launch.py label`` command both come through here).
+The pipeline's ``Detections`` become registry objects through
+:func:`app.workflows.register_detections.register_detections` (the UI's save, the REST API,
+video frames and ``launch.py label`` all use it).
 
 Conventions: images are (H, W, 3) uint8 RGB as ``pipeline.image_io.load_image`` returns them
 (EXIF orientation applied); boxes ``xyxy`` absolute pixels of that image; masks (H, W) bool in
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from app.workflows.batch_label import label_batch
+from app.workflows.register_detections import register_detections
 from pipeline.image_io import image_sha256, load_image
 from pipeline.types import Detections
 
@@ -38,80 +40,6 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", 
 
 #: Key of the labeling record in a source's metadata.
 METADATA_KEY = "labeling"
-
-
-def register_detections(
-    reg: Any,
-    source_id: str,
-    det: Detections,
-    *,
-    project: str | None = None,
-    detection_model: str | None = None,
-    keep: Sequence[bool] | None = None,
-    frame_id: str | None = None,
-) -> Any:
-    """Registers a source's detections as objects (one transaction).
-
-    Args:
-        reg: a ``registry.facade.Registry``.
-        source_id: the registered source the detections were made on (same pixel grid).
-        det: boxes ``xyxy`` absolute pixels, confidences, class names, optional (N, H, W) bool
-            masks and ``data["embedding"]`` (N, D) float32.
-        project: project name stored with each object.
-        detection_model: model name stored with each object, unless the row has its own in
-            ``det.data["detection_model"]`` (hand-drawn boxes: ``"manual"``, with
-            ``det.data["created_by"]`` stored as ``metadata["created_by"]``).
-        keep: (N,) bools; False rows (e.g. toggled off in the UI) are not registered.
-        frame_id: the video frame the detections were made on (None for an image source).
-
-    Returns:
-        ``RegisterResult`` whose ``object_ids`` align with the rows of ``det`` (None for rows
-        not kept or skipped as duplicates) and whose ``duplicates`` hold (row of ``det``, id of
-        the existing object).
-
-    Raises:
-        ValueError: ``keep`` of the wrong length, or what ``register_objects`` rejects.
-    """
-    from registry.facade import ObjectIn, RegisterResult
-
-    n = len(det)
-    if keep is None:
-        flags = [True] * n
-    else:
-        flags = [bool(k) for k in keep]
-        if len(flags) != n:
-            raise ValueError(f"keep: expected one flag per detection ({n}), got {len(flags)}")
-    emb = det.data.get("embedding") if det.data else None
-    # per-row provenance (hand-drawn boxes: "manual" and who drew them) overrides the default
-    row_models = det.data.get("detection_model") if det.data else None
-    row_users = det.data.get("created_by") if det.data else None
-    labels = det.labels
-    rows: list[int] = []
-    objects: list[Any] = []
-    for i in range(n):
-        if not flags[i]:
-            continue
-        rows.append(i)
-        objects.append(
-            ObjectIn(
-                category=labels[i],
-                xyxy=tuple(float(v) for v in det.xyxy[i]),
-                mask=None if det.mask is None else np.asarray(det.mask[i], bool),
-                confidence=float(np.clip(det.confidence[i], 0.0, 1.0)),
-                embedding=None if emb is None else np.asarray(emb[i], np.float32),
-                detection_model=(row_models[i] if row_models is not None and row_models[i] else detection_model),
-                metadata=({"created_by": str(row_users[i])} if row_users is not None and row_users[i] else None),
-                frame_id=frame_id,
-            )
-        )
-    out = RegisterResult(object_ids=[None] * n)
-    if not objects:
-        return out
-    res = reg.register_objects(source_id, objects, project=project)
-    for row, oid in zip(rows, res.object_ids, strict=True):
-        out.object_ids[row] = oid
-    out.duplicates = [(rows[i], existing) for i, existing in res.duplicates]
-    return out
 
 
 def labeler_identity(labeler: Any) -> dict[str, Any]:
@@ -252,9 +180,10 @@ def _label_batch(reg, labeler, paths: list[Path], classes, *, confidence, projec
     return out
 
 
-def already_labeled(reg: Any, path: Path, fingerprint: str) -> str | None:
-    """The source id when ``path``'s bytes are registered and were labeled with ``fingerprint``."""
-    src = reg.find_source_by_hash(image_sha256(path))
+def already_labeled(reg: Any, path: Path, fingerprint: str, *, digest: str | None = None) -> str | None:
+    """The source id when ``path``'s bytes (sha256 ``digest`` when the caller has it) are
+    registered and were labeled with ``fingerprint``."""
+    src = reg.find_source_by_hash(digest or image_sha256(path))
     if src is None:
         return None
     record = (src.get("metadata") or {}).get(METADATA_KEY) or {}
@@ -368,8 +297,10 @@ def label_paths(
     batch = max(1, int(batch_images))
     batched = batch > 1 and hasattr(labeler, "label_many")
     pending: list[Path] = []
+    pending_digests: set[str] = set()  # the bytes in ``pending``: a second copy waits for the first
 
     def flush() -> None:
+        pending_digests.clear()
         if not pending:
             return
         kwargs = {"confidence": float(confidence), "project": project, "synonyms": synonyms,
@@ -397,9 +328,13 @@ def label_paths(
         bar.set_postfix(objects=report.objects, failed=len(report.failed), refresh=False)
 
     for path in bar:
+        digest = None
         try:
             if not relabel and path.is_file():
-                done = already_labeled(reg, path, fingerprint)
+                digest = image_sha256(path)
+                if digest in pending_digests:  # the same bytes again: label the first copy, then skip this one
+                    flush()
+                done = already_labeled(reg, path, fingerprint, digest=digest)
                 if done is not None:
                     flush()  # source_ids stay in file order
                     report.skipped += 1
@@ -410,6 +345,8 @@ def label_paths(
                                   else f"{type(exc).__name__}: {exc}"))
             continue
         pending.append(path)
+        if digest is not None:
+            pending_digests.add(digest)
         if len(pending) >= batch:
             flush()
     flush()

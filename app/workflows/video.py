@@ -40,9 +40,9 @@ from app.workflows.labeling import (
     _check_classes,
     category_synonyms,
     labeler_identity,
-    register_detections,
     settings_fingerprint,
 )
+from app.workflows.register_detections import register_detections
 from pipeline.image_io import image_sha256, load_image
 from pipeline.video import FrameSampler, iter_frames, probe_video
 from pipeline.video.sampling import SCENE_THRESHOLD

@@ -11,8 +11,8 @@ from app.workflows.labeling import (
     iter_image_paths,
     label_file,
     label_paths,
-    register_detections,
 )
+from app.workflows.register_detections import register_detections
 from pipeline.image_io import ImageLoadError, load_image
 from pipeline.mask_ops import mask_iou
 from registry.facade import Registry
@@ -150,6 +150,25 @@ def test_label_paths_in_batches_equals_one_by_one(tmp_path):
     # same objects, same file order in source_ids, and the broken file failed on its own
     assert many == one and one[0] == 5 and one[1] == 10 and one[2] == ["broken.jpg"] and len(one[4]) == 10
     assert sum(labeler.batches) == 5 and max(labeler.batches) <= 3 and len(labeler.batches) >= 2
+
+
+def test_a_second_copy_in_the_same_batch_is_skipped_as_one_by_one_skips_it(tmp_path):
+    root = tmp_path / "imgs"
+    write_scene(root / "a.png", seed=10)
+    write_scene(root / "b.png", seed=11)
+    (root / "c_copy_of_a.png").write_bytes((root / "a.png").read_bytes())
+    write_scene(root / "d.png", seed=12)
+    reports = {}
+    for batch in (1, 4):
+        labeler = BatchingLabeler()
+        with Registry(tmp_path / f"b{batch}", index="exact", embedding_dim=4, embedding_version="test-4d") as reg:
+            report = label_paths(reg, labeler, [root], CLASSES, confidence=0.5, progress=False, batch_images=batch)
+            reports[batch] = (report.labeled, report.skipped, report.objects, _summary(reg, report)[3])
+            assert reg.count_sources() == 3 and reg.count_objects() == report.objects == 6
+        assert labeler.calls == 3  # the copy is never labeled
+    assert reports[4] == reports[1]
+    labeled, skipped, _, digests = reports[4]
+    assert (labeled, skipped) == (3, 1) and len(digests) == 4 and digests[0] == digests[2] != digests[1]
 
 
 def test_a_batch_that_fails_is_labeled_one_by_one_and_only_the_bad_file_fails(tmp_path):
