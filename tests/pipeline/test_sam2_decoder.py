@@ -14,6 +14,8 @@ choice made afterwards by the decoder's own code). On the tiny random SAM2 in fl
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -114,3 +116,35 @@ def test_openvino_decoder_follows_the_current_image(chain, ov_cache):
         for a, b in zip(m_ov, m_pt, strict=True):
             assert mask_iou(a, b) >= 0.99
         np.testing.assert_allclose(s_ov, s_pt, atol=1e-4)
+
+
+@pytest.mark.skipif(not ovr.openvino_installed(), reason="openvino is not installed")
+def test_the_load_warms_the_compiled_decoder_and_sets_no_image(chain, ov_cache, monkeypatch):
+    from pipeline.segment.base import NOT_SET_MESSAGE
+    from pipeline.segment.sam2 import Sam2Segmenter
+
+    warm = Sam2Segmenter.from_pretrained(chain["segmenter"], device="cpu", dtype=torch.float32, runtime="openvino")
+    assert warm.prompt_decoder is not None and warm.prompt_decoder.calls == 1  # one click at load
+    assert len(warm._cache) == 0 and not warm.is_image_set and warm._ov_inputs.arrays == ()  # on no image, in no cache
+    with pytest.raises(RuntimeError, match=re.escape(NOT_SET_MESSAGE)):
+        warm.predict_points(np.array([[20.0, 20.0]]), np.array([1]))
+    monkeypatch.setattr(Sam2Segmenter, "warm_up", lambda self: None)
+    cold = Sam2Segmenter.from_pretrained(chain["segmenter"], device="cpu", dtype=torch.float32, runtime="openvino")
+    assert cold.prompt_decoder.calls == 0
+    image, boxes = scene_image(), _boxes()
+    for seg in (warm, cold):
+        seg.set_image(image)
+    point = ((boxes[0, :2] + boxes[0, 2:]) / 2)[None]
+    a, b = (seg.predict_points(point, np.array([1])) for seg in (warm, cold))
+    assert b.mask.any() and a.score == b.score
+    np.testing.assert_array_equal(a.low_res_logits, b.low_res_logits)  # the warm-up changed nothing
+    assert warm.prompt_decoder.calls == 2
+
+
+def test_warm_up_is_a_no_op_without_a_compiled_decoder(chain):
+    from pipeline.segment.sam2 import Sam2Segmenter
+
+    seg = Sam2Segmenter.from_pretrained(chain["segmenter"], device="cpu", dtype=torch.float32, runtime="torch")
+    assert seg.prompt_decoder is None
+    seg.warm_up()
+    assert seg._image_pe is None and len(seg._cache) == 0 and not seg.is_image_set
