@@ -41,12 +41,10 @@ therefore decodes a click on one intra-op thread while the 1-minute load average
 core count by more than half a core (others compete), and on torch's thread count otherwise;
 an int forces that count, None keeps torch's. The count is set in the calling thread only
 (OpenMP's thread count is per calling thread, so threads already running elsewhere keep theirs)
-and restored after. Measured on the 2-core bench machine, bfloat16 SAM2.1-tiny, same process,
-60 clicks alternating, load average 2-3: p50 136 vs 427 ms, p90 201 vs 859 ms (1 vs 2 threads);
-float32 p50 109 vs 267 ms, but the quietest clicks were faster on 2 threads (min 63 vs 88 ms).
-``bench pipeline`` prints both (``click_p95_ms`` with the default, ``click_p95_ms_all_threads``).
-Box batches (``predict_boxes``) keep every thread. On a CPU with OpenVINO the mask decoder
-itself runs compiled (``prompt_decoder``, ``pipeline.segment.sam2_decoder``); the thread count
+and restored after (measured in docs/speed.md; ``bench pipeline`` prints ``click_p95_ms`` and
+``click_p95_ms_all_threads``). Box batches (``predict_boxes``) keep every thread. On a CPU with
+OpenVINO the mask decoder itself runs compiled (``prompt_decoder``,
+``pipeline.segment.sam2_decoder``), warmed by one click at load (``warm_up``); the thread count
 above then only governs the prompt encoder, and OpenVINO keeps its own pool.
 
 Thread safety: the predictor holds per-image state. Every public call takes ``self.lock`` (an
@@ -56,6 +54,7 @@ the lock from ``set_image`` to the last prediction (cheap on an LRU hit).
 """
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from contextlib import nullcontext
@@ -70,6 +69,8 @@ from pipeline.models.device import cores_contended, intra_op_threads
 from pipeline.segment.base import PointPrediction, check_points
 from pipeline.segment.sam2_decoder import FeatureInputs, decode, example_inputs
 from pipeline.segment.sam2_images import ImageState
+
+log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -183,7 +184,11 @@ class Sam2Segmenter(ImageState):
         seg.prompt_decoder = accelerate("sam2-decoder", path, device, (1, 3, size, size), dtype, runtime)
         if seg.vision is not None:  # Hiera + FPN run compiled: their PyTorch weights are freed
             release(seg, "vision_encoder", path)
-        seg.warm_up()
+        try:
+            seg.warm_up()
+        except Exception as exc:  # a compiled decoder that cannot run a click: PyTorch's takes over
+            log.warning("OpenVINO click decoder failed its first call (%s: %s); using PyTorch", type(exc).__name__, exc)
+            seg.prompt_decoder = None
         return seg
 
     # ------------------------------------------------------------------ encoding
@@ -264,10 +269,9 @@ class Sam2Segmenter(ImageState):
         )
 
     def warm_up(self) -> None:
-        """One click on zero image features through the compiled decoder and the mask resize, so
-        that a user's first click does not pay their first-call costs (full-size model: 66-75 ms
-        against ~33 ms for the next clicks; 39 ms after this, which takes ~95 ms at load). No
-        image is set and the cache is untouched. Nothing to do without a compiled decoder."""
+        """One click on zero features through the compiled decoder and the mask resize (~95 ms at
+        load), so a user's first click does not pay their first-call costs (docs/speed.md). No
+        image is set, the cache is untouched; nothing to do without a compiled decoder."""
         if self.prompt_decoder is None:
             return
         emb, _, _, _, s0, s1 = example_inputs(self.model)

@@ -148,3 +148,20 @@ def test_warm_up_is_a_no_op_without_a_compiled_decoder(chain):
     assert seg.prompt_decoder is None
     seg.warm_up()
     assert seg._image_pe is None and len(seg._cache) == 0 and not seg.is_image_set
+
+
+@pytest.mark.skipif(not ovr.openvino_installed(), reason="openvino is not installed")
+def test_a_compiled_decoder_that_fails_its_warm_up_gives_way_to_pytorch(chain, ov_cache, monkeypatch, caplog):
+    from pipeline.segment.sam2 import Sam2Segmenter
+
+    def broken(self, *inputs):
+        raise RuntimeError("Exception from src/inference: broken IR")
+
+    monkeypatch.setattr(ovr.OvEncoder, "run", broken)
+    seg = Sam2Segmenter.from_pretrained(chain["segmenter"], device="cpu", dtype=torch.float32, runtime="openvino")
+    assert seg.prompt_decoder is None and seg.vision is not None  # only the decoder falls back
+    assert "click decoder failed its first call (RuntimeError: Exception from src/inference: broken IR)" in caplog.text
+    image, boxes = scene_image(), _boxes()
+    seg.set_image(image)
+    pred = seg.predict_points(((boxes[0, :2] + boxes[0, 2:]) / 2)[None], np.array([1]))
+    assert pred.mask.shape == image.shape[:2] and pred.mask.any()
