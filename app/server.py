@@ -9,10 +9,14 @@
   its WAL/SHM and the index folders are blocked (:func:`app.web_security.served_paths`).
 * Logins: :class:`app.web_security.LoginThrottle` answers 429 + ``Retry-After`` to an address
   after repeated failures.
-* uvicorn runs without proxy headers, so ``X-Forwarded-For`` cannot fake a client address.
+* uvicorn reads no proxy headers unless told which peers are proxies (``forwarded_allow_ips``,
+  ``serve --forwarded-allow-ips``): only then is ``X-Forwarded-For`` believed, and only from
+  those peers (uvicorn's ``ProxyHeadersMiddleware`` takes the nearest address that is not a
+  trusted proxy), so a client cannot fake its address either way.
 """
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from dataclasses import dataclass
@@ -59,14 +63,36 @@ def create_web_app(ctx: Any, *, auth: tuple[str, str] | None = None,
     return app, demo
 
 
-def _config(app: FastAPI, host: str, port: int, log_level: str) -> uvicorn.Config:
-    return uvicorn.Config(app, host=host, port=int(port), log_level=log_level, proxy_headers=False,
-                          server_header=False)
+def parse_proxies(value: str | None) -> list[str]:
+    """``"127.0.0.1, 10.0.0.0/8"`` -> the trusted proxies' addresses and networks ([] for None/"").
+
+    Raises:
+        ValueError: an item that is neither an IP address nor a network (``*`` included: trusting
+            every peer would let any client name its own address).
+    """
+    out = []
+    for item in (value or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"--forwarded-allow-ips: expected IP addresses or networks of your reverse proxies "
+                             f"(e.g. 127.0.0.1,10.0.0.0/8), got {item!r}") from None
+        out.append(item)
+    return out
 
 
-def serve(app: FastAPI, *, host: str = "127.0.0.1", port: int = 7860) -> None:
-    """Runs the app in the foreground until interrupted (Ctrl-C)."""
-    uvicorn.Server(_config(app, host, port, "info")).run()
+def _config(app: FastAPI, host: str, port: int, log_level: str, proxies: list[str] | None) -> uvicorn.Config:
+    return uvicorn.Config(app, host=host, port=int(port), log_level=log_level, proxy_headers=bool(proxies),
+                          forwarded_allow_ips=",".join(proxies) if proxies else None, server_header=False)
+
+
+def serve(app: FastAPI, *, host: str = "127.0.0.1", port: int = 7860, proxies: list[str] | None = None) -> None:
+    """Runs the app in the foreground until interrupted (Ctrl-C). ``proxies``: the reverse
+    proxies whose ``X-Forwarded-For`` names the client (:func:`parse_proxies`); none by default."""
+    uvicorn.Server(_config(app, host, port, "info", proxies)).run()
 
 
 @dataclass
@@ -93,13 +119,13 @@ class RunningServer:
 
 
 def start_in_thread(app: FastAPI, demo: gr.Blocks, *, host: str = "127.0.0.1", port: int,
-                    timeout_s: float = 30.0) -> RunningServer:
+                    timeout_s: float = 30.0, proxies: list[str] | None = None) -> RunningServer:
     """Starts uvicorn in a daemon thread and waits until it accepts connections.
 
     Raises:
         RuntimeError: when the server has not started within ``timeout_s`` (port taken?).
     """
-    server = uvicorn.Server(_config(app, host, port, "warning"))
+    server = uvicorn.Server(_config(app, host, port, "warning", proxies))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # not the main thread
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()

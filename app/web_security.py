@@ -14,8 +14,9 @@ test on their own:
   ``max_failures`` failed logins from one client address within ``window_s``, that address is
   refused with HTTP 429 and a ``Retry-After`` header for a delay that doubles with every further
   failure (capped at ``max_delay_s``); a successful login resets the address. The client
-  address is the TCP peer (``scope["client"]``): :mod:`app.server` runs uvicorn without proxy
-  headers, so a client cannot pick its own address with ``X-Forwarded-For``.
+  address is ``scope["client"]``: the TCP peer, or behind the reverse proxies named with
+  ``serve --forwarded-allow-ips`` the address they forwarded (:mod:`app.server`), so a client
+  cannot pick its own address with ``X-Forwarded-For``.
 """
 from __future__ import annotations
 

@@ -38,6 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--auth", default=None, help="USER:PASS to require a login (default: $AGL_AUTH, else none)")
     p.add_argument("--api-token", default=None,
                    help="bearer token the REST API (/api/v1) accepts besides --auth (default: $AGL_API_TOKEN)")
+    p.add_argument("--forwarded-allow-ips", default=None, metavar="IPS",
+                   help="behind a reverse proxy: its addresses or networks, comma-separated (e.g. 127.0.0.1); "
+                        "X-Forwarded-For from them names the client for login throttling "
+                        "(default: none, every client is its TCP address)")
     p.add_argument("--profile", choices=["cpu", "gpu"], default="cpu", help="model sizes (default cpu)")
     p.add_argument("--segmenter", choices=["grabcut", "sam2"], default="sam2",
                    help="default segmenter for Refine (SAM2 when its weights exist, else GrabCut)")
@@ -58,9 +62,10 @@ def build_context(data_dir, *, profile: str = "cpu", segmenter: str = "sam2", we
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.server import create_web_app, serve
+    from app.server import create_web_app, parse_proxies, serve
 
     auth = parse_auth(args.auth if args.auth is not None else os.environ.get("AGL_AUTH"))
+    proxies = parse_proxies(args.forwarded_allow_ips)
     data_dir = ensure_data_dir(args.data)
     ctx = build_context(data_dir, profile=args.profile, segmenter=args.segmenter, weights_dir=args.weights_dir,
                         auth_enabled=auth is not None)
@@ -81,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     log.info("data folder %s; segmenters %s", data_dir, ctx.segmenter_names)
     print(f"AgenticLabeling on http://{args.host}:{args.port}/ (data folder {data_dir})", flush=True)
     try:
-        serve(app, host=args.host, port=args.port)
+        serve(app, host=args.host, port=args.port, proxies=proxies)
     finally:
         relay.stop()
         ctx.registry.close()

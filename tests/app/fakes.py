@@ -168,7 +168,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_test_app(ctx, *, auth: tuple[str, str] | None = None, throttle: dict | None = None):
+def launch_test_app(ctx, *, auth: tuple[str, str] | None = None, throttle: dict | None = None,
+                    proxies: list[str] | None = None):
     """Starts the real web server (``app.server``: FastAPI + mounted Gradio, login throttle,
     served-path policy) for ``ctx`` on 127.0.0.1 on a free port in a background thread.
 
@@ -178,5 +179,5 @@ def launch_test_app(ctx, *, auth: tuple[str, str] | None = None, throttle: dict 
     from app.server import create_web_app, start_in_thread
 
     app, demo = create_web_app(ctx, auth=auth, throttle=throttle)
-    server = start_in_thread(app, demo, host="127.0.0.1", port=free_port())
+    server = start_in_thread(app, demo, host="127.0.0.1", port=free_port(), proxies=proxies)
     return server, server.url

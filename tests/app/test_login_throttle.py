@@ -109,3 +109,51 @@ def test_repeated_bad_logins_get_429_and_another_client_still_logs_in(server):
     assert _client("127.0.0.3").get(url + "config").status_code == 401
     attacker.close()
     other.close()
+
+
+def test_behind_a_trusted_proxy_each_forwarded_client_is_throttled_alone(tmp_path):
+    from app.server import parse_proxies
+
+    ctx = make_context(tmp_path / "data", auth_enabled=True)
+    srv, url = launch_test_app(ctx, auth=AUTH, proxies=parse_proxies("127.0.0.5"))
+    proxy, direct = _client("127.0.0.5"), _client("127.0.0.6")
+    try:
+        def login(client, password, forwarded=None):
+            headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+            return client.post(url + "login", data={"username": "alice", "password": password}, headers=headers)
+
+        # The proxy forwards one attacker: the attacker is refused after five failures...
+        codes = [login(proxy, f"guess-{i}", "203.0.113.1").status_code for i in range(7)]
+        assert codes == [400] * 5 + [429] * 2, codes
+        # ...and prepending a made-up address does not help: the proxy's own entry is the last one.
+        assert login(proxy, AUTH[1], "198.51.100.99, 203.0.113.1").status_code == 429
+        # The other users behind the same proxy still log in.
+        r = login(proxy, AUTH[1], "203.0.113.2")
+        assert r.status_code == 200 and r.json() == {"success": True}
+        # A peer that is not a trusted proxy is its own address, whatever it forwards.
+        codes = [login(direct, f"guess-{i}", f"203.0.113.{50 + i}").status_code for i in range(6)]
+        assert codes == [400] * 5 + [429], codes
+    finally:
+        proxy.close()
+        direct.close()
+        srv.close()
+        ctx.registry.close()
+
+
+def test_forwarded_allow_ips_takes_addresses_and_networks_only():
+    from app.server import parse_proxies
+
+    assert parse_proxies(None) == [] and parse_proxies(" ") == []
+    assert parse_proxies("127.0.0.1, 10.0.0.0/8,::1") == ["127.0.0.1", "10.0.0.0/8", "::1"]
+    for bad in ("*", "proxy.local", "10.0.0.0/99"):
+        with pytest.raises(ValueError, match=r"--forwarded-allow-ips: expected IP addresses or networks"):
+            parse_proxies(bad)
+
+
+def test_serve_refuses_a_wildcard_proxy_before_it_opens_anything(tmp_path, capsys):
+    from app.cli.main import main
+
+    data = tmp_path / "data"
+    assert main(["serve", "--data", str(data), "--forwarded-allow-ips", "*"]) == 2
+    assert "--forwarded-allow-ips: expected IP addresses or networks" in capsys.readouterr().err
+    assert not data.exists()
