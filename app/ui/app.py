@@ -68,6 +68,13 @@ def build_app(ctx: AppContext) -> gr.Blocks:
     return demo
 
 
+#: Shown on the login page. Gradio's page reacts only to 200 (in) and 400 (wrong password):
+#: while ``app.web_security.LoginThrottle`` answers 429, Login does nothing visible, so the page
+#: says so beforehand.
+LOGIN_NOTICE = ("After repeated failed logins from one address, logins from it are refused for a while, "
+                "longer after each further failure: if Login does nothing, wait a minute and try again.")
+
+
 def launch_kwargs(ctx: AppContext, *, auth: tuple[str, str] | None = None) -> dict:
     """Keyword arguments for ``demo.launch()``: security defaults plus theme/css/js.
 
@@ -87,6 +94,7 @@ def launch_kwargs(ctx: AppContext, *, auth: tuple[str, str] | None = None) -> di
         "blocked_paths": blocked,
         "max_file_size": MAX_FILE_SIZE,
         "auth": auth,
+        "auth_message": LOGIN_NOTICE if auth else None,
         "theme": gr.themes.Soft(),
         "css": "\n".join((ASSETS / name).read_text(encoding="utf-8") for name in ("app.css", "canvas.css")),
         "head": f"<script>{js}</script>",
