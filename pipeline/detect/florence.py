@@ -6,7 +6,8 @@ Pipeline: plan prompts -> preprocess -> generate -> parse -> merge.
   ``"person. car. automobile. traffic light."`` (the processor expands it to ``"Locate the
   phrases in the caption: ..."``). When image tokens + prompt would exceed the text encoder's
   ``max_position_embeddings`` (long class lists), the classes are split into several prompts
-  that fit, one ``generate`` each (``pipeline.detect.florence_prompts``).
+  that fit, one ``generate`` each (``pipeline.detect.florence_prompts``); the image's features
+  are computed once for all of them (``pipeline.detect.florence_vision``).
 * Preprocess: ``Florence2Processor`` resizes the RGB image to 768x768 (bicubic, aspect ratio
   NOT kept), rescales to [0, 1] and normalises with the ImageNet mean/std. The image is passed
   with ``input_data_format="channels_last"``: without it an image 1 or 3 pixels tall is read as
@@ -29,6 +30,7 @@ Pipeline: plan prompts -> preprocess -> generate -> parse -> merge.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Mapping, Sequence
@@ -41,6 +43,7 @@ import torch
 from pipeline.detect.florence_decode import Generation, PieceScorer, returned_sequence
 from pipeline.detect.florence_parse import TASK_GROUNDING, boxes_to_detections, parse_tokens
 from pipeline.detect.florence_prompts import PromptPlan, merge_prompt_outputs, plan_prompts
+from pipeline.detect.florence_vision import VisionFeatures
 from pipeline.models.device import pick_device_dtype
 from pipeline.segment.base import check_each
 from pipeline.types import Detections
@@ -96,6 +99,7 @@ class FlorenceDetector:
         # The vision tower + projector compiled with OpenVINO (CPU), or None for PyTorch's;
         # set by ``from_pretrained``, read on every call (None = the PyTorch module again).
         self.vision: Any = None
+        self.features = VisionFeatures(self)  # get_image_features, shared by one call's prompts
 
     def _held_parameter(self) -> torch.Tensor:
         """A parameter held in memory (the vision tower's are on ``meta`` once released)."""
@@ -174,21 +178,10 @@ class FlorenceDetector:
         size = processor.image_processor.size
         det.vision = accelerate("florence-vision", path, auto_device,
                                 (1, 3, int(size["height"]), int(size["width"])), dtype, runtime)
+        model.model.get_image_features = det.features  # read by the model's forward
         if det.vision is not None:
-            model.model.get_image_features = det._image_features  # read by the model's forward
             release(det, "model.vision_tower", path)  # DaViT runs compiled: its weights are freed
         return det
-
-    def _image_features(self, pixel_values: torch.Tensor, **kwargs: Any) -> Any:
-        """``Florence2Model.get_image_features`` through :attr:`vision` (or PyTorch when None)."""
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
-
-        inner = self.model.model
-        if self.vision is None:
-            return type(inner).get_image_features(inner, pixel_values, **kwargs)
-        # the IR is compiled for one image: a batch goes through it image by image
-        feats = [self.vision(pixel_values[i:i + 1])[0] for i in range(pixel_values.shape[0])]
-        return BaseModelOutputWithPooling(pooler_output=feats[0] if len(feats) == 1 else torch.cat(feats))
 
     # ------------------------------------------------------------------ prompts
     def prompt_tokens(self, caption: str) -> int:
@@ -295,23 +288,26 @@ class FlorenceDetector:
             raise ValueError(f"confidence: expected a value in [0, 1], got {confidence}")
         class_names = list(classes)
         parts: list[list] = [[] for _ in checked]
-        for plan in self.plan_prompts(class_names, synonyms):
-            gens = self.generate_many(checked, TASK_GROUNDING + plan.caption, max_new_tokens, generate_kwargs,
-                                      num_beams=num_beams)
-            for i, (image, gen) in enumerate(zip(checked, gens, strict=True)):
-                if gen.truncated:
-                    log.warning(
-                        "Florence-2 output%s used its whole budget of %d new tokens for the prompt %r: "
-                        "boxes after the last complete one are missing; raise max_new_tokens",
-                        f" for image {i} of the batch" if len(checked) > 1 else "", gen.max_new_tokens,
-                        plan.caption[:80],
+        plans = self.plan_prompts(class_names, synonyms)
+        # the prompts share the image: its features are computed once (pipeline.detect.florence_vision)
+        with self.features.sharing() if len(plans) > 1 else contextlib.nullcontext():
+            for plan in plans:
+                gens = self.generate_many(checked, TASK_GROUNDING + plan.caption, max_new_tokens, generate_kwargs,
+                                          num_beams=num_beams)
+                for i, (image, gen) in enumerate(zip(checked, gens, strict=True)):
+                    if gen.truncated:
+                        log.warning(
+                            "Florence-2 output%s used its whole budget of %d new tokens for the prompt %r: "
+                            "boxes after the last complete one are missing; raise max_new_tokens",
+                            f" for image {i} of the batch" if len(checked) > 1 else "", gen.max_new_tokens,
+                            plan.caption[:80],
+                        )
+                    height, width = image.shape[:2]
+                    parsed = boxes_to_detections(
+                        parse_tokens(gen.pieces, gen.probs, banned=self.banned), plan.class_names, (width, height),
+                        synonyms=plan.synonyms, confidence=confidence,
                     )
-                height, width = image.shape[:2]
-                parsed = boxes_to_detections(
-                    parse_tokens(gen.pieces, gen.probs, banned=self.banned), plan.class_names, (width, height),
-                    synonyms=plan.synonyms, confidence=confidence,
-                )
-                parts[i].append((parsed, plan.class_ids[parsed.class_id], gen.truncated))
+                    parts[i].append((parsed, plan.class_ids[parsed.class_id], gen.truncated))
         return [merge_prompt_outputs(p, class_names) for p in parts]
 
     def preprocess(self, image: np.ndarray, prompt: str) -> dict[str, torch.Tensor]:

@@ -1,6 +1,8 @@
 """FlorenceDetector end to end on a tiny random Florence-2 (real transformers code paths, CPU)."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -297,3 +299,52 @@ def test_prompt_plans_are_cached_per_class_list(detector, monkeypatch):
     assert detector.plan_prompts(list(classes), {"cat": ["kitty"]}) is first and len(calls) == n
     other = detector.plan_prompts(classes, {"cat": ["feline"]})  # other synonyms: planned anew
     assert len(calls) > n and other[0].caption == "person. cat. feline. dog. bus."
+
+
+def test_the_prompts_of_a_long_class_list_share_one_vision_pass(detector, image, monkeypatch):
+    from pipeline.detect import florence_vision
+
+    classes = [f"class{i}" for i in range(100)]
+    plans = detector.plan_prompts(classes)
+    assert len(plans) > 1
+    script = "<s>class5<loc_100><loc_200><loc_300><loc_400>class90<loc_10><loc_20><loc_30><loc_40>"
+    before = detector.features.computed
+    shared = detector.detect(image, classes, generate_kwargs=_scripted(detector, script))
+    assert detector.features.computed == before + 1  # one vision pass for every prompt
+    monkeypatch.setattr(florence_vision.VisionFeatures, "sharing", lambda self: contextlib.nullcontext())
+    alone = detector.detect(image, classes, generate_kwargs=_scripted(detector, script))
+    assert detector.features.computed == before + 1 + len(plans)  # without sharing: one per prompt
+    assert shared.labels == alone.labels == ["class5", "class90"]
+    np.testing.assert_array_equal(shared.xyxy, alone.xyxy)
+    np.testing.assert_array_equal(shared.confidence, alone.confidence)  # the same features, bit for bit
+    assert detector.features._pixels is None  # nothing held after the call
+
+
+def test_shared_features_are_reused_only_for_the_same_pixels():
+    from types import SimpleNamespace
+
+    import torch
+
+    from pipeline.detect.florence_vision import VisionFeatures
+
+    calls = []
+
+    def vision(px):
+        calls.append(px.clone())
+        return [px.mean(dim=(2, 3))]
+
+    feats = VisionFeatures(SimpleNamespace(vision=vision, model=None))
+    a, b = torch.zeros(1, 3, 4, 4), torch.ones(1, 3, 4, 4)
+    feats(a)
+    feats(a)
+    assert len(calls) == 2  # outside sharing() nothing is kept
+    with feats.sharing():
+        first = feats(a).pooler_output
+        again = feats(a.clone()).pooler_output  # equal pixels, another tensor: reused
+        other = feats(b).pooler_output  # other pixels: computed
+        back = feats(a).pooler_output  # only the last pixels are kept
+    assert len(calls) == 5 and again is first and float(other.sum()) == 3.0 and torch.equal(back, first)
+    assert feats._pixels is None and feats._features is None
+    batch = torch.stack([a[0], b[0]])
+    assert feats(batch).pooler_output.shape == (2, 3)  # a batch goes through image by image
+    assert feats.computed == 6 and len(calls) == 7
