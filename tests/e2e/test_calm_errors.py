@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.ui_helpers import open_tab
+from tests.e2e.ui_helpers import fresh_page, open_tab
 
 pytestmark = pytest.mark.e2e
 
@@ -66,10 +66,7 @@ def no_embedder_server(tmp_path_factory):
 
 
 def test_search_tab_says_up_front_what_works_without_embedder(browser, no_embedder_server, artifacts_dir: Path):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.set_default_timeout(30_000)
-    pg = context.new_page()
-    try:
+    with fresh_page(browser) as pg:
         pg.goto(no_embedder_server["url"])
         open_tab(pg, "Search")
         notice = pg.locator("#search-notice")
@@ -81,5 +78,3 @@ def test_search_tab_says_up_front_what_works_without_embedder(browser, no_embedd
         expect(pg.locator("#search-status")).to_contain_text("Search by object id instead")
         expect(pg.locator(f"#search-gallery {ERROR_BADGE}")).to_have_count(0)
         pg.screenshot(path=str(artifacts_dir / "calm_search_notice.png"), full_page=True)
-    finally:
-        context.close()

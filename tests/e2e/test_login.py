@@ -9,6 +9,7 @@ import pytest
 
 from app.ui.app import LOGIN_NOTICE
 from tests.app.fakes import launch_test_app, make_context
+from tests.e2e.ui_helpers import fresh_page
 
 AUTH = ("alice", "correct horse")
 
@@ -23,10 +24,7 @@ def auth_server(tmp_path_factory):
 
 
 def test_login_page_refuses_a_wrong_password_then_opens_the_workbench(browser, auth_server, artifacts_dir: Path):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.set_default_timeout(30_000)
-    page = context.new_page()
-    try:
+    with fresh_page(browser) as page:
         page.goto(auth_server)
         user = page.get_by_label("username")
         user.wait_for()
@@ -59,6 +57,4 @@ def test_login_page_refuses_a_wrong_password_then_opens_the_workbench(browser, a
         assert codes[-1] == 200
         page.get_by_role("tab", name="Review").wait_for()
         page.screenshot(path=str(artifacts_dir / "login_workbench.png"))
-        assert any(c["name"].startswith("access-token") for c in context.cookies())
-    finally:
-        context.close()
+        assert any(c["name"].startswith("access-token") for c in page.context.cookies())

@@ -4,10 +4,24 @@ in the image's own pixels."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from playwright.sync_api import expect
+
+
+@contextmanager
+def fresh_page(browser) -> Iterator:
+    """A page in a browser context of its own (no cookies shared with the module's ``page``),
+    closed afterwards."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(30_000)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
 
 
 def open_tab(page, name: str) -> None:
